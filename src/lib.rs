@@ -1,0 +1,12 @@
+//! ILDiff Studio: transparent animated stickers whose alpha stays clean in semi-open areas and
+//! does not flicker.
+//!
+//! Dependency direction (see ARCHITECTURE.md): `media` and `model` depend on nothing above them;
+//! `pipeline` on both; `worker` on `pipeline`; only `cli` uses clap and only `gui` uses egui.
+
+pub mod error;
+pub mod media;
+pub mod progress;
+
+pub use error::{Error, Result};
+pub use progress::{NoProgress, Progress};

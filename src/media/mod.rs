@@ -1,0 +1,16 @@
+//! Media: the animation type, importers, exporters, platform presets and pack export.
+//! Depends on nothing above it (no models, no UI).
+
+pub mod animation;
+pub mod atomic;
+pub mod decode;
+pub mod encode;
+pub mod ffmpeg;
+pub mod format;
+pub mod limits;
+pub mod pack;
+pub mod presets;
+
+pub use animation::{Animation, Delay, Fit, Frame, LoopCount};
+pub use format::Format;
+pub use limits::Limits;

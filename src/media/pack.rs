@@ -1,0 +1,2 @@
+//! Pack export: several stickers into one folder per platform, with icons and manifests in the
+//! layout each platform's own tooling expects.
