@@ -4,6 +4,7 @@
 //! Dependency direction (see ARCHITECTURE.md): `media` and `model` depend on nothing above them;
 //! `pipeline` on both; `worker` on `pipeline`; only `cli` uses clap and only `gui` uses egui.
 
+pub mod cli;
 pub mod error;
 pub mod media;
 pub mod progress;

@@ -1,3 +1,5 @@
-fn main() {
-    println!("ildiff: CLI coming");
+//! The `ildiff` binary: a thin adapter over the library's CLI (and, later, the studio window).
+
+fn main() -> std::process::ExitCode {
+    ildiff::cli::run()
 }

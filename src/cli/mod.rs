@@ -1,0 +1,111 @@
+//! The `ildiff` command line: argument parsing (clap derive) and one function per subcommand.
+//! This is the only module that uses clap; errors become `anyhow` here, at the binary's edge.
+
+mod info;
+mod progress_bar;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::media::Limits;
+
+/// ILDiff Studio: transparent animated stickers with clean, flicker-free alpha.
+#[derive(Debug, Parser)]
+#[command(name = "ildiff", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Show format, size, frames, fps, duration and alpha statistics of clips.
+    Info(info::InfoArgs),
+}
+
+/// Safety caps applied before decoding; raise them for trusted, very large inputs.
+#[derive(Debug, Clone, Args)]
+pub struct LimitArgs {
+    /// Largest accepted canvas side in pixels.
+    #[arg(long, default_value_t = Limits::default().max_side, global = true)]
+    pub max_side: u32,
+    /// Most frames accepted in one clip.
+    #[arg(long, default_value_t = Limits::default().max_frames, global = true)]
+    pub max_frames: u32,
+    /// Most decoded pixel bytes accepted for one clip.
+    #[arg(long, default_value_t = Limits::default().max_bytes, global = true)]
+    pub max_bytes: u64,
+}
+
+impl LimitArgs {
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_side: self.max_side,
+            max_frames: self.max_frames,
+            max_bytes: self.max_bytes,
+        }
+    }
+}
+
+/// Parses the process arguments and runs the command; the exit code is 0 only when every input
+/// succeeded.
+pub fn run() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        None => {
+            use clap::CommandFactory;
+            // The studio window arrives with the GUI issue; until then, help.
+            let _ = Cli::command().print_help();
+            Ok(true)
+        }
+        Some(Command::Info(args)) => info::run(&args),
+    };
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Collects per-input failures of a batch so every input is tried and all failures are listed
+/// at the end.
+#[derive(Debug, Default)]
+pub struct Batch {
+    failures: Vec<(PathBuf, String)>,
+    ok: usize,
+}
+
+impl Batch {
+    pub fn record<T>(&mut self, input: &std::path::Path, r: anyhow::Result<T>) -> Option<T> {
+        match r {
+            Ok(v) => {
+                self.ok += 1;
+                Some(v)
+            }
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                self.failures.push((input.to_path_buf(), format!("{e:#}")));
+                None
+            }
+        }
+    }
+
+    /// Prints the summary when there was more than one input; true when all succeeded.
+    pub fn finish(self) -> bool {
+        let total = self.ok + self.failures.len();
+        if total > 1 || !self.failures.is_empty() {
+            if !self.failures.is_empty() && total > 1 {
+                eprintln!("\n{} of {total} inputs failed:", self.failures.len());
+                for (p, e) in &self.failures {
+                    eprintln!("  {}: {e}", p.display());
+                }
+            }
+        }
+        self.failures.is_empty()
+    }
+}
