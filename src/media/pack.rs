@@ -380,7 +380,10 @@ fn icon_rules(title: &'static str, width: u32, height: u32, cap: u64) -> Rules {
 /// The icons a platform's pack needs: (file name, rules).
 fn icons_for(preset: Preset) -> Vec<(&'static str, Rules)> {
     match preset {
-        Preset::WhatsApp => vec![("tray.png", icon_rules("WhatsApp tray icon", 96, 96, 50 * KB))],
+        Preset::WhatsApp => vec![(
+            "tray.png",
+            icon_rules("WhatsApp tray icon", 96, 96, 50 * KB),
+        )],
         Preset::Line => vec![
             (
                 "main.png",
@@ -629,38 +632,40 @@ fn write_manifest(
     dir: &Path,
     report: &PackReport,
 ) -> Result<Option<PathBuf>> {
-    let json = match preset {
-        Preset::Line => return Ok(None),
-        Preset::WhatsApp => {
-            let contents = WaContents {
-                android_play_store_link: "",
-                ios_app_store_link: "",
-                sticker_packs: vec![WaPack {
-                    identifier: ident,
-                    name: &spec.name,
-                    publisher: &spec.author,
-                    tray_image_file: icon_file(report, ".png").unwrap_or_else(|| "tray.png".into()),
-                    image_data_version: "1",
-                    avoid_cache: false,
-                    publisher_email: "",
-                    publisher_website: "",
-                    privacy_policy_website: "",
-                    license_agreement_website: "",
-                    animated_sticker_pack: report.stickers.iter().any(|s| s.report.frames > 1),
-                    stickers: report
-                        .stickers
-                        .iter()
-                        .map(|s| WaSticker {
-                            image_file: &s.file,
-                            emojis: &s.emoji,
-                        })
-                        .collect(),
-                }],
-            };
-            serde_json::to_string_pretty(&contents)
-        }
-        Preset::Telegram | Preset::TelegramEmoji | Preset::TelegramStatic => {
-            let m = SimpleManifest {
+    let json =
+        match preset {
+            Preset::Line => return Ok(None),
+            Preset::WhatsApp => {
+                let contents = WaContents {
+                    android_play_store_link: "",
+                    ios_app_store_link: "",
+                    sticker_packs: vec![WaPack {
+                        identifier: ident,
+                        name: &spec.name,
+                        publisher: &spec.author,
+                        tray_image_file: icon_file(report, ".png")
+                            .unwrap_or_else(|| "tray.png".into()),
+                        image_data_version: "1",
+                        avoid_cache: false,
+                        publisher_email: "",
+                        publisher_website: "",
+                        privacy_policy_website: "",
+                        license_agreement_website: "",
+                        animated_sticker_pack: report.stickers.iter().any(|s| s.report.frames > 1),
+                        stickers: report
+                            .stickers
+                            .iter()
+                            .map(|s| WaSticker {
+                                image_file: &s.file,
+                                emojis: &s.emoji,
+                            })
+                            .collect(),
+                    }],
+                };
+                serde_json::to_string_pretty(&contents)
+            }
+            Preset::Telegram | Preset::TelegramEmoji | Preset::TelegramStatic => {
+                let m = SimpleManifest {
                 title: &spec.name,
                 author: &spec.author,
                 kind: Some(match preset {
@@ -677,10 +682,10 @@ fn write_manifest(
                     .map(|s| serde_json::json!({"file": s.file, "emoji": s.emoji, "name": s.name}))
                     .collect(),
             };
-            serde_json::to_string_pretty(&m)
-        }
-        Preset::Discord => {
-            let m = SimpleManifest {
+                serde_json::to_string_pretty(&m)
+            }
+            Preset::Discord => {
+                let m = SimpleManifest {
                 title: &spec.name,
                 author: &spec.author,
                 kind: None,
@@ -696,29 +701,29 @@ fn write_manifest(
                     })
                     .collect(),
             };
-            serde_json::to_string_pretty(&m)
+                serde_json::to_string_pretty(&m)
+            }
+            Preset::Signal => {
+                let m = SimpleManifest {
+                    title: &spec.name,
+                    author: &spec.author,
+                    kind: None,
+                    icon: None,
+                    cover: report.stickers.first().map(|s| s.file.as_str()),
+                    // Signal keeps one emoji per sticker: the first.
+                    stickers: report
+                        .stickers
+                        .iter()
+                        .map(|s| {
+                            let emoji = s.emoji.first().cloned().unwrap_or_default();
+                            serde_json::json!({"file": s.file, "emoji": emoji})
+                        })
+                        .collect(),
+                };
+                serde_json::to_string_pretty(&m)
+            }
         }
-        Preset::Signal => {
-            let m = SimpleManifest {
-                title: &spec.name,
-                author: &spec.author,
-                kind: None,
-                icon: None,
-                cover: report.stickers.first().map(|s| s.file.as_str()),
-                // Signal keeps one emoji per sticker: the first.
-                stickers: report
-                    .stickers
-                    .iter()
-                    .map(|s| {
-                        let emoji = s.emoji.first().cloned().unwrap_or_default();
-                        serde_json::json!({"file": s.file, "emoji": emoji})
-                    })
-                    .collect(),
-            };
-            serde_json::to_string_pretty(&m)
-        }
-    }
-    .map_err(|e| Error::Invalid(format!("cannot write the manifest: {e}")))?;
+        .map_err(|e| Error::Invalid(format!("cannot write the manifest: {e}")))?;
     let name = match preset {
         Preset::WhatsApp => "contents.json",
         Preset::Telegram | Preset::TelegramEmoji | Preset::TelegramStatic => "pack.json",
@@ -810,8 +815,8 @@ mod tests {
     fn emoji_and_text_rules() {
         let err = validate(&spec(3, 3, &[]), Preset::WhatsApp).expect_err("no emoji");
         assert!(err.to_string().contains("sticker 1 has 0 emoji"), "{err}");
-        let err = validate(&spec(3, 3, &["a", "b", "c", "d"]), Preset::WhatsApp)
-            .expect_err("four emoji");
+        let err =
+            validate(&spec(3, 3, &["a", "b", "c", "d"]), Preset::WhatsApp).expect_err("four emoji");
         assert!(err.to_string().contains("4 emoji"), "{err}");
         let err = validate(&spec(1, 3, &[]), Preset::Telegram).expect_err("tg needs emoji");
         assert_eq!(err.kind(), "invalid");

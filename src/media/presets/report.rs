@@ -190,11 +190,7 @@ pub(crate) fn probe_video(path: &Path) -> Result<VideoProbe> {
     if !out.status.success() {
         return Err(Error::Tool {
             tool: "ffprobe",
-            reason: format!(
-                "{}: {}",
-                ffmpeg::stderr_tail(&out.stderr),
-                path.display()
-            ),
+            reason: format!("{}: {}", ffmpeg::stderr_tail(&out.stderr), path.display()),
         });
     }
     parse_probe(&String::from_utf8_lossy(&out.stdout))
@@ -230,10 +226,7 @@ impl ReadBack {
     ) -> Self {
         let first = anim.frames.first().map(|f| &f.image);
         let transparent_pixels = first.is_some_and(|img| img.pixels().any(|p| p[3] == 0));
-        let all_frames_identical = anim
-            .frames
-            .iter()
-            .all(|f| Some(&f.image) == first);
+        let all_frames_identical = anim.frames.iter().all(|f| Some(&f.image) == first);
         let min_delay_ms = anim
             .frames
             .iter()
@@ -335,12 +328,7 @@ pub(crate) fn check_rules(rb: &ReadBack, rules: &Rules, format: Format) -> Vec<R
     out.push(RuleCheck::new(
         "canvas",
         canvas_ok,
-        format!(
-            "{}x{} ({})",
-            rb.width,
-            rb.height,
-            rules.canvas.describe()
-        ),
+        format!("{}x{} ({})", rb.width, rb.height, rules.canvas.describe()),
     ));
 
     if !rules.animated {
@@ -370,11 +358,7 @@ pub(crate) fn check_rules(rb: &ReadBack, rules: &Rules, format: Format) -> Vec<R
         } else {
             rb.min_delay_ms.round() >= (1000.0 / max as f64).floor()
         };
-        out.push(RuleCheck::new(
-            "fps",
-            ok,
-            format!("{fps:.2} fps (≤ {max})"),
-        ));
+        out.push(RuleCheck::new("fps", ok, format!("{fps:.2} fps (≤ {max})")));
     }
 
     if let (Some(min), false) = (rules.min_frame_delay_ms, still) {
@@ -546,7 +530,9 @@ mod tests {
         let names: Vec<&str> = ok.iter().map(|c| c.name.as_str()).collect();
         assert_eq!(
             names,
-            ["format", "canvas", "duration", "fps", "loop", "size", "audio", "alpha"]
+            [
+                "format", "canvas", "duration", "fps", "loop", "size", "audio", "alpha"
+            ]
         );
         assert_eq!(
             ok[1].to_string(),

@@ -267,7 +267,7 @@ pub fn group_digits(n: u64) -> String {
     let s = n.to_string();
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(' ');
         }
         out.push(c);
@@ -365,11 +365,11 @@ mod tests {
             tg.target(150, 200, Fit::Contain, None).expect("t"),
             (384, 512)
         );
+        assert_eq!(tg.target(1000, 3, Fit::Contain, None).expect("t"), (512, 2));
         assert_eq!(
-            tg.target(1000, 3, Fit::Contain, None).expect("t"),
-            (512, 2)
+            tg.target(200, 150, Fit::Cover, None).expect("t"),
+            (512, 512)
         );
-        assert_eq!(tg.target(200, 150, Fit::Cover, None).expect("t"), (512, 512));
         for (w, h) in [(7, 5), (640, 480), (33, 1000), (512, 512), (999, 998)] {
             let (tw, th) = tg.target(w, h, Fit::Contain, None).expect("t");
             assert!(tg.allows(tw, th), "{w}x{h} -> {tw}x{th}");
