@@ -449,14 +449,15 @@ pub fn export_pack(
         match src.load(&spec.limits) {
             Ok(anim) => {
                 make_icons(&anim, &icons, &files_dir, spec, &mut report, progress)?;
+                icons_done = true;
             }
+            // Recorded; the icons then come from the first sticker instead.
             Err(e) => report.failures.push(PackFailure {
                 what: "icon source".into(),
                 kind: e.kind().into(),
                 error: e.to_string(),
             }),
         }
-        icons_done = true;
     }
 
     for (i, sticker) in spec.stickers.iter().enumerate() {
