@@ -6,6 +6,7 @@
 
 pub mod error;
 pub mod media;
+pub mod model;
 pub mod progress;
 
 pub use error::{Error, Result};
