@@ -113,23 +113,26 @@ fn offset_encoder_matches_golden() {
 
 #[test]
 fn offset_encoder_loads_from_a_safetensors_file() {
-    // Real file path: fill-rule weights written to disk, read back through the checked loader.
+    // Real file path: fill-rule weights written to disk (f32, and f16 as the official files
+    // are), read back as f32 through the checked loader.
     let dev = Device::Cpu;
     let m = manifest("layerdiffuse_offset_encoder");
-    let tensors = m.golden_tensors(DType::F32, &dev).expect("fill");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("encoder.safetensors");
-    candle_core::safetensors::save(&tensors, &path).expect("save");
-    let ck = Checkpoint::read(&path, DType::F32, &dev).expect("read");
-    let model = ck
-        .build("offset encoder", DType::F32, &dev, |vb| {
-            OffsetEncoder::new(&OffsetEncoderConfig::official(), vb)
-        })
-        .expect("build");
     let g = golden("layerdiffuse_offset_encoder");
-    let out = model.forward(&tensor(&g, "input")).expect("forward");
-    let (_, rel) = errors(&out, &tensor(&g, "output"));
-    assert!(rel < 1e-4, "relative error {rel}");
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (dtype, tolerance) in [(DType::F32, 1e-4), (DType::F16, 2e-2)] {
+        let tensors = m.golden_tensors(dtype, &dev).expect("fill");
+        let path = dir.path().join(format!("encoder_{dtype:?}.safetensors"));
+        candle_core::safetensors::save(&tensors, &path).expect("save");
+        let ck = Checkpoint::read(&path, DType::F32, &dev).expect("read");
+        let model = ck
+            .build("offset encoder", DType::F32, &dev, |vb| {
+                OffsetEncoder::new(&OffsetEncoderConfig::official(), vb)
+            })
+            .expect("build");
+        let out = model.forward(&tensor(&g, "input")).expect("forward");
+        let (_, rel) = errors(&out, &tensor(&g, "output"));
+        assert!(rel < tolerance, "{dtype:?}: relative error {rel}");
+    }
 }
 
 fn build_decoder(ck: &Checkpoint) -> ildiff::Result<TransparentDecoder> {
@@ -233,6 +236,7 @@ fn bad_files_give_clear_errors() {
     std::fs::write(&header_cut, &good[..40]).expect("write");
     let e = Checkpoint::read(&header_cut, DType::F32, &Device::Cpu).expect_err("cut header");
     assert_eq!(e.kind(), "model", "{e}");
+    assert!(e.to_string().contains("truncated"), "{e}");
 
     let text = dir.path().join("notes.txt");
     std::fs::write(&text, "these are not weights, just a text file\n").expect("write");

@@ -92,6 +92,7 @@ pub struct Checkpoint {
 impl Checkpoint {
     /// Reads a safetensors file. Tensors are converted to `dtype` on `device`.
     pub fn read(path: &Path, dtype: DType, device: &Device) -> Result<Self> {
+        precheck(path)?;
         let bytes = std::fs::read(path).map_err(|e| Error::io("reading weights", path, e))?;
         Self::from_bytes(&bytes, &path.display().to_string(), dtype, device)
     }
@@ -199,6 +200,34 @@ impl Checkpoint {
         }
         Ok(model)
     }
+}
+
+/// Looks at the first bytes only, so pointing at a multi-gigabyte `.ckpt` or video fails at
+/// once instead of after reading it all: a safetensors file starts with a little-endian u64
+/// header length that fits in the file, followed by a JSON object.
+fn precheck(path: &Path) -> Result<()> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path).map_err(|e| Error::io("opening weights", path, e))?;
+    let len = file
+        .metadata()
+        .map_err(|e| Error::io("reading weights", path, e))?
+        .len();
+    let mut head = [0u8; 9];
+    let why = if len < 9 || file.read_exact(&mut head).is_err() || head[8] != b'{' {
+        "not a safetensors file (no safetensors header)"
+    } else {
+        let header_len = u64::from_le_bytes([
+            head[0], head[1], head[2], head[3], head[4], head[5], head[6], head[7],
+        ]);
+        if header_len <= len - 8 {
+            return Ok(());
+        }
+        "the file is shorter than its header says; is the download truncated?"
+    };
+    Err(Error::Model(format!(
+        "cannot read weights: {why}: {}",
+        path.display()
+    )))
 }
 
 /// The `VarBuilder` backend of a [`Checkpoint`].
