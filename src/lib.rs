@@ -7,6 +7,7 @@
 pub mod cli;
 pub mod error;
 pub mod media;
+pub mod model;
 pub mod progress;
 
 pub use error::{Error, Result};
