@@ -25,6 +25,8 @@ mod still;
 mod video;
 mod webp;
 
+pub use folder::FOLDER_FPS;
+
 /// What an importer knows before decoding frames.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct SourceInfo {
@@ -438,6 +440,14 @@ mod tests {
             ("gif", super::gif::tests::sample_gif()),
             ("png", png_bytes(&pattern(8, 6, 3))),
             ("apng", super::png::tests::sample_apng()),
+            (
+                "apng-interlaced",
+                super::png::tests::interlaced_apng(
+                    9,
+                    7,
+                    &[(0, 0, &pattern(9, 7, 1)), (2, 1, &pattern(5, 4, 2))],
+                ),
+            ),
             ("webp", super::webp::tests::sample_still_webp()),
             ("webp-anim", super::webp::tests::sample_animated_webp()),
             ("jpeg", super::still::tests::sample_jpeg()),
@@ -462,7 +472,7 @@ mod tests {
             for seed in 1..=iters {
                 let mut rng = XorShift(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
                 let mut data = mutate(&mut rng, bytes);
-                if name.ends_with("png") && seed % 2 == 0 {
+                if name.contains("png") && seed % 2 == 0 {
                     fix_png_crcs(&mut data);
                 }
                 let path = dir.path().join(format!("{name}-{seed}"));

@@ -113,11 +113,20 @@ fn read_rgba(reader: &mut Reader, buf: &mut Vec<u8>, path: &Path) -> Result<(u32
     }
     let bytes_per_sample = if wide { 2 } else { 1 };
     let row_bytes = w as usize * samples * bytes_per_sample;
-    if out.line_size < row_bytes || buf.len() < out.line_size * h as usize {
+    // Interlaced (sub-)frames are expanded with the stride of the full image width, whatever
+    // `line_size` says (png 0.18's Adam7 path); progressive ones are packed at `line_size`.
+    let stride = if reader.info().interlaced {
+        reader
+            .output_line_size(reader.info().width)
+            .ok_or_else(|| decode_err(path, "image too large for this machine"))?
+    } else {
+        out.line_size
+    };
+    if stride < row_bytes || buf.len() < stride * (h as usize).saturating_sub(1) + row_bytes {
         return Err(decode_err(path, "frame rows are shorter than its width"));
     }
     let mut rgba = Vec::with_capacity(w as usize * h as usize * 4);
-    for row in buf.chunks(out.line_size).take(h as usize) {
+    for row in buf.chunks(stride).take(h as usize) {
         let row = &row[..row_bytes];
         // One sample as 8 bits; 16-bit samples are rounded to nearest.
         let sample = |i: usize| -> u8 {
@@ -246,6 +255,8 @@ impl FrameSource for ApngSource {
 
 #[cfg(test)]
 pub(crate) mod tests {
+    use image::RgbaImage;
+
     use super::*;
     use crate::media::decode::testutil::{pattern, png_bytes, write_temp};
     use crate::media::decode::{open as open_anim, open_source};
@@ -482,6 +493,101 @@ pub(crate) mod tests {
         assert_eq!(a.frames[0].image, img);
         assert_eq!(a.frames[0].delay.millis(), 100);
         assert_eq!(a.loops, LoopCount::Infinite);
+    }
+
+    /// Builds an interlaced (Adam7) APNG by hand, since the png crate's encoder cannot: zlib with
+    /// stored blocks, one pass after another, each row with filter type 0.
+    pub(crate) fn interlaced_apng(w: u32, h: u32, frames: &[(u32, u32, &RgbaImage)]) -> Vec<u8> {
+        fn chunk(out: &mut Vec<u8>, kind: &[u8; 4], data: &[u8]) {
+            out.extend_from_slice(&(data.len() as u32).to_be_bytes());
+            let mut body = kind.to_vec();
+            body.extend_from_slice(data);
+            out.extend_from_slice(&body);
+            out.extend_from_slice(&crc32(&body).to_be_bytes());
+        }
+        fn zlib_stored(data: &[u8]) -> Vec<u8> {
+            let mut z = vec![0x78, 0x01];
+            let blocks: Vec<&[u8]> = data.chunks(65535).collect();
+            for (i, b) in blocks.iter().enumerate() {
+                z.push(u8::from(i + 1 == blocks.len()));
+                z.extend_from_slice(&(b.len() as u16).to_le_bytes());
+                z.extend_from_slice(&(!(b.len() as u16)).to_le_bytes());
+                z.extend_from_slice(b);
+            }
+            let (mut a, mut b) = (1u32, 0u32);
+            for &x in data {
+                a = (a + x as u32) % 65521;
+                b = (b + a) % 65521;
+            }
+            z.extend_from_slice(&((b << 16) | a).to_be_bytes());
+            z
+        }
+        fn adam7(img: &RgbaImage) -> Vec<u8> {
+            let (w, h) = img.dimensions();
+            let mut out = Vec::new();
+            for (x0, y0, dx, dy) in [
+                (0, 0, 8, 8),
+                (4, 0, 8, 8),
+                (0, 4, 4, 8),
+                (2, 0, 4, 4),
+                (0, 2, 2, 4),
+                (1, 0, 2, 2),
+                (0, 1, 1, 2),
+            ] {
+                if x0 >= w || y0 >= h {
+                    continue;
+                }
+                for y in (y0..h).step_by(dy) {
+                    out.push(0);
+                    for x in (x0..w).step_by(dx) {
+                        out.extend_from_slice(&img.get_pixel(x, y).0);
+                    }
+                }
+            }
+            out
+        }
+        let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
+        let mut ihdr = w.to_be_bytes().to_vec();
+        ihdr.extend_from_slice(&h.to_be_bytes());
+        ihdr.extend_from_slice(&[8, 6, 0, 0, 1]); // RGBA8, Adam7
+        chunk(&mut out, b"IHDR", &ihdr);
+        let mut actl = (frames.len() as u32).to_be_bytes().to_vec();
+        actl.extend_from_slice(&0u32.to_be_bytes());
+        chunk(&mut out, b"acTL", &actl);
+        let mut seq = 0u32;
+        for (i, (x, y, img)) in frames.iter().enumerate() {
+            let mut fctl = seq.to_be_bytes().to_vec();
+            seq += 1;
+            for v in [img.width(), img.height(), *x, *y] {
+                fctl.extend_from_slice(&v.to_be_bytes());
+            }
+            fctl.extend_from_slice(&[0, 1, 0, 10, 0, 0]); // 1/10 s, dispose none, blend source
+            chunk(&mut out, b"fcTL", &fctl);
+            let z = zlib_stored(&adam7(img));
+            if i == 0 {
+                chunk(&mut out, b"IDAT", &z);
+            } else {
+                let mut fdat = seq.to_be_bytes().to_vec();
+                seq += 1;
+                fdat.extend_from_slice(&z);
+                chunk(&mut out, b"fdAT", &fdat);
+            }
+        }
+        chunk(&mut out, b"IEND", &[]);
+        out
+    }
+
+    #[test]
+    fn interlaced_apng_subframes_are_placed_correctly() {
+        let base = pattern(11, 9, 1);
+        let sub = pattern(5, 6, 7);
+        let bytes = interlaced_apng(11, 9, &[(0, 0, &base), (3, 2, &sub)]);
+        let (_d, p) = write_temp("i.png", &bytes);
+        let a = open_anim(&p, &Limits::default()).expect("interlaced apng");
+        assert_eq!(a.frames[0].image, base);
+        let mut want = base.clone();
+        image::imageops::replace(&mut want, &sub, 3, 2);
+        assert_eq!(a.frames[1].image, want);
     }
 
     #[test]
