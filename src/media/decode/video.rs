@@ -313,7 +313,7 @@ impl FrameSource for VideoSource {
                 Ok(0) => break,
                 Ok(n) => filled += n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(Error::io("read ffmpeg output for", &self.path, e)),
+                Err(e) => return Err(Error::io("reading ffmpeg output", &self.path, e)),
             }
         }
         if filled == size {
