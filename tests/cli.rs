@@ -29,7 +29,15 @@ fn stderr(o: &Output) -> String {
 fn ffmpeg_clip(dir: &Path, name: &str, size: &str, fps: u32, secs: f32, extra: &[&str]) -> PathBuf {
     let out = dir.join(name);
     let status = Command::new("ffmpeg")
-        .args(["-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i"])
+        .args([
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+        ])
         .arg(format!("testsrc=size={size}:rate={fps}"))
         .args(["-t", &secs.to_string()])
         .args(extra)
@@ -98,13 +106,23 @@ fn bad_inputs_fail_clearly_and_batch_reports_all() {
         .chain(paths.iter().map(|p| p.to_str().expect("utf8")))
         .collect();
     let o = ildiff(&args);
-    assert!(!o.status.success(), "a batch with failures must exit non-zero");
+    assert!(
+        !o.status.success(),
+        "a batch with failures must exit non-zero"
+    );
     let err = stderr(&o);
     assert!(err.contains("5 of 6 inputs failed"), "{err}");
     for p in &paths[1..] {
-        assert!(err.contains(p.to_str().expect("utf8")), "no mention of {}: {err}", p.display());
+        assert!(
+            err.contains(p.to_str().expect("utf8")),
+            "no mention of {}: {err}",
+            p.display()
+        );
     }
-    assert!(err.contains("limit"), "huge canvas must be a limits error: {err}");
+    assert!(
+        err.contains("limit"),
+        "huge canvas must be a limits error: {err}"
+    );
     assert!(!err.contains("panicked"), "{err}");
     assert!(String::from_utf8_lossy(&o.stdout).contains("good.gif"));
 }
@@ -112,7 +130,14 @@ fn bad_inputs_fail_clearly_and_batch_reports_all() {
 #[test]
 fn missing_ffmpeg_says_how_to_install() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mp4 = ffmpeg_clip(dir.path(), "in.mp4", "64x64", 10, 0.5, &["-pix_fmt", "yuv420p"]);
+    let mp4 = ffmpeg_clip(
+        dir.path(),
+        "in.mp4",
+        "64x64",
+        10,
+        0.5,
+        &["-pix_fmt", "yuv420p"],
+    );
     let o = ildiff_env(&["info", mp4.to_str().expect("utf8")], &[("PATH", "")]);
     assert!(!o.status.success());
     let err = stderr(&o);
