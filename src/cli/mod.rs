@@ -3,6 +3,7 @@
 
 mod eval;
 mod info;
+#[allow(dead_code)] // used by export and pack, which land next
 mod progress_bar;
 
 use std::path::PathBuf;
@@ -103,12 +104,10 @@ impl Batch {
     /// Prints the summary when there was more than one input; true when all succeeded.
     pub fn finish(self) -> bool {
         let total = self.ok + self.failures.len();
-        if total > 1 || !self.failures.is_empty() {
-            if !self.failures.is_empty() && total > 1 {
-                eprintln!("\n{} of {total} inputs failed:", self.failures.len());
-                for (p, e) in &self.failures {
-                    eprintln!("  {}: {e}", p.display());
-                }
+        if total > 1 && !self.failures.is_empty() {
+            eprintln!("\n{} of {total} inputs failed:", self.failures.len());
+            for (p, e) in &self.failures {
+                eprintln!("  {}: {e}", p.display());
             }
         }
         self.failures.is_empty()

@@ -255,13 +255,14 @@ impl Animation {
         let mut out = Vec::new();
         let mut t = 0.0;
         for f in &self.frames {
-            if t >= max_secs - 1e-9 {
+            // Whole milliseconds left: float sums of delays must not create a 1 ms sliver frame.
+            let left_ms = ((max_secs - t) * 1000.0).round();
+            if left_ms < 1.0 {
                 break;
             }
-            let left = max_secs - t;
             let mut frame = f.clone();
-            if f.delay.secs() > left + 1e-9 {
-                frame.delay = Delay::from_millis((left * 1000.0).floor().max(1.0) as u32);
+            if f.delay.millis_f64() > left_ms + 1e-6 {
+                frame.delay = Delay::from_millis(left_ms as u32);
             }
             t += frame.delay.secs();
             out.push(frame);
