@@ -39,7 +39,10 @@ fn gradient_magnitude(p: &Plane, g: &[f64], dg: &[f64]) -> Vec<f64> {
     let src: Vec<f64> = p.data.iter().map(|&v| f64::from(v)).collect();
     let gx = separable(&src, p.w, p.h, dg, g, Border::Replicate);
     let gy = separable(&src, p.w, p.h, g, dg, Border::Replicate);
-    gx.iter().zip(&gy).map(|(a, b)| a.hypot(*b)).collect()
+    gx.iter()
+        .zip(&gy)
+        .map(|(a, b)| (a * a + b * b).sqrt())
+        .collect()
 }
 
 /// Gradient error of one frame: `Σ_p (|∇α|_p − |∇α*|_p)² / 1000`.
