@@ -99,7 +99,7 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<bool> {
     let report = Report { clips, overall };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
+    } else if !report.clips.is_empty() {
         print_table(&report);
     }
     Ok(batch.finish())
@@ -427,6 +427,56 @@ mod tests {
                 &mut Batch::default()
             )
             .is_err()
+        );
+    }
+
+    /// Writes `frames` as a folder of numbered PNGs.
+    fn frame_folder(dir: &Path, alphas: &[u8]) {
+        std::fs::create_dir_all(dir).expect("mkdir");
+        for (i, &a) in alphas.iter().enumerate() {
+            image::RgbaImage::from_pixel(16, 16, image::Rgba([90, 60, 30, a]))
+                .save(dir.join(format!("frame_{i:03}.png")))
+                .expect("write png");
+        }
+    }
+
+    #[test]
+    fn dataset_of_frame_folders_evaluates_end_to_end() {
+        let (p, g) = (
+            tempfile::tempdir().expect("p"),
+            tempfile::tempdir().expect("g"),
+        );
+        frame_folder(&p.path().join("same"), &[255, 255]);
+        frame_folder(&g.path().join("same"), &[255, 255]);
+        // 153 vs 102: a constant 0.2 alpha error, MSE 0.04.
+        frame_folder(&p.path().join("off"), &[153, 153]);
+        frame_folder(&g.path().join("off"), &[102, 102]);
+        let mut batch = Batch::default();
+        let pairs = pair_up(p.path(), g.path(), false, &mut batch).expect("pairs");
+        let limits = Limits::default();
+        let reports: Vec<ClipReport> = pairs
+            .iter()
+            .map(|pair| evaluate_pair(pair, &limits).expect("evaluates"))
+            .collect();
+        assert_eq!(reports.len(), 2);
+        assert_eq!(reports[0].name, "off");
+        assert!((reports[0].metrics.mse - 0.04).abs() < 1e-6);
+        assert_eq!(reports[0].metrics.frames, 2);
+        assert_eq!(reports[1].metrics.psnr, crate::eval::PSNR_CAP);
+        assert!(batch.finish());
+
+        // A frame folder compared with a 3-frame one: a clear error, not a panic.
+        let q = tempfile::tempdir().expect("q");
+        frame_folder(q.path(), &[0, 0, 0]);
+        let pair = Pair {
+            name: "x".into(),
+            pred: q.path().to_path_buf(),
+            gt: g.path().join("off"),
+        };
+        let err = evaluate_pair(&pair, &limits).expect_err("frame counts differ");
+        assert!(
+            format!("{err:#}").contains("frame counts differ"),
+            "{err:#}"
         );
     }
 }
