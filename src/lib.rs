@@ -6,6 +6,7 @@
 
 pub mod cli;
 pub mod error;
+pub mod eval;
 pub mod media;
 pub mod model;
 pub mod progress;
