@@ -5,6 +5,12 @@
 //! Lossless outputs (APNG without palette, lossless WebP) first set the colour of fully
 //! transparent pixels to black on a copy: that colour is invisible but costs bytes. Lossy and
 //! quantised outputs ignore it anyway, and the PNG folder keeps frames exactly.
+//!
+//! [`Encoding`] picks the common settings; each format module also has a fuller entry point
+//! (`apng::encode` with [`apng::ApngOptions`] for dithered palettes, `webp::encode_with` for
+//! more lossless effort, `webm::write_with` for an explicit ffmpeg). Through [`Encoding`],
+//! palette APNG is not dithered: dither noise compresses poorly and APNG is mostly chosen for
+//! platforms with tight size caps.
 
 pub mod apng;
 pub mod folder;

@@ -50,7 +50,7 @@ fn check_crf(crf: u8) -> Result<()> {
     Ok(())
 }
 
-/// Like [`write`] with an explicit ffmpeg program (tests, callers that located it themselves).
+/// Like [`write()`] with an explicit ffmpeg program (tests, callers that located it themselves).
 /// A program that cannot be started because it does not exist is [`Error::ToolMissing`].
 pub fn write_with(anim: &Animation, crf: u8, path: &Path, ffmpeg_bin: &Path) -> Result<u64> {
     check_crf(crf)?;

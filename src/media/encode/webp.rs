@@ -8,8 +8,11 @@
 //!   it to libwebp, so 4 is what every frame gets.
 //! - Timestamps are the exact running time in ms, rounded per frame (no drift); each frame lasts
 //!   at least 1 ms because libwebp needs strictly increasing timestamps.
-//! - One frame: the animation encoder then emits a still WebP (it checks whether the one-frame
-//!   image is smaller as a plain VP8/VP8L file), which every reader opens.
+//! - One frame: written through the same animation encoder. libwebp turns it into a plain still
+//!   file only when the frame covers the whole canvas and that is smaller; a sticker with
+//!   transparent borders stays a one-frame animation (`VP8X` + `ANIM` + one `ANMF`), which the
+//!   image crate, libwebp and browsers read as a still image. (A platform that insists on a
+//!   non-animated WebP would need another encoder: `webp-animation` exposes no still encoder.)
 //! - libwebp merges a frame identical to the one before it into that frame's duration, so such
 //!   clips read back with fewer, longer frames (same playback).
 
@@ -207,5 +210,11 @@ mod tests {
             .expect("decode")
             .to_rgba8();
         assert_rgba_eq_visible(&anim.frames[0].image, &img);
+        let lossy = encode(&anim, Some(80.0)).expect("encode");
+        let img = image::load_from_memory_with_format(&lossy, image::ImageFormat::WebP)
+            .expect("decode")
+            .to_rgba8();
+        let err = mean_alpha_error(&anim, &[img]);
+        assert!(err < 0.5 / 255.0, "mean |Δα| = {}", err * 255.0);
     }
 }
