@@ -329,6 +329,58 @@ mod tests {
         }
     }
 
+    /// Replays the written frames twice on one canvas that is *not* reset at the loop (what a
+    /// decoder that only follows disposal does) and checks every shown frame's mask, so the
+    /// wrap from the last frame to the first is correct too.
+    #[test]
+    fn second_play_without_canvas_reset_is_correct() {
+        let mut anim = clip(6);
+        // The last frame covers pixels that are transparent in the first.
+        let last = anim.frames.len() - 1;
+        for p in anim.frames[last].image.pixels_mut() {
+            *p = image::Rgba([10, 200, 30, 255]);
+        }
+        let opts = GifOptions {
+            dither: false,
+            ..GifOptions::default()
+        };
+        let bytes = encode(&anim, &opts).expect("encode");
+        let mut dec = gif::DecodeOptions::new();
+        dec.set_color_output(gif::ColorOutput::Indexed);
+        let mut dec = dec.read_info(std::io::Cursor::new(&bytes)).expect("gif");
+        let mut frames = Vec::new();
+        while let Some(f) = dec.read_next_frame().expect("frame") {
+            frames.push(f.clone());
+        }
+        let w = anim.width as usize;
+        // Canvas of "opaque?" flags.
+        let mut canvas = vec![false; w * anim.height as usize];
+        let rect = |f: &gif::Frame<'_>| {
+            let (l, t) = (f.left as usize, f.top as usize);
+            (0..f.height as usize).flat_map(move |y| {
+                (0..f.width as usize).map(move |x| (y * f.width as usize + x, (y + t) * w + x + l))
+            })
+        };
+        for play in 0..2 {
+            for (k, f) in frames.iter().enumerate() {
+                for (src, dst) in rect(f) {
+                    if Some(f.buffer[src]) != f.transparent {
+                        canvas[dst] = true;
+                    }
+                }
+                let want = threshold(&anim.frames[k].image, opts.matte, opts.alpha_threshold);
+                for (i, p) in want.pixels().enumerate() {
+                    assert_eq!(p[3] == 255, canvas[i], "play {play} frame {k} pixel {i}");
+                }
+                if f.dispose == DisposalMethod::Background {
+                    for (_, dst) in rect(f) {
+                        canvas[dst] = false;
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn bad_options_are_invalid() {
         let anim = clip(2);
