@@ -355,11 +355,11 @@ mod tests {
         let w = anim.width as usize;
         // Canvas of "opaque?" flags.
         let mut canvas = vec![false; w * anim.height as usize];
-        let rect = |f: &gif::Frame<'_>| {
-            let (l, t) = (f.left as usize, f.top as usize);
-            (0..f.height as usize).flat_map(move |y| {
-                (0..f.width as usize).map(move |x| (y * f.width as usize + x, (y + t) * w + x + l))
-            })
+        let rect = |f: &gif::Frame<'_>| -> Vec<(usize, usize)> {
+            let (l, t, fw) = (f.left as usize, f.top as usize, f.width as usize);
+            (0..f.height as usize)
+                .flat_map(|y| (0..fw).map(move |x| (y * fw + x, (y + t) * w + x + l)))
+                .collect()
         };
         for play in 0..2 {
             for (k, f) in frames.iter().enumerate() {
