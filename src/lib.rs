@@ -6,7 +6,9 @@
 
 pub mod cli;
 pub mod error;
+pub mod eval;
 pub mod media;
+pub mod model;
 pub mod progress;
 
 pub use error::{Error, Result};

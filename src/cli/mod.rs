@@ -1,6 +1,7 @@
 //! The `ildiff` command line: argument parsing (clap derive) and one function per subcommand.
 //! This is the only module that uses clap; errors become `anyhow` here, at the binary's edge.
 
+mod eval;
 mod info;
 #[allow(dead_code)] // used by export and pack, which land next
 mod progress_bar;
@@ -24,6 +25,9 @@ pub struct Cli {
 pub enum Command {
     /// Show format, size, frames, fps, duration and alpha statistics of clips.
     Info(info::InfoArgs),
+    /// Matting metrics (PSNR, SSIM, SAD, MSE, Grad, Conn, dtSSD, hole residue) of predicted
+    /// clips against ground truth, per clip and overall.
+    Eval(eval::EvalArgs),
 }
 
 /// Safety caps applied before decoding; raise them for trusted, very large inputs.
@@ -62,6 +66,7 @@ pub fn run() -> ExitCode {
             Ok(true)
         }
         Some(Command::Info(args)) => info::run(&args),
+        Some(Command::Eval(args)) => eval::run(&args),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

@@ -1,0 +1,17 @@
+//! Models: tensors in, tensors out. Each model takes a config struct and a `candle_nn::VarBuilder`
+//! and knows nothing of files, images, threads or printing; [`weights`] is the one place that
+//! reads weight files and checks them against what a model asks for.
+//!
+//! - [`transparent_decoder`]: LayerDiffuse's RGBA decoder, the base of the ILDiff decoder.
+//! - [`offset_encoder`]: LayerDiffuse's latent-transparency offset encoder and `pad_rgb`.
+//! - [`augment`]: flip x rot90 test-time augmentation, lower median, mirror padding.
+//! - [`weights`]: checked loading, layout manifests, the reference fill rule.
+
+pub mod augment;
+pub mod offset_encoder;
+pub mod transparent_decoder;
+pub mod weights;
+
+pub use offset_encoder::{OffsetEncoder, OffsetEncoderConfig};
+pub use transparent_decoder::{TransparentDecoder, TransparentDecoderConfig};
+pub use weights::{Checkpoint, Manifest};

@@ -1,0 +1,837 @@
+//! LayerDiffuse's transparent VAE decoder ("UNet1024"): RGB decoded by the SD VAE plus the SD
+//! latent in, `[alpha, R, G, B]` out (straight colour). It is the base of the ILDiff decoder,
+//! which adds a layout adapter's feature at the latent injection point
+//! ([`TransparentDecoder::forward_with_extra`]).
+//!
+//! A diffusers-style UNet without timestep: GroupNorm + SiLU resnets, stride-2 conv downsampling,
+//! nearest x2 + conv upsampling, single-head-dim self-attention at the deepest levels. Weight
+//! names follow the official checkpoints (`layer_sd15_vae_transparent_decoder.safetensors`,
+//! `vae_transparent_decoder.safetensors`); see `reference/manifests/`.
+//!
+//! Attention and normalisation are written with plain tensor ops (no fused softmax or norm) so
+//! the decoder can be fine-tuned.
+
+use candle_core::{D, Module, Result, Tensor, bail};
+use candle_nn::{Conv2d, Conv2dConfig, GroupNorm, Init, Linear, VarBuilder};
+use serde::{Deserialize, Serialize};
+
+use super::augment::{Dihedral, crop, lower_median, mirror_pad};
+
+/// Largest attention score matrix computed at once, in elements; bigger ones are split over
+/// heads so a 1024-px decode does not need gigabytes for one softmax.
+const ATTENTION_CHUNK_ELEMENTS: usize = 1 << 25;
+
+/// Shape of a transparent decoder. `official()` matches the published weights.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TransparentDecoderConfig {
+    /// Channels of the pixel input (RGB).
+    pub in_channels: usize,
+    /// Channels of the output (`alpha, R, G, B`).
+    pub out_channels: usize,
+    /// Channels of the SD latent.
+    pub latent_channels: usize,
+    /// Output channels of each level, finest first; one down block and one up block per level.
+    pub block_out_channels: Vec<usize>,
+    /// Resnets per down block; up blocks have one more.
+    pub layers_per_block: usize,
+    /// GroupNorm groups everywhere.
+    pub norm_groups: usize,
+    /// GroupNorm epsilon.
+    pub norm_eps: f64,
+    /// Channels per attention head.
+    pub attention_head_dim: usize,
+    /// Levels (0 = finest) whose down and up blocks have self-attention after each resnet.
+    pub attn_levels: Vec<usize>,
+    /// Whether the mid block has self-attention between its two resnets.
+    pub mid_attention: bool,
+    /// The latent is added (through a zero-initialised 1x1 conv) just before this down block,
+    /// so its resolution is `1 / 2^latent_inject_level` of the pixel input.
+    pub latent_inject_level: usize,
+}
+
+impl TransparentDecoderConfig {
+    /// The published LayerDiffuse decoder (104.1 M parameters).
+    pub fn official() -> Self {
+        Self {
+            in_channels: 3,
+            out_channels: 4,
+            latent_channels: 4,
+            block_out_channels: vec![32, 32, 64, 128, 256, 512, 512],
+            layers_per_block: 2,
+            norm_groups: 4,
+            norm_eps: 1e-5,
+            attention_head_dim: 8,
+            attn_levels: vec![4, 5, 6],
+            mid_attention: true,
+            latent_inject_level: 3,
+        }
+    }
+
+    /// Number of levels (down blocks).
+    pub fn levels(&self) -> usize {
+        self.block_out_channels.len()
+    }
+
+    /// Pixel height and width must be multiples of this for [`TransparentDecoder::forward`].
+    pub fn size_multiple(&self) -> usize {
+        1 << self.levels().saturating_sub(1)
+    }
+
+    /// Pixel size / latent size.
+    pub fn latent_factor(&self) -> usize {
+        1 << self.latent_inject_level
+    }
+
+    /// Channels of the hidden state at the latent injection point (what an extra feature added
+    /// there must have).
+    pub fn inject_channels(&self) -> usize {
+        self.block_out_channels[self.latent_inject_level.max(1) - 1]
+    }
+
+    fn has_attention(&self, level: usize) -> bool {
+        self.attn_levels.contains(&level)
+    }
+
+    /// Checks that the numbers fit together, so a bad config fails with a sentence rather than a
+    /// shape error deep inside a forward pass.
+    pub fn validate(&self) -> Result<()> {
+        let n = self.levels();
+        if n == 0 {
+            bail!("transparent decoder config: block_out_channels is empty");
+        }
+        if self.layers_per_block == 0 {
+            bail!("transparent decoder config: layers_per_block must be at least 1");
+        }
+        if self.latent_inject_level >= n {
+            bail!(
+                "transparent decoder config: latent_inject_level {} must be below the number of levels {n}",
+                self.latent_inject_level
+            );
+        }
+        if self.norm_groups == 0 || self.attention_head_dim == 0 {
+            bail!(
+                "transparent decoder config: norm_groups and attention_head_dim must be positive"
+            );
+        }
+        if let Some(&l) = self.attn_levels.iter().find(|&&l| l >= n) {
+            bail!("transparent decoder config: attention level {l} does not exist ({n} levels)");
+        }
+        for (name, c) in self.norm_channels() {
+            if c == 0 || c % self.norm_groups != 0 {
+                bail!(
+                    "transparent decoder config: {name} has {c} channels, not a multiple of norm_groups {}",
+                    self.norm_groups
+                );
+            }
+        }
+        let attn_channels = self
+            .attn_levels
+            .iter()
+            .map(|&l| self.block_out_channels[l])
+            .chain(self.mid_attention.then(|| self.block_out_channels[n - 1]));
+        for c in attn_channels {
+            if c % self.attention_head_dim != 0 {
+                bail!(
+                    "transparent decoder config: {c} attention channels are not a multiple of attention_head_dim {}",
+                    self.attention_head_dim
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Channel counts of every GroupNorm, with a label for error messages.
+    fn norm_channels(&self) -> Vec<(String, usize)> {
+        let boc = &self.block_out_channels;
+        let n = boc.len();
+        let mut out = Vec::new();
+        for i in 0..n {
+            let in_c = if i == 0 { boc[0] } else { boc[i - 1] };
+            out.push((format!("down block {i}"), in_c));
+            out.push((format!("down block {i}"), boc[i]));
+        }
+        for i in 0..n {
+            for (j, (c_in, c_out)) in self.up_resnet_channels(i).into_iter().enumerate() {
+                out.push((format!("up block {i} resnet {j}"), c_in));
+                out.push((format!("up block {i} resnet {j}"), c_out));
+            }
+        }
+        out
+    }
+
+    /// (input, output) channels of each resnet of up block `i` (input includes the skip).
+    fn up_resnet_channels(&self, i: usize) -> Vec<(usize, usize)> {
+        let boc = &self.block_out_channels;
+        let n = boc.len();
+        let out_c = boc[n - 1 - i];
+        let prev_c = if i == 0 { boc[n - 1] } else { boc[n - i] };
+        let skip_last = boc[n - 1 - (i + 1).min(n - 1)];
+        (0..=self.layers_per_block)
+            .map(|j| {
+                let res_in = if j == 0 { prev_c } else { out_c };
+                let skip = if j == self.layers_per_block {
+                    skip_last
+                } else {
+                    out_c
+                };
+                (res_in + skip, out_c)
+            })
+            .collect()
+    }
+}
+
+fn conv3x3(c_in: usize, c_out: usize, stride: usize, vb: VarBuilder) -> Result<Conv2d> {
+    let cfg = Conv2dConfig {
+        padding: 1,
+        stride,
+        ..Default::default()
+    };
+    candle_nn::conv2d(c_in, c_out, 3, cfg, vb)
+}
+
+fn conv1x1(c_in: usize, c_out: usize, vb: VarBuilder) -> Result<Conv2d> {
+    candle_nn::conv2d(c_in, c_out, 1, Conv2dConfig::default(), vb)
+}
+
+/// A 1x1 conv whose fresh weights are zero, so a new branch starts as "adds nothing".
+pub(crate) fn zero_conv1x1(c_in: usize, c_out: usize, vb: VarBuilder) -> Result<Conv2d> {
+    let w = vb.get_with_hints((c_out, c_in, 1, 1), "weight", Init::Const(0.))?;
+    let b = vb.get_with_hints(c_out, "bias", Init::Const(0.))?;
+    Ok(Conv2d::new(w, Some(b), Conv2dConfig::default()))
+}
+
+/// diffusers `ResnetBlock2D` without time embedding.
+#[derive(Debug, Clone)]
+struct Resnet {
+    norm1: GroupNorm,
+    conv1: Conv2d,
+    norm2: GroupNorm,
+    conv2: Conv2d,
+    conv_shortcut: Option<Conv2d>,
+}
+
+impl Resnet {
+    fn new(
+        c_in: usize,
+        c_out: usize,
+        cfg: &TransparentDecoderConfig,
+        vb: VarBuilder,
+    ) -> Result<Self> {
+        let (g, eps) = (cfg.norm_groups, cfg.norm_eps);
+        Ok(Self {
+            norm1: candle_nn::group_norm(g, c_in, eps, vb.pp("norm1"))?,
+            conv1: conv3x3(c_in, c_out, 1, vb.pp("conv1"))?,
+            norm2: candle_nn::group_norm(g, c_out, eps, vb.pp("norm2"))?,
+            conv2: conv3x3(c_out, c_out, 1, vb.pp("conv2"))?,
+            conv_shortcut: if c_in != c_out {
+                Some(conv1x1(c_in, c_out, vb.pp("conv_shortcut"))?)
+            } else {
+                None
+            },
+        })
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let h = self.conv1.forward(&self.norm1.forward(x)?.silu()?)?;
+        let h = self.conv2.forward(&self.norm2.forward(&h)?.silu()?)?;
+        match &self.conv_shortcut {
+            Some(c) => c.forward(x)? + h,
+            None => x + h,
+        }
+    }
+}
+
+/// diffusers `Attention` as used by `AttnDownBlock2D` (GroupNorm in, residual out).
+#[derive(Debug, Clone)]
+struct SelfAttention {
+    group_norm: GroupNorm,
+    to_q: Linear,
+    to_k: Linear,
+    to_v: Linear,
+    to_out: Linear,
+    heads: usize,
+    head_dim: usize,
+}
+
+impl SelfAttention {
+    fn new(channels: usize, cfg: &TransparentDecoderConfig, vb: VarBuilder) -> Result<Self> {
+        let lin = |name: &str| candle_nn::linear(channels, channels, vb.pp(name));
+        Ok(Self {
+            group_norm: candle_nn::group_norm(
+                cfg.norm_groups,
+                channels,
+                cfg.norm_eps,
+                vb.pp("group_norm"),
+            )?,
+            to_q: lin("to_q")?,
+            to_k: lin("to_k")?,
+            to_v: lin("to_v")?,
+            to_out: candle_nn::linear(channels, channels, vb.pp("to_out").pp("0"))?,
+            heads: channels / cfg.attention_head_dim,
+            head_dim: cfg.attention_head_dim,
+        })
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let (b, c, h, w) = x.dims4()?;
+        let n = h * w;
+        let (heads, hd) = (self.heads, self.head_dim);
+        let tokens = self
+            .group_norm
+            .forward(x)?
+            .reshape((b, c, n))?
+            .transpose(1, 2)?
+            .contiguous()?;
+        let split = |t: Tensor| -> Result<Tensor> {
+            t.reshape((b, n, heads, hd))?
+                .transpose(1, 2)?
+                .contiguous()?
+                .reshape((b * heads, n, hd))
+        };
+        let scale = 1.0 / (hd as f64).sqrt();
+        let q = (split(self.to_q.forward(&tokens)?)? * scale)?;
+        let k = split(self.to_k.forward(&tokens)?)?;
+        let v = split(self.to_v.forward(&tokens)?)?;
+        let per_chunk = (ATTENTION_CHUNK_ELEMENTS / (n * n).max(1)).max(1);
+        let out = if per_chunk >= b * heads {
+            attend(&q, &k, &v)?
+        } else {
+            let mut parts = Vec::new();
+            let mut start = 0;
+            while start < b * heads {
+                let len = per_chunk.min(b * heads - start);
+                parts.push(attend(
+                    &q.narrow(0, start, len)?,
+                    &k.narrow(0, start, len)?,
+                    &v.narrow(0, start, len)?,
+                )?);
+                start += len;
+            }
+            Tensor::cat(&parts, 0)?
+        };
+        let out = out
+            .reshape((b, heads, n, hd))?
+            .transpose(1, 2)?
+            .contiguous()?
+            .reshape((b, n, c))?;
+        let out = self.to_out.forward(&out)?;
+        let out = out.transpose(1, 2)?.contiguous()?.reshape((b, c, h, w))?;
+        out + x
+    }
+}
+
+/// softmax(q k^T) v with the differentiable softmax.
+fn attend(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
+    let scores = q.matmul(&k.t()?)?;
+    candle_nn::ops::softmax(&scores, D::Minus1)?.matmul(v)
+}
+
+#[derive(Debug, Clone)]
+struct DownBlock {
+    resnets: Vec<Resnet>,
+    attentions: Vec<SelfAttention>,
+    downsampler: Option<Conv2d>,
+}
+
+impl DownBlock {
+    fn forward(&self, x: &Tensor, skips: &mut Vec<Tensor>) -> Result<Tensor> {
+        let mut x = x.clone();
+        for (i, r) in self.resnets.iter().enumerate() {
+            x = r.forward(&x)?;
+            if let Some(a) = self.attentions.get(i) {
+                x = a.forward(&x)?;
+            }
+            skips.push(x.clone());
+        }
+        if let Some(d) = &self.downsampler {
+            x = d.forward(&x)?;
+            skips.push(x.clone());
+        }
+        Ok(x)
+    }
+}
+
+#[derive(Debug, Clone)]
+struct UpBlock {
+    resnets: Vec<Resnet>,
+    attentions: Vec<SelfAttention>,
+    upsampler: Option<Conv2d>,
+}
+
+impl UpBlock {
+    fn forward(&self, x: &Tensor, skips: &mut Vec<Tensor>) -> Result<Tensor> {
+        let mut x = x.clone();
+        for (i, r) in self.resnets.iter().enumerate() {
+            let Some(skip) = skips.pop() else {
+                bail!("transparent decoder: skip connections exhausted");
+            };
+            x = r.forward(&Tensor::cat(&[&x, &skip], 1)?)?;
+            if let Some(a) = self.attentions.get(i) {
+                x = a.forward(&x)?;
+            }
+        }
+        if let Some(u) = &self.upsampler {
+            let (_, _, h, w) = x.dims4()?;
+            x = u.forward(&x.upsample_nearest2d(2 * h, 2 * w)?)?;
+        }
+        Ok(x)
+    }
+}
+
+#[derive(Debug, Clone)]
+struct MidBlock {
+    resnet0: Resnet,
+    attention: Option<SelfAttention>,
+    resnet1: Resnet,
+}
+
+impl MidBlock {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let mut x = self.resnet0.forward(x)?;
+        if let Some(a) = &self.attention {
+            x = a.forward(&x)?;
+        }
+        self.resnet1.forward(&x)
+    }
+}
+
+/// The transparent decoder. Build with [`TransparentDecoder::new`]; weights come from the
+/// `VarBuilder` (a checkpoint, a `VarMap` for training, or the golden fill).
+#[derive(Debug, Clone)]
+pub struct TransparentDecoder {
+    cfg: TransparentDecoderConfig,
+    conv_in: Conv2d,
+    latent_conv_in: Conv2d,
+    down_blocks: Vec<DownBlock>,
+    mid_block: MidBlock,
+    up_blocks: Vec<UpBlock>,
+    conv_norm_out: GroupNorm,
+    conv_out: Conv2d,
+}
+
+impl TransparentDecoder {
+    /// Builds the decoder, asking `vb` for every tensor under the official names.
+    pub fn new(cfg: &TransparentDecoderConfig, vb: VarBuilder) -> Result<Self> {
+        cfg.validate()?;
+        let boc = &cfg.block_out_channels;
+        let n = boc.len();
+        let conv_in = conv3x3(cfg.in_channels, boc[0], 1, vb.pp("conv_in"))?;
+        let latent_conv_in = zero_conv1x1(
+            cfg.latent_channels,
+            cfg.inject_channels(),
+            vb.pp("latent_conv_in"),
+        )?;
+
+        let mut down_blocks = Vec::with_capacity(n);
+        for i in 0..n {
+            let vb = vb.pp("down_blocks").pp(i);
+            let c_out = boc[i];
+            let mut c_in = if i == 0 { boc[0] } else { boc[i - 1] };
+            let mut resnets = Vec::new();
+            let mut attentions = Vec::new();
+            for j in 0..cfg.layers_per_block {
+                resnets.push(Resnet::new(c_in, c_out, cfg, vb.pp("resnets").pp(j))?);
+                if cfg.has_attention(i) {
+                    attentions.push(SelfAttention::new(c_out, cfg, vb.pp("attentions").pp(j))?);
+                }
+                c_in = c_out;
+            }
+            let downsampler = if i + 1 < n {
+                Some(conv3x3(
+                    c_out,
+                    c_out,
+                    2,
+                    vb.pp("downsamplers").pp(0).pp("conv"),
+                )?)
+            } else {
+                None
+            };
+            down_blocks.push(DownBlock {
+                resnets,
+                attentions,
+                downsampler,
+            });
+        }
+
+        let c_mid = boc[n - 1];
+        let vbm = vb.pp("mid_block");
+        let mid_block = MidBlock {
+            resnet0: Resnet::new(c_mid, c_mid, cfg, vbm.pp("resnets").pp(0))?,
+            attention: if cfg.mid_attention {
+                Some(SelfAttention::new(c_mid, cfg, vbm.pp("attentions").pp(0))?)
+            } else {
+                None
+            },
+            resnet1: Resnet::new(c_mid, c_mid, cfg, vbm.pp("resnets").pp(1))?,
+        };
+
+        let mut up_blocks = Vec::with_capacity(n);
+        for i in 0..n {
+            let vb = vb.pp("up_blocks").pp(i);
+            let level = n - 1 - i;
+            let mut resnets = Vec::new();
+            let mut attentions = Vec::new();
+            for (j, (c_in, c_out)) in cfg.up_resnet_channels(i).into_iter().enumerate() {
+                resnets.push(Resnet::new(c_in, c_out, cfg, vb.pp("resnets").pp(j))?);
+                if cfg.has_attention(level) {
+                    attentions.push(SelfAttention::new(c_out, cfg, vb.pp("attentions").pp(j))?);
+                }
+            }
+            let upsampler = if i + 1 < n {
+                Some(conv3x3(
+                    boc[level],
+                    boc[level],
+                    1,
+                    vb.pp("upsamplers").pp(0).pp("conv"),
+                )?)
+            } else {
+                None
+            };
+            up_blocks.push(UpBlock {
+                resnets,
+                attentions,
+                upsampler,
+            });
+        }
+
+        Ok(Self {
+            cfg: cfg.clone(),
+            conv_in,
+            latent_conv_in,
+            down_blocks,
+            mid_block,
+            up_blocks,
+            conv_norm_out: candle_nn::group_norm(
+                cfg.norm_groups,
+                boc[0],
+                cfg.norm_eps,
+                vb.pp("conv_norm_out"),
+            )?,
+            conv_out: conv3x3(boc[0], cfg.out_channels, 1, vb.pp("conv_out"))?,
+        })
+    }
+
+    /// The configuration it was built with.
+    pub fn config(&self) -> &TransparentDecoderConfig {
+        &self.cfg
+    }
+
+    /// One pass: `pixel` `[B, 3, H, W]` in [0, 1], `latent` `[B, 4, H/8, W/8]` unscaled (already
+    /// divided by the VAE scaling factor). Returns `[B, 4, H, W]` unclipped, channel 0 = alpha.
+    /// H and W must be multiples of [`TransparentDecoderConfig::size_multiple`]; use
+    /// [`TransparentDecoder::decode`] for any size.
+    pub fn forward(&self, pixel: &Tensor, latent: &Tensor) -> Result<Tensor> {
+        self.forward_with_extra(pixel, latent, None)
+    }
+
+    /// [`TransparentDecoder::forward`] with an extra feature `[B, inject_channels, H/8, W/8]`
+    /// added where the latent is added: the hook for ILDiff's layout adapter.
+    pub fn forward_with_extra(
+        &self,
+        pixel: &Tensor,
+        latent: &Tensor,
+        extra: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        let cfg = &self.cfg;
+        let (b, c, h, w) = pixel.dims4()?;
+        let m = cfg.size_multiple();
+        if c != cfg.in_channels || h % m != 0 || w % m != 0 || h == 0 || w == 0 {
+            bail!(
+                "transparent decoder: pixel input is {:?}; expected [B, {}, H, W] with H and W positive multiples of {m}",
+                pixel.dims(),
+                cfg.in_channels
+            );
+        }
+        let f = cfg.latent_factor();
+        let want_latent = [b, cfg.latent_channels, h / f, w / f];
+        if latent.dims() != want_latent {
+            bail!(
+                "transparent decoder: latent is {:?}, expected {want_latent:?} for pixel {:?}",
+                latent.dims(),
+                pixel.dims()
+            );
+        }
+        let mut injected = self.latent_conv_in.forward(latent)?;
+        if let Some(e) = extra {
+            let want = [b, cfg.inject_channels(), h / f, w / f];
+            if e.dims() != want {
+                bail!(
+                    "transparent decoder: extra feature is {:?}, expected {want:?}",
+                    e.dims()
+                );
+            }
+            injected = (injected + e)?;
+        }
+
+        let mut x = self.conv_in.forward(pixel)?;
+        let mut skips = vec![x.clone()];
+        for (i, block) in self.down_blocks.iter().enumerate() {
+            if i == cfg.latent_inject_level {
+                x = (x + &injected)?;
+            }
+            x = block.forward(&x, &mut skips)?;
+        }
+        x = self.mid_block.forward(&x)?;
+        for block in &self.up_blocks {
+            x = block.forward(&x, &mut skips)?;
+        }
+        let x = self.conv_norm_out.forward(&x)?.silu()?;
+        self.conv_out.forward(&x)
+    }
+
+    /// One pass for any size: pads `pixel` `[B, 3, H, W]` and `latent`
+    /// `[B, 4, ceil(H/8), ceil(W/8)]` by mirroring to the size multiple, decodes, crops back and
+    /// clips to [0, 1].
+    pub fn decode(&self, pixel: &Tensor, latent: &Tensor) -> Result<Tensor> {
+        self.decode_passes(pixel, latent, &[Dihedral::IDENTITY])
+    }
+
+    /// The official 8-pass test-time augmentation (flip x rot90, undone on the output, merged
+    /// by the per-element lower median) for any size, clipped to [0, 1]. 8x the cost of
+    /// [`TransparentDecoder::decode`], but it is what LayerDiffuse's published results use.
+    pub fn decode_tta(&self, pixel: &Tensor, latent: &Tensor) -> Result<Tensor> {
+        self.decode_passes(pixel, latent, &Dihedral::ALL)
+    }
+
+    /// Decodes once per transform (padding, transforming, undoing, cropping, clipping each pass)
+    /// and merges the passes by the lower median.
+    pub fn decode_passes(
+        &self,
+        pixel: &Tensor,
+        latent: &Tensor,
+        transforms: &[Dihedral],
+    ) -> Result<Tensor> {
+        let cfg = &self.cfg;
+        let (b, _, h, w) = pixel.dims4()?;
+        let f = cfg.latent_factor();
+        let (lh, lw) = (h.div_ceil(f), w.div_ceil(f));
+        let (lb, lc, got_h, got_w) = latent.dims4()?;
+        if (lb, lc, got_h, got_w) != (b, cfg.latent_channels, lh, lw) {
+            bail!(
+                "transparent decoder: latent is {:?}, expected [{b}, {}, {lh}, {lw}] for pixel {:?}",
+                latent.dims(),
+                cfg.latent_channels,
+                pixel.dims()
+            );
+        }
+        let m = cfg.size_multiple();
+        let (ph, pw) = (h.div_ceil(m) * m, w.div_ceil(m) * m);
+        let pixel = mirror_pad(pixel, ph - h, pw - w)?;
+        let latent = mirror_pad(latent, ph / f - lh, pw / f - lw)?;
+        let mut passes = Vec::with_capacity(transforms.len());
+        for t in transforms {
+            let y = self.forward(&t.apply(&pixel)?, &t.apply(&latent)?)?;
+            passes.push(crop(&t.undo(&y)?, h, w)?.clamp(0f32, 1f32)?);
+        }
+        lower_median(&passes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{DType, Device, Var};
+    use candle_nn::VarMap;
+
+    /// 5 levels (size multiple 16), attention on the deepest level and the mid block.
+    fn tiny() -> TransparentDecoderConfig {
+        TransparentDecoderConfig {
+            block_out_channels: vec![8, 8, 16, 16, 16],
+            layers_per_block: 1,
+            attention_head_dim: 4,
+            attn_levels: vec![4],
+            ..TransparentDecoderConfig::official()
+        }
+    }
+
+    fn model(cfg: &TransparentDecoderConfig) -> (VarMap, TransparentDecoder) {
+        let varmap = VarMap::new();
+        let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+        let m = TransparentDecoder::new(cfg, vb).expect("tiny decoder");
+        (varmap, m)
+    }
+
+    /// A fresh model has a zero latent conv; give it weights so the latent matters.
+    fn randomise_latent_conv(varmap: &VarMap) {
+        let data = varmap.data().lock().expect("varmap lock");
+        let w = data.get("latent_conv_in.weight").expect("latent conv");
+        w.set(&Tensor::randn(0f32, 0.5, w.shape(), &Device::Cpu).expect("randn"))
+            .expect("set");
+    }
+
+    fn inputs(h: usize, w: usize) -> (Tensor, Tensor) {
+        let dev = Device::Cpu;
+        let pixel = Tensor::rand(0f32, 1f32, (1, 3, h, w), &dev).expect("pixel");
+        let latent =
+            Tensor::randn(0f32, 1f32, (1, 4, h.div_ceil(8), w.div_ceil(8)), &dev).expect("latent");
+        (pixel, latent)
+    }
+
+    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b)
+            .and_then(|d| d.abs())
+            .and_then(|d| d.max_all())
+            .and_then(|d| d.to_scalar::<f32>())
+            .expect("diff")
+    }
+
+    #[test]
+    fn official_config_round_trips_and_matches_method() {
+        let cfg = TransparentDecoderConfig::official();
+        assert_eq!(cfg.size_multiple(), 64);
+        assert_eq!(cfg.latent_factor(), 8);
+        assert_eq!(cfg.inject_channels(), 64);
+        let json = serde_json::to_string(&cfg).expect("serialize");
+        let back: TransparentDecoderConfig = serde_json::from_str(&json).expect("deserialize");
+        assert_eq!(back, cfg);
+        assert!(cfg.validate().is_ok());
+    }
+
+    #[test]
+    fn bad_configs_are_rejected_with_a_reason() {
+        let mut cfg = tiny();
+        cfg.norm_groups = 3;
+        let e = cfg.validate().expect_err("8 channels / 3 groups");
+        assert!(e.to_string().contains("norm_groups"), "{e}");
+        let mut cfg = tiny();
+        cfg.latent_inject_level = 5;
+        assert!(cfg.validate().is_err());
+        let mut cfg = tiny();
+        cfg.attention_head_dim = 3;
+        assert!(cfg.validate().is_err());
+    }
+
+    #[test]
+    fn wrong_input_shapes_error_instead_of_panicking() {
+        let (_, m) = model(&tiny());
+        let (pixel, latent) = inputs(32, 32);
+        let e = m.forward(&pixel.narrow(3, 0, 24).expect("narrow"), &latent);
+        assert!(
+            e.expect_err("24 is not a multiple of 16")
+                .to_string()
+                .contains("multiples of 16")
+        );
+        let e = m.forward(&pixel, &latent.narrow(2, 0, 2).expect("narrow"));
+        assert!(
+            e.expect_err("latent too small")
+                .to_string()
+                .contains("latent")
+        );
+        let e = m.decode(&pixel, &latent.narrow(2, 0, 2).expect("narrow"));
+        assert!(e.is_err());
+    }
+
+    #[test]
+    fn any_size_decodes_to_the_same_size() {
+        let (varmap, m) = model(&tiny());
+        randomise_latent_conv(&varmap);
+        let (pixel, latent) = inputs(72, 100);
+        let out = m.decode(&pixel, &latent).expect("decode");
+        assert_eq!(out.dims(), &[1, 4, 72, 100]);
+        // It is the crop of one pass over the mirror-padded input (80 x 112).
+        let padded = mirror_pad(&pixel, 8, 12).expect("pad");
+        let lat = mirror_pad(&latent, 1, 1).expect("pad");
+        let full = m.forward(&padded, &lat).expect("forward");
+        let want = crop(&full, 72, 100)
+            .and_then(|t| t.clamp(0f32, 1f32))
+            .expect("crop");
+        assert!(max_diff(&out, &want) < 1e-6);
+        let tta = m.decode_tta(&pixel, &latent).expect("tta");
+        assert_eq!(tta.dims(), &[1, 4, 72, 100]);
+        let (lo, hi) = (
+            tta.min_all()
+                .and_then(|t| t.to_scalar::<f32>())
+                .expect("min"),
+            tta.max_all()
+                .and_then(|t| t.to_scalar::<f32>())
+                .expect("max"),
+        );
+        assert!((0.0..=1.0).contains(&lo) && (0.0..=1.0).contains(&hi));
+    }
+
+    #[test]
+    fn tta_is_the_lower_median_of_the_undone_passes() {
+        let (varmap, m) = model(&tiny());
+        randomise_latent_conv(&varmap);
+        let (pixel, latent) = inputs(32, 48);
+        let tta = m.decode_tta(&pixel, &latent).expect("tta");
+        let passes: Vec<Tensor> = Dihedral::ALL
+            .iter()
+            .map(|t| {
+                let y = m
+                    .forward(&t.apply(&pixel)?, &t.apply(&latent)?)
+                    .and_then(|y| t.undo(&y))?;
+                y.clamp(0f32, 1f32)
+            })
+            .collect::<Result<_>>()
+            .expect("passes");
+        // The passes differ (the net is not equivariant), so the merge is doing something.
+        assert!(max_diff(&passes[0], &passes[5]) > 1e-3);
+        assert!(max_diff(&tta, &lower_median(&passes).expect("median")) < 1e-6);
+        // Per element the result is one of the pass values with 3 below-or-equal others.
+        let all: Vec<Vec<f32>> = passes
+            .iter()
+            .map(|p| p.flatten_all().and_then(|t| t.to_vec1()).expect("vec"))
+            .collect();
+        let got: Vec<f32> = tta.flatten_all().and_then(|t| t.to_vec1()).expect("vec");
+        for (i, &g) in got.iter().enumerate().step_by(97) {
+            let mut v: Vec<f32> = all.iter().map(|p| p[i]).collect();
+            v.sort_by(f32::total_cmp);
+            assert_eq!(g, v[3]);
+        }
+    }
+
+    #[test]
+    fn extra_feature_hook_is_additive_at_the_injection_point() {
+        let (_, m) = model(&tiny());
+        let (pixel, latent) = inputs(32, 32);
+        let plain = m.forward(&pixel, &latent).expect("plain");
+        let zero = Tensor::zeros((1, 16, 4, 4), DType::F32, &Device::Cpu).expect("zeros");
+        let same = m
+            .forward_with_extra(&pixel, &latent, Some(&zero))
+            .expect("zero extra");
+        assert!(max_diff(&plain, &same) < 1e-6);
+        let extra = Tensor::randn(0f32, 1f32, (1, 16, 4, 4), &Device::Cpu).expect("randn");
+        let moved = m
+            .forward_with_extra(&pixel, &latent, Some(&extra))
+            .expect("extra");
+        assert!(max_diff(&plain, &moved) > 1e-3);
+        let wrong = Tensor::zeros((1, 8, 4, 4), DType::F32, &Device::Cpu).expect("zeros");
+        assert!(m.forward_with_extra(&pixel, &latent, Some(&wrong)).is_err());
+    }
+
+    #[test]
+    fn every_variable_receives_a_gradient() {
+        let (varmap, m) = model(&tiny());
+        let (pixel, latent) = inputs(32, 32);
+        let out = m.forward(&pixel, &latent).expect("forward");
+        let target = Tensor::rand(0f32, 1f32, out.shape(), &Device::Cpu).expect("target");
+        let loss = (&out - &target)
+            .and_then(|d| d.sqr())
+            .and_then(|d| d.mean_all())
+            .expect("loss");
+        let grads = loss.backward().expect("backward");
+        let data = varmap.data().lock().expect("varmap lock");
+        assert!(data.len() > 40, "only {} variables", data.len());
+        let mut names: Vec<(&String, &Var)> = data.iter().collect();
+        names.sort_by_key(|(n, _)| n.as_str());
+        for (name, var) in names {
+            let g = grads
+                .get(var.as_tensor())
+                .unwrap_or_else(|| panic!("no gradient for {name}"));
+            let s = g
+                .abs()
+                .and_then(|t| t.sum_all())
+                .and_then(|t| t.to_scalar::<f32>())
+                .expect("sum");
+            assert!(s > 0.0, "zero gradient for {name}");
+        }
+        // The latent conv starts at zero, yet learns: d loss / d w = sum(grad_out * latent).
+        let w = data.get("latent_conv_in.weight").expect("latent conv");
+        let wsum = w
+            .abs()
+            .and_then(|t| t.sum_all())
+            .and_then(|t| t.to_scalar::<f32>());
+        assert_eq!(wsum.expect("sum"), 0.0);
+    }
+}
