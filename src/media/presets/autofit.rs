@@ -192,15 +192,47 @@ struct Chosen {
     setting: String,
 }
 
+/// How one search at one frame rate ended.
+enum Outcome {
+    Fits(Chosen),
+    /// Nothing fits; `worst` is the size at the lowest setting, `lossless` the lossless size if
+    /// it was tried (both guide the frame-rate fallback).
+    TooBig {
+        worst: u64,
+        lossless: Option<u64>,
+    },
+}
+
+/// A size seen at some frame count, to predict the size at another: bytes grow roughly with
+/// the number of frames, which lets the fallback skip encodes that cannot fit.
+#[derive(Debug, Clone, Copy)]
+struct Seen {
+    bytes: u64,
+    frames: usize,
+}
+
+impl Seen {
+    /// True when `frames` frames would clearly still be over `cap` (25 % margin, since the
+    /// proportionality is rough).
+    fn hopeless(self, frames: usize, cap: u64) -> bool {
+        let predicted = self.bytes as f64 * frames as f64 / self.frames.max(1) as f64;
+        predicted > cap as f64 * 1.25
+    }
+}
+
 /// Best encoding of `anim` as `format` under `cap`: lossless first where the format has it
-/// (nothing beats it if it fits), then the lossy ladder.
+/// (nothing beats it if it fits), then a binary search of the lossy ladder. With `worst_first`
+/// (used after a frame-rate drop, when failing is likely) the lowest setting is tried first so
+/// a hopeless rate costs one encode, not a whole search.
 fn search_format(
     anim: &Animation,
     format: Format,
     cap: u64,
+    try_lossless: bool,
+    worst_first: bool,
     cands: &mut Candidates,
     progress: &mut dyn Progress,
-) -> Result<Option<Chosen>> {
+) -> Result<Outcome> {
     let (lossless, ladder) = match format {
         Format::WebM => (None, Ladder::Crf),
         Format::WebP => (Some(Encoding::WebP { quality: None }), Ladder::WebPQuality),
@@ -213,29 +245,57 @@ fn search_format(
             )));
         }
     };
-    let total = search_steps(ladder.count()) + lossless.is_some() as u64;
+    let lossless = lossless.filter(|_| try_lossless);
+    let total = search_steps(ladder.count()) + lossless.is_some() as u64 + worst_first as u64;
     let mut done = 0u64;
-    if let Some(enc) = lossless {
+    let mut encode = |i: Option<u32>| -> Result<(u64, Chosen)> {
+        let enc = match i {
+            Some(i) => ladder.encoding(i),
+            None => lossless.unwrap_or(Encoding::PngFolder),
+        };
         let setting = describe(&enc);
         keep_going(progress, &format!("encode {setting}"), done, total)?;
         let bytes = cands.encode(anim, &enc)?;
         done += 1;
-        if bytes.len() as u64 <= cap {
-            return Ok(Some(Chosen { bytes, setting }));
+        Ok((bytes.len() as u64, Chosen { bytes, setting }))
+    };
+    let mut lossless_size = None;
+    if lossless.is_some() {
+        let (size, chosen) = encode(None)?;
+        if size <= cap {
+            return Ok(Outcome::Fits(chosen));
         }
+        lossless_size = Some(size);
     }
-    let found = search_best(ladder.count(), cap, |i| {
-        let enc = ladder.encoding(i);
-        let setting = describe(&enc);
-        keep_going(progress, &format!("encode {setting}"), done, total)?;
-        let bytes = cands.encode(anim, &enc)?;
-        done += 1;
-        Ok((bytes.len() as u64, (bytes, setting)))
-    })?;
-    Ok(found.map(|p| Chosen {
-        bytes: p.value.0,
-        setting: p.value.1,
-    }))
+    let mut worst = None;
+    let found = if worst_first {
+        let (size, chosen) = encode(Some(0))?;
+        if size > cap {
+            return Ok(Outcome::TooBig {
+                worst: size,
+                lossless: lossless_size,
+            });
+        }
+        let better = search_best(ladder.count() - 1, cap, |i| encode(Some(i + 1)))?;
+        Some(better.map_or(chosen, |p| p.value))
+    } else {
+        search_best(ladder.count(), cap, |i| {
+            let r = encode(Some(i))?;
+            if i == 0 {
+                worst = Some(r.0);
+            }
+            Ok(r)
+        })?
+        .map(|p| p.value)
+    };
+    Ok(match found {
+        Some(c) => Outcome::Fits(c),
+        None => Outcome::TooBig {
+            // Bisection that never fits ends at index 0, so `worst` is known.
+            worst: worst.unwrap_or(u64::MAX),
+            lossless: lossless_size,
+        },
+    })
 }
 
 /// The highest instantaneous frame rate (1 / shortest non-zero delay).
@@ -451,13 +511,43 @@ pub fn fit_with_rules(
     )
     .into_iter();
     let mut current = base.clone();
+    let mut lossless_seen: Option<Seen> = None;
+    let mut first = true;
     let chosen = loop {
         let cap = rules.cap_for(current.len());
-        if let Some(c) = search_format(&current, format, cap, &mut cands, progress)? {
-            break c;
-        }
+        let try_lossless = lossless_seen.is_none_or(|s| !s.hopeless(current.len(), cap));
+        let outcome = search_format(
+            &current,
+            format,
+            cap,
+            try_lossless,
+            !first,
+            &mut cands,
+            progress,
+        )?;
+        first = false;
+        let worst = match outcome {
+            Outcome::Fits(c) => break c,
+            Outcome::TooBig { worst, lossless } => {
+                if let Some(b) = lossless {
+                    lossless_seen = Some(Seen {
+                        bytes: b,
+                        frames: current.len(),
+                    });
+                }
+                Seen {
+                    bytes: worst,
+                    frames: current.len(),
+                }
+            }
+        };
+        let duration = base.duration_secs();
+        // Skip rates that the worst size says cannot fit (bytes scale roughly with frames).
         let next = if rules.animated && current.len() > 1 {
-            fallbacks.next()
+            fallbacks.find(|&f| {
+                let frames = (duration * f - 1e-9).ceil().max(1.0) as usize;
+                !worst.hopeless(frames, cap)
+            })
         } else {
             None
         };
@@ -465,13 +555,14 @@ pub fn fit_with_rules(
             return Err(Error::Encode {
                 format: format.name(),
                 reason: format!(
-                    "{} cannot fit under {} bytes even at the lowest quality ({}x{}, {} frames, {:.2} s); shorten it with a trim range or lower the fps: {}",
+                    "{} cannot fit under {} bytes even at the lowest quality and frame rate tried ({}x{}, {} frames, {:.2} s, {} bytes); shorten it with a trim range or lower the fps: {}",
                     rules.title,
                     group_digits(cap),
                     current.width,
                     current.height,
                     current.len(),
                     current.duration_secs(),
+                    group_digits(worst.bytes),
                     out.display()
                 ),
             });
@@ -887,6 +978,19 @@ mod tests {
         .expect_err("jpeg");
         assert_eq!(err.kind(), "unsupported");
         assert_eq!(std::fs::read_dir(dir.path()).expect("ls").count(), 0);
+    }
+
+    #[test]
+    fn hopeless_rates_are_predicted_from_frame_count() {
+        let seen = Seen {
+            bytes: 800_000,
+            frames: 90,
+        };
+        // 60 frames → ~533 KB: within 25 % of 500 KB, still worth a try.
+        assert!(!seen.hopeless(60, 500_000));
+        // 80 frames → ~711 KB: skipped.
+        assert!(seen.hopeless(80, 500_000));
+        assert!(!seen.hopeless(30, 500_000));
     }
 
     #[test]

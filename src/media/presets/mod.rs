@@ -6,6 +6,8 @@
 //! use 1 KB = 1000 bytes everywhere (the stricter reading; see [`rules`]).
 
 mod autofit;
+#[cfg(test)]
+mod e2e_tests;
 pub mod report;
 pub mod rules;
 

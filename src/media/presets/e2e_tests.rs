@@ -1,0 +1,439 @@
+//! End-to-end tests: a generated clip exported with every preset through the real encoders,
+//! then checked twice: by the report's own rules, and independently here (the image crate,
+//! raw PNG chunks, `ffprobe`), so a bug shared by the fitter and the checker cannot hide.
+
+use std::path::Path;
+use std::process::Command;
+
+use image::{Rgba, RgbaImage};
+
+use super::*;
+use crate::media::pack::{PackSpec, PackSticker, StickerSource, export_pack};
+use crate::media::{Animation, Delay, Frame, Limits, LoopCount, decode};
+use crate::progress::NoProgress;
+
+/// 200×150, 20 frames at 20 fps: a soft-edged disc moving across a transparent background and
+/// a half-transparent bar, so alpha has opaque, partial and empty areas.
+fn moving_shapes(w: u32, h: u32, n: usize) -> Animation {
+    let frames = (0..n)
+        .map(|i| {
+            let t = i as f32 / n as f32;
+            let (cx, cy) = (w as f32 * (0.2 + 0.6 * t), h as f32 * 0.5);
+            let r = h as f32 * 0.3;
+            let img = RgbaImage::from_fn(w, h, |x, y| {
+                let d = ((x as f32 - cx).powi(2) + (y as f32 - cy).powi(2)).sqrt();
+                if d < r {
+                    let a = ((r - d) / 3.0).clamp(0.0, 1.0);
+                    Rgba([255, (200.0 * t) as u8, 40, (a * 255.0) as u8])
+                } else if y < h / 6 && (x as f32) < w as f32 * (1.0 - t) {
+                    Rgba([30, 90, 220, 128])
+                } else {
+                    Rgba([0, 0, 0, 0])
+                }
+            });
+            Frame::new(img, Delay::from_millis(50))
+        })
+        .collect();
+    Animation::new(w, h, frames, LoopCount::Infinite).expect("clip")
+}
+
+/// 512×512, 90 frames at 30 fps of per-pixel noise under a moving alpha mask: close to the
+/// worst case for every codec.
+fn hard_noise() -> Animation {
+    let mut s: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut next = move || {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        s
+    };
+    let frames = (0..90)
+        .map(|i| {
+            let cx = 100.0 + 3.5 * i as f32;
+            let img = RgbaImage::from_fn(512, 512, |x, y| {
+                let v = next();
+                let d = ((x as f32 - cx).powi(2) + (y as f32 - 256.0).powi(2)).sqrt();
+                let a = if d < 180.0 { 255 } else { 0 };
+                Rgba([v as u8, (v >> 8) as u8, (v >> 16) as u8, a])
+            });
+            Frame::new(img, Delay::from_fps(30.0))
+        })
+        .collect();
+    Animation::new(512, 512, frames, LoopCount::Infinite).expect("noise")
+}
+
+fn export(anim: &Animation, preset: Preset, out: &Path) -> ExportReport {
+    let r =
+        fit_to_preset(anim, preset, &FitOptions::default(), out, &mut NoProgress).expect("export");
+    assert!(r.passed, "{preset}: {r}");
+    assert!(r.rules.iter().all(|c| c.pass), "{r}");
+    assert!(!r.rules.is_empty());
+    let on_disk = std::fs::metadata(out).expect("written").len();
+    assert_eq!(r.bytes, on_disk);
+    assert!(
+        on_disk <= preset.rules().max_bytes,
+        "{preset}: {on_disk} bytes"
+    );
+    r
+}
+
+/// `ffprobe` read separately from the report's parser.
+fn ffprobe(path: &Path) -> serde_json::Value {
+    let out = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-show_streams",
+            "-show_format",
+            "-of",
+            "json",
+        ])
+        .arg(path)
+        .output()
+        .expect("ffprobe runs");
+    assert!(out.status.success());
+    serde_json::from_slice(&out.stdout).expect("json")
+}
+
+/// `num_frames` and `num_plays` of a PNG's acTL chunk.
+fn actl(path: &Path) -> Option<(u32, u32)> {
+    let b = std::fs::read(path).expect("read");
+    let mut i = 8;
+    while i + 8 <= b.len() {
+        let len = u32::from_be_bytes(b[i..i + 4].try_into().ok()?) as usize;
+        if &b[i + 4..i + 8] == b"acTL" {
+            let d = &b[i + 8..i + 16];
+            return Some((
+                u32::from_be_bytes(d[0..4].try_into().ok()?),
+                u32::from_be_bytes(d[4..8].try_into().ok()?),
+            ));
+        }
+        i += 12 + len;
+    }
+    None
+}
+
+fn check_webm(path: &Path, w: u32, h: u32, max_bytes: u64) {
+    let v = ffprobe(path);
+    let streams = v["streams"].as_array().expect("streams");
+    assert_eq!(streams.len(), 1, "one stream, no audio: {v}");
+    let s = &streams[0];
+    assert_eq!(s["codec_name"], "vp9");
+    assert_eq!(s["width"].as_u64(), Some(w as u64));
+    assert_eq!(s["height"].as_u64(), Some(h as u64));
+    assert_eq!(s["tags"]["alpha_mode"], "1", "{v}");
+    let (n, d) = s["r_frame_rate"]
+        .as_str()
+        .and_then(|r| r.split_once('/'))
+        .expect("rate");
+    let fps = n.parse::<f64>().expect("n") / d.parse::<f64>().expect("d");
+    assert!(fps <= 30.0, "{fps}");
+    let dur: f64 = v["format"]["duration"]
+        .as_str()
+        .expect("duration")
+        .parse()
+        .expect("f64");
+    assert!(dur <= 3.0 + 1e-3, "{dur}");
+    assert!(std::fs::metadata(path).expect("meta").len() <= max_bytes);
+    // The alpha survives: decoded through the libvpx decoder there are empty and solid pixels.
+    let back = decode::open(path, &Limits::default()).expect("decode");
+    let first = &back.frames[0].image;
+    assert!(first.pixels().any(|p| p[3] == 0));
+    assert!(first.pixels().any(|p| p[3] == 255));
+}
+
+#[test]
+fn telegram_video_sticker() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("s.webm");
+    let r = export(&moving_shapes(200, 150, 20), Preset::Telegram, &out);
+    assert_eq!((r.width, r.height), (512, 384));
+    assert!(r.setting.starts_with("crf "), "{}", r.setting);
+    check_webm(&out, 512, 384, 256_000);
+    // Nothing but the sticker is left in the folder (scratch files are removed).
+    assert_eq!(std::fs::read_dir(dir.path()).expect("ls").count(), 1);
+}
+
+#[test]
+fn telegram_video_emoji() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("e.webm");
+    export(&moving_shapes(200, 150, 20), Preset::TelegramEmoji, &out);
+    check_webm(&out, 100, 100, 64_000);
+}
+
+#[test]
+fn telegram_static_png_and_webp() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for ext in ["png", "webp"] {
+        let out = dir.path().join(format!("s.{ext}"));
+        let r = export(&moving_shapes(200, 150, 20), Preset::TelegramStatic, &out);
+        assert_eq!(r.frames, 1);
+        let img = image::open(&out).expect("image").to_rgba8();
+        assert_eq!(img.dimensions(), (512, 384));
+        assert!(img.pixels().any(|p| p[3] == 0), "transparent background");
+        assert!(std::fs::metadata(&out).expect("meta").len() <= 512_000);
+    }
+}
+
+#[test]
+fn whatsapp_animated_webp() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("w.webp");
+    let r = export(&moving_shapes(200, 150, 20), Preset::WhatsApp, &out);
+    assert_eq!(r.loops, LoopCount::Infinite);
+    assert_eq!(image::image_dimensions(&out).expect("dims"), (512, 512));
+    let back = decode::open(&out, &Limits::default()).expect("decode");
+    assert!(back.len() > 1);
+    assert!(back.frames.iter().all(|f| f.delay.millis() >= 8));
+    assert!(back.duration_secs() <= 10.0);
+    assert_eq!(back.loops, LoopCount::Infinite);
+    assert!(std::fs::metadata(&out).expect("meta").len() <= 500_000);
+}
+
+#[test]
+fn line_apng_plays_and_frames() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("l.png");
+    let r = export(&moving_shapes(200, 150, 20), Preset::Line, &out);
+    assert_eq!((r.width, r.height), (320, 240));
+    assert_eq!(image::image_dimensions(&out).expect("dims"), (320, 240));
+    let (frames, plays) = actl(&out).expect("acTL chunk");
+    assert!((5..=20).contains(&frames), "{frames}");
+    assert!(
+        (1..=4).contains(&plays),
+        "num_plays {plays} (0 = infinite is forbidden)"
+    );
+    let back = decode::open(&out, &Limits::default()).expect("decode");
+    assert_eq!(back.len(), frames as usize);
+    assert!(plays as f64 * back.duration_secs() <= 4.0 + 1e-3);
+    // 1 s clip → 4 plays.
+    assert_eq!(plays, 4);
+    assert!(std::fs::metadata(&out).expect("meta").len() <= 300_000);
+}
+
+#[test]
+fn discord_apng_and_gif() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for ext in ["png", "gif"] {
+        let out = dir.path().join(format!("d.{ext}"));
+        let r = export(&moving_shapes(200, 150, 20), Preset::Discord, &out);
+        assert_eq!(image::image_dimensions(&out).expect("dims"), (320, 320));
+        assert!(r.duration_secs <= 5.0);
+        assert!(std::fs::metadata(&out).expect("meta").len() <= 512_000);
+    }
+}
+
+#[test]
+fn signal_apng() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("s.png");
+    let r = export(&moving_shapes(200, 150, 20), Preset::Signal, &out);
+    assert_eq!(image::image_dimensions(&out).expect("dims"), (512, 512));
+    let (_, plays) = actl(&out).expect("animated");
+    assert_eq!(plays, 0, "loops forever");
+    assert!(r.duration_secs <= 3.0);
+    assert!(std::fs::metadata(&out).expect("meta").len() <= 300_000);
+}
+
+#[test]
+fn cancel_writes_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("c.webm");
+    let mut calls = 0;
+    let mut cancel_on_second_encode = |stage: &str, _: u64, _: u64| {
+        if stage.starts_with("encode") {
+            calls += 1;
+        }
+        calls < 2
+    };
+    let err = fit_to_preset(
+        &moving_shapes(64, 48, 6),
+        Preset::Telegram,
+        &FitOptions::default(),
+        &out,
+        &mut cancel_on_second_encode,
+    )
+    .expect_err("cancelled");
+    assert_eq!(err.kind(), "cancelled");
+    assert_eq!(std::fs::read_dir(dir.path()).expect("ls").count(), 0);
+}
+
+#[test]
+fn plain_export_picks_format_from_extension() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let anim = moving_shapes(64, 48, 6);
+    let r = export_plain(
+        &anim,
+        &dir.path().join("p.gif"),
+        &FitOptions::default(),
+        None,
+        &mut NoProgress,
+    )
+    .expect("gif");
+    assert_eq!(r.format, crate::media::Format::Gif);
+    assert!(r.rules.is_empty() && r.passed);
+    assert_eq!((r.width, r.height, r.frames), (64, 48, 6));
+    let folder = dir.path().join("frames/");
+    let r = export_plain(
+        &anim,
+        &folder,
+        &FitOptions::default(),
+        None,
+        &mut NoProgress,
+    )
+    .expect("folder");
+    assert_eq!(r.format, crate::media::Format::Folder);
+    assert_eq!(r.frames, 6);
+}
+
+/// Hard clip for the 256 KB Telegram cap. Slow (several VP9 encodes of 512² noise).
+#[test]
+#[ignore = "slow: several VP9 encodes of 90 frames of 512x512 noise"]
+fn hard_noise_fits_telegram() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("hard.webm");
+    let t = std::time::Instant::now();
+    let r = export(&hard_noise(), Preset::Telegram, &out);
+    eprintln!(
+        "telegram hard clip: {:.1} s\n{r}",
+        t.elapsed().as_secs_f64()
+    );
+    check_webm(&out, 512, 512, 256_000);
+}
+
+/// Hard clip for WhatsApp's 500 KB cap. Slow.
+#[test]
+#[ignore = "slow: several animated WebP encodes of 90 frames of 512x512 noise"]
+fn hard_noise_fits_whatsapp() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("hard.webp");
+    let t = std::time::Instant::now();
+    let r = export(&hard_noise(), Preset::WhatsApp, &out);
+    eprintln!(
+        "whatsapp hard clip: {:.1} s\n{r}",
+        t.elapsed().as_secs_f64()
+    );
+    assert_eq!(image::image_dimensions(&out).expect("dims"), (512, 512));
+}
+
+fn small_pack(count: usize, emoji: &[&str]) -> PackSpec {
+    PackSpec {
+        name: "Test Pack".into(),
+        author: "ILDiff".into(),
+        stickers: (0..count)
+            .map(|i| PackSticker {
+                source: StickerSource::Animation(moving_shapes(64 + i as u32, 48, 6)),
+                emoji: emoji.iter().map(|e| e.to_string()).collect(),
+                name: format!("s{i}"),
+            })
+            .collect(),
+        tray_icon: None,
+        options: FitOptions::default(),
+        limits: Limits::default(),
+    }
+}
+
+#[test]
+fn whatsapp_pack_layout() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let r = export_pack(
+        &small_pack(3, &["😀", "🎉"]),
+        Preset::WhatsApp,
+        dir.path(),
+        &mut NoProgress,
+    )
+    .expect("pack");
+    assert!(r.complete, "{r}");
+    let root = dir.path().join("whatsapp");
+    let v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(root.join("contents.json")).expect("contents"))
+            .expect("json");
+    assert_eq!(v["android_play_store_link"], "");
+    assert_eq!(v["ios_app_store_link"], "");
+    let p = &v["sticker_packs"][0];
+    assert_eq!(p["identifier"], "Test_Pack");
+    assert_eq!(p["name"], "Test Pack");
+    assert_eq!(p["publisher"], "ILDiff");
+    assert_eq!(p["tray_image_file"], "tray.png");
+    assert_eq!(p["image_data_version"], "1");
+    assert_eq!(p["avoid_cache"], false);
+    assert_eq!(p["animated_sticker_pack"], true);
+    for key in [
+        "publisher_email",
+        "publisher_website",
+        "privacy_policy_website",
+        "license_agreement_website",
+    ] {
+        assert_eq!(p[key], "", "{key}");
+    }
+    let stickers = p["stickers"].as_array().expect("stickers");
+    assert_eq!(stickers.len(), 3);
+    assert_eq!(stickers[0]["image_file"], "01.webp");
+    assert_eq!(stickers[2]["image_file"], "03.webp");
+    assert_eq!(stickers[1]["emojis"], serde_json::json!(["😀", "🎉"]));
+    let files = root.join("Test_Pack");
+    let tray = files.join("tray.png");
+    assert_eq!(image::image_dimensions(&tray).expect("tray"), (96, 96));
+    assert!(std::fs::metadata(&tray).expect("meta").len() <= 50_000);
+    for i in 1..=3 {
+        let f = files.join(format!("{i:02}.webp"));
+        assert_eq!(image::image_dimensions(&f).expect("sticker"), (512, 512));
+    }
+}
+
+#[test]
+fn line_pack_zip() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let r = export_pack(
+        &small_pack(8, &[]),
+        Preset::Line,
+        dir.path(),
+        &mut NoProgress,
+    )
+    .expect("pack");
+    assert!(r.complete, "{r}");
+    let zip_path = r.zip.clone().expect("zip");
+    let mut zip = zip::ZipArchive::new(std::fs::File::open(&zip_path).expect("open")).expect("zip");
+    let mut names: Vec<String> = zip
+        .file_names()
+        .map(|n| n.expect("entry name").to_string())
+        .collect();
+    names.sort();
+    let mut want: Vec<String> = (1..=8).map(|i| format!("{i:02}.png")).collect();
+    want.push("main.png".into());
+    want.push("tab.png".into());
+    want.sort();
+    assert_eq!(names, want);
+    let mut main = Vec::new();
+    std::io::Read::read_to_end(&mut zip.by_name("main.png").expect("main"), &mut main)
+        .expect("read");
+    let img = image::load_from_memory(&main).expect("png");
+    assert_eq!((img.width(), img.height()), (240, 240));
+    let tab = dir.path().join("line").join("tab.png");
+    assert_eq!(image::image_dimensions(&tab).expect("tab"), (96, 74));
+}
+
+#[test]
+fn pack_reports_failed_sticker_and_keeps_others() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut spec = small_pack(3, &["😀"]);
+    spec.stickers[1].source = StickerSource::Path(dir.path().join("missing.gif"));
+    let r = export_pack(&spec, Preset::Signal, dir.path(), &mut NoProgress).expect("pack");
+    assert!(!r.complete);
+    assert_eq!(r.stickers.len(), 2);
+    assert_eq!(r.failures.len(), 1);
+    assert!(r.failures[0].what.contains("sticker 2"), "{r}");
+    let m: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(dir.path().join("signal/manifest.json")).expect("manifest"),
+    )
+    .expect("json");
+    let files: Vec<&str> = m["stickers"]
+        .as_array()
+        .expect("stickers")
+        .iter()
+        .filter_map(|s| s["file"].as_str())
+        .collect();
+    assert_eq!(files, ["01.png", "03.png"]);
+    assert_eq!(m["stickers"][0]["emoji"], "😀");
+}
