@@ -221,7 +221,7 @@ impl Seen {
 }
 
 /// Best encoding of `anim` as `format` under `cap`: lossless first where the format has it
-/// (nothing beats it if it fits), then a binary search of the lossy ladder. With `worst_first`
+/// (nothing beats it if it fits; for GIF, 256 colours), then a binary search of the lossy ladder. With `worst_first`
 /// (used after a frame-rate drop, when failing is likely) the lowest setting is tried first so
 /// a hopeless rate costs one encode, not a whole search.
 fn search_format(
@@ -237,7 +237,9 @@ fn search_format(
         Format::WebM => (None, Ladder::Crf),
         Format::WebP => (Some(Encoding::WebP { quality: None }), Ladder::WebPQuality),
         Format::Png => (Some(Encoding::Apng { palette: None }), Ladder::ApngPalette),
-        Format::Gif => (None, Ladder::GifColors),
+        // GIF has no lossless mode; its full palette plays that role (tried first, and the
+        // answer whenever it fits, which spares the whole palette search).
+        Format::Gif => (Some(Ladder::GifColors.encoding(254)), Ladder::GifColors),
         other => {
             return Err(Error::Invalid(format!(
                 "no size search for {} output",
@@ -486,6 +488,7 @@ pub fn fit_with_rules(
     progress: &mut dyn Progress,
 ) -> Result<ExportReport> {
     let format = rules.pick_format(Format::from_extension(out))?;
+    check_out_dir(out)?;
     if anim.is_empty() {
         return Err(Error::Invalid("the clip has no frames".into()));
     }
@@ -603,6 +606,23 @@ pub fn fit_with_rules(
     })
 }
 
+/// Fails before any encoding when the output folder is missing, rather than after the search.
+fn check_out_dir(out: &Path) -> Result<()> {
+    let dir = parent_dir(out);
+    if dir.is_dir() {
+        Ok(())
+    } else {
+        Err(Error::io(
+            "write output",
+            out,
+            std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("the folder {} does not exist", dir.display()),
+            ),
+        ))
+    }
+}
+
 /// True when `out` names a folder: a trailing slash, an existing folder, or no extension.
 fn is_folder_target(out: &Path) -> bool {
     let s = out.as_os_str().to_string_lossy();
@@ -650,6 +670,9 @@ pub fn export_plain(
             path: out.to_path_buf(),
         })?,
     };
+    if format != Format::Folder {
+        check_out_dir(out)?;
+    }
     keep_going(progress, "prepare", 0, 1)?;
     let mut a = match opts.trim {
         Some((s, e)) => anim.cut(s, e),
@@ -977,6 +1000,16 @@ mod tests {
         )
         .expect_err("jpeg");
         assert_eq!(err.kind(), "unsupported");
+        let err = fit_to_preset(
+            &a,
+            Preset::Signal,
+            &FitOptions::default(),
+            &dir.path().join("no/such/folder/x.png"),
+            &mut crate::progress::NoProgress,
+        )
+        .expect_err("missing folder");
+        assert_eq!(err.kind(), "io");
+        assert!(err.to_string().contains("does not exist"), "{err}");
         assert_eq!(std::fs::read_dir(dir.path()).expect("ls").count(), 0);
     }
 

@@ -65,6 +65,8 @@ fn hard_noise() -> Animation {
 fn export(anim: &Animation, preset: Preset, out: &Path) -> ExportReport {
     let r =
         fit_to_preset(anim, preset, &FitOptions::default(), out, &mut NoProgress).expect("export");
+    // Shown with --nocapture: the report as a user reads it.
+    eprintln!("{r}");
     assert!(r.passed, "{preset}: {r}");
     assert!(r.rules.iter().all(|c| c.pass), "{r}");
     assert!(!r.rules.is_empty());

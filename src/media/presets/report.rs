@@ -76,22 +76,27 @@ impl ExportReport {
 
 impl fmt::Display for ExportReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let loops = match self.loops {
-            LoopCount::Infinite => "loops forever".to_string(),
-            LoopCount::Plays(1) => "plays once".to_string(),
-            LoopCount::Plays(n) => format!("plays {n} times"),
+        let timing = if self.frames <= 1 {
+            "still image".to_string()
+        } else {
+            let loops = match self.loops {
+                LoopCount::Infinite => "loops forever".to_string(),
+                LoopCount::Plays(1) => "plays once".to_string(),
+                LoopCount::Plays(n) => format!("plays {n} times"),
+            };
+            format!(
+                "{} frames, {:.2} fps, {:.3} s, {loops}",
+                self.frames, self.fps, self.duration_secs
+            )
         };
         writeln!(
             f,
-            "{} ({}): {} {}x{}, {} frames, {:.2} fps, {:.3} s, {loops}, {} bytes, {}",
+            "{} ({}): {} {}x{}, {timing}, {} bytes, {}",
             self.path.display(),
             self.target,
             self.format.name(),
             self.width,
             self.height,
-            self.frames,
-            self.fps,
-            self.duration_secs,
             group_digits(self.bytes),
             self.setting
         )?;
@@ -618,6 +623,44 @@ mod tests {
                 .iter()
                 .any(|c| c.detail.contains("100 000") && c.detail.contains("still"))
         );
+    }
+
+    #[test]
+    fn report_display_lists_every_rule_and_says_when_one_fails() {
+        let rules = Preset::Telegram.rules();
+        let mut bad = rb();
+        bad.bytes = 300_000;
+        let checks = check_rules(&bad, &rules, Format::WebM);
+        let report = ExportReport {
+            path: PathBuf::from("out.webm"),
+            target: rules.title.into(),
+            preset: Some(Preset::Telegram),
+            format: Format::WebM,
+            bytes: bad.bytes,
+            width: 512,
+            height: 384,
+            fps: 30.0,
+            duration_secs: 3.0,
+            frames: 90,
+            loops: LoopCount::Infinite,
+            setting: "crf 63".into(),
+            notes: vec!["cut to 3 s".into()],
+            passed: checks.iter().all(|c| c.pass),
+            rules: checks,
+        };
+        let text = report.to_string();
+        assert!(text.starts_with("out.webm (Telegram video sticker): webm 512x384, 90 frames"));
+        assert!(text.contains("note: cut to 3 s"));
+        assert!(
+            text.contains("FAIL size 300 000 bytes (≤ 256 000 bytes)"),
+            "{text}"
+        );
+        assert!(text.contains("PASS alpha"));
+        assert!(text.contains("breaks 1 rule(s): size"));
+        let json = serde_json::to_value(&report).expect("json");
+        assert_eq!(json["preset"], "telegram");
+        assert_eq!(json["passed"], false);
+        assert_eq!(json["rules"][0]["name"], "format");
     }
 
     #[test]
