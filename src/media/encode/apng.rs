@@ -54,8 +54,9 @@ struct Planes {
     trns: Option<Vec<u8>>,
 }
 
-/// Encodes `anim` (already checked by the caller) to PNG/APNG bytes.
+/// Encodes `anim` to PNG/APNG bytes.
 pub fn encode(anim: &Animation, opts: &ApngOptions) -> Result<Vec<u8>> {
+    super::validate(anim)?;
     let planes = match opts.palette {
         None => lossless_planes(anim),
         Some(n) => palette_planes(anim, n, opts.dither)?,

@@ -137,8 +137,9 @@ pub fn encode_to_vec(anim: &Animation, encoding: &Encoding) -> Result<Vec<u8>> {
     }
 }
 
-/// Checks what the writers rely on: at least one frame, every frame the canvas size.
-fn validate(anim: &Animation) -> Result<()> {
+/// Checks what the writers rely on: at least one frame, every frame the canvas size. Every
+/// format's entry point calls it, so a hand-built [`Animation`] errors instead of panicking.
+pub fn validate(anim: &Animation) -> Result<()> {
     if anim.width == 0 || anim.height == 0 {
         return Err(Error::Invalid(format!(
             "cannot export an empty canvas ({}x{})",
