@@ -4,10 +4,12 @@
 //!
 //! - [`transparent_decoder`]: LayerDiffuse's RGBA decoder, the base of the ILDiff decoder.
 //! - [`offset_encoder`]: LayerDiffuse's latent-transparency offset encoder and `pad_rgb`.
+//! - [`conv3d`]: 3x3x3 convolution from conv2d (candle has none), PyTorch weight layout.
 //! - [`augment`]: flip x rot90 test-time augmentation, lower median, mirror padding.
 //! - [`weights`]: checked loading, layout manifests, the reference fill rule.
 
 pub mod augment;
+pub mod conv3d;
 pub mod offset_encoder;
 pub mod transparent_decoder;
 pub mod weights;
