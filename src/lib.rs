@@ -8,6 +8,7 @@ pub mod cli;
 pub mod error;
 pub mod media;
 pub mod model;
+pub mod pipeline;
 pub mod progress;
 
 pub use error::{Error, Result};
