@@ -2,7 +2,7 @@
 //! the temporal modeling layers over its per-frame features, and a zero-initialised 1x1
 //! projection to the transparent decoder's injection point (METHOD.md §3).
 //!
-//! Student design [ours]: a plain CNN, chosen over a small ViT because it is fast at any
+//! Student design (ours): a plain CNN, chosen over a small ViT because it is fast at any
 //! resolution, needs no position embedding to resize, and its per-frame output depends only on
 //! the frame (windowed clips stay exact):
 //!

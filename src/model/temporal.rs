@@ -2,8 +2,8 @@
 //! per-frame features, the part of the layout adapter that lets a frame's alpha see its
 //! neighbours (METHOD.md §3).
 //!
-//! Block design [ours, following "x + Conv3d(3x3x3) -> GroupNorm -> ReLU" with a zero-initialised
-//! last conv]:
+//! Block design (ours, following "x + Conv3d(3x3x3) -> GroupNorm -> ReLU" with a zero-initialised
+//! last conv):
 //!
 //! ```text
 //! y = x + Proj(ReLU(GroupNorm(Conv3d_3x3x3(x))))      Proj = Conv3d 1x1x1, zero-initialised
