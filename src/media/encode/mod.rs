@@ -146,24 +146,7 @@ pub fn validate(anim: &Animation) -> Result<()> {
             anim.width, anim.height
         )));
     }
-    if anim.frames.is_empty() {
-        return Err(Error::Invalid("cannot export a clip with no frames".into()));
-    }
-    if let Some((i, f)) = anim
-        .frames
-        .iter()
-        .enumerate()
-        .find(|(_, f)| f.image.dimensions() != (anim.width, anim.height))
-    {
-        return Err(Error::Invalid(format!(
-            "frame {i} is {}x{}, the canvas is {}x{}",
-            f.image.width(),
-            f.image.height(),
-            anim.width,
-            anim.height
-        )));
-    }
-    Ok(())
+    anim.validate()
 }
 
 /// `anim` with fully transparent pixels' colour set to black (copied only if needed).
