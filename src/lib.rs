@@ -9,6 +9,7 @@ pub mod error;
 pub mod eval;
 pub mod media;
 pub mod model;
+pub mod pipeline;
 pub mod progress;
 
 pub use error::{Error, Result};

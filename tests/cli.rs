@@ -144,3 +144,234 @@ fn missing_ffmpeg_says_how_to_install() {
     assert!(err.contains("apt-get install ffmpeg"), "{err}");
     assert_eq!(entries(dir.path()), vec!["in.mp4".to_string()]);
 }
+
+/// A 200×150, 20-frame, 10 fps clip with real transparency: a disc with a hole moving over a
+/// transparent canvas, written as APNG through the library.
+fn alpha_clip(dir: &Path) -> PathBuf {
+    use ildiff::media::encode::{Encoding, write};
+    use ildiff::media::{Animation, Delay, Frame, LoopCount};
+    use image::{Rgba, RgbaImage};
+    let frames = (0..20)
+        .map(|t| {
+            let cx = 50.0 + 5.0 * t as f32;
+            let img = RgbaImage::from_fn(200, 150, |x, y| {
+                let d = ((x as f32 - cx).powi(2) + (y as f32 - 75.0).powi(2)).sqrt();
+                let a = if (15.0..40.0).contains(&d) { 255 } else { 0 };
+                Rgba([200, (x % 256) as u8, 40, a])
+            });
+            Frame::new(img, Delay::from_ratio(1, 10))
+        })
+        .collect();
+    let anim = Animation::new(200, 150, frames, LoopCount::Infinite).expect("clip");
+    let path = dir.join("disc.png");
+    write(&anim, &Encoding::Apng { palette: None }, &path).expect("write input");
+    path
+}
+
+fn ffprobe_json(path: &Path) -> serde_json::Value {
+    let o = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-print_format",
+            "json",
+            "-show_streams",
+            "-show_format",
+        ])
+        .arg(path)
+        .output()
+        .expect("ffprobe runs");
+    assert!(o.status.success());
+    serde_json::from_slice(&o.stdout).expect("ffprobe json")
+}
+
+/// Reads `num_plays` from an APNG's acTL chunk (the image crate does not expose it).
+fn apng_plays(bytes: &[u8]) -> Option<u32> {
+    let i = bytes.windows(4).position(|w| w == b"acTL")?;
+    let p = &bytes[i + 8..i + 12];
+    Some(u32::from_be_bytes([p[0], p[1], p[2], p[3]]))
+}
+
+#[test]
+fn export_telegram_preset_meets_rules_checked_by_ffprobe() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let input = alpha_clip(dir.path());
+    let out = dir.path().join("sticker.webm");
+    let o = ildiff(&[
+        "export",
+        input.to_str().expect("utf8"),
+        "-o",
+        out.to_str().expect("utf8"),
+        "--preset",
+        "telegram",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json report");
+    assert_eq!(report["passed"], true, "{report}");
+    let probe = ffprobe_json(&out);
+    let streams = probe["streams"].as_array().expect("streams");
+    assert_eq!(streams.len(), 1, "no audio stream, one video stream");
+    let v = &streams[0];
+    assert_eq!(v["codec_name"], "vp9");
+    assert_eq!(v["tags"]["alpha_mode"], "1");
+    let (w, h) = (
+        v["width"].as_u64().expect("w"),
+        v["height"].as_u64().expect("h"),
+    );
+    assert!(w == 512 || h == 512, "{w}x{h}");
+    assert!(w <= 512 && h <= 512);
+    let dur: f64 = probe["format"]["duration"]
+        .as_str()
+        .expect("duration")
+        .parse()
+        .expect("f64");
+    assert!(dur <= 3.0 + 1e-6, "{dur}");
+    let bytes = std::fs::metadata(&out).expect("stat").len();
+    assert!(bytes <= 256_000, "{bytes}");
+    assert_eq!(
+        entries(dir.path()),
+        vec!["disc.png".to_string(), "sticker.webm".to_string()]
+    );
+}
+
+#[test]
+fn export_line_preset_sets_finite_plays_and_frame_count() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let input = alpha_clip(dir.path());
+    let out = dir.path().join("line.png");
+    let o = ildiff(&[
+        "export",
+        input.to_str().expect("utf8"),
+        "-o",
+        out.to_str().expect("utf8"),
+        "--preset",
+        "line",
+    ]);
+    assert!(
+        o.status.success(),
+        "{}{}",
+        stderr(&o),
+        String::from_utf8_lossy(&o.stdout)
+    );
+    let bytes = std::fs::read(&out).expect("read");
+    assert!(bytes.len() <= 300_000);
+    let plays = apng_plays(&bytes).expect("acTL");
+    assert!((1..=4).contains(&plays), "plays {plays}");
+    use image::AnimationDecoder;
+    let dec = image::codecs::png::PngDecoder::new(std::io::Cursor::new(&bytes)).expect("png");
+    let frames = dec
+        .apng()
+        .expect("apng")
+        .into_frames()
+        .collect_frames()
+        .expect("frames");
+    assert!((5..=20).contains(&frames.len()), "{} frames", frames.len());
+    let (w, h) = frames[0].buffer().dimensions();
+    assert!(w <= 320 && h <= 270 && (w >= 270 || h >= 270), "{w}x{h}");
+    let total: f64 = frames
+        .iter()
+        .map(|f| {
+            let (n, d) = f.delay().numer_denom_ms();
+            n as f64 / d as f64 / 1000.0
+        })
+        .sum();
+    assert!(total * plays as f64 <= 4.0 + 1e-6, "{total} s × {plays}");
+}
+
+#[test]
+fn batch_export_writes_good_inputs_and_lists_failures() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let good = alpha_clip(dir.path());
+    let bad = dir.path().join("broken.gif");
+    std::fs::write(&bad, b"GIF89a not really").expect("write");
+    let out = dir.path().join("out");
+    let o = ildiff(&[
+        "export",
+        good.to_str().expect("utf8"),
+        bad.to_str().expect("utf8"),
+        "-o",
+        out.to_str().expect("utf8"),
+        "--preset",
+        "discord",
+    ]);
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(
+        err.contains("1 of 2 inputs failed") && err.contains("broken.gif"),
+        "{err}"
+    );
+    assert_eq!(entries(&out), vec!["disc.png".to_string()]);
+    let img = image::open(out.join("disc.png")).expect("readable");
+    assert_eq!((img.width(), img.height()), (320, 320));
+}
+
+#[test]
+fn export_to_unwritable_place_leaves_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let input = alpha_clip(dir.path());
+    // A "folder" that is a regular file cannot hold the output (works even as root).
+    let blocker = dir.path().join("blocker");
+    std::fs::write(&blocker, b"x").expect("write");
+    let out = blocker.join("out.webp");
+    let o = ildiff(&[
+        "export",
+        input.to_str().expect("utf8"),
+        "-o",
+        out.to_str().expect("utf8"),
+    ]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("blocker"), "{}", stderr(&o));
+    assert_eq!(
+        entries(dir.path()),
+        vec!["blocker".to_string(), "disc.png".to_string()]
+    );
+}
+
+#[test]
+fn pack_whatsapp_writes_contents_json_tray_and_stickers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let input = alpha_clip(dir.path());
+    let i = input.to_str().expect("utf8");
+    let out = dir.path().join("pack");
+    let o = ildiff(&[
+        "pack",
+        i,
+        i,
+        i,
+        "-o",
+        out.to_str().expect("utf8"),
+        "--platform",
+        "whatsapp",
+        "--name",
+        "Discs",
+        "--author",
+        "Tester",
+        "--emoji",
+        "😀,😎",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let contents =
+        std::fs::read_to_string(out.join("whatsapp").join("contents.json")).expect("contents.json");
+    let v: serde_json::Value = serde_json::from_str(&contents).expect("json");
+    let pack = &v["sticker_packs"][0];
+    assert_eq!(pack["name"], "Discs");
+    assert_eq!(pack["publisher"], "Tester");
+    assert_eq!(pack["animated_sticker_pack"], true);
+    let stickers = pack["stickers"].as_array().expect("stickers");
+    assert_eq!(stickers.len(), 3);
+    assert_eq!(stickers[0]["emojis"], serde_json::json!(["😀", "😎"]));
+    let ident = pack["identifier"].as_str().expect("identifier");
+    let tray = pack["tray_image_file"].as_str().expect("tray");
+    let folder = out.join("whatsapp").join(ident);
+    let tray_img = image::open(folder.join(tray)).expect("tray readable");
+    assert_eq!((tray_img.width(), tray_img.height()), (96, 96));
+    for s in stickers {
+        let f = folder.join(s["image_file"].as_str().expect("file"));
+        let bytes = std::fs::metadata(&f).expect("sticker exists").len();
+        assert!(bytes <= 500_000);
+        let img = image::open(&f).expect("webp readable");
+        assert_eq!((img.width(), img.height()), (512, 512));
+    }
+}

@@ -2,8 +2,9 @@
 //! This is the only module that uses clap; errors become `anyhow` here, at the binary's edge.
 
 mod eval;
+mod export;
 mod info;
-#[allow(dead_code)] // used by export and pack, which land next
+mod pack;
 mod progress_bar;
 
 use std::path::PathBuf;
@@ -28,6 +29,11 @@ pub enum Command {
     /// Matting metrics (PSNR, SSIM, SAD, MSE, Grad, Conn, dtSSD, hole residue) of predicted
     /// clips against ground truth, per clip and overall.
     Eval(eval::EvalArgs),
+    /// Convert clips to sticker files, fitted to a platform preset or in the format the output
+    /// extension names. Several inputs: OUT is a folder and every input is tried.
+    Export(export::ExportArgs),
+    /// Export a sticker pack: one folder per platform with icons and the platform's manifest.
+    Pack(pack::PackArgs),
 }
 
 /// Safety caps applied before decoding; raise them for trusted, very large inputs.
@@ -67,6 +73,8 @@ pub fn run() -> ExitCode {
         }
         Some(Command::Info(args)) => info::run(&args),
         Some(Command::Eval(args)) => eval::run(&args),
+        Some(Command::Export(args)) => export::run(&args),
+        Some(Command::Pack(args)) => pack::run(&args),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

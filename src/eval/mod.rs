@@ -135,20 +135,8 @@ pub fn evaluate(pred: &Animation, gt: &Animation) -> Result<ClipMetrics> {
         )));
     }
     for (which, anim) in [("prediction", pred), ("ground truth", gt)] {
-        if let Some((i, f)) = anim
-            .frames
-            .iter()
-            .enumerate()
-            .find(|(_, f)| f.image.dimensions() != (anim.width, anim.height))
-        {
-            return Err(Error::Invalid(format!(
-                "{which} frame {i} is {}x{}, its canvas {}x{}",
-                f.image.width(),
-                f.image.height(),
-                anim.width,
-                anim.height
-            )));
-        }
+        anim.validate()
+            .map_err(|e| Error::Invalid(format!("{which}: {e}")))?;
     }
     check_nonempty(gt.len(), gt.width as usize, gt.height as usize)?;
 

@@ -153,28 +153,39 @@ pub struct AlphaStats {
 impl Animation {
     /// Builds an animation, checking that every frame has the canvas size.
     pub fn new(width: u32, height: u32, frames: Vec<Frame>, loops: LoopCount) -> Result<Self> {
-        if frames.is_empty() {
-            return Err(Error::Invalid(
-                "an animation needs at least one frame".into(),
-            ));
-        }
-        if let Some((i, f)) = frames
-            .iter()
-            .enumerate()
-            .find(|(_, f)| f.image.dimensions() != (width, height))
-        {
-            return Err(Error::Invalid(format!(
-                "frame {i} is {}x{}, the canvas is {width}x{height}",
-                f.image.width(),
-                f.image.height()
-            )));
-        }
-        Ok(Animation {
+        let anim = Animation {
             width,
             height,
             frames,
             loops,
-        })
+        };
+        anim.validate()?;
+        Ok(anim)
+    }
+
+    /// Checks what every consumer relies on: at least one frame and every frame the canvas
+    /// size. The fields are public, so code that builds an animation by hand calls this.
+    pub fn validate(&self) -> Result<()> {
+        if self.frames.is_empty() {
+            return Err(Error::Invalid(
+                "an animation needs at least one frame".into(),
+            ));
+        }
+        if let Some((i, f)) = self
+            .frames
+            .iter()
+            .enumerate()
+            .find(|(_, f)| f.image.dimensions() != (self.width, self.height))
+        {
+            return Err(Error::Invalid(format!(
+                "frame {i} is {}x{}, the canvas is {}x{}",
+                f.image.width(),
+                f.image.height(),
+                self.width,
+                self.height
+            )));
+        }
+        Ok(())
     }
 
     /// A single still image as a one-frame animation.

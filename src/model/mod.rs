@@ -4,14 +4,26 @@
 //!
 //! - [`transparent_decoder`]: LayerDiffuse's RGBA decoder, the base of the ILDiff decoder.
 //! - [`offset_encoder`]: LayerDiffuse's latent-transparency offset encoder and `pad_rgb`.
+//! - [`conv3d`]: 3x3x3 convolution from conv2d (candle has none), PyTorch weight layout.
+//! - [`ildiff`]: the ILDiff decoder = layout adapter + transparent decoder.
+//! - [`layout`]: ILDiff's layout adapter (SAM-distilled student CNN + temporal layers +
+//!   zero-initialised injection).
+//! - [`temporal`]: ILDiff's temporal modeling layers (residual 3-D conv blocks).
 //! - [`augment`]: flip x rot90 test-time augmentation, lower median, mirror padding.
 //! - [`weights`]: checked loading, layout manifests, the reference fill rule.
 
 pub mod augment;
+pub mod conv3d;
+pub mod ildiff;
+pub mod layout;
 pub mod offset_encoder;
+pub mod temporal;
 pub mod transparent_decoder;
 pub mod weights;
 
+pub use ildiff::{IldiffConfig, IldiffDecoder};
+pub use layout::{LayoutAdapter, LayoutAdapterConfig};
 pub use offset_encoder::{OffsetEncoder, OffsetEncoderConfig};
+pub use temporal::{TemporalConfig, TemporalStack};
 pub use transparent_decoder::{TransparentDecoder, TransparentDecoderConfig};
 pub use weights::{Checkpoint, Manifest};

@@ -15,11 +15,13 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use candle_core::safetensors::Load;
 use candle_core::{DType, Device, Shape, Tensor};
-use candle_nn::VarBuilder;
 use candle_nn::var_builder::SimpleBackend;
+use candle_nn::{VarBuilder, VarMap};
 use safetensors::{SafeTensorError, SafeTensors};
 use serde::{Deserialize, Serialize};
 
+use super::ildiff::{IldiffConfig, IldiffDecoder};
+use crate::media::atomic::write_atomic;
 use crate::{Error, Result};
 
 /// A tensor-name -> shape layout, in the JSON format of `reference/manifests/`.
@@ -85,6 +87,7 @@ impl Manifest {
 #[derive(Clone, Debug)]
 pub struct Checkpoint {
     tensors: Arc<HashMap<String, Tensor>>,
+    metadata: Arc<HashMap<String, String>>,
     source: String,
     used: Arc<Mutex<BTreeSet<String>>>,
 }
@@ -120,13 +123,20 @@ impl Checkpoint {
                 })?;
             tensors.insert(name.to_string(), t);
         }
-        Ok(Self::from_tensors(tensors, source))
+        let metadata = SafeTensors::read_metadata(bytes)
+            .ok()
+            .and_then(|(_, m)| m.metadata().clone())
+            .unwrap_or_default();
+        let mut ck = Self::from_tensors(tensors, source);
+        ck.metadata = Arc::new(metadata);
+        Ok(ck)
     }
 
     /// Wraps tensors built in memory; `source` names them in error messages.
     pub fn from_tensors(tensors: HashMap<String, Tensor>, source: impl Into<String>) -> Self {
         Self {
             tensors: Arc::new(tensors),
+            metadata: Arc::new(HashMap::new()),
             source: source.into(),
             used: Arc::new(Mutex::new(BTreeSet::new())),
         }
@@ -135,6 +145,11 @@ impl Checkpoint {
     /// Where the tensors came from (a path or a label).
     pub fn source(&self) -> &str {
         &self.source
+    }
+
+    /// One entry of the file's `__metadata__` (string to string).
+    pub fn metadata(&self, key: &str) -> Option<&str> {
+        self.metadata.get(key).map(String::as_str)
     }
 
     /// Number of tensors.
@@ -228,6 +243,113 @@ fn precheck(path: &Path) -> Result<()> {
         "cannot read weights: {why}: {}",
         path.display()
     )))
+}
+
+/// Metadata key under which an ILDiff checkpoint stores its [`IldiffConfig`] as JSON.
+pub const ILDIFF_CONFIG_KEY: &str = "ildiff_config";
+
+/// Largest safetensors header we read (the format's own limit).
+const MAX_HEADER_BYTES: u64 = 100_000_000;
+
+/// The tensors of a `VarMap` by name, sharing storage (no copy).
+pub fn varmap_tensors(varmap: &VarMap) -> HashMap<String, Tensor> {
+    let data = varmap.data().lock().unwrap_or_else(PoisonError::into_inner);
+    data.iter()
+        .map(|(name, var)| (name.clone(), var.as_tensor().clone()))
+        .collect()
+}
+
+/// Writes `tensors` as a safetensors file with `config_json` under [`ILDIFF_CONFIG_KEY`] in its
+/// `__metadata__`, atomically: an interrupted save never replaces a good checkpoint with half a
+/// file. The file is built in memory first (one extra copy of the weights). Returns its size.
+pub fn save_checkpoint(
+    tensors: &HashMap<String, Tensor>,
+    config_json: &str,
+    path: &Path,
+) -> Result<u64> {
+    let fail = |e: &dyn std::fmt::Display| {
+        Error::Model(format!("cannot write weights ({e}): {}", path.display()))
+    };
+    // candle's `View` panics if its device-to-host copy fails; copying here makes it an error.
+    let host = tensors
+        .iter()
+        .map(|(name, t)| Ok((name.as_str(), t.to_device(&Device::Cpu)?.contiguous()?)))
+        .collect::<candle_core::Result<Vec<(&str, Tensor)>>>()
+        .map_err(|e| fail(&e))?;
+    let info = HashMap::from([(ILDIFF_CONFIG_KEY.to_string(), config_json.to_string())]);
+    let bytes = safetensors::serialize(host, Some(info)).map_err(|e| fail(&e))?;
+    write_atomic(path, &bytes)
+}
+
+/// The ILDiff configuration JSON of a checkpoint, read from its header alone (no tensor data is
+/// read), e.g. to describe a file or pick a device before loading it.
+pub fn load_config_from_metadata(path: &Path) -> Result<String> {
+    use std::io::Read;
+    precheck(path)?;
+    let mut file = std::fs::File::open(path).map_err(|e| Error::io("opening weights", path, e))?;
+    let mut len = [0u8; 8];
+    file.read_exact(&mut len)
+        .map_err(|e| Error::io("reading weights", path, e))?;
+    let n = u64::from_le_bytes(len);
+    if n > MAX_HEADER_BYTES {
+        return Err(Error::Model(format!(
+            "cannot read weights: header of {n} bytes is larger than safetensors allows: {}",
+            path.display()
+        )));
+    }
+    let mut header = vec![0u8; n as usize];
+    file.read_exact(&mut header)
+        .map_err(|e| Error::io("reading weights", path, e))?;
+    let value: serde_json::Value = serde_json::from_slice(&header).map_err(|e| {
+        Error::Model(format!(
+            "cannot read weights: invalid safetensors header ({e}): {}",
+            path.display()
+        ))
+    })?;
+    value
+        .get("__metadata__")
+        .and_then(|m| m.get(ILDIFF_CONFIG_KEY))
+        .and_then(serde_json::Value::as_str)
+        .map(str::to_string)
+        .ok_or_else(|| no_config(path))
+}
+
+fn no_config(path: &Path) -> Error {
+    Error::Model(format!(
+        "the file has no ILDiff configuration (`{ILDIFF_CONFIG_KEY}` in its metadata); a plain \
+         LayerDiffuse decoder file loads as a transparent decoder instead: {}",
+        path.display()
+    ))
+}
+
+/// Saves a model's variables with its configuration. The variables are first checked against
+/// `cfg` exactly as [`load_ildiff`] will check them, so a file that could not be loaded back is
+/// never written.
+pub fn save_ildiff(varmap: &VarMap, cfg: &IldiffConfig, path: &Path) -> Result<u64> {
+    let tensors = varmap_tensors(varmap);
+    let (dtype, device) = match tensors.values().next() {
+        Some(t) => (t.dtype(), t.device().clone()),
+        None => (DType::F32, Device::Cpu),
+    };
+    Checkpoint::from_tensors(tensors.clone(), "the variables to save")
+        .build("ILDiff decoder", dtype, &device, |vb| {
+            IldiffDecoder::new(cfg, vb)
+        })
+        .map_err(|e| Error::Model(format!("not saving {}: {e}", path.display())))?;
+    save_checkpoint(&tensors, &cfg.to_json()?, path)
+}
+
+/// Loads a checkpoint written by [`save_ildiff`]: the configuration from its metadata, then
+/// every tensor checked by name and shape (errors name the offending tensor).
+pub fn load_ildiff(path: &Path, dtype: DType, device: &Device) -> Result<IldiffDecoder> {
+    let ck = Checkpoint::read(path, dtype, device)?;
+    let json = ck
+        .metadata(ILDIFF_CONFIG_KEY)
+        .ok_or_else(|| no_config(path))?;
+    let cfg = IldiffConfig::from_json(json, &path.display().to_string())?;
+    ck.build("ILDiff decoder", dtype, device, |vb| {
+        IldiffDecoder::new(&cfg, vb)
+    })
 }
 
 /// The `VarBuilder` backend of a [`Checkpoint`].
@@ -367,6 +489,92 @@ impl SimpleBackend for GoldenFill {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::LayoutAdapterConfig;
+
+    use crate::model::ildiff::tests::{awake, inputs, tiny, values};
+
+    fn saved_tiny(dir: &Path) -> (IldiffConfig, VarMap, IldiffDecoder, std::path::PathBuf) {
+        let cfg = tiny();
+        let (varmap, model) = awake(&cfg);
+        let path = dir.join("tiny.safetensors");
+        let size = save_ildiff(&varmap, &cfg, &path).expect("save");
+        assert_eq!(std::fs::metadata(&path).expect("file").len(), size);
+        (cfg, varmap, model, path)
+    }
+
+    #[test]
+    fn ildiff_checkpoint_round_trips_exactly() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (cfg, _, model, path) = saved_tiny(dir.path());
+        // Only the checkpoint is left behind: the atomic write cleaned up after itself.
+        assert_eq!(std::fs::read_dir(dir.path()).expect("dir").count(), 1);
+        let json = load_config_from_metadata(&path).expect("config");
+        assert_eq!(IldiffConfig::from_json(&json, "meta").expect("parse"), cfg);
+        let loaded = load_ildiff(&path, DType::F32, &Device::Cpu).expect("load");
+        assert_eq!(loaded.config(), &cfg);
+        let (pixel, latent) = inputs(3, 32, 32);
+        let a = model.forward(&pixel, &latent).expect("original");
+        let b = loaded.forward(&pixel, &latent).expect("loaded");
+        assert_eq!(values(&a), values(&b));
+    }
+
+    #[test]
+    fn mismatched_checkpoints_name_the_offending_tensor() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (cfg, varmap, _, _) = saved_tiny(dir.path());
+        let tensors = varmap_tensors(&varmap);
+        let with = |edit: &dyn Fn(&mut LayoutAdapterConfig)| {
+            let mut c = cfg.clone();
+            if let Some(a) = c.adapter.as_mut() {
+                edit(a);
+            }
+            c
+        };
+        let cases: [(IldiffConfig, &str); 3] = [
+            (
+                with(&|a| a.temporal_blocks = 3),
+                "`adapter.temporal.blocks.2.conv.weight`",
+            ),
+            (
+                with(&|a| a.stem_channels = 16),
+                "`adapter.stem.conv.weight` has shape [8, 3, 3, 3], expected [16, 3, 3, 3]",
+            ),
+            (
+                with(&|a| a.temporal_blocks = 1),
+                "adapter.temporal.blocks.1.",
+            ),
+        ];
+        for (i, (c, want)) in cases.iter().enumerate() {
+            let path = dir.path().join(format!("bad{i}.safetensors"));
+            save_checkpoint(&tensors, &c.to_json().expect("json"), &path).expect("save");
+            let e = load_ildiff(&path, DType::F32, &Device::Cpu).expect_err("mismatch");
+            let msg = e.to_string();
+            assert!(msg.contains(want), "case {i}: {msg}");
+            assert!(msg.contains(&path.display().to_string()), "case {i}: {msg}");
+            // Saving through the checked path refuses the same mismatch and writes nothing.
+            let refused = dir.path().join(format!("refused{i}.safetensors"));
+            let e = save_ildiff(&varmap, c, &refused).expect_err("refuse");
+            assert!(e.to_string().contains(want), "case {i}: {e}");
+            assert!(!refused.exists());
+        }
+    }
+
+    #[test]
+    fn files_without_a_config_are_explained() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("plain.safetensors");
+        let t = Tensor::zeros(3, DType::F32, &Device::Cpu).expect("zeros");
+        let bytes = safetensors::serialize([("x", t)], None).expect("serialize");
+        std::fs::write(&path, bytes).expect("write");
+        for e in [
+            load_config_from_metadata(&path).expect_err("no metadata"),
+            load_ildiff(&path, DType::F32, &Device::Cpu).expect_err("no metadata"),
+        ] {
+            assert!(e.to_string().contains(ILDIFF_CONFIG_KEY), "{e}");
+        }
+        std::fs::write(&path, b"not a weight file at all").expect("write");
+        assert!(load_config_from_metadata(&path).is_err());
+    }
 
     #[test]
     fn fnv1a32_matches_known_vectors() {

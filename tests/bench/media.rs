@@ -5,7 +5,8 @@
 use std::time::Instant;
 
 use ildiff::media::encode::{self, Encoding, GifOptions};
-use ildiff::media::{Animation, Delay, Frame, Limits, LoopCount, decode};
+use ildiff::media::presets::{FitOptions, Preset, fit_to_preset};
+use ildiff::media::{Animation, Delay, Fit, Frame, Limits, LoopCount, decode};
 use image::{Rgba, RgbaImage};
 
 /// A sticker-like test clip: a textured disc with a hole and a soft glow that bounces and spins
@@ -119,5 +120,62 @@ fn main() {
         let ti = t.elapsed().as_secs_f64();
         let (amse, psnr) = alpha_mse_rgb_psnr(&src, &back);
         println!("{name:<22} {te:>10.2} {ti:>10.2} {bytes:>10} {amse:>11.6} {psnr:>9.2}");
+    }
+
+    println!(
+        "\nauto-fit per preset (same clip; quality measured against the source fitted to the same canvas and frame rate)"
+    );
+    println!(
+        "{:<16} {:>8} {:>10} {:>9} {:>8} {:>20} {:>11} {:>9} {:>8}",
+        "preset", "secs", "bytes", "cap", "canvas", "setting", "alpha MSE", "RGB PSNR", "rules"
+    );
+    for preset in [
+        Preset::Telegram,
+        Preset::TelegramEmoji,
+        Preset::WhatsApp,
+        Preset::Line,
+        Preset::Discord,
+        Preset::Signal,
+    ] {
+        let out = dir.path().join(format!(
+            "fit-{}.{}",
+            preset.name(),
+            preset.default_extension()
+        ));
+        let t = Instant::now();
+        let report = match fit_to_preset(
+            &src,
+            preset,
+            &FitOptions::default(),
+            &out,
+            &mut ildiff::NoProgress,
+        ) {
+            Ok(r) => r,
+            Err(e) => {
+                println!("{:<16} failed: {e}", preset.name());
+                continue;
+            }
+        };
+        let secs = t.elapsed().as_secs_f64();
+        let back = decode::open(&out, &Limits::default()).expect("re-read");
+        let reference = src
+            .fit(back.width, back.height, Fit::Contain)
+            .and_then(|a| a.trim(back.duration_secs()).resample_fps(back.fps()))
+            .expect("reference");
+        let n = reference.len().min(back.len());
+        let cut = |a: &Animation| Animation {
+            frames: a.frames[..n].to_vec(),
+            ..a.clone()
+        };
+        let (amse, psnr) = alpha_mse_rgb_psnr(&cut(&reference), &cut(&back));
+        println!(
+            "{:<16} {secs:>8.1} {:>10} {:>9} {:>8} {:>20} {amse:>11.6} {psnr:>9.2} {:>8}",
+            preset.name(),
+            report.bytes,
+            preset.rules().max_bytes,
+            format!("{}x{}", report.width, report.height),
+            report.setting,
+            if report.passed { "pass" } else { "FAIL" }
+        );
     }
 }

@@ -3,7 +3,8 @@
 
 use image::RgbaImage;
 
-/// A rectangle on the canvas, already checked to lie inside it.
+/// A rectangle on a canvas (importers check it lies inside before use; exporters use it for
+/// changed sub-frames).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Rect {
     pub x: u32,
@@ -13,6 +14,11 @@ pub(crate) struct Rect {
 }
 
 impl Rect {
+    /// The whole `w × h` canvas.
+    pub fn full(w: u32, h: u32) -> Rect {
+        Rect { x: 0, y: 0, w, h }
+    }
+
     /// The rectangle if it fits inside a `width × height` canvas (no overflow possible).
     pub fn inside(x: u32, y: u32, w: u32, h: u32, width: u32, height: u32) -> Option<Rect> {
         let fits = x.checked_add(w).is_some_and(|r| r <= width)

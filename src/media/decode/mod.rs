@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 use crate::media::{Animation, Delay, Format, Frame, Limits, LoopCount};
 use crate::progress::Progress;
 
-mod compose;
+pub(crate) mod compose;
 mod folder;
 mod gif;
 mod png;

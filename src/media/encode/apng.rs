@@ -54,8 +54,9 @@ struct Planes {
     trns: Option<Vec<u8>>,
 }
 
-/// Encodes `anim` (already checked by the caller) to PNG/APNG bytes.
+/// Encodes `anim` to PNG/APNG bytes.
 pub fn encode(anim: &Animation, opts: &ApngOptions) -> Result<Vec<u8>> {
+    super::validate(anim)?;
     let planes = match opts.palette {
         None => lossless_planes(anim),
         Some(n) => palette_planes(anim, n, opts.dither)?,
@@ -206,20 +207,7 @@ fn palette_planes(anim: &Animation, n: u16, dither: bool) -> Result<Planes> {
     })
 }
 
-/// A frame rectangle on the canvas.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Rect {
-    pub x: u32,
-    pub y: u32,
-    pub w: u32,
-    pub h: u32,
-}
-
-impl Rect {
-    pub(crate) fn full(w: u32, h: u32) -> Rect {
-        Rect { x: 0, y: 0, w, h }
-    }
-}
+pub(crate) use crate::media::decode::compose::Rect;
 
 /// Bounding box of the pixels that differ between two frames (`bpp` bytes per pixel); a 1×1
 /// rectangle when nothing changed (APNG and GIF frames cannot be empty).

@@ -57,6 +57,7 @@ pub fn is_export_file(name: &str) -> bool {
 
 /// Writes the folder; returns the total bytes of the files written.
 pub fn write(anim: &Animation, path: &Path) -> Result<u64> {
+    super::validate(anim)?;
     let replace = check_target(path)?;
     let parent = parent_dir(path);
     let tmp = tempfile::Builder::new()

@@ -36,6 +36,7 @@ pub const MIN_DELAY_CS: u16 = 2;
 
 /// Encodes `anim` as GIF bytes.
 pub fn encode(anim: &Animation, opts: &GifOptions) -> Result<Vec<u8>> {
+    super::validate(anim)?;
     if !(2..=256).contains(&opts.colors) {
         return Err(Error::Invalid(format!(
             "GIF palette size must be 2..=256, got {}",

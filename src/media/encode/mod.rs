@@ -137,32 +137,16 @@ pub fn encode_to_vec(anim: &Animation, encoding: &Encoding) -> Result<Vec<u8>> {
     }
 }
 
-/// Checks what the writers rely on: at least one frame, every frame the canvas size.
-fn validate(anim: &Animation) -> Result<()> {
+/// Checks what the writers rely on: at least one frame, every frame the canvas size. Every
+/// format's entry point calls it, so a hand-built [`Animation`] errors instead of panicking.
+pub fn validate(anim: &Animation) -> Result<()> {
     if anim.width == 0 || anim.height == 0 {
         return Err(Error::Invalid(format!(
             "cannot export an empty canvas ({}x{})",
             anim.width, anim.height
         )));
     }
-    if anim.frames.is_empty() {
-        return Err(Error::Invalid("cannot export a clip with no frames".into()));
-    }
-    if let Some((i, f)) = anim
-        .frames
-        .iter()
-        .enumerate()
-        .find(|(_, f)| f.image.dimensions() != (anim.width, anim.height))
-    {
-        return Err(Error::Invalid(format!(
-            "frame {i} is {}x{}, the canvas is {}x{}",
-            f.image.width(),
-            f.image.height(),
-            anim.width,
-            anim.height
-        )));
-    }
-    Ok(())
+    anim.validate()
 }
 
 /// `anim` with fully transparent pixels' colour set to black (copied only if needed).

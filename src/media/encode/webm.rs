@@ -54,6 +54,7 @@ fn check_crf(crf: u8) -> Result<()> {
 /// A program that cannot be started because it does not exist is [`Error::ToolMissing`].
 pub fn write_with(anim: &Animation, crf: u8, path: &Path, ffmpeg_bin: &Path) -> Result<u64> {
     check_crf(crf)?;
+    super::validate(anim)?;
     let (anim, (num, den)) = constant_rate(anim)?;
     let out = AtomicFile::new(path)?;
     let mut cmd = Command::new(ffmpeg_bin);

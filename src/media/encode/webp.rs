@@ -42,6 +42,7 @@ pub fn encode_with(
     effort: f32,
     minimize_size: bool,
 ) -> Result<Vec<u8>> {
+    super::validate(anim)?;
     if !(effort.is_finite() && (0.0..=100.0).contains(&effort)) {
         return Err(Error::Invalid(format!(
             "WebP effort must be 0..=100, got {effort}"

@@ -1,0 +1,6 @@
+//! Pipelines: jobs that join media and models (clip in, clip out), with progress and cancel.
+//! Depends on `media` and `model`; nothing below depends on it.
+//!
+//! - [`matte`]: windowed ILDiff decoding of a whole clip.
+
+pub mod matte;
