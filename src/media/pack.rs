@@ -24,7 +24,6 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::media::atomic::{AtomicFile, write_atomic};
-use crate::media::presets::rules::extension_of;
 use crate::media::presets::{
     AlphaRule, CanvasRule, ExportReport, FitOptions, LoopRule, Preset, Rules, fit_to_preset,
     fit_with_rules,
@@ -517,6 +516,23 @@ pub fn export_pack(
             .push("no icon was made: no sticker could be read".into());
     }
 
+    // libwebp folds identical frames together, so a sticker that barely moves can come back
+    // as a still, which WhatsApp refuses inside an animated pack.
+    if preset == Preset::WhatsApp && report.stickers.iter().any(|s| s.report.frames > 1) {
+        let stills: Vec<String> = report
+            .stickers
+            .iter()
+            .filter(|s| s.report.frames <= 1)
+            .map(|s| {
+                format!(
+                    "{} reads back as a still image (its frames are identical); WhatsApp rejects stills in an animated pack",
+                    s.file
+                )
+            })
+            .collect();
+        report.problems.extend(stills);
+    }
+
     let written = report.stickers.len();
     let pr = pack_rules(preset);
     if written < n && !pr.count_ok(written) {
@@ -614,7 +630,12 @@ struct WaSticker<'a> {
 
 #[derive(Serialize)]
 struct SimpleManifest<'a> {
-    title: &'a str,
+    /// Pack name (Telegram, Discord).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<&'a str>,
+    /// Pack title (Signal's word for it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    title: Option<&'a str>,
     author: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     kind: Option<&'a str>,
@@ -633,49 +654,47 @@ fn write_manifest(
     dir: &Path,
     report: &PackReport,
 ) -> Result<Option<PathBuf>> {
-    let json =
-        match preset {
-            Preset::Line => return Ok(None),
-            Preset::WhatsApp => {
-                let contents = WaContents {
-                    android_play_store_link: "",
-                    ios_app_store_link: "",
-                    sticker_packs: vec![WaPack {
-                        identifier: ident,
-                        name: &spec.name,
-                        publisher: &spec.author,
-                        tray_image_file: icon_file(report, ".png")
-                            .unwrap_or_else(|| "tray.png".into()),
-                        image_data_version: "1",
-                        avoid_cache: false,
-                        publisher_email: "",
-                        publisher_website: "",
-                        privacy_policy_website: "",
-                        license_agreement_website: "",
-                        animated_sticker_pack: report.stickers.iter().any(|s| s.report.frames > 1),
-                        stickers: report
-                            .stickers
-                            .iter()
-                            .map(|s| WaSticker {
-                                image_file: &s.file,
-                                emojis: &s.emoji,
-                            })
-                            .collect(),
-                    }],
-                };
-                serde_json::to_string_pretty(&contents)
-            }
-            Preset::Telegram | Preset::TelegramEmoji | Preset::TelegramStatic => {
-                let m = SimpleManifest {
-                title: &spec.name,
+    let json = match preset {
+        Preset::Line => return Ok(None),
+        Preset::WhatsApp => {
+            let contents = WaContents {
+                android_play_store_link: "",
+                ios_app_store_link: "",
+                sticker_packs: vec![WaPack {
+                    identifier: ident,
+                    name: &spec.name,
+                    publisher: &spec.author,
+                    tray_image_file: icon_file(report, ".png").unwrap_or_else(|| "tray.png".into()),
+                    image_data_version: "1",
+                    avoid_cache: false,
+                    publisher_email: "",
+                    publisher_website: "",
+                    privacy_policy_website: "",
+                    license_agreement_website: "",
+                    animated_sticker_pack: report.stickers.iter().any(|s| s.report.frames > 1),
+                    stickers: report
+                        .stickers
+                        .iter()
+                        .map(|s| WaSticker {
+                            image_file: &s.file,
+                            emojis: &s.emoji,
+                        })
+                        .collect(),
+                }],
+            };
+            serde_json::to_string_pretty(&contents)
+        }
+        Preset::Telegram | Preset::TelegramEmoji | Preset::TelegramStatic => {
+            let m = SimpleManifest {
+                name: Some(&spec.name),
+                title: None,
                 author: &spec.author,
                 kind: Some(match preset {
                     Preset::TelegramEmoji => "video emoji",
                     Preset::TelegramStatic => "static sticker",
                     _ => "video sticker",
                 }),
-                icon: icon_file(report, &format!(".{}", extension_of(preset.rules().formats[0])))
-                    .or_else(|| icon_file(report, ".png")),
+                icon: icon_file(report, &format!(".{}", preset.default_extension())),
                 cover: None,
                 stickers: report
                     .stickers
@@ -683,11 +702,12 @@ fn write_manifest(
                     .map(|s| serde_json::json!({"file": s.file, "emoji": s.emoji, "name": s.name}))
                     .collect(),
             };
-                serde_json::to_string_pretty(&m)
-            }
-            Preset::Discord => {
-                let m = SimpleManifest {
-                title: &spec.name,
+            serde_json::to_string_pretty(&m)
+        }
+        Preset::Discord => {
+            let m = SimpleManifest {
+                name: Some(&spec.name),
+                title: None,
                 author: &spec.author,
                 kind: None,
                 icon: None,
@@ -698,33 +718,35 @@ fn write_manifest(
                     .iter()
                     .map(|s| {
                         let name: String = s.name.chars().take(30).collect();
-                        serde_json::json!({"file": s.file, "name": name, "tags": s.emoji.join(",")})
+                        let tags = s.emoji.join(",");
+                        serde_json::json!({"file": s.file, "name": name, "tags": tags})
                     })
                     .collect(),
             };
-                serde_json::to_string_pretty(&m)
-            }
-            Preset::Signal => {
-                let m = SimpleManifest {
-                    title: &spec.name,
-                    author: &spec.author,
-                    kind: None,
-                    icon: None,
-                    cover: report.stickers.first().map(|s| s.file.as_str()),
-                    // Signal keeps one emoji per sticker: the first.
-                    stickers: report
-                        .stickers
-                        .iter()
-                        .map(|s| {
-                            let emoji = s.emoji.first().cloned().unwrap_or_default();
-                            serde_json::json!({"file": s.file, "emoji": emoji})
-                        })
-                        .collect(),
-                };
-                serde_json::to_string_pretty(&m)
-            }
+            serde_json::to_string_pretty(&m)
         }
-        .map_err(|e| Error::Invalid(format!("cannot write the manifest: {e}")))?;
+        Preset::Signal => {
+            let m = SimpleManifest {
+                name: None,
+                title: Some(&spec.name),
+                author: &spec.author,
+                kind: None,
+                icon: None,
+                cover: report.stickers.first().map(|s| s.file.as_str()),
+                // Signal keeps one emoji per sticker: the first.
+                stickers: report
+                    .stickers
+                    .iter()
+                    .map(|s| {
+                        let emoji = s.emoji.first().cloned().unwrap_or_default();
+                        serde_json::json!({"file": s.file, "emoji": emoji})
+                    })
+                    .collect(),
+            };
+            serde_json::to_string_pretty(&m)
+        }
+    }
+    .map_err(|e| Error::Invalid(format!("cannot write the manifest: {e}")))?;
     let name = match preset {
         Preset::WhatsApp => "contents.json",
         Preset::Telegram | Preset::TelegramEmoji | Preset::TelegramStatic => "pack.json",

@@ -417,6 +417,41 @@ fn line_pack_zip() {
 }
 
 #[test]
+fn telegram_pack_manifest_and_icon() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let r = export_pack(
+        &small_pack(2, &["😀"]),
+        Preset::Telegram,
+        dir.path(),
+        &mut NoProgress,
+    )
+    .expect("pack");
+    assert!(r.complete, "{r}");
+    let root = dir.path().join("telegram");
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(root.join("pack.json")).expect("pack.json"))
+            .expect("json");
+    assert_eq!(m["name"], "Test Pack");
+    assert_eq!(m["author"], "ILDiff");
+    assert_eq!(m["icon"], "icon.webm");
+    assert_eq!(m["stickers"][0]["file"], "01.webm");
+    assert_eq!(m["stickers"][1]["file"], "02.webm");
+    assert_eq!(m["stickers"][1]["emoji"], serde_json::json!(["😀"]));
+    check_webm(&root.join("icon.webm"), 100, 100, 32_000);
+    check_webm(&root.join("01.webm"), 512, 384, 256_000);
+}
+
+#[test]
+fn line_short_clip_is_resampled_to_five_frames() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("short.png");
+    let r = export(&moving_shapes(64, 48, 3), Preset::Line, &out);
+    let (frames, plays) = actl(&out).expect("acTL");
+    assert_eq!((frames, r.frames), (5, 5));
+    assert_eq!(plays, 4);
+}
+
+#[test]
 fn pack_reports_failed_sticker_and_keeps_others() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut spec = small_pack(3, &["😀"]);
