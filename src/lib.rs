@@ -11,6 +11,7 @@ pub mod media;
 pub mod model;
 pub mod pipeline;
 pub mod progress;
+pub mod train;
 
 pub use error::{Error, Result};
 pub use progress::{NoProgress, Progress};

@@ -1,6 +1,7 @@
 //! The `ildiff` command line: argument parsing (clap derive) and one function per subcommand.
 //! This is the only module that uses clap; errors become `anyhow` here, at the binary's edge.
 
+mod data;
 mod eval;
 mod export;
 mod info;
@@ -34,6 +35,8 @@ pub enum Command {
     Export(export::ExportArgs),
     /// Export a sticker pack: one folder per platform with icons and the platform's manifest.
     Pack(pack::PackArgs),
+    /// Training and evaluation data (`data synth`: procedural stickers with exact alpha).
+    Data(data::DataArgs),
 }
 
 /// Safety caps applied before decoding; raise them for trusted, very large inputs.
@@ -75,6 +78,7 @@ pub fn run() -> ExitCode {
         Some(Command::Eval(args)) => eval::run(&args),
         Some(Command::Export(args)) => export::run(&args),
         Some(Command::Pack(args)) => pack::run(&args),
+        Some(Command::Data(args)) => data::run(&args),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,
