@@ -11,6 +11,7 @@
 //!   zero-initialised injection).
 //! - [`temporal`]: ILDiff's temporal modeling layers (residual 3-D conv blocks).
 //! - [`augment`]: flip x rot90 test-time augmentation, lower median, mirror padding.
+//! - [`sam`]: SAM image encoders (ViT-B/L/H, MobileSAM TinyViT) as the distillation teacher.
 //! - [`weights`]: checked loading, layout manifests, the reference fill rule.
 
 pub mod augment;
@@ -19,6 +20,7 @@ pub mod conv3d;
 pub mod ildiff;
 pub mod layout;
 pub mod offset_encoder;
+pub mod sam;
 pub mod temporal;
 pub mod transparent_decoder;
 pub mod weights;
