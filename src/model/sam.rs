@@ -175,8 +175,7 @@ mod tests {
             Device::Cpu,
         );
         SamTeacher::load(kind, vb).expect("build");
-        let map = seen.lock().expect("lock").clone();
-        map
+        seen.lock().expect("lock").clone()
     }
 
     #[test]
