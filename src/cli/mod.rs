@@ -4,6 +4,7 @@
 mod eval;
 mod export;
 mod info;
+mod matte;
 mod pack;
 mod progress_bar;
 
@@ -32,6 +33,8 @@ pub enum Command {
     /// Convert clips to sticker files, fitted to a platform preset or in the format the output
     /// extension names. Several inputs: OUT is a folder and every input is tried.
     Export(export::ExportArgs),
+    /// Cut an opaque clip out of its background with an ILDiff model: a transparent sticker out.
+    Matte(matte::MatteArgs),
     /// Export a sticker pack: one folder per platform with icons and the platform's manifest.
     Pack(pack::PackArgs),
 }
@@ -75,6 +78,7 @@ pub fn run() -> ExitCode {
         Some(Command::Eval(args)) => eval::run(&args),
         Some(Command::Export(args)) => export::run(&args),
         Some(Command::Pack(args)) => pack::run(&args),
+        Some(Command::Matte(args)) => matte::run(&args),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,
