@@ -1,6 +1,7 @@
 //! The `ildiff` command line: argument parsing (clap derive) and one function per subcommand.
 //! This is the only module that uses clap; errors become `anyhow` here, at the binary's edge.
 
+mod bench;
 mod eval;
 mod export;
 mod info;
@@ -35,6 +36,8 @@ pub enum Command {
     Export(export::ExportArgs),
     /// Cut an opaque clip out of its background with an ILDiff model: a transparent sticker out.
     Matte(matte::MatteArgs),
+    /// Measure matting speed and memory on this machine (random weights; with matmul GFLOP/s).
+    Bench(bench::BenchArgs),
     /// Export a sticker pack: one folder per platform with icons and the platform's manifest.
     Pack(pack::PackArgs),
 }
@@ -79,6 +82,7 @@ pub fn run() -> ExitCode {
         Some(Command::Export(args)) => export::run(&args),
         Some(Command::Pack(args)) => pack::run(&args),
         Some(Command::Matte(args)) => matte::run(&args),
+        Some(Command::Bench(args)) => bench::run(&args),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,
