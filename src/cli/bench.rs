@@ -60,6 +60,35 @@ fn peak_mib() -> Option<f64> {
     Some(kb / 1024.0)
 }
 
+/// CPU seconds (user + system, all threads) this process has used so far, from
+/// `/proc/self/stat` (clock ticks of 1/100 s, the Linux `USER_HZ`). On a shared, overloaded
+/// machine wall-clock speed says more about the neighbours than about the model; CPU time does
+/// not.
+fn cpu_secs() -> Option<f64> {
+    let s = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name, which is in parentheses and may contain spaces.
+    let rest = s.rsplit_once(')')?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = f.get(11)?.parse().ok()?;
+    let stime: f64 = f.get(12)?.parse().ok()?;
+    Some((utime + stime) / 100.0)
+}
+
+/// "CPU x s/frame" and the frame rate `threads` fully available cores would give, from the CPU
+/// time used since `cpu0`.
+fn cpu_text(cpu0: Option<f64>, frames: usize, threads: usize) -> String {
+    match (cpu0, cpu_secs()) {
+        (Some(a), Some(b)) if b > a => {
+            let per = (b - a) / frames as f64;
+            format!(
+                "CPU {per:.2} s/frame (= {:.2} frames/s if {threads} cores were free)",
+                threads as f64 / per
+            )
+        }
+        _ => "CPU time unavailable".into(),
+    }
+}
+
 /// Resets VmHWM to the current RSS (`echo 5 > /proc/self/clear_refs`); false where refused.
 fn reset_peak() -> bool {
     std::fs::write("/proc/self/clear_refs", "5").is_ok()
@@ -88,6 +117,7 @@ fn bench_default(args: &BenchArgs, size: usize, device: &Device) -> anyhow::Resu
     let t = args.frames.max(1);
     let pixel = Tensor::rand(0f32, 1.0, (t, 3, size, size), device)?;
     let reset = reset_peak();
+    let cpu0 = cpu_secs();
     let start = Instant::now();
     let latent = encode_clip(codec, &pixel, args.window)?;
     let encoded = start.elapsed().as_secs_f64();
@@ -98,12 +128,13 @@ fn bench_default(args: &BenchArgs, size: usize, device: &Device) -> anyhow::Resu
     let total = start.elapsed().as_secs_f64();
     println!(
         "default (small codec + narrow decoder + adapter N={}) {size}x{size}, {t} frames, window {}: \
-         {:.2} frames/s ({:.2} s; codec encode {:.2} s), {}",
+         {:.2} frames/s wall ({:.2} s; codec encode {:.2} s), {}, {}",
         cfg.temporal_radius(),
         options.window,
         t as f64 / total,
         total,
         encoded,
+        cpu_text(cpu0, t, threads()),
         mem_text(reset)
     );
     Ok(())
@@ -120,6 +151,7 @@ fn bench_official(args: &BenchArgs, size: usize, device: &Device) -> anyhow::Res
     let latent = Tensor::randn(0f32, 1.0, (1, 4, lat, lat), device)?;
     for (name, tta) in [("1 pass", false), ("8-pass TTA", true)] {
         let reset = reset_peak();
+        let cpu0 = cpu_secs();
         let start = Instant::now();
         // One frame at a time, as a per-frame decoder is run on a clip.
         for _ in 0..t {
@@ -132,19 +164,30 @@ fn bench_official(args: &BenchArgs, size: usize, device: &Device) -> anyhow::Res
         let secs = start.elapsed().as_secs_f64();
         println!(
             "official LayerDiffuse decoder ({name}) {size}x{size}, {t} frames: {:.3} frames/s \
-             ({:.2} s/frame), {}",
+             wall ({:.2} s/frame), {}, {}",
             t as f64 / secs,
             secs / t as f64,
+            cpu_text(cpu0, t, threads()),
             mem_text(reset)
         );
     }
     Ok(())
 }
 
+fn threads() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
+}
+
 pub fn run(args: &BenchArgs) -> anyhow::Result<bool> {
     let device = Device::Cpu;
-    let threads = std::thread::available_parallelism().map_or(1, usize::from);
+    let threads = threads();
     println!("CPU threads available: {threads}");
+    if let Ok(load) = std::fs::read_to_string("/proc/loadavg") {
+        let one = load.split_whitespace().next().unwrap_or("?");
+        println!(
+            "load average (1 min): {one}; wall-clock figures suffer when it exceeds {threads}"
+        );
+    }
     println!(
         "matmul 1024^3 f32: {:.1} GFLOP/s",
         matmul_gflops(&device).context("matmul benchmark")?
