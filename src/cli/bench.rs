@@ -14,6 +14,7 @@ use clap::Args;
 
 use super::matte::encode_clip;
 use crate::NoProgress;
+use crate::model::weights::{Checkpoint, varmap_tensors};
 use crate::model::{IldiffConfig, IldiffDecoder, TransparentDecoder, TransparentDecoderConfig};
 use crate::pipeline::matte::{MatteOptions, matte_clip};
 
@@ -102,10 +103,26 @@ fn mem_text(reset: bool) -> String {
     }
 }
 
-fn random_model(cfg: &IldiffConfig, device: &Device) -> anyhow::Result<IldiffDecoder> {
+/// Randomly initialised weights as plain tensors. Built straight from a `VarMap` the weights
+/// would be trainable `Var`s, and candle would record the autograd graph of every forward pass,
+/// keeping each activation alive: inference from a file never does that, so neither may the
+/// bench.
+fn random_weights<T>(
+    device: &Device,
+    build: impl Fn(VarBuilder) -> candle_core::Result<T>,
+) -> anyhow::Result<T> {
     let varmap = VarMap::new();
-    let vb = VarBuilder::from_varmap(&varmap, DType::F32, device);
-    Ok(IldiffDecoder::new(cfg, vb)?)
+    build(VarBuilder::from_varmap(&varmap, DType::F32, device))?;
+    let tensors = varmap_tensors(&varmap)
+        .into_iter()
+        .map(|(k, v)| (k, v.detach()))
+        .collect();
+    let ck = Checkpoint::from_tensors(tensors, "random weights");
+    Ok(ck.build("benchmark model", DType::F32, device, build)?)
+}
+
+fn random_model(cfg: &IldiffConfig, device: &Device) -> anyhow::Result<IldiffDecoder> {
+    random_weights(device, |vb| IldiffDecoder::new(cfg, vb))
 }
 
 fn bench_default(args: &BenchArgs, size: usize, device: &Device) -> anyhow::Result<()> {
