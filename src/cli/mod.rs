@@ -1,10 +1,12 @@
 //! The `ildiff` command line: argument parsing (clap derive) and one function per subcommand.
 //! This is the only module that uses clap; errors become `anyhow` here, at the binary's edge.
 
+mod bench;
 mod data;
 mod eval;
 mod export;
 mod info;
+mod matte;
 mod pack;
 mod progress_bar;
 
@@ -33,6 +35,10 @@ pub enum Command {
     /// Convert clips to sticker files, fitted to a platform preset or in the format the output
     /// extension names. Several inputs: OUT is a folder and every input is tried.
     Export(export::ExportArgs),
+    /// Cut an opaque clip out of its background with an ILDiff model: a transparent sticker out.
+    Matte(matte::MatteArgs),
+    /// Measure matting speed and memory on this machine (random weights; with matmul GFLOP/s).
+    Bench(bench::BenchArgs),
     /// Export a sticker pack: one folder per platform with icons and the platform's manifest.
     Pack(pack::PackArgs),
     /// Training and evaluation data (`data synth`: procedural stickers with exact alpha).
@@ -79,6 +85,8 @@ pub fn run() -> ExitCode {
         Some(Command::Export(args)) => export::run(&args),
         Some(Command::Pack(args)) => pack::run(&args),
         Some(Command::Data(args)) => data::run(&args),
+        Some(Command::Matte(args)) => matte::run(&args),
+        Some(Command::Bench(args)) => bench::run(&args),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

@@ -2,6 +2,7 @@
 //! and knows nothing of files, images, threads or printing; [`weights`] is the one place that
 //! reads weight files and checks them against what a model asks for.
 //!
+//! - [`codec`]: latent codecs (SD-1.5 VAE, our small autoencoder) behind [`codec::LatentCodec`].
 //! - [`transparent_decoder`]: LayerDiffuse's RGBA decoder, the base of the ILDiff decoder.
 //! - [`offset_encoder`]: LayerDiffuse's latent-transparency offset encoder and `pad_rgb`.
 //! - [`conv3d`]: 3x3x3 convolution from conv2d (candle has none), PyTorch weight layout.
@@ -10,17 +11,21 @@
 //!   zero-initialised injection).
 //! - [`temporal`]: ILDiff's temporal modeling layers (residual 3-D conv blocks).
 //! - [`augment`]: flip x rot90 test-time augmentation, lower median, mirror padding.
+//! - [`sam`]: SAM image encoders (ViT-B/L/H, MobileSAM TinyViT) as the distillation teacher.
 //! - [`weights`]: checked loading, layout manifests, the reference fill rule.
 
 pub mod augment;
+pub mod codec;
 pub mod conv3d;
 pub mod ildiff;
 pub mod layout;
 pub mod offset_encoder;
+pub mod sam;
 pub mod temporal;
 pub mod transparent_decoder;
 pub mod weights;
 
+pub use codec::{LatentCodec, SdVae, SmallCodec, SmallCodecConfig};
 pub use ildiff::{IldiffConfig, IldiffDecoder};
 pub use layout::{LayoutAdapter, LayoutAdapterConfig};
 pub use offset_encoder::{OffsetEncoder, OffsetEncoderConfig};

@@ -1,0 +1,172 @@
+//! End-to-end tests of `ildiff matte`: a tiny random-weight checkpoint written through the
+//! library API, a GIF made by ffmpeg, the binary run as a user would, and the APNG re-read with
+//! the `png` crate.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::{VarBuilder, VarMap};
+use ildiff::model::weights::save_ildiff;
+use ildiff::model::{
+    IldiffConfig, IldiffDecoder, LayoutAdapterConfig, SmallCodecConfig, TransparentDecoderConfig,
+};
+
+fn ildiff(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ildiff"))
+        .args(args)
+        .output()
+        .expect("run ildiff")
+}
+
+fn tiny_config(codec: bool) -> IldiffConfig {
+    IldiffConfig {
+        decoder: TransparentDecoderConfig {
+            block_out_channels: vec![8, 8, 16, 16, 16],
+            layers_per_block: 1,
+            attention_head_dim: 4,
+            attn_levels: vec![4],
+            ..TransparentDecoderConfig::official()
+        },
+        adapter: Some(LayoutAdapterConfig {
+            stem_channels: 8,
+            stage_channels: vec![8, 16],
+            blocks_per_stage: 1,
+            norm_groups: 4,
+            temporal_blocks: 2,
+            temporal_norm_groups: 4,
+            inject_channels: 16,
+            distill_channels: None,
+        }),
+        codec: codec.then_some(SmallCodecConfig {
+            channels: [8, 8, 16],
+            norm_groups: 4,
+        }),
+    }
+}
+
+/// Writes a random-weight checkpoint whose zero-initialised tensors (latent and adapter
+/// injections, temporal output convs) are woken, so the adapter really affects the output.
+fn write_checkpoint(path: &Path, codec: bool) {
+    let cfg = tiny_config(codec);
+    let varmap = VarMap::new();
+    let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+    IldiffDecoder::new(&cfg, vb).expect("build");
+    let mut woken = 0;
+    {
+        let data = varmap.data().lock().expect("lock");
+        for (name, var) in data.iter() {
+            let zero = var
+                .as_tensor()
+                .abs()
+                .and_then(|t| t.sum_all())
+                .and_then(|t| t.to_scalar::<f32>())
+                .expect("sum")
+                == 0.0;
+            if zero && name.ends_with(".weight") && var.as_tensor().rank() >= 2 {
+                let r = Tensor::randn(0f32, 0.3, var.shape(), &Device::Cpu).expect("randn");
+                var.set(&r).expect("set");
+                if name.starts_with("adapter.inject") {
+                    woken += 1;
+                }
+            }
+        }
+    }
+    assert_eq!(
+        woken, 1,
+        "the adapter's injection was zero and is now random"
+    );
+    save_ildiff(&varmap, &cfg, path).expect("save");
+}
+
+fn ffmpeg_gif(dir: &Path) -> std::path::PathBuf {
+    let out = dir.join("in.gif");
+    let status = Command::new("ffmpeg")
+        .args([
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+        ])
+        .arg("testsrc=size=48x40:rate=10")
+        .args(["-t", "0.5"])
+        .arg(&out)
+        .status()
+        .expect("ffmpeg runs");
+    assert!(status.success());
+    out
+}
+
+#[test]
+fn matte_writes_an_rgba_apng_with_every_frame() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let model = dir.path().join("tiny.safetensors");
+    write_checkpoint(&model, true);
+    let gif = ffmpeg_gif(dir.path());
+    let out = dir.path().join("out.png");
+    let o = ildiff(&[
+        "matte",
+        gif.to_str().expect("utf8"),
+        "-o",
+        out.to_str().expect("utf8"),
+        "--model",
+        model.to_str().expect("utf8"),
+        "--window",
+        "2",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let file = std::fs::File::open(&out).expect("output exists");
+    let mut reader = png::Decoder::new(std::io::BufReader::new(file))
+        .read_info()
+        .expect("png");
+    let info = reader.info();
+    assert_eq!((info.width, info.height), (48, 40));
+    assert_eq!(
+        info.color_type,
+        png::ColorType::Rgba,
+        "has an alpha channel"
+    );
+    let actl = info.animation_control.expect("animated");
+    assert_eq!(actl.num_frames, 5);
+    let mut buf = vec![0; reader.output_buffer_size().expect("size")];
+    reader.next_frame(&mut buf).expect("first frame");
+}
+
+#[test]
+fn matte_explains_missing_models_and_codecs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gif = ffmpeg_gif(dir.path());
+    let out = dir.path().join("out.png");
+    let o = ildiff(&[
+        "matte",
+        gif.to_str().expect("utf8"),
+        "-o",
+        out.to_str().expect("utf8"),
+    ]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("no trained default model ships yet"), "{err}");
+    assert!(err.contains("--model"), "{err}");
+    assert!(!out.exists());
+
+    let model = dir.path().join("nocodec.safetensors");
+    write_checkpoint(&model, false);
+    let o = ildiff(&[
+        "matte",
+        gif.to_str().expect("utf8"),
+        "-o",
+        out.to_str().expect("utf8"),
+        "--model",
+        model.to_str().expect("utf8"),
+    ]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("no codec") && err.contains("nocodec.safetensors"),
+        "{err}"
+    );
+    assert!(!out.exists());
+}
