@@ -11,29 +11,34 @@
 //! `grad_input = col2im(Wᵀ · grad)`, `grad_weight = Σ_b grad · colsᵀ`.
 //!
 //! [`FastConv2d`] mirrors `candle_nn::Conv2d` (same `weight`/`bias` names and layout). It takes
-//! the im2col path only when it pays: CPU, f32, dilation 1, groups 1, and a tensor that tracks
-//! gradients (a training forward). Inference keeps candle's own conv, which needs no full
+//! the im2col path only when switched on for the thread ([`set_enabled`], off by default) and it
+//! pays: CPU, f32, dilation 1, groups 1, and a tensor that tracks gradients (a training forward). Inference keeps candle's own conv, which needs no full
 //! im2col buffer (that buffer is `C·k²` times the input, too big at 1024 px) and so gives
 //! bit-for-bit the results it gave before.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::cell::Cell;
 
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, DType, Layout, Module, Result, Shape, Tensor, bail};
 use candle_nn::{Conv2d, Conv2dConfig, VarBuilder};
 
-/// Global switch for the im2col path, so a benchmark can compare against candle's conv2d in the
-/// same process. On by default.
-static ENABLED: AtomicBool = AtomicBool::new(true);
-
-/// Turns the im2col training path on or off for every [`FastConv2d`] and [`conv2d`] call.
-pub fn set_enabled(on: bool) {
-    ENABLED.store(on, Ordering::Relaxed);
+thread_local! {
+    /// Per-thread switch for the im2col path. Off by default, so inference and every existing
+    /// caller get candle's conv2d bit for bit; a training loop turns it on for its own thread
+    /// (a thread-local, so it cannot change what other threads, or parallel tests, compute).
+    static ENABLED: Cell<bool> = const { Cell::new(false) };
 }
 
-/// Whether the im2col training path is on (see [`set_enabled`]).
+/// Turns the im2col training path on or off for [`FastConv2d`] and [`conv2d`] calls made on
+/// this thread; returns the previous setting. Results differ from candle's only by float
+/// rounding (about 1e-6 relative), but training steps get several times faster on the CPU.
+pub fn set_enabled(on: bool) -> bool {
+    ENABLED.with(|e| e.replace(on))
+}
+
+/// Whether the im2col training path is on for this thread (see [`set_enabled`]).
 pub fn enabled() -> bool {
-    ENABLED.load(Ordering::Relaxed)
+    ENABLED.with(|e| e.get())
 }
 
 /// Geometry of one unfold: kernel, stride, padding, and the input plane it came from.
@@ -476,6 +481,7 @@ mod tests {
 
     #[test]
     fn gradients_match_candle() {
+        set_enabled(true);
         for (seed, &(b, ci, co, h, w, k, s, p)) in SHAPES.iter().enumerate() {
             let seed = seed as u64;
             let x = Var::from_tensor(&rand(&[b, ci, h, w], 40 + seed)).expect("var");
@@ -644,7 +650,8 @@ mod tests {
     }
 
     #[test]
-    fn layer_uses_candle_when_no_gradient_is_tracked() {
+    fn layer_uses_candle_when_off_or_no_gradient_is_tracked() {
+        set_enabled(true);
         let x = rand(&[1, 3, 6, 6], 90);
         let conv = FastConv2d::new(
             rand(&[4, 3, 3, 3], 91),
@@ -654,10 +661,10 @@ mod tests {
                 ..Default::default()
             },
         );
-        let want = Conv2d::new(conv.weight().clone(), conv.bias().cloned(), *conv.config())
-            .forward(&x)
-            .expect("candle");
+        let candle = Conv2d::new(conv.weight().clone(), conv.bias().cloned(), *conv.config());
+        let want = candle.forward(&x).expect("candle");
         let got = conv.forward(&x).expect("fast");
+        assert!(!x.track_op());
         // Same code path, so bit-identical.
         let diff = (got - want)
             .expect("sub")
@@ -670,5 +677,19 @@ mod tests {
             .to_scalar::<f32>()
             .expect("scalar");
         assert_eq!(diff, 0.0);
+
+        // Switched off, a tracked input also goes through candle: bit-identical again.
+        set_enabled(false);
+        let xv = Var::from_tensor(&x).expect("var");
+        let a = conv.forward(xv.as_tensor()).expect("off");
+        let b = candle.forward(xv.as_tensor()).expect("candle");
+        assert_eq!(
+            a.flatten_all().expect("f").to_vec1::<f32>().expect("v"),
+            b.flatten_all().expect("f").to_vec1::<f32>().expect("v")
+        );
+        // Switched on, it takes the im2col path: equal up to rounding, not necessarily bits.
+        set_enabled(true);
+        let c = conv.forward(xv.as_tensor()).expect("on");
+        assert!(max_rel(&c, &b) < 1e-5);
     }
 }
