@@ -17,10 +17,15 @@
 //! bit-for-bit the results it gave before.
 
 use std::cell::Cell;
+use std::time::Instant;
 
 use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, CustomOp1, DType, Layout, Module, Result, Shape, Tensor, bail};
-use candle_nn::{Conv2d, Conv2dConfig, VarBuilder};
+use candle_core::{
+    CpuStorage, CustomOp1, DType, Device, Layout, Module, Result, Shape, Tensor, bail,
+};
+use candle_nn::{AdamW, Conv2d, Conv2dConfig, Optimizer, ParamsAdamW, VarBuilder, VarMap};
+
+use super::transparent_decoder::{TransparentDecoder, TransparentDecoderConfig};
 
 thread_local! {
     /// Per-thread switch for the im2col path. Off by default, so inference and every existing
@@ -394,6 +399,64 @@ pub fn fast_conv2d(
     Ok(candle_nn::conv2d(c_in, c_out, kernel, cfg, vb)?.into())
 }
 
+/// The narrow decoder the `train_step` benchmark trains: [`TransparentDecoderConfig`] with
+/// levels of 16, 32, 64 and 128 channels, one resnet per down block and no attention (so the
+/// PyTorch twin in `tests/bench/train_step_torch.py` stays short and convs dominate).
+pub fn bench_decoder_config() -> TransparentDecoderConfig {
+    TransparentDecoderConfig {
+        block_out_channels: vec![16, 32, 64, 128],
+        layers_per_block: 1,
+        norm_groups: 8,
+        attn_levels: vec![],
+        mid_attention: false,
+        ..TransparentDecoderConfig::official()
+    }
+}
+
+/// Times `steps` training steps (forward, L1 loss, backward, AdamW update) of a
+/// [`TransparentDecoder`] built from `cfg` on random `[batch, 3, size, size]` inputs, after one
+/// untimed warm-up step, and returns each step's milliseconds. `fast` picks fastconv's im2col
+/// path or candle's own conv2d (set for this thread during the call, then restored). Lives in
+/// the library so the benchmark and an ignored test (cheap test-profile build) share it.
+pub fn train_step_bench(
+    cfg: &TransparentDecoderConfig,
+    batch: usize,
+    size: usize,
+    steps: usize,
+    fast: bool,
+) -> Result<Vec<f64>> {
+    let prev = set_enabled(fast);
+    let result = (|| {
+        let dev = Device::Cpu;
+        let varmap = VarMap::new();
+        let vb = VarBuilder::from_varmap(&varmap, DType::F32, &dev);
+        let model = TransparentDecoder::new(cfg, vb)?;
+        let params = ParamsAdamW {
+            lr: 1e-4,
+            ..Default::default()
+        };
+        let mut opt = AdamW::new(varmap.all_vars(), params)?;
+        let f = cfg.latent_factor();
+        let pixel = Tensor::rand(0f32, 1f32, (batch, cfg.in_channels, size, size), &dev)?;
+        let latent_shape = (batch, cfg.latent_channels, size / f, size / f);
+        let latent = Tensor::randn(0f32, 1f32, latent_shape, &dev)?;
+        let target = Tensor::rand(0f32, 1f32, (batch, cfg.out_channels, size, size), &dev)?;
+        let mut times = Vec::with_capacity(steps);
+        for i in 0..=steps {
+            let t = Instant::now();
+            let out = model.forward(&pixel, &latent)?;
+            let loss = (out - &target)?.abs()?.mean_all()?;
+            opt.backward_step(&loss)?;
+            if i > 0 {
+                times.push(t.elapsed().as_secs_f64() * 1e3);
+            }
+        }
+        Ok(times)
+    })();
+    set_enabled(prev);
+    result
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -691,5 +754,29 @@ mod tests {
         set_enabled(true);
         let c = conv.forward(xv.as_tensor()).expect("on");
         assert!(max_rel(&c, &b) < 1e-5);
+    }
+
+    /// Figures for the report, not a check: `cargo test --lib model::fastconv::tests::
+    /// train_step_figures -- --ignored --nocapture` (test profile; the real bench is
+    /// `cargo bench --bench train_step`). Prints the min over the timed steps.
+    #[test]
+    #[ignore]
+    fn train_step_figures() {
+        let cfg = bench_decoder_config();
+        let steps = |fast: bool, size: usize| match (fast, size) {
+            (true, _) => 4,
+            (false, 128) => 2,
+            _ => 1,
+        };
+        for size in [128, 256] {
+            for fast in [true, false] {
+                let t = train_step_bench(&cfg, 8, size, steps(fast, size), fast).expect("bench");
+                let min = t.iter().cloned().fold(f64::INFINITY, f64::min);
+                let name = if fast { "fastconv" } else { "candle" };
+                println!(
+                    "train_step {size}x{size} batch 8 {name}: min {min:.0} ms/step of {t:.0?}"
+                );
+            }
+        }
     }
 }
