@@ -126,15 +126,15 @@ impl Conv3d {
             padding: 1,
             ..Default::default()
         };
-        let y = x
-            .conv2d(
-                &self.stacked,
-                cfg.padding,
-                cfg.stride,
-                cfg.dilation,
-                cfg.groups,
-            )?
-            .reshape((b, frames, KERNEL, self.c_out, h, w))?;
+        let y = super::fastconv::conv2d(
+            x,
+            &self.stacked,
+            cfg.padding,
+            cfg.stride,
+            cfg.dilation,
+            cfg.groups,
+        )?
+        .reshape((b, frames, KERNEL, self.c_out, h, w))?;
         let tap = |k: usize| y.narrow(2, k, 1)?.squeeze(2);
         // Tap 0 looks one frame back: out[t] += y0[t - 1]; tap 2 one frame ahead.
         let mut out = tap(1)?;

@@ -22,8 +22,9 @@
 //! norm2,conv2}`, `feature_norm`, `distill` (optional), `temporal.blocks.{k}.*` (see
 //! [`super::temporal`]), `inject`.
 
+use super::fastconv::{FastConv2d, fast_conv2d};
 use candle_core::{Module, Result, Tensor, bail};
-use candle_nn::{Conv2d, Conv2dConfig, GroupNorm, VarBuilder};
+use candle_nn::{Conv2dConfig, GroupNorm, VarBuilder};
 use serde::{Deserialize, Serialize};
 
 use super::temporal::{TemporalConfig, TemporalStack, default_groups};
@@ -118,22 +119,22 @@ impl LayoutAdapterConfig {
     }
 }
 
-fn conv3x3(c_in: usize, c_out: usize, stride: usize, vb: VarBuilder) -> Result<Conv2d> {
+fn conv3x3(c_in: usize, c_out: usize, stride: usize, vb: VarBuilder) -> Result<FastConv2d> {
     let cfg = Conv2dConfig {
         padding: 1,
         stride,
         ..Default::default()
     };
-    candle_nn::conv2d(c_in, c_out, 3, cfg, vb)
+    fast_conv2d(c_in, c_out, 3, cfg, vb)
 }
 
 /// Pre-activation residual block.
 #[derive(Debug, Clone)]
 struct ResBlock {
     norm1: GroupNorm,
-    conv1: Conv2d,
+    conv1: FastConv2d,
     norm2: GroupNorm,
-    conv2: Conv2d,
+    conv2: FastConv2d,
 }
 
 impl ResBlock {
@@ -155,7 +156,7 @@ impl ResBlock {
 
 #[derive(Debug, Clone)]
 struct Stage {
-    down: Conv2d,
+    down: FastConv2d,
     blocks: Vec<ResBlock>,
 }
 
@@ -163,13 +164,13 @@ struct Stage {
 #[derive(Debug, Clone)]
 pub struct LayoutAdapter {
     cfg: LayoutAdapterConfig,
-    stem_conv: Conv2d,
+    stem_conv: FastConv2d,
     stem_norm: GroupNorm,
     stages: Vec<Stage>,
     feature_norm: GroupNorm,
-    distill: Option<Conv2d>,
+    distill: Option<FastConv2d>,
     temporal: TemporalStack,
-    inject: Conv2d,
+    inject: FastConv2d,
 }
 
 impl LayoutAdapter {
@@ -193,7 +194,7 @@ impl LayoutAdapter {
         }
         let feature_norm = candle_nn::group_norm(g, c_in, 1e-5, vb.pp("feature_norm"))?;
         let distill = match cfg.distill_channels {
-            Some(d) => Some(candle_nn::conv2d(
+            Some(d) => Some(fast_conv2d(
                 c_in,
                 d,
                 1,

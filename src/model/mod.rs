@@ -6,6 +6,7 @@
 //! - [`transparent_decoder`]: LayerDiffuse's RGBA decoder, the base of the ILDiff decoder.
 //! - [`offset_encoder`]: LayerDiffuse's latent-transparency offset encoder and `pad_rgb`.
 //! - [`conv3d`]: 3x3x3 convolution from conv2d (candle has none), PyTorch weight layout.
+//! - [`fastconv`]: conv2d with an im2col + gemm backward, for training on the CPU.
 //! - [`ildiff`]: the ILDiff decoder = layout adapter + transparent decoder.
 //! - [`layout`]: ILDiff's layout adapter (SAM-distilled student CNN + temporal layers +
 //!   zero-initialised injection).
@@ -17,6 +18,7 @@
 pub mod augment;
 pub mod codec;
 pub mod conv3d;
+pub mod fastconv;
 pub mod ildiff;
 pub mod layout;
 pub mod offset_encoder;

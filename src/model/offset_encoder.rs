@@ -5,8 +5,9 @@
 //! pixels filled with smooth colour) and predicts an offset that replaces the posterior noise:
 //! `latent = mean + std * 300 * offset` ([`offset_latent`]).
 
+use super::fastconv::{FastConv2d, fast_conv2d};
 use candle_core::{Module, Result, Tensor, bail};
-use candle_nn::{Conv2d, Conv2dConfig, Init, VarBuilder};
+use candle_nn::{Conv2dConfig, Init, VarBuilder};
 use serde::{Deserialize, Serialize};
 
 /// The factor the encoder output is multiplied by before it scales the posterior std.
@@ -41,7 +42,7 @@ impl OffsetEncoderConfig {
 /// The offset encoder: `[B, 4, H, W]` -> `[B, 4, H/8, W/8]` (before the x300).
 #[derive(Debug, Clone)]
 pub struct OffsetEncoder {
-    convs: Vec<Conv2d>,
+    convs: Vec<FastConv2d>,
 }
 
 impl OffsetEncoder {
@@ -60,7 +61,7 @@ impl OffsetEncoder {
                 stride: if cfg.stride2.contains(&i) { 2 } else { 1 },
                 ..Default::default()
             };
-            convs.push(candle_nn::conv2d(c_in, c_out, 3, conv_cfg, vb.pp(2 * i))?);
+            convs.push(fast_conv2d(c_in, c_out, 3, conv_cfg, vb.pp(2 * i))?);
             c_in = c_out;
         }
         // The last conv starts at zero so a fresh encoder adds no offset.
@@ -71,7 +72,7 @@ impl OffsetEncoder {
             padding: 1,
             ..Default::default()
         };
-        convs.push(Conv2d::new(w, Some(b), conv_cfg));
+        convs.push(FastConv2d::new(w, Some(b), conv_cfg));
         Ok(Self { convs })
     }
 }

@@ -30,8 +30,9 @@
 //! `nn.Conv3d(C, C, 3, padding=1)`, `nn.GroupNorm` applied per frame and `nn.Conv3d(C, C, 1)`
 //! loads into it.
 
+use super::fastconv::FastConv2d;
 use candle_core::{Module, Result, Tensor, bail};
-use candle_nn::{Conv2d, Conv2dConfig, GroupNorm, Init, VarBuilder};
+use candle_nn::{Conv2dConfig, GroupNorm, Init, VarBuilder};
 use serde::{Deserialize, Serialize};
 
 use super::conv3d::Conv3d;
@@ -106,7 +107,7 @@ struct TemporalBlock {
     conv: Conv3d,
     norm: GroupNorm,
     /// The 1x1x1 projection as a 1x1 conv2d over frames (its weight is stored 5-D).
-    proj: Conv2d,
+    proj: FastConv2d,
 }
 
 impl TemporalBlock {
@@ -117,7 +118,7 @@ impl TemporalBlock {
         let vbp = vb.pp("proj");
         let w = vbp.get_with_hints((c, c, 1, 1, 1), "weight", Init::Const(0.))?;
         let b = vbp.get_with_hints(c, "bias", Init::Const(0.))?;
-        let proj = Conv2d::new(w.reshape((c, c, 1, 1))?, Some(b), Conv2dConfig::default());
+        let proj = FastConv2d::new(w.reshape((c, c, 1, 1))?, Some(b), Conv2dConfig::default());
         Ok(Self { conv, norm, proj })
     }
 

@@ -11,8 +11,9 @@
 //! Attention and normalisation are written with plain tensor ops (no fused softmax or norm) so
 //! the decoder can be fine-tuned.
 
+use super::fastconv::{FastConv2d, fast_conv2d};
 use candle_core::{D, Module, Result, Tensor, bail};
-use candle_nn::{Conv2d, Conv2dConfig, GroupNorm, Init, Linear, VarBuilder};
+use candle_nn::{Conv2dConfig, GroupNorm, Init, Linear, VarBuilder};
 use serde::{Deserialize, Serialize};
 
 use super::augment::{Dihedral, crop, lower_median, mirror_pad};
@@ -180,34 +181,34 @@ impl TransparentDecoderConfig {
     }
 }
 
-fn conv3x3(c_in: usize, c_out: usize, stride: usize, vb: VarBuilder) -> Result<Conv2d> {
+fn conv3x3(c_in: usize, c_out: usize, stride: usize, vb: VarBuilder) -> Result<FastConv2d> {
     let cfg = Conv2dConfig {
         padding: 1,
         stride,
         ..Default::default()
     };
-    candle_nn::conv2d(c_in, c_out, 3, cfg, vb)
+    fast_conv2d(c_in, c_out, 3, cfg, vb)
 }
 
-fn conv1x1(c_in: usize, c_out: usize, vb: VarBuilder) -> Result<Conv2d> {
-    candle_nn::conv2d(c_in, c_out, 1, Conv2dConfig::default(), vb)
+fn conv1x1(c_in: usize, c_out: usize, vb: VarBuilder) -> Result<FastConv2d> {
+    fast_conv2d(c_in, c_out, 1, Conv2dConfig::default(), vb)
 }
 
 /// A 1x1 conv whose fresh weights are zero, so a new branch starts as "adds nothing".
-pub(crate) fn zero_conv1x1(c_in: usize, c_out: usize, vb: VarBuilder) -> Result<Conv2d> {
+pub(crate) fn zero_conv1x1(c_in: usize, c_out: usize, vb: VarBuilder) -> Result<FastConv2d> {
     let w = vb.get_with_hints((c_out, c_in, 1, 1), "weight", Init::Const(0.))?;
     let b = vb.get_with_hints(c_out, "bias", Init::Const(0.))?;
-    Ok(Conv2d::new(w, Some(b), Conv2dConfig::default()))
+    Ok(FastConv2d::new(w, Some(b), Conv2dConfig::default()))
 }
 
 /// diffusers `ResnetBlock2D` without time embedding.
 #[derive(Debug, Clone)]
 struct Resnet {
     norm1: GroupNorm,
-    conv1: Conv2d,
+    conv1: FastConv2d,
     norm2: GroupNorm,
-    conv2: Conv2d,
-    conv_shortcut: Option<Conv2d>,
+    conv2: FastConv2d,
+    conv_shortcut: Option<FastConv2d>,
 }
 
 impl Resnet {
@@ -330,7 +331,7 @@ fn attend(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
 struct DownBlock {
     resnets: Vec<Resnet>,
     attentions: Vec<SelfAttention>,
-    downsampler: Option<Conv2d>,
+    downsampler: Option<FastConv2d>,
 }
 
 impl DownBlock {
@@ -355,7 +356,7 @@ impl DownBlock {
 struct UpBlock {
     resnets: Vec<Resnet>,
     attentions: Vec<SelfAttention>,
-    upsampler: Option<Conv2d>,
+    upsampler: Option<FastConv2d>,
 }
 
 impl UpBlock {
@@ -400,13 +401,13 @@ impl MidBlock {
 #[derive(Debug, Clone)]
 pub struct TransparentDecoder {
     cfg: TransparentDecoderConfig,
-    conv_in: Conv2d,
-    latent_conv_in: Conv2d,
+    conv_in: FastConv2d,
+    latent_conv_in: FastConv2d,
     down_blocks: Vec<DownBlock>,
     mid_block: MidBlock,
     up_blocks: Vec<UpBlock>,
     conv_norm_out: GroupNorm,
-    conv_out: Conv2d,
+    conv_out: FastConv2d,
 }
 
 impl TransparentDecoder {
@@ -833,5 +834,54 @@ mod tests {
             .and_then(|t| t.sum_all())
             .and_then(|t| t.to_scalar::<f32>());
         assert_eq!(wsum.expect("sum"), 0.0);
+    }
+
+    #[test]
+    fn training_path_matches_candle_conv_in_forward_and_gradients() {
+        // Variables take fastconv's im2col path; the same weights as plain tensors take
+        // candle's conv2d. Both must agree, in the output and in every gradient.
+        crate::model::fastconv::set_enabled(true);
+        let (varmap, fast) = model(&tiny());
+        randomise_latent_conv(&varmap);
+        let data = varmap.data().lock().expect("varmap lock");
+        let plain: std::collections::HashMap<String, Tensor> = data
+            .iter()
+            .map(|(n, v)| (n.clone(), v.as_tensor().detach()))
+            .collect();
+        let vb = VarBuilder::from_tensors(plain.clone(), DType::F32, &Device::Cpu);
+        let slow = TransparentDecoder::new(&tiny(), vb).expect("plain decoder");
+        let (pixel, latent) = inputs(32, 32);
+        let a = fast.forward(&pixel, &latent).expect("fast forward");
+        let b = slow.forward(&pixel, &latent).expect("candle forward");
+        assert!(
+            max_diff(&a, &b) < 1e-5,
+            "forward differs by {}",
+            max_diff(&a, &b)
+        );
+        // Gradients wrt the input pixels go through every conv's backward (a tracked input
+        // would send the plain model through im2col too, hence the switch).
+        let px = Var::from_tensor(&pixel).expect("var");
+        let target = Tensor::rand(0f32, 1f32, a.shape(), &Device::Cpu).expect("target");
+        let grad_of = |m: &TransparentDecoder, fast_path: bool| {
+            crate::model::fastconv::set_enabled(fast_path);
+            let out = m.forward(px.as_tensor(), &latent).expect("forward");
+            let loss = (out - &target)
+                .and_then(|d| d.abs())
+                .and_then(|d| d.mean_all());
+            let g = loss.expect("loss").backward().expect("backward");
+            g.get(px.as_tensor()).expect("pixel grad").clone()
+        };
+        let (ga, gb) = (grad_of(&fast, true), grad_of(&slow, false));
+        let scale = gb
+            .abs()
+            .and_then(|t| t.max_all())
+            .and_then(|t| t.to_scalar::<f32>());
+        let scale = scale.expect("scale");
+        assert!(scale > 0.0);
+        assert!(
+            max_diff(&ga, &gb) < 1e-4 * scale,
+            "pixel gradient differs by {} (scale {scale})",
+            max_diff(&ga, &gb)
+        );
     }
 }
