@@ -399,6 +399,21 @@ pub fn fast_conv2d(
     Ok(candle_nn::conv2d(c_in, c_out, kernel, cfg, vb)?.into())
 }
 
+/// Nearest-neighbour x2 upsampling as broadcast + reshape: the same values as
+/// `upsample_nearest2d(2h, 2w)`, but its backward is a sum, whereas candle differentiates
+/// `upsample_nearest2d` with a grouped conv2d (one conv per channel). Used when training
+/// ([`enabled`]); other callers keep candle's op.
+pub fn upsample_nearest2x(x: &Tensor) -> Result<Tensor> {
+    let (b, c, h, w) = x.dims4()?;
+    if !enabled() {
+        return x.upsample_nearest2d(2 * h, 2 * w);
+    }
+    x.reshape((b, c, h, 1, w, 1))?
+        .broadcast_as((b, c, h, 2, w, 2))?
+        .contiguous()?
+        .reshape((b, c, 2 * h, 2 * w))
+}
+
 /// The narrow decoder the `train_step` benchmark trains: [`TransparentDecoderConfig`] with
 /// levels of 16, 32, 64 and 128 channels, one resnet per down block and no attention (so the
 /// PyTorch twin in `tests/bench/train_step_torch.py` stays short and convs dominate).
@@ -661,6 +676,33 @@ mod tests {
             (num_x - an_x).abs() < 1e-3 * (1.0 + an_x.abs()),
             "input: {num_x} vs {an_x}"
         );
+    }
+
+    #[test]
+    fn upsample_matches_candle_and_sums_gradients() {
+        set_enabled(true);
+        let x = Var::from_tensor(&rand(&[2, 3, 4, 5], 110)).expect("var");
+        let a = upsample_nearest2x(x.as_tensor()).expect("fast");
+        let b = x.upsample_nearest2d(8, 10).expect("candle");
+        assert_eq!(
+            a.flatten_all().expect("f").to_vec1::<f32>().expect("v"),
+            b.flatten_all().expect("f").to_vec1::<f32>().expect("v")
+        );
+        let mask = rand(a.dims(), 111);
+        let ga = (a * &mask)
+            .expect("m")
+            .sum_all()
+            .expect("s")
+            .backward()
+            .expect("bwd");
+        let gb = (b * &mask)
+            .expect("m")
+            .sum_all()
+            .expect("s")
+            .backward()
+            .expect("bwd");
+        let (ga, gb) = (ga.get(&x).expect("ga"), gb.get(&x).expect("gb"));
+        assert!(max_rel(ga, gb) < 1e-5);
     }
 
     #[test]

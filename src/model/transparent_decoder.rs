@@ -372,8 +372,7 @@ impl UpBlock {
             }
         }
         if let Some(u) = &self.upsampler {
-            let (_, _, h, w) = x.dims4()?;
-            x = u.forward(&x.upsample_nearest2d(2 * h, 2 * w)?)?;
+            x = u.forward(&super::fastconv::upsample_nearest2x(&x)?)?;
         }
         Ok(x)
     }
