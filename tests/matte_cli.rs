@@ -2,8 +2,11 @@
 //! library API, a GIF made by ffmpeg, the binary run as a user would, and the APNG re-read with
 //! the `png` crate.
 
+mod common;
+
 use std::path::Path;
-use std::process::{Command, Output};
+
+use common::ildiff;
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
@@ -11,13 +14,6 @@ use ildiff::model::weights::save_ildiff;
 use ildiff::model::{
     IldiffConfig, IldiffDecoder, LayoutAdapterConfig, SmallCodecConfig, TransparentDecoderConfig,
 };
-
-fn ildiff(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ildiff"))
-        .args(args)
-        .output()
-        .expect("run ildiff")
-}
 
 fn tiny_config(codec: bool) -> IldiffConfig {
     IldiffConfig {
@@ -80,24 +76,7 @@ fn write_checkpoint(path: &Path, codec: bool) {
 }
 
 fn ffmpeg_gif(dir: &Path) -> std::path::PathBuf {
-    let out = dir.join("in.gif");
-    let status = Command::new("ffmpeg")
-        .args([
-            "-hide_banner",
-            "-loglevel",
-            "error",
-            "-y",
-            "-f",
-            "lavfi",
-            "-i",
-        ])
-        .arg("testsrc=size=48x40:rate=10")
-        .args(["-t", "0.5"])
-        .arg(&out)
-        .status()
-        .expect("ffmpeg runs");
-    assert!(status.success());
-    out
+    common::ffmpeg_clip(dir, "in.gif", "48x40", 10, 0.5, &[])
 }
 
 #[test]
