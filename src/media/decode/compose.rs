@@ -136,6 +136,26 @@ pub(crate) fn over(s: [u8; 4], d: [u8; 4]) -> [u8; 4] {
     ]
 }
 
+/// Disposal left over from the previous frame, applied before the next one is drawn (GIF and
+/// APNG share the same three cases).
+pub(crate) enum Pending {
+    None,
+    /// Clear the rectangle to transparent.
+    Clear(Rect),
+    /// Put back the pixels saved before the frame was drawn.
+    Restore(Rect, Vec<u8>),
+}
+
+impl Pending {
+    pub fn apply(self, canvas: &mut Canvas) {
+        match self {
+            Pending::None => {}
+            Pending::Clear(r) => canvas.clear(r),
+            Pending::Restore(r, saved) => canvas.restore(r, &saved),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use gif::{ColorOutput, DecodeOptions, DisposalMethod, MemoryLimit, Repeat};
 
-use super::compose::{Canvas, Rect};
+use super::compose::{Canvas, Pending, Rect};
 use super::{FrameSource, SourceInfo, display_delay};
 use crate::error::{Error, Result};
 use crate::media::{Delay, Format, Frame, Limits, LoopCount};
@@ -65,13 +65,6 @@ fn frame_side_limit(side: u32, limits: &Limits, path: &Path) -> Result<()> {
         });
     }
     Ok(())
-}
-
-/// What must happen to the canvas before the next frame is drawn.
-enum Pending {
-    None,
-    Clear(Rect),
-    Restore(Rect, Vec<u8>),
 }
 
 pub(super) struct GifSource {
@@ -155,11 +148,7 @@ impl FrameSource for GifSource {
         if self.done >= self.total {
             return Ok(None);
         }
-        match std::mem::replace(&mut self.pending, Pending::None) {
-            Pending::None => {}
-            Pending::Clear(r) => self.canvas.clear(r),
-            Pending::Restore(r, saved) => self.canvas.restore(r, &saved),
-        }
+        std::mem::replace(&mut self.pending, Pending::None).apply(&mut self.canvas);
         let path = &self.path;
         let f = self
             .decoder

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use png::{BitDepth, BlendOp, ColorType, DisposeOp, Transformations};
 
-use super::compose::{Blend, Canvas, Rect};
+use super::compose::{Blend, Canvas, Pending, Rect};
 use super::{FrameSource, SourceInfo, display_delay};
 use crate::error::{Error, Result};
 use crate::media::{Delay, Format, Frame, Limits, LoopCount};
@@ -174,12 +174,6 @@ impl FrameSource for StillPng {
     }
 }
 
-enum Pending {
-    None,
-    Clear(Rect),
-    Restore(Rect, Vec<u8>),
-}
-
 struct ApngSource {
     info: SourceInfo,
     path: PathBuf,
@@ -200,11 +194,7 @@ impl FrameSource for ApngSource {
         if self.done >= self.total {
             return Ok(None);
         }
-        match std::mem::replace(&mut self.pending, Pending::None) {
-            Pending::None => {}
-            Pending::Clear(r) => self.canvas.clear(r),
-            Pending::Restore(r, saved) => self.canvas.restore(r, &saved),
-        }
+        std::mem::replace(&mut self.pending, Pending::None).apply(&mut self.canvas);
         let path = &self.path;
         let (w, h, rgba) = read_rgba(&mut self.reader, &mut self.buf, path)?;
         let fc = self
