@@ -9,6 +9,7 @@ mod info;
 mod matte;
 mod pack;
 mod progress_bar;
+mod train;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -43,6 +44,9 @@ pub enum Command {
     Pack(pack::PackArgs),
     /// Training and evaluation data (`data synth`: procedural stickers with exact alpha).
     Data(data::DataArgs),
+    /// Train the embedded default models (`train codec`, `train decoder`): checkpoints,
+    /// resume, CSV log.
+    Train(train::TrainArgs),
 }
 
 /// Safety caps applied before decoding; raise them for trusted, very large inputs.
@@ -85,6 +89,7 @@ pub fn run() -> ExitCode {
         Some(Command::Export(args)) => export::run(&args),
         Some(Command::Pack(args)) => pack::run(&args),
         Some(Command::Data(args)) => data::run(&args),
+        Some(Command::Train(args)) => train::run(&args),
         Some(Command::Matte(args)) => matte::run(&args),
         Some(Command::Bench(args)) => bench::run(&args),
     };

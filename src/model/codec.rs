@@ -17,7 +17,9 @@
 
 use candle_core::{DType, Module, Result, Shape, Tensor, bail};
 use candle_nn::var_builder::SimpleBackend;
-use candle_nn::{Conv2d, Conv2dConfig, GroupNorm, VarBuilder};
+use candle_nn::{Conv2dConfig, GroupNorm, VarBuilder};
+
+use super::fastconv::{FastConv2d, fast_conv2d};
 use candle_transformers::models::stable_diffusion::vae::{AutoEncoderKL, AutoEncoderKLConfig};
 use serde::{Deserialize, Serialize};
 
@@ -230,7 +232,7 @@ impl SmallCodecConfig {
 
 #[derive(Debug, Clone)]
 struct ConvNorm {
-    conv: Conv2d,
+    conv: FastConv2d,
     norm: GroupNorm,
 }
 
@@ -247,13 +249,13 @@ impl ConvNorm {
     }
 }
 
-fn conv3x3(c_in: usize, c_out: usize, stride: usize, vb: VarBuilder) -> Result<Conv2d> {
+fn conv3x3(c_in: usize, c_out: usize, stride: usize, vb: VarBuilder) -> Result<FastConv2d> {
     let cfg = Conv2dConfig {
         padding: 1,
         stride,
         ..Default::default()
     };
-    candle_nn::conv2d(c_in, c_out, 3, cfg, vb)
+    fast_conv2d(c_in, c_out, 3, cfg, vb)
 }
 
 /// Our small f=8 autoencoder:
@@ -272,10 +274,10 @@ fn conv3x3(c_in: usize, c_out: usize, stride: usize, vb: VarBuilder) -> Result<C
 pub struct SmallCodec {
     cfg: SmallCodecConfig,
     enc: Vec<ConvNorm>,
-    enc_out: Conv2d,
+    enc_out: FastConv2d,
     dec_in: ConvNorm,
     dec: Vec<ConvNorm>,
-    dec_out: Conv2d,
+    dec_out: FastConv2d,
 }
 
 impl SmallCodec {
@@ -320,8 +322,7 @@ impl SmallCodec {
         check_latent(latent, "small codec")?;
         let mut x = self.dec_in.forward(latent)?;
         for s in &self.dec {
-            let (_, _, h, w) = x.dims4()?;
-            x = s.forward(&x.upsample_nearest2d(2 * h, 2 * w)?)?;
+            x = s.forward(&super::fastconv::upsample_nearest2x(&x)?)?;
         }
         (self.dec_out.forward(&x)? + 1.0)? * 0.5
     }

@@ -72,6 +72,36 @@ impl IldiffConfig {
         }
     }
 
+    /// A tiny model (8–16 channels, N = 2, small codec) for tests, smoke runs and the studio's
+    /// UI tests: fast anywhere, useless as a matte.
+    pub fn tiny() -> Self {
+        let decoder = TransparentDecoderConfig {
+            block_out_channels: vec![8, 8, 16, 16, 16],
+            layers_per_block: 1,
+            attention_head_dim: 4,
+            attn_levels: vec![4],
+            ..TransparentDecoderConfig::official()
+        };
+        let adapter = LayoutAdapterConfig {
+            stem_channels: 8,
+            stage_channels: vec![8, 16],
+            blocks_per_stage: 1,
+            norm_groups: 4,
+            temporal_blocks: 2,
+            temporal_norm_groups: 4,
+            inject_channels: decoder.inject_channels(),
+            distill_channels: None,
+        };
+        Self {
+            decoder,
+            adapter: Some(adapter),
+            codec: Some(SmallCodecConfig {
+                channels: [8, 8, 8],
+                norm_groups: 4,
+            }),
+        }
+    }
+
     /// Frames each side an output frame depends on (0 without an adapter).
     pub fn temporal_radius(&self) -> usize {
         self.adapter

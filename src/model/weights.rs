@@ -167,6 +167,13 @@ impl Checkpoint {
         self.tensors.get(name)
     }
 
+    /// Every tensor name, sorted.
+    pub fn names(&self) -> Vec<String> {
+        let mut n: Vec<String> = self.tensors.keys().cloned().collect();
+        n.sort();
+        n
+    }
+
     /// A `VarBuilder` that serves this checkpoint's tensors, checking names and shapes and
     /// recording what was used.
     pub fn var_builder(&self, dtype: DType, device: &Device) -> VarBuilder<'static> {

@@ -2,7 +2,12 @@
 //! alpha; [`composite`] puts them over hard backgrounds with input-format degradations so the
 //! decoder learns (and is evaluated) where matting fails.
 
+pub mod codec;
 pub mod composite;
+pub mod dataset;
+pub mod decoder;
+pub mod optim;
+pub mod run;
 pub mod synth;
 
 pub use composite::{Background, Composite, Degradation, composite};

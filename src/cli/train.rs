@@ -1,0 +1,408 @@
+//! `ildiff train codec|decoder`: the training commands. Each run lives in one folder (`--out`):
+//! `checkpoint.safetensors` (weights + optimiser state, resumable with `--resume`), `log.csv`,
+//! `run.json` (the exact arguments), and the inference file (`codec.safetensors` or
+//! `ildiff.safetensors`), rewritten at every checkpoint.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use candle_core::{DType, Device};
+use clap::{Args, Subcommand, ValueEnum};
+use serde::Serialize;
+
+use crate::media::atomic::write_atomic;
+use crate::model::weights::{Checkpoint, save_checkpoint, save_ildiff, varmap_tensors};
+use crate::model::{IldiffConfig, SmallCodecConfig};
+use crate::train::dataset::{ClipSource, DataConfig, Loader, MakeFn, Procedural, make_sample};
+use crate::train::decoder::{LossWeights, decoder_loss, load_into, trainable_names};
+use crate::train::run::{Run, Schedule, StepLog};
+use crate::train::{Background, Split, codec as codec_train, decoder as decoder_train};
+
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    #[command(subcommand)]
+    pub command: TrainCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TrainCommand {
+    /// The small latent codec (f = 8, 4 channels) of the embedded default.
+    Codec(CodecArgs),
+    /// Layout adapter + temporal layers + transparent decoder, with the codec frozen.
+    Decoder(DecoderArgs),
+}
+
+/// What every run shares: output, schedule, data.
+#[derive(Debug, Clone, Args, Serialize)]
+pub struct CommonArgs {
+    /// Run folder (checkpoint, log, inference file).
+    #[arg(short, long)]
+    pub out: PathBuf,
+    /// Optimisation steps in all.
+    #[arg(long, default_value_t = 2000)]
+    pub steps: u64,
+    /// Clips per batch.
+    #[arg(long, default_value_t = 2)]
+    pub batch: usize,
+    /// Frames per training clip.
+    #[arg(long, default_value_t = 6)]
+    pub frames: u32,
+    /// Side of the square training crops (a multiple of the model's size multiple).
+    #[arg(long, default_value_t = 128)]
+    pub size: u32,
+    /// Peak learning rate (warm-up, then cosine decay to 10 %).
+    #[arg(long, default_value_t = 2e-3)]
+    pub lr: f64,
+    /// Warm-up steps.
+    #[arg(long, default_value_t = 100)]
+    pub warmup: u64,
+    /// AdamW weight decay.
+    #[arg(long, default_value_t = 0.0)]
+    pub weight_decay: f64,
+    /// Seed of the data (and so of the whole run).
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Steps between checkpoints.
+    #[arg(long, default_value_t = 100)]
+    pub checkpoint_every: u64,
+    /// Carry on from the run folder's checkpoint.
+    #[arg(long)]
+    pub resume: bool,
+    /// Data loader threads.
+    #[arg(long, default_value_t = 1)]
+    pub workers: usize,
+    /// Folder of background pictures for the photo and moving backgrounds.
+    #[arg(long)]
+    pub photos: Option<PathBuf>,
+    /// Only these background kinds (default: all).
+    #[arg(long, value_delimiter = ',')]
+    pub backgrounds: Vec<String>,
+    /// Run on a CUDA GPU (needs a build with `--features cuda`).
+    #[arg(long)]
+    pub cuda: bool,
+    /// No progress bar.
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Args, Serialize)]
+pub struct CodecArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Channels of the three stages.
+    #[arg(long, value_delimiter = ',', default_value = "16,32,64")]
+    pub channels: Vec<usize>,
+}
+
+/// Model shapes `train decoder` can build.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+pub enum Arch {
+    /// The shipped CPU default (see `IldiffConfig::cpu_default`).
+    CpuDefault,
+    /// A tiny model for tests and smoke runs.
+    Tiny,
+}
+
+#[derive(Debug, Args, Serialize)]
+pub struct DecoderArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Model shape.
+    #[arg(long, value_enum, default_value_t = Arch::CpuDefault)]
+    pub arch: Arch,
+    /// Trained codec: a `train codec` run's codec.safetensors (required unless --init has one).
+    #[arg(long)]
+    pub codec: Option<PathBuf>,
+    /// Start from this ILDiff checkpoint's weights (fine-tuning).
+    #[arg(long)]
+    pub init: Option<PathBuf>,
+    /// Temporal blocks N (0, 3, 5, 8…).
+    #[arg(long, default_value_t = 5)]
+    pub depth: usize,
+    /// No layout adapter at all: the LayerDiffuse-style decoder alone (ablation).
+    #[arg(long)]
+    pub no_adapter: bool,
+    /// Keep the adapter's student encoder fixed (after distillation).
+    #[arg(long)]
+    pub freeze_student: bool,
+    #[arg(long, default_value_t = LossWeights::default().alpha)]
+    pub w_alpha: f32,
+    #[arg(long, default_value_t = LossWeights::default().grad)]
+    pub w_grad: f32,
+    #[arg(long, default_value_t = LossWeights::default().rgb)]
+    pub w_rgb: f32,
+    #[arg(long, default_value_t = LossWeights::default().temporal)]
+    pub w_temporal: f32,
+}
+
+pub fn run(args: &TrainArgs) -> anyhow::Result<bool> {
+    // The im2col conv path with gemm backward: several times faster training on the CPU.
+    crate::model::fastconv::set_enabled(true);
+    match &args.command {
+        TrainCommand::Codec(a) => train_codec(a),
+        TrainCommand::Decoder(a) => train_decoder(a),
+    }
+}
+
+fn device(common: &CommonArgs) -> anyhow::Result<Device> {
+    if common.cuda {
+        Device::new_cuda(0).context("--cuda: no CUDA device (build with `--features cuda`)")
+    } else {
+        Ok(Device::Cpu)
+    }
+}
+
+fn data_config(common: &CommonArgs) -> anyhow::Result<DataConfig> {
+    let mut data = DataConfig::procedural(common.size, common.frames, Split::Train);
+    data.photos = common.photos.clone();
+    if let Some(p) = &data.photos
+        && !p.is_dir()
+    {
+        bail!("--photos is not a folder: {}", p.display());
+    }
+    data.backgrounds = common
+        .backgrounds
+        .iter()
+        .map(|name| {
+            Background::ALL
+                .into_iter()
+                .find(|b| b.name() == name)
+                .with_context(|| {
+                    format!(
+                        "unknown background `{name}` (known: {})",
+                        Background::ALL.map(Background::name).join(", ")
+                    )
+                })
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let sources: Vec<(Arc<dyn ClipSource>, f32)> = vec![(Arc::new(Procedural), 1.0)];
+    data.sources = sources;
+    Ok(data)
+}
+
+fn data_json(data: &DataConfig, extra: serde_json::Value) -> serde_json::Value {
+    serde_json::json!({
+        "size": data.size,
+        "frames": data.frames,
+        "sources": data.sources.iter().map(|(s, w)| format!("{}:{w}", s.name())).collect::<Vec<_>>(),
+        "photos": data.photos.as_ref().map(|p| p.display().to_string()),
+        "backgrounds": data.backgrounds.iter().map(|b| b.name()).collect::<Vec<_>>(),
+        "extra": extra,
+    })
+}
+
+fn schedule(c: &CommonArgs) -> anyhow::Result<Schedule> {
+    if c.batch == 0 || c.frames == 0 || c.steps == 0 {
+        bail!("--batch, --frames and --steps must be at least 1");
+    }
+    Ok(Schedule {
+        steps: c.steps,
+        lr: c.lr,
+        warmup: c.warmup,
+        weight_decay: c.weight_decay,
+        batch: c.batch,
+        checkpoint_every: c.checkpoint_every,
+    })
+}
+
+fn loader(common: &CommonArgs, data: DataConfig, start_step: u64) -> anyhow::Result<Loader> {
+    let seed = common.seed;
+    let make: Arc<MakeFn> = Arc::new(move |i| make_sample(&data, seed, i));
+    let prefetch = (2 * common.batch).max(common.workers);
+    Ok(Loader::new(
+        make,
+        start_step * common.batch as u64,
+        common.workers.max(1),
+        prefetch,
+    )?)
+}
+
+fn start_step(common: &CommonArgs) -> u64 {
+    if !common.resume {
+        return 0;
+    }
+    crate::train::run::read_state(&common.out.join(crate::train::run::CHECKPOINT_FILE))
+        .map(|(_, s)| s.step)
+        .unwrap_or(0)
+}
+
+/// Records the exact command line of the run (the model card quotes it).
+fn write_run_json(out: &Path, args: &impl Serialize) -> anyhow::Result<()> {
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let argv: Vec<String> = std::env::args().collect();
+    let json = serde_json::json!({ "argv": argv, "args": args });
+    let name = if start_step_exists(out) {
+        "run-resumed.json"
+    } else {
+        "run.json"
+    };
+    write_atomic(
+        &out.join(name),
+        serde_json::to_string_pretty(&json)?.as_bytes(),
+    )?;
+    Ok(())
+}
+
+fn start_step_exists(out: &Path) -> bool {
+    out.join(crate::train::run::CHECKPOINT_FILE).exists()
+}
+
+/// Progress line: step, loss terms, speed and ETA, on stderr.
+fn reporter(quiet: bool) -> impl FnMut(&StepLog) -> bool {
+    let start = Instant::now();
+    move |s: &StepLog| {
+        if !quiet && (s.step.is_multiple_of(10) || s.saved || s.step == s.total) {
+            let eta = s.secs_per_step * (s.total - s.step) as f64;
+            let parts: Vec<String> = s.parts.iter().map(|(n, v)| format!("{n} {v:.4}")).collect();
+            eprintln!(
+                "step {}/{} loss {:.4} ({}) lr {:.2e} {:.2} s/step, elapsed {:.0} s, ETA {:.0} s{}",
+                s.step,
+                s.total,
+                s.loss,
+                parts.join(", "),
+                s.lr,
+                s.secs_per_step,
+                start.elapsed().as_secs_f64(),
+                eta,
+                if s.saved { " [saved]" } else { "" }
+            );
+            let _ = std::io::stderr().flush();
+        }
+        true
+    }
+}
+
+/// File name of a codec run's inference file.
+pub const CODEC_FILE: &str = "codec.safetensors";
+/// File name of a decoder run's inference file.
+pub const MODEL_FILE: &str = "ildiff.safetensors";
+
+fn train_codec(args: &CodecArgs) -> anyhow::Result<bool> {
+    let c = &args.common;
+    let dev = device(c)?;
+    let [a, b, d] = args.channels[..] else {
+        bail!("--channels takes three numbers, e.g. 16,32,64");
+    };
+    let cfg = SmallCodecConfig {
+        channels: [a, b, d],
+        norm_groups: 8.min(a),
+    };
+    cfg.validate()?;
+    let data = data_config(c)?;
+    let (varmap, codec) = codec_train::build(&cfg, &dev)?;
+    let mut names: Vec<String> = varmap_tensors(&varmap).into_keys().collect();
+    names.sort();
+    let run = Run {
+        kind: "codec",
+        varmap: &varmap,
+        trainable: names,
+        model_json: serde_json::to_value(&cfg)?,
+        data_json: data_json(
+            &data,
+            serde_json::json!({ "latent_weight": codec_train::LATENT_WEIGHT }),
+        ),
+        schedule: schedule(c)?,
+        dir: c.out.clone(),
+        terms: codec_train::TERMS.to_vec(),
+    };
+    write_run_json(&c.out, args)?;
+    let mut loader = loader(c, data, start_step(c))?;
+    let cfg_json = serde_json::to_string(&cfg)?;
+    let out_file = c.out.join(CODEC_FILE);
+    let summary = run.train(
+        &mut loader,
+        c.resume,
+        &mut |batch| codec_train::codec_loss(&codec, batch, &dev),
+        &mut || save_checkpoint(&varmap_tensors(&varmap), &cfg_json, &out_file).map(|_| ()),
+        &mut reporter(c.quiet),
+    )?;
+    println!(
+        "codec: {} steps (from {}), last loss {:.4}, {:.0} s of training; {}",
+        summary.steps,
+        summary.resumed_from,
+        summary.last_loss,
+        summary.seconds,
+        out_file.display()
+    );
+    Ok(true)
+}
+
+fn decoder_config(args: &DecoderArgs) -> IldiffConfig {
+    let mut cfg = match args.arch {
+        Arch::CpuDefault => IldiffConfig::cpu_default(),
+        Arch::Tiny => IldiffConfig::tiny(),
+    };
+    if args.no_adapter {
+        cfg.adapter = None;
+    } else if let Some(a) = cfg.adapter.as_mut() {
+        a.temporal_blocks = args.depth;
+    }
+    cfg
+}
+
+fn train_decoder(args: &DecoderArgs) -> anyhow::Result<bool> {
+    let c = &args.common;
+    let dev = device(c)?;
+    let cfg = decoder_config(args);
+    cfg.validate()?;
+    let m = cfg.decoder.size_multiple() as u32;
+    if !c.size.is_multiple_of(m) {
+        bail!("--size {} is not a multiple of the model's {m}", c.size);
+    }
+    let data = data_config(c)?;
+    let weights = LossWeights {
+        alpha: args.w_alpha,
+        grad: args.w_grad,
+        rgb: args.w_rgb,
+        temporal: args.w_temporal,
+    };
+    let (varmap, model) = decoder_train::build(&cfg, &dev)?;
+    let fresh = !(c.resume && start_step_exists(&c.out));
+    if fresh {
+        if let Some(init) = &args.init {
+            let ck = Checkpoint::read(init, DType::F32, &dev)?;
+            let n = load_into(&varmap, &ck, "", "adam.")?;
+            eprintln!("initialised {n} tensors from {}", init.display());
+        }
+        if let Some(p) = &args.codec {
+            let ck = Checkpoint::read(p, DType::F32, &dev)?;
+            let n = load_into(&varmap, &ck, "codec.", "adam.")?;
+            eprintln!("codec: {n} tensors from {}", p.display());
+        } else if args.init.is_none() && cfg.codec.is_some() {
+            bail!("--codec PATH is needed: train one first with `ildiff train codec`");
+        }
+    }
+    let codec = decoder_train::model_codec(&model, &c.out)?;
+    let run = Run {
+        kind: "decoder",
+        varmap: &varmap,
+        trainable: trainable_names(&varmap, args.freeze_student),
+        model_json: serde_json::to_value(&cfg)?,
+        data_json: data_json(&data, serde_json::to_value(weights)?),
+        schedule: schedule(c)?,
+        dir: c.out.clone(),
+        terms: decoder_train::TERMS.to_vec(),
+    };
+    write_run_json(&c.out, args)?;
+    let mut loader = loader(c, data, start_step(c))?;
+    let out_file = c.out.join(MODEL_FILE);
+    let summary = run.train(
+        &mut loader,
+        c.resume,
+        &mut |batch| decoder_loss(&model, &codec, batch, &weights, &dev),
+        &mut || save_ildiff(&varmap, &cfg, &out_file).map(|_| ()),
+        &mut reporter(c.quiet),
+    )?;
+    println!(
+        "decoder: {} steps (from {}), last loss {:.4}, {:.0} s of training; {}",
+        summary.steps,
+        summary.resumed_from,
+        summary.last_loss,
+        summary.seconds,
+        out_file.display()
+    );
+    Ok(true)
+}

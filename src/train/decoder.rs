@@ -1,0 +1,268 @@
+//! Training the ILDiff decoder (layout adapter + temporal layers + transparent decoder) with the
+//! latent codec frozen, as METHOD.md §3 describes: the input is an opaque composite clip, the
+//! codec encodes it, and the decoder learns to recover the foreground's alpha and colour.
+//!
+//! Loss (weights are flags): `w_alpha·L1(α) + w_grad·L1(∇α) + w_rgb·L1_α(rgb) + w_temporal·
+//! L1(Δtα)`, where `L1_α` weighs the colour error by the true alpha (colour under α = 0 is
+//! undefined) and `Δt` is the frame-to-frame difference inside a clip: matching the truth's
+//! change, not suppressing change, so real motion is not penalised while flicker is.
+
+use std::path::Path;
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::{VarBuilder, VarMap};
+use serde::{Deserialize, Serialize};
+
+use super::dataset::Batch;
+use super::run::LossOut;
+use crate::model::codec::LatentCodec;
+use crate::model::weights::Checkpoint;
+use crate::model::{IldiffConfig, IldiffDecoder, SmallCodec};
+use crate::{Error, Result};
+
+/// Loss weights.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct LossWeights {
+    pub alpha: f32,
+    pub grad: f32,
+    pub rgb: f32,
+    pub temporal: f32,
+}
+
+impl Default for LossWeights {
+    fn default() -> Self {
+        Self {
+            alpha: 1.0,
+            grad: 1.0,
+            rgb: 0.5,
+            temporal: 0.5,
+        }
+    }
+}
+
+/// Column names of [`decoder_loss`]'s terms.
+pub const TERMS: [&str; 4] = ["alpha_l1", "alpha_grad", "rgb_l1", "temporal"];
+
+fn model_err(e: candle_core::Error) -> Error {
+    Error::Model(format!("decoder training: {e}"))
+}
+
+/// Builds the model on a fresh `VarMap` (random init; zero-initialised injections stay zero).
+pub fn build(cfg: &IldiffConfig, device: &Device) -> Result<(VarMap, IldiffDecoder)> {
+    let varmap = VarMap::new();
+    let vb = VarBuilder::from_varmap(&varmap, DType::F32, device);
+    let model = IldiffDecoder::new(cfg, vb).map_err(model_err)?;
+    Ok((varmap, model))
+}
+
+/// Copies tensors into the variables named `prefix + name` (e.g. a trained codec into
+/// `codec.*`, or a whole trained model to fine-tune). Every tensor of `ck` must land on a
+/// variable of the same shape; the error names the first that does not.
+pub fn load_into(varmap: &VarMap, ck: &Checkpoint, prefix: &str, skip: &str) -> Result<usize> {
+    let data = varmap
+        .data()
+        .lock()
+        .map_err(|_| Error::Model("the variable map is poisoned".into()))?;
+    let mut n = 0;
+    for name in ck.names() {
+        if !skip.is_empty() && name.starts_with(skip) {
+            continue;
+        }
+        let full = format!("{prefix}{name}");
+        let t = ck
+            .get(&name)
+            .ok_or_else(|| Error::Model(format!("no tensor `{name}`")))?;
+        let var = data.get(&full).ok_or_else(|| {
+            Error::Model(format!(
+                "tensor `{name}` of {} has no place in this model (looked for `{full}`)",
+                ck.source()
+            ))
+        })?;
+        if var.dims() != t.dims() {
+            return Err(Error::Model(format!(
+                "tensor `{name}` of {} is {:?}; the model's `{full}` is {:?}",
+                ck.source(),
+                t.dims(),
+                var.dims()
+            )));
+        }
+        var.set(t).map_err(model_err)?;
+        n += 1;
+    }
+    Ok(n)
+}
+
+/// The variables decoder training optimises: everything but the frozen codec (and the
+/// distillation head, which only distillation trains); with `freeze_student`, the layout
+/// adapter's distilled student encoder stays fixed too.
+pub fn trainable_names(varmap: &VarMap, freeze_student: bool) -> Vec<String> {
+    let data = varmap.data().lock().unwrap_or_else(|p| p.into_inner());
+    let mut names: Vec<String> = data
+        .keys()
+        .filter(|n| !n.starts_with("codec.") && !n.starts_with("adapter.distill"))
+        .filter(|n| {
+            !freeze_student
+                || !(n.starts_with("adapter.stem")
+                    || n.starts_with("adapter.stages")
+                    || n.starts_with("adapter.feature_norm"))
+        })
+        .cloned()
+        .collect();
+    names.sort();
+    names
+}
+
+/// The batch as tensors: `(pixel [N,3,S,S], alpha [N,1,S,S], fg [N,3,S,S])`, N = clips·frames.
+pub fn batch_tensors(batch: &Batch, device: &Device) -> Result<(Tensor, Tensor, Tensor)> {
+    let n = batch.clips * batch.frames;
+    let s = batch.size;
+    let t = |v: &[f32], c: usize| Tensor::from_slice(v, (n, c, s, s), device).map_err(model_err);
+    Ok((t(&batch.rgb, 3)?, t(&batch.alpha, 1)?, t(&batch.fg, 3)?))
+}
+
+/// Encodes frames with a frozen codec (no gradient flows into it).
+pub fn encode_frozen(codec: &dyn LatentCodec, pixel: &Tensor) -> Result<Tensor> {
+    codec
+        .encode_any_size(pixel)
+        .map(|l| l.detach())
+        .map_err(model_err)
+}
+
+/// The decoder loss of one batch (see the module docs), on the unclipped output.
+pub fn decoder_loss(
+    model: &IldiffDecoder,
+    codec: &dyn LatentCodec,
+    batch: &Batch,
+    w: &LossWeights,
+    device: &Device,
+) -> Result<LossOut> {
+    let (pixel, alpha, fg) = batch_tensors(batch, device)?;
+    let latent = encode_frozen(codec, &pixel)?;
+    let y = model
+        .forward_clips(&pixel, &latent, batch.frames)
+        .map_err(model_err)?;
+    loss_terms(&y, &alpha, &fg, batch.clips, batch.frames, w).map_err(model_err)
+}
+
+/// The loss of a prediction `y` `[N, 4, S, S]` (alpha, then RGB) against the truth.
+pub fn loss_terms(
+    y: &Tensor,
+    alpha: &Tensor,
+    fg: &Tensor,
+    clips: usize,
+    frames: usize,
+    w: &LossWeights,
+) -> candle_core::Result<LossOut> {
+    let (_, _, h, wd) = y.dims4()?;
+    let a = y.narrow(1, 0, 1)?;
+    let rgb = y.narrow(1, 1, 3)?;
+    let l_alpha = (&a - alpha)?.abs()?.mean_all()?;
+    let dx = |x: &Tensor| -> candle_core::Result<Tensor> {
+        x.narrow(3, 1, wd - 1)? - x.narrow(3, 0, wd - 1)?
+    };
+    let dy = |x: &Tensor| -> candle_core::Result<Tensor> {
+        x.narrow(2, 1, h - 1)? - x.narrow(2, 0, h - 1)?
+    };
+    let l_grad = ((dx(&a)? - dx(alpha)?)?.abs()?.mean_all()?
+        + (dy(&a)? - dy(alpha)?)?.abs()?.mean_all()?)?;
+    let weight_sum = (alpha.sum_all()? * 3.0)? + 1.0;
+    let l_rgb = (((&rgb - fg)?.abs()?.broadcast_mul(alpha)?).sum_all()? / weight_sum)?;
+    let l_temp = if frames > 1 {
+        let at = a.reshape((clips, frames, h, wd))?;
+        let gt = alpha.reshape((clips, frames, h, wd))?;
+        let d = |x: &Tensor| -> candle_core::Result<Tensor> {
+            x.narrow(1, 1, frames - 1)? - x.narrow(1, 0, frames - 1)?
+        };
+        (d(&at)? - d(&gt)?)?.abs()?.mean_all()?
+    } else {
+        l_alpha.zeros_like()?
+    };
+    let total = ((((&l_alpha * w.alpha as f64)? + (&l_grad * w.grad as f64)?)?
+        + (&l_rgb * w.rgb as f64)?)?
+        + (&l_temp * w.temporal as f64)?)?;
+    let parts = [&l_alpha, &l_grad, &l_rgb, &l_temp]
+        .iter()
+        .map(|t| t.to_scalar::<f32>())
+        .collect::<candle_core::Result<Vec<f32>>>()?;
+    Ok((total, TERMS.iter().copied().zip(parts).collect()))
+}
+
+/// The codec a model's decoder reads latents from: its own small codec.
+pub fn model_codec(model: &IldiffDecoder, path: &Path) -> Result<SmallCodec> {
+    model.codec().cloned().ok_or_else(|| {
+        Error::Model(format!(
+            "the model configuration has no codec to encode training clips with: {}",
+            path.display()
+        ))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::train::Split;
+    use crate::train::dataset::{DataConfig, make_sample};
+    use crate::train::optim::{Adam, AdamParams};
+
+    pub(crate) fn tiny_with_codec() -> IldiffConfig {
+        IldiffConfig::tiny()
+    }
+
+    #[test]
+    fn every_trainable_variable_gets_a_gradient() {
+        let dev = Device::Cpu;
+        let cfg = tiny_with_codec();
+        let (varmap, model) = build(&cfg, &dev).expect("build");
+        // Zero-initialised projections must still receive gradients (they are what learns
+        // first); wake them so the gradient of what lies behind them is non-zero too.
+        crate::model::layout::tests::wake_zero_inits(&varmap);
+        let data = DataConfig::procedural(32, 3, Split::Train);
+        let batch = Batch::stack(&[make_sample(&data, 1, 0).expect("s")]).expect("batch");
+        let codec = model.codec().expect("codec").clone();
+        let (loss, parts) =
+            decoder_loss(&model, &codec, &batch, &LossWeights::default(), &dev).expect("loss");
+        assert_eq!(parts.len(), 4);
+        let grads = loss.backward().expect("backward");
+        let names = trainable_names(&varmap, false);
+        assert!(!names.iter().any(|n| n.starts_with("codec.")));
+        let vars: Vec<_> = {
+            let d = varmap.data().lock().expect("lock");
+            names.iter().map(|n| (n.clone(), d[n].clone())).collect()
+        };
+        let opt = Adam::new(vars.clone(), AdamParams::default()).expect("adam");
+        assert_eq!(opt.missing_grads(&grads), Vec::<String>::new());
+        for (n, v) in &vars {
+            let g = grads.get(v.as_tensor()).expect("grad");
+            let norm = g
+                .sqr()
+                .and_then(|g| g.sum_all())
+                .and_then(|g| g.to_scalar::<f32>());
+            assert!(norm.expect("norm") > 0.0, "zero gradient for {n}");
+        }
+        // The frozen codec receives none.
+        let d = varmap.data().lock().expect("lock");
+        let codec_var = d
+            .iter()
+            .find(|(n, _)| n.starts_with("codec."))
+            .map(|(_, v)| v.clone())
+            .expect("codec var");
+        assert!(grads.get(codec_var.as_tensor()).is_none());
+    }
+
+    #[test]
+    fn loss_terms_vanish_on_the_truth() {
+        let dev = Device::Cpu;
+        let alpha = Tensor::rand(0f32, 1.0, (4, 1, 8, 8), &dev).expect("a");
+        let fg = Tensor::rand(0f32, 1.0, (4, 3, 8, 8), &dev).expect("fg");
+        let y = Tensor::cat(&[&alpha, &fg], 1).expect("cat");
+        let (total, parts) =
+            loss_terms(&y, &alpha, &fg, 2, 2, &LossWeights::default()).expect("loss");
+        assert_eq!(total.to_scalar::<f32>().expect("scalar"), 0.0);
+        assert!(parts.iter().all(|(_, v)| *v == 0.0));
+        // A constant alpha offset costs its size in L1 and nothing in gradient or time.
+        let y2 = Tensor::cat(&[&(&alpha + 0.25).expect("add"), &fg], 1).expect("cat");
+        let (_, parts) = loss_terms(&y2, &alpha, &fg, 2, 2, &LossWeights::default()).expect("l");
+        assert!((parts[0].1 - 0.25).abs() < 1e-6);
+        assert!(parts[1].1.abs() < 1e-6 && parts[3].1.abs() < 1e-6);
+    }
+}
