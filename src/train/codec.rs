@@ -27,6 +27,7 @@ pub fn build(cfg: &SmallCodecConfig, device: &Device) -> Result<(VarMap, SmallCo
     let varmap = VarMap::new();
     let vb = VarBuilder::from_varmap(&varmap, DType::F32, device);
     let codec = SmallCodec::new(cfg, vb).map_err(model_err)?;
+    super::decoder::seeded_init(&varmap, 0xC0DEC)?;
     Ok((varmap, codec))
 }
 

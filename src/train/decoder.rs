@@ -52,7 +52,64 @@ pub fn build(cfg: &IldiffConfig, device: &Device) -> Result<(VarMap, IldiffDecod
     let varmap = VarMap::new();
     let vb = VarBuilder::from_varmap(&varmap, DType::F32, device);
     let model = IldiffDecoder::new(cfg, vb).map_err(model_err)?;
+    seeded_init(&varmap, 0x11D1)?;
     Ok((varmap, model))
+}
+
+/// Re-draws every randomly initialised variable from a seeded generator, so a run is a
+/// function of its seed (candle's CPU generator cannot be seeded). Constant tensors (norm
+/// scales and shifts, zero-initialised projections) are kept; weights get candle-nn's default
+/// (Kaiming normal, fan-in, std √(2/fan_in)) and biases its uniform ±1/√fan_in, fan-in taken
+/// from the sibling weight.
+pub fn seeded_init(varmap: &VarMap, seed: u64) -> Result<()> {
+    use super::synth::{Rng, mix};
+    let data = varmap
+        .data()
+        .lock()
+        .map_err(|_| Error::Model("the variable map is poisoned".into()))?;
+    let mut names: Vec<&String> = data.keys().collect();
+    names.sort();
+    let fan_in = |name: &str| -> usize {
+        let w = name.strip_suffix(".bias").map(|b| format!("{b}.weight"));
+        let dims = w
+            .and_then(|w| data.get(&w).map(|v| v.dims().to_vec()))
+            .unwrap_or_else(|| data[name].dims().to_vec());
+        (dims.iter().product::<usize>() / dims.first().copied().unwrap_or(1).max(1)).max(1)
+    };
+    for (i, name) in names.into_iter().enumerate() {
+        let var = &data[name];
+        let v: Vec<f32> = var
+            .as_tensor()
+            .flatten_all()
+            .and_then(|t| t.to_vec1())
+            .map_err(model_err)?;
+        let (lo, hi) = v
+            .iter()
+            .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &x| {
+                (a.min(x), b.max(x))
+            });
+        if lo == hi || v.is_empty() {
+            continue;
+        }
+        let mut rng = Rng::new(mix(seed, mix(i as u64, 0x1417)));
+        let fan = fan_in(name) as f32;
+        let fresh: Vec<f32> = if var.rank() >= 2 {
+            let std = (2.0 / fan).sqrt();
+            (0..v.len())
+                .map(|_| {
+                    // Box-Muller.
+                    let (u1, u2) = (rng.f32().max(1e-7), rng.f32());
+                    std * (-2.0 * u1.ln()).sqrt() * (std::f32::consts::TAU * u2).cos()
+                })
+                .collect()
+        } else {
+            let b = 1.0 / fan.sqrt();
+            (0..v.len()).map(|_| rng.range(-b, b)).collect()
+        };
+        let t = Tensor::from_vec(fresh, var.shape(), var.device()).map_err(model_err)?;
+        var.set(&t).map_err(model_err)?;
+    }
+    Ok(())
 }
 
 /// Copies tensors into the variables named `prefix + name` (e.g. a trained codec into
