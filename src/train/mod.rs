@@ -9,6 +9,7 @@ pub mod decoder;
 pub mod optim;
 pub mod run;
 pub mod synth;
+pub mod validate;
 
 pub use composite::{Background, Composite, Degradation, composite};
 pub use synth::{ClipSpec, Motion, Subject, SynthConfig, render, synth_clip};
