@@ -2,9 +2,11 @@
 //! alpha; [`composite`] puts them over hard backgrounds with input-format degradations so the
 //! decoder learns (and is evaluated) where matting fails.
 
+pub mod art;
 pub mod composite;
 pub mod synth;
 
+pub use art::{ArtLibrary, ArtMotion, ArtSpec, split_of_name};
 pub use composite::{Background, Composite, Degradation, composite};
 pub use synth::{ClipSpec, Motion, Subject, SynthConfig, render, synth_clip};
 
