@@ -798,26 +798,31 @@ impl<'a> Animator<'a> {
     }
 }
 
-/// Premultiplied bilinear sample in [0, 1] per channel; clear outside the raster.
+/// Premultiplied bilinear sample in [0, 1] per channel; clear outside the raster. Reads the
+/// raw buffer (this is the inner loop of clip rendering).
 fn bilinear(img: &RgbaImage, x: f32, y: f32) -> [f32; 4] {
     let (w, h) = (img.width() as i64, img.height() as i64);
     let (fx, fy) = (x - 0.5, y - 0.5);
     let (x0, y0) = (fx.floor(), fy.floor());
-    let (tx, ty) = (fx - x0, fy - y0);
     let (i, j) = (x0 as i64, y0 as i64);
+    if i < -1 || j < -1 || i >= w || j >= h {
+        return [0.0; 4];
+    }
+    let (tx, ty) = (fx - x0, fy - y0);
+    let raw = img.as_raw();
     let at = |i: i64, j: i64| -> [f32; 4] {
         if i < 0 || j < 0 || i >= w || j >= h {
             return [0.0; 4];
         }
-        let p = img.get_pixel(i as u32, j as u32);
-        [p[0], p[1], p[2], p[3]].map(|v| f32::from(v) / 255.0)
+        let o = ((j * w + i) * 4) as usize;
+        [raw[o], raw[o + 1], raw[o + 2], raw[o + 3]].map(f32::from)
     };
     let (a, b, c, d) = (at(i, j), at(i + 1, j), at(i, j + 1), at(i + 1, j + 1));
     let mut out = [0f32; 4];
     for k in 0..4 {
         let top = a[k] + (b[k] - a[k]) * tx;
         let bottom = c[k] + (d[k] - c[k]) * tx;
-        out[k] = top + (bottom - top) * ty;
+        out[k] = (top + (bottom - top) * ty) / 255.0;
     }
     out
 }
