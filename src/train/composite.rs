@@ -5,7 +5,9 @@
 //! codec blocking, resampling blur. Every composite carries its [`Background`] and
 //! [`Degradation`] labels so figures can be reported per kind (METHOD.md §5).
 
+use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, LazyLock, Mutex};
 
 use image::imageops::{self, FilterType};
 use image::{Rgb, RgbImage, RgbaImage};
@@ -14,7 +16,7 @@ use serde::Serialize;
 use super::synth::{Rng, fbm, mix};
 use crate::error::{Error, Result};
 use crate::media::encode::quantize::Palette;
-use crate::media::{Animation, Frame};
+use crate::media::{Animation, Frame, Limits};
 
 /// The kind of background behind the sticker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -345,16 +347,37 @@ pub fn background_frames(
             (still(img), None)
         }
         Background::Photo => {
-            let (src, path) = photo_source(&mut rng, w, h, photos)?;
-            (still(src), path)
+            let (src, path) = picture(&mut rng, w, h, photos)?;
+            let win = Window::draw(&mut rng, &src, w, h);
+            let img = imageops::crop_imm(
+                src.as_ref(),
+                win.x.floor() as u32,
+                win.y.floor() as u32,
+                (win.w.round() as u32).clamp(1, src.width()),
+                (win.h.round() as u32).clamp(1, src.height()),
+            )
+            .to_image();
+            (
+                still(imageops::resize(&img, w, h, FilterType::Triangle)),
+                path,
+            )
         }
         Background::Moving => {
-            let (bw, bh) = (w * 3 / 2, h * 3 / 2);
-            let (src, path) = photo_source(&mut rng, bw, bh, photos)?;
-            let zoom0 = rng.range(1.0, 1.2);
-            let zoom1 = rng.range(1.0, 1.2);
-            let start = [rng.range(0.0, 1.0), rng.range(0.0, 1.0)];
-            let end = [rng.range(0.0, 1.0), rng.range(0.0, 1.0)];
+            let (src, path) = picture(&mut rng, w, h, photos)?;
+            let a = Window::draw(&mut rng, &src, w, h);
+            let b = a.pan(&mut rng, &src);
+            // Sample a copy scaled so the window maps about 1:1 to the canvas: bilinear
+            // sampling is then neither blurry nor aliased.
+            let k = (w as f32 / a.w.min(b.w)).min(1.0);
+            let scaled = if k < 0.99 {
+                let (sw, sh) = (
+                    ((src.width() as f32 * k).round() as u32).max(1),
+                    ((src.height() as f32 * k).round() as u32).max(1),
+                );
+                imageops::resize(src.as_ref(), sw, sh, FilterType::Triangle)
+            } else {
+                src.as_ref().clone()
+            };
             let frames = (0..n)
                 .map(|i| {
                     let t = if n > 1 {
@@ -362,21 +385,75 @@ pub fn background_frames(
                     } else {
                         0.0
                     };
-                    // Window of w/z × h/z source pixels (z ≥ 1 keeps it inside the source).
-                    let z = zoom0 + (zoom1 - zoom0) * t;
-                    let (ww, wh) = (bw as f32 / 1.5 / z, bh as f32 / 1.5 / z);
-                    let ox = (start[0] + (end[0] - start[0]) * t) * (bw as f32 - ww);
-                    let oy = (start[1] + (end[1] - start[1]) * t) * (bh as f32 - wh);
+                    let lerp = |p: f32, q: f32| (p + (q - p) * t) * k;
+                    let (ox, oy, ww, wh) = (
+                        lerp(a.x, b.x),
+                        lerp(a.y, b.y),
+                        lerp(a.w, b.w),
+                        lerp(a.h, b.h),
+                    );
                     RgbImage::from_fn(w, h, |x, y| {
                         let sx = ox + (x as f32 + 0.5) * ww / w as f32 - 0.5;
                         let sy = oy + (y as f32 + 0.5) * wh / h as f32 - 0.5;
-                        bilinear(&src, sx, sy)
+                        bilinear(&scaled, sx, sy)
                     })
                 })
                 .collect();
             (frames, path)
         }
     })
+}
+
+/// A crop window in picture pixels with the canvas's aspect ratio.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Window {
+    x: f32,
+    y: f32,
+    w: f32,
+    h: f32,
+}
+
+impl Window {
+    /// A random window covering 35–100 % of the largest one that fits: from a detail of the
+    /// scene (the scale of a sticker in front of it) to the whole picture.
+    fn draw(rng: &mut Rng, src: &RgbImage, w: u32, h: u32) -> Window {
+        let (pw, ph) = (src.width() as f32, src.height() as f32);
+        let aspect = w as f32 / h as f32;
+        let (mw, mh) = if pw / ph > aspect {
+            (ph * aspect, ph)
+        } else {
+            (pw, pw / aspect)
+        };
+        let f = rng.range(0.35, 1.0);
+        let (ww, wh) = ((mw * f).max(1.0), (mh * f).max(1.0));
+        Window {
+            x: rng.range(0.0, 1.0) * (pw - ww).max(0.0),
+            y: rng.range(0.0, 1.0) * (ph - wh).max(0.0),
+            w: ww,
+            h: wh,
+        }
+    }
+
+    /// Where a slow camera move starting at `self` ends: a pan of up to 30 % of the window
+    /// and a zoom of up to ±15 %, kept inside the picture.
+    fn pan(self, rng: &mut Rng, src: &RgbImage) -> Window {
+        let (pw, ph) = (src.width() as f32, src.height() as f32);
+        let z = rng.range(0.85, 1.15);
+        let (mut ww, mut wh) = (self.w * z, self.h * z);
+        if ww > pw || wh > ph {
+            let s = (pw / ww).min(ph / wh);
+            ww *= s;
+            wh *= s;
+        }
+        let cx = self.x + self.w / 2.0 + rng.range(-0.3, 0.3) * self.w;
+        let cy = self.y + self.h / 2.0 + rng.range(-0.3, 0.3) * self.h;
+        Window {
+            x: (cx - ww / 2.0).clamp(0.0, (pw - ww).max(0.0)),
+            y: (cy - wh / 2.0).clamp(0.0, (ph - wh).max(0.0)),
+            w: ww,
+            h: wh,
+        }
+    }
 }
 
 fn bilinear(img: &RgbImage, x: f32, y: f32) -> Rgb<u8> {
@@ -393,57 +470,152 @@ fn bilinear(img: &RgbImage, x: f32, y: f32) -> Rgb<u8> {
     to_px(mix3(top, bottom, fy))
 }
 
-/// A `w × h` picture: a file from `photos` (scaled to cover and centre-cropped) or procedural
-/// scenery.
-fn photo_source(
+/// Longest side pictures are scaled down to on load: plenty for 256–512 px stickers.
+pub const PICTURE_SIDE: u32 = 1024;
+/// Pictures kept decoded (each at most `PICTURE_SIDE`² × 3 bytes = 3 MiB).
+pub const PICTURE_CACHE: usize = 32;
+/// Picks tried before a folder of undecodable pictures is an error.
+const PICTURE_TRIES: usize = 4;
+
+/// Decoded pictures shared by every composite of the process (least recently used first) and
+/// folder listings (listing thousands of files for every clip would dominate small clips).
+struct Pictures {
+    lists: HashMap<PathBuf, Arc<Vec<PathBuf>>>,
+    images: VecDeque<(PathBuf, Arc<RgbImage>)>,
+}
+
+static PICTURES: LazyLock<Mutex<Pictures>> = LazyLock::new(|| {
+    Mutex::new(Pictures {
+        lists: HashMap::new(),
+        images: VecDeque::new(),
+    })
+});
+
+fn pictures() -> std::sync::MutexGuard<'static, Pictures> {
+    // A panic while holding the lock leaves consistent data (plain inserts): keep going.
+    PICTURES.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A source picture for a `w × h` canvas: a file from `photos` (decode size capped, scaled to
+/// at most [`PICTURE_SIDE`], cached) or procedural scenery of 1.5× the canvas.
+fn picture(
     rng: &mut Rng,
     w: u32,
     h: u32,
     photos: Option<&Path>,
-) -> Result<(RgbImage, Option<PathBuf>)> {
+) -> Result<(Arc<RgbImage>, Option<PathBuf>)> {
     let pick = rng.next_u64();
-    if let Some(dir) = photos {
-        let files = list_pictures(dir)?;
-        if files.is_empty() {
-            return Err(Error::Invalid(format!(
-                "no pictures (png, jpg, jpeg, webp) in the photo folder {}",
-                dir.display()
-            )));
-        }
-        let path = &files[(pick % files.len() as u64) as usize];
-        let img = image::open(path)
-            .map_err(|e| Error::decode("picture", path, e))?
-            .to_rgb8();
-        if img.width() == 0 || img.height() == 0 {
-            return Err(Error::decode("picture", path, "empty image"));
-        }
-        let s = (w as f32 / img.width() as f32).max(h as f32 / img.height() as f32);
-        let (sw, sh) = (
-            ((img.width() as f32 * s).ceil() as u32).max(w),
-            ((img.height() as f32 * s).ceil() as u32).max(h),
-        );
-        let scaled = imageops::resize(&img, sw, sh, FilterType::Triangle);
-        let crop = imageops::crop_imm(&scaled, (sw - w) / 2, (sh - h) / 2, w, h).to_image();
-        return Ok((crop, Some(path.clone())));
+    let Some(dir) = photos else {
+        return Ok((Arc::new(photo_like(pick, w * 3 / 2, h * 3 / 2)), None));
+    };
+    let files = list_pictures(dir)?;
+    if files.is_empty() {
+        return Err(Error::Invalid(format!(
+            "no pictures (png, jpg, jpeg, webp) in the photo folder {}",
+            dir.display()
+        )));
     }
-    Ok((photo_like(pick, w, h), None))
+    let mut last = None;
+    for k in 0..PICTURE_TRIES.min(files.len()) {
+        let path = &files[(mix(pick, k as u64) % files.len() as u64) as usize];
+        match load_picture(path) {
+            Ok(img) => return Ok((img, Some(path.clone()))),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| Error::Invalid(format!("no usable picture in {}", dir.display()))))
 }
 
-/// Sorted picture files of a folder (sorted so a seed always picks the same file).
-fn list_pictures(dir: &Path) -> Result<Vec<PathBuf>> {
+/// A picture from the cache, or decoded with its size checked first against
+/// [`Limits`] (so a hostile header cannot allocate gigabytes) and scaled down on load.
+fn load_picture(path: &Path) -> Result<Arc<RgbImage>> {
+    {
+        let mut cache = pictures();
+        if let Some(i) = cache.images.iter().position(|(p, _)| p == path)
+            && let Some(hit) = cache.images.remove(i)
+        {
+            let img = Arc::clone(&hit.1);
+            cache.images.push_back(hit);
+            return Ok(img);
+        }
+    }
+    let limits = Limits {
+        max_side: 16384,
+        max_frames: 1,
+        max_bytes: 1 << 30,
+    };
+    let open = || {
+        image::ImageReader::open(path)
+            .map_err(|e| Error::io("open picture", path, e))?
+            .with_guessed_format()
+            .map_err(|e| Error::io("open picture", path, e))
+    };
+    let (pw, ph) = open()?
+        .into_dimensions()
+        .map_err(|e| Error::decode("picture", path, e))?;
+    limits.check_all(pw, ph, 1, path)?;
+    let mut reader = open()?;
+    let mut lim = image::Limits::default();
+    lim.max_image_width = Some(limits.max_side);
+    lim.max_image_height = Some(limits.max_side);
+    lim.max_alloc = Some(limits.max_bytes);
+    reader.limits(lim);
+    let img = reader
+        .decode()
+        .map_err(|e| Error::decode("picture", path, e))?
+        .to_rgb8();
+    if img.width() == 0 || img.height() == 0 {
+        return Err(Error::decode("picture", path, "empty image"));
+    }
+    let long = img.width().max(img.height());
+    let img = if long > PICTURE_SIDE {
+        let k = PICTURE_SIDE as f32 / long as f32;
+        let (sw, sh) = (
+            ((img.width() as f32 * k).round() as u32).max(1),
+            ((img.height() as f32 * k).round() as u32).max(1),
+        );
+        imageops::resize(&img, sw, sh, FilterType::Triangle)
+    } else {
+        img
+    };
+    let img = Arc::new(img);
+    let mut cache = pictures();
+    cache
+        .images
+        .push_back((path.to_path_buf(), Arc::clone(&img)));
+    while cache.images.len() > PICTURE_CACHE {
+        cache.images.pop_front();
+    }
+    Ok(img)
+}
+
+/// Sorted picture files of a folder (sorted so a seed always picks the same file); a listing
+/// that found pictures is remembered for the process.
+fn list_pictures(dir: &Path) -> Result<Arc<Vec<PathBuf>>> {
+    if let Some(l) = pictures().lists.get(dir) {
+        return Ok(Arc::clone(l));
+    }
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(|e| Error::io("read photo folder", dir, e))?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| {
-            p.extension().and_then(|e| e.to_str()).is_some_and(|e| {
-                matches!(
-                    e.to_ascii_lowercase().as_str(),
-                    "png" | "jpg" | "jpeg" | "webp"
-                )
-            })
+            !p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+                && p.extension().and_then(|e| e.to_str()).is_some_and(|e| {
+                    matches!(
+                        e.to_ascii_lowercase().as_str(),
+                        "png" | "jpg" | "jpeg" | "webp"
+                    )
+                })
         })
         .collect();
     files.sort();
+    let files = Arc::new(files);
+    if !files.is_empty() {
+        pictures()
+            .lists
+            .insert(dir.to_path_buf(), Arc::clone(&files));
+    }
     Ok(files)
 }
 
@@ -630,5 +802,75 @@ mod tests {
         assert_eq!(c.photo.as_deref(), Some(dir.path().join("a.png").as_path()));
         let corner = c.rgb.frames[0].image.get_pixel(0, 0);
         assert_eq!(corner.0, [10, 200, 30, 255]);
+    }
+
+    fn gradient_folder(w: u32, h: u32) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pic = RgbImage::from_fn(w, h, |x, y| {
+            Rgb([(x * 255 / w) as u8, (y * 255 / h) as u8, 90])
+        });
+        pic.save(dir.path().join("grad.png")).expect("save");
+        dir
+    }
+
+    fn red_range(img: &RgbImage) -> i32 {
+        let reds: Vec<i32> = img.pixels().map(|p| i32::from(p[0])).collect();
+        reds.iter().max().expect("px") - reds.iter().min().expect("px")
+    }
+
+    #[test]
+    fn photo_backgrounds_are_random_crops_and_moving_ones_pan_slowly() {
+        let dir = gradient_folder(600, 400);
+        let fg = fg();
+        let mut ranges = Vec::new();
+        let mut corners = std::collections::HashSet::new();
+        for seed in 0..12 {
+            let (bgs, path) =
+                background_frames(Background::Photo, &fg, seed, Some(dir.path())).expect("bg");
+            assert!(path.is_some());
+            assert_eq!(bgs[0], bgs[3]);
+            ranges.push(red_range(&bgs[0]));
+            corners.insert(bgs[0].get_pixel(0, 0).0);
+        }
+        // The whole picture spans red 0..255; crops of 35-100 % span less, and differ.
+        assert!(ranges.iter().any(|&r| r < 170), "{ranges:?}");
+        assert!(corners.len() > 6, "{corners:?}");
+        for seed in 0..4 {
+            let (m, _) =
+                background_frames(Background::Moving, &fg, seed, Some(dir.path())).expect("bg");
+            let diff = |a: &RgbImage, b: &RgbImage| -> f64 {
+                a.pixels()
+                    .zip(b.pixels())
+                    .map(|(p, q)| {
+                        (0..3)
+                            .map(|c| (f64::from(p[c]) - f64::from(q[c])).abs())
+                            .sum::<f64>()
+                    })
+                    .sum::<f64>()
+                    / f64::from(a.width() * a.height() * 3)
+            };
+            let step = diff(&m[0], &m[1]);
+            let total = diff(&m[0], &m[3]);
+            assert!(step < 20.0, "seed {seed}: step {step}");
+            assert!(step <= total + 1e-9, "seed {seed}: {step} > {total}");
+        }
+    }
+
+    #[test]
+    fn large_pictures_are_scaled_down_on_load_and_broken_ones_are_errors() {
+        let dir = gradient_folder(1500, 300);
+        let img = load_picture(&dir.path().join("grad.png")).expect("load");
+        assert_eq!((img.width(), img.height()), (PICTURE_SIDE, 205));
+        let bad = tempfile::tempdir().expect("tempdir");
+        std::fs::write(bad.path().join("x.jpg"), b"not a jpeg").expect("write");
+        let err = composite(
+            &fg(),
+            Background::Photo,
+            Degradation::None,
+            0,
+            Some(bad.path()),
+        )
+        .expect_err("broken picture");
+        assert!(err.to_string().contains("x.jpg"), "{err}");
     }
 }

@@ -1,7 +1,10 @@
-//! Training data and (later) training loops. [`synth`] generates animated stickers with exact
-//! alpha; [`composite`] puts them over hard backgrounds with input-format degradations so the
-//! decoder learns (and is evaluated) where matting fails.
+//! Training data and training loops. [`synth`] generates animated stickers with exact alpha,
+//! [`art`] animates licensed artwork; [`composite`] puts them over hard backgrounds with
+//! input-format degradations so the decoder learns (and is evaluated) where matting fails;
+//! [`dataset`] draws samples by index, [`run`] is the resumable loop that [`codec`] and
+//! [`decoder`] training share; [`validate`] scores models on the held-out split.
 
+pub mod art;
 pub mod codec;
 pub mod composite;
 pub mod dataset;
@@ -11,6 +14,7 @@ pub mod run;
 pub mod synth;
 pub mod validate;
 
+pub use art::{ArtLibrary, ArtMotion, ArtSpec, split_of_name};
 pub use composite::{Background, Composite, Degradation, composite};
 pub use synth::{ClipSpec, Motion, Subject, SynthConfig, render, synth_clip};
 

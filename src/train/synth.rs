@@ -128,7 +128,8 @@ impl Default for SynthConfig {
 }
 
 impl SynthConfig {
-    fn validate(&self) -> Result<()> {
+    /// Checks the canvas, frame count and rate are in range.
+    pub fn validate(&self) -> Result<()> {
         if !(16..=4096).contains(&self.width) || !(16..=4096).contains(&self.height) {
             return Err(Error::Invalid(format!(
                 "synthetic canvas {}x{} is outside 16..=4096 per side",
