@@ -19,7 +19,7 @@ use crate::model::{IldiffConfig, SmallCodecConfig};
 use crate::train::dataset::{ClipSource, DataConfig, Loader, MakeFn, Procedural, make_sample};
 use crate::train::decoder::{LossWeights, decoder_loss, load_into, trainable_names};
 use crate::train::run::{Run, Schedule, StepLog};
-use crate::train::{Background, Split, codec as codec_train, decoder as decoder_train};
+use crate::train::{ArtLibrary, Background, Split, codec as codec_train, decoder as decoder_train};
 
 #[derive(Debug, Args)]
 pub struct TrainArgs {
@@ -33,6 +33,43 @@ pub enum TrainCommand {
     Codec(CodecArgs),
     /// Layout adapter + temporal layers + transparent decoder, with the codec frozen.
     Decoder(DecoderArgs),
+    /// Score models (and a colour-keying baseline) on the held-out validation composites:
+    /// alpha PSNR / SSIM / dtSSD / hole residue per background kind and input format.
+    Validate(ValidateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ValidateArgs {
+    /// Models to score, as PATH or NAME=PATH (ILDiff checkpoints with a codec).
+    #[arg(long = "model")]
+    pub models: Vec<String>,
+    /// Also score the colour-keying baseline.
+    #[arg(long)]
+    pub keying: bool,
+    /// Validation clips.
+    #[arg(long, default_value_t = 48)]
+    pub clips: usize,
+    /// Clip side.
+    #[arg(long, default_value_t = 256)]
+    pub size: u32,
+    /// Frames per clip.
+    #[arg(long, default_value_t = 8)]
+    pub frames: u32,
+    /// Seed of the validation draw.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Background pictures (as in training).
+    #[arg(long)]
+    pub photos: Option<PathBuf>,
+    /// Artwork folder: its validation files are mixed in (as in training).
+    #[arg(long)]
+    pub art: Option<PathBuf>,
+    /// Share of artwork clips.
+    #[arg(long, default_value_t = 0.5)]
+    pub art_share: f32,
+    /// Write the full figures as JSON here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
 }
 
 /// What every run shares: output, schedule, data.
@@ -77,6 +114,13 @@ pub struct CommonArgs {
     /// Folder of background pictures for the photo and moving backgrounds.
     #[arg(long)]
     pub photos: Option<PathBuf>,
+    /// Folder of artwork (SVG / RGBA PNG, e.g. from packaging/fetch-training-data.sh) animated
+    /// as stickers, mixed with the procedural ones.
+    #[arg(long)]
+    pub art: Option<PathBuf>,
+    /// Share of samples drawn from --art (the rest are procedural).
+    #[arg(long, default_value_t = 0.5)]
+    pub art_share: f32,
     /// Only these background kinds (default: all).
     #[arg(long, value_delimiter = ',')]
     pub backgrounds: Vec<String>,
@@ -144,6 +188,7 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<bool> {
     match &args.command {
         TrainCommand::Codec(a) => train_codec(a),
         TrainCommand::Decoder(a) => train_decoder(a),
+        TrainCommand::Validate(a) => validate(a),
     }
 }
 
@@ -178,7 +223,26 @@ fn data_config(common: &CommonArgs) -> anyhow::Result<DataConfig> {
                 })
         })
         .collect::<anyhow::Result<_>>()?;
-    let sources: Vec<(Arc<dyn ClipSource>, f32)> = vec![(Arc::new(Procedural), 1.0)];
+    let mut sources: Vec<(Arc<dyn ClipSource>, f32)> = Vec::new();
+    match &common.art {
+        Some(dir) => {
+            let lib = ArtLibrary::load(dir)?;
+            eprintln!(
+                "artwork: {} files ({} train, {} val, {} skipped) in {}",
+                lib.len(),
+                lib.count(Split::Train),
+                lib.count(Split::Val),
+                lib.skipped().len(),
+                dir.display()
+            );
+            let share = common.art_share.clamp(0.0, 1.0);
+            sources.push((Arc::new(lib), share));
+            if share < 1.0 {
+                sources.push((Arc::new(Procedural), 1.0 - share));
+            }
+        }
+        None => sources.push((Arc::new(Procedural), 1.0)),
+    }
     data.sources = sources;
     Ok(data)
 }
@@ -404,5 +468,76 @@ fn train_decoder(args: &DecoderArgs) -> anyhow::Result<bool> {
         summary.seconds,
         out_file.display()
     );
+    Ok(true)
+}
+
+fn validate(args: &ValidateArgs) -> anyhow::Result<bool> {
+    use crate::train::validate::{colour_key, markdown, model_alpha, report, val_samples};
+    if args.models.is_empty() && !args.keying {
+        bail!("nothing to score: give --model PATH and/or --keying");
+    }
+    let common = CommonArgs {
+        out: PathBuf::new(),
+        steps: 1,
+        batch: 1,
+        frames: args.frames,
+        size: args.size,
+        lr: 0.0,
+        warmup: 0,
+        weight_decay: 0.0,
+        seed: args.seed,
+        checkpoint_every: 1,
+        resume: false,
+        workers: 1,
+        photos: args.photos.clone(),
+        art: args.art.clone(),
+        art_share: args.art_share,
+        backgrounds: Vec::new(),
+        cuda: false,
+        quiet: true,
+    };
+    let data = data_config(&common)?;
+    let t0 = Instant::now();
+    let samples = val_samples(&data, args.seed, args.clips)?;
+    eprintln!(
+        "{} validation clips of {} frames at {}² drawn in {:.1} s",
+        samples.len(),
+        args.frames,
+        args.size,
+        t0.elapsed().as_secs_f64()
+    );
+    let mut reports = Vec::new();
+    if args.keying {
+        let preds: Vec<_> = samples.iter().map(|s| colour_key(s, 0.06, 0.2)).collect();
+        reports.push(report("colour keying", &samples, &preds)?);
+    }
+    let dev = Device::Cpu;
+    for spec in &args.models {
+        let (name, path) = match spec.split_once('=') {
+            Some((n, p)) => (n.to_string(), PathBuf::from(p)),
+            None => {
+                let p = PathBuf::from(spec);
+                let n = p
+                    .parent()
+                    .and_then(|d| d.file_name())
+                    .map_or_else(|| spec.clone(), |d| d.to_string_lossy().into_owned());
+                (n, p)
+            }
+        };
+        let model = super::matte::load_model(&path)?;
+        let t0 = Instant::now();
+        let preds = samples
+            .iter()
+            .map(|s| model_alpha(&model, s, &dev))
+            .collect::<crate::Result<Vec<_>>>()
+            .with_context(|| format!("matting with {}", path.display()))?;
+        eprintln!("{name}: {:.1} s", t0.elapsed().as_secs_f64());
+        reports.push(report(&name, &samples, &preds)?);
+    }
+    println!("cells: alpha PSNR dB / SSIM / dtSSD / hole residue\n");
+    print!("{}", markdown(&reports));
+    if let Some(p) = &args.json {
+        write_atomic(p, serde_json::to_string_pretty(&reports)?.as_bytes())?;
+    }
     Ok(true)
 }

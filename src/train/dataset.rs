@@ -48,6 +48,16 @@ impl ClipSource for Procedural {
     }
 }
 
+impl ClipSource for super::art::ArtLibrary {
+    fn clip(&self, split: Split, seed: u64, size: u32, frames: u32) -> Result<Animation> {
+        super::art::ArtLibrary::clip(self, split, seed, size, frames)
+    }
+
+    fn name(&self) -> &str {
+        "art"
+    }
+}
+
 /// What to draw.
 #[derive(Clone)]
 pub struct DataConfig {
