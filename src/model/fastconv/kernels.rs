@@ -368,6 +368,11 @@ fn conv_forward(
 
 /// Weight gradient `[Cout, C·kh·kw]` = Σ over images and tiles of `gy_tile · colsᵀ`, each
 /// worker accumulating its own copy, summed at the end.
+///
+/// Both operands have the summed (pixel) axis contiguous, so gemm must transpose one of them
+/// while packing; the accumulator is kept as `[k, Cout]` so that it picks the small gradient
+/// tile (`Cout` rows) rather than the columns (`C·kh·kw` rows), and is transposed once at the
+/// end.
 fn conv_grad_weight(g: &ConvGeom, batch: usize, x: &[f32], gy: &[f32]) -> Vec<f32> {
     let (k, np_in, np_out) = (g.k(), g.in_plane(), g.out_plane());
     let rows = g.tile_rows(if g.pointwise() { g.c_in + g.c_out } else { k }, GW_TILE, 1);
@@ -390,16 +395,17 @@ fn conv_grad_weight(g: &ConvGeom, batch: usize, x: &[f32], gy: &[f32]) -> Vec<f3
                 im2col_tile(g, img, oh0, oh1, cols);
                 (cols.as_ptr(), n)
             };
-            // SAFETY: acc is [Cout, k] row-major and private to this worker; lhs is the
-            // [Cout, n] gradient tile with row stride np_out; rhs [n, k] as above.
+            // SAFETY: acc is a column-major [Cout, k] matrix (element (co, r) at r·Cout + co),
+            // private to this worker; lhs is the [Cout, n] gradient tile with row stride
+            // np_out; rhs [n, k] as above.
             unsafe {
                 gemm(
                     g.c_out,
                     k,
                     n,
                     acc.as_mut_ptr(),
+                    g.c_out as isize,
                     1,
-                    k as isize,
                     true,
                     gtile.as_ptr(),
                     1,
@@ -417,14 +423,20 @@ fn conv_grad_weight(g: &ConvGeom, batch: usize, x: &[f32], gy: &[f32]) -> Vec<f3
             }
         },
     );
-    let mut it = accs.into_iter().map(|(acc, _)| acc);
-    let mut total = it.next().unwrap_or_else(|| vec![0f32; g.c_out * k]);
-    for acc in it {
-        for (t, a) in total.iter_mut().zip(&acc) {
+    let mut total = vec![0f32; g.c_out * k];
+    for (acc, _) in &accs {
+        for (t, a) in total.iter_mut().zip(acc) {
             *t += a;
         }
     }
-    total
+    // [k, Cout] to [Cout, k].
+    let mut out = vec![0f32; g.c_out * k];
+    for (r, row) in total.chunks_exact(g.c_out).enumerate() {
+        for (co, &v) in row.iter().enumerate() {
+            out[co * k + r] = v;
+        }
+    }
+    out
 }
 
 /// Input gradient `[B, C, H, W]`: per tile `gcols = Wᵀ · gy_tile`, then col2im. Tiles of one

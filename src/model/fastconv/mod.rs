@@ -211,8 +211,8 @@ pub fn bench_decoder_config() -> TransparentDecoderConfig {
 
 /// Times `steps` training steps (forward, L1 loss, backward, AdamW update) of a
 /// [`TransparentDecoder`] built from `cfg` on random `[batch, 3, size, size]` inputs, after one
-/// untimed warm-up step, and returns each step's milliseconds. `fast` picks fastconv's im2col
-/// path or candle's own conv2d (set for this thread during the call, then restored). Lives in
+/// untimed warm-up step, and returns each step's milliseconds. `fast` picks fastconv's ops or
+/// candle's own conv2d and GroupNorm (set for this thread during the call, then restored). Lives in
 /// the library so the benchmark and an ignored test (cheap test-profile build) share it.
 pub fn train_step_bench(
     cfg: &TransparentDecoderConfig,
@@ -243,6 +243,43 @@ pub fn train_step_bench(
             let out = model.forward(&pixel, &latent)?;
             let loss = (out - &target)?.abs()?.mean_all()?;
             opt.backward_step(&loss)?;
+            if i > 0 {
+                times.push(t.elapsed().as_secs_f64() * 1e3);
+            }
+        }
+        Ok(times)
+    })();
+    set_enabled(prev);
+    result
+}
+
+/// Times `iters` inference forwards (no gradients) of a [`TransparentDecoder`] built from
+/// `cfg` with fresh random weights on random `[batch, 3, size, size]` inputs, after one
+/// untimed warm-up, and returns each forward's milliseconds. `fast` as in
+/// [`train_step_bench`].
+pub fn forward_bench(
+    cfg: &TransparentDecoderConfig,
+    batch: usize,
+    size: usize,
+    iters: usize,
+    fast: bool,
+) -> Result<Vec<f64>> {
+    let prev = set_enabled(fast);
+    let result = (|| {
+        let dev = Device::Cpu;
+        let varmap = VarMap::new();
+        let vb = VarBuilder::from_varmap(&varmap, DType::F32, &dev);
+        let model = TransparentDecoder::new(cfg, vb)?;
+        let f = cfg.latent_factor();
+        let pixel = Tensor::rand(0f32, 1f32, (batch, cfg.in_channels, size, size), &dev)?;
+        let latent_shape = (batch, cfg.latent_channels, size / f, size / f);
+        let latent = Tensor::randn(0f32, 1f32, latent_shape, &dev)?;
+        let mut times = Vec::with_capacity(iters);
+        for i in 0..=iters {
+            let t = Instant::now();
+            let out = model.forward(&pixel, &latent)?;
+            // Read one value so the work cannot be skipped.
+            out.flatten_all()?.get(0)?.to_scalar::<f32>()?;
             if i > 0 {
                 times.push(t.elapsed().as_secs_f64() * 1e3);
             }
