@@ -9,8 +9,9 @@
 //! release dependencies: `cargo bench --bench train_step --profile test`. Prints the min over
 //! the timed runs (the machine is shared, so the min is the least disturbed figure); asserts
 //! nothing. candle's reference training step is slow (minutes at 256²): it runs at 128² (and
-//! for the forward) only, unless `ILDIFF_BENCH_CANDLE=all` (`ILDIFF_BENCH_CANDLE=none` skips
-//! candle altogether).
+//! for the forward) only, unless `ILDIFF_BENCH_CANDLE=all`; `=forward` runs candle for the
+//! forward only, `=none` skips candle altogether. `ILDIFF_BENCH=train` or `=forward` runs one
+//! half.
 
 use ildiff::model::fastconv::{bench_decoder_config, forward_bench, train_step_bench};
 use ildiff::model::ildiff::IldiffConfig;
@@ -24,13 +25,16 @@ fn main() -> candle_core::Result<()> {
     let candle_at = |size: usize| match candle.as_str() {
         "none" => false,
         "all" => true,
+        "forward" => size == 512,
         _ => size != 256,
     };
+    let part = std::env::var("ILDIFF_BENCH").unwrap_or_default();
     println!("candle threads: {}", candle_core::utils::get_num_threads());
     let cfg = bench_decoder_config();
     let batch = 8;
-    for size in [128, 256] {
-        for (fast, steps) in [(true, 5), (false, 2)] {
+    let sizes: &[usize] = if part == "forward" { &[] } else { &[128, 256] };
+    for &size in sizes {
+        for (fast, steps) in [(true, 5), (false, 1)] {
             if !fast && !candle_at(size) {
                 continue;
             }
@@ -45,7 +49,7 @@ fn main() -> candle_core::Result<()> {
     let dec = IldiffConfig::cpu_default().decoder;
     let (batch, size) = (4, 512);
     for (fast, iters) in [(true, 3), (false, 1)] {
-        if !fast && !candle_at(size) {
+        if part == "train" || (!fast && !candle_at(size)) {
             continue;
         }
         let t = forward_bench(&dec, batch, size, iters, fast)?;
