@@ -22,9 +22,9 @@
 //! norm2,conv2}`, `feature_norm`, `distill` (optional), `temporal.blocks.{k}.*` (see
 //! [`super::temporal`]), `inject`.
 
-use super::fastconv::{FastConv2d, fast_conv2d};
+use super::fastconv::{Activation, FastConv2d, FusedGroupNorm, fast_conv2d, group_norm};
 use candle_core::{Module, Result, Tensor, bail};
-use candle_nn::{Conv2dConfig, GroupNorm, VarBuilder};
+use candle_nn::{Conv2dConfig, VarBuilder};
 use serde::{Deserialize, Serialize};
 
 use super::temporal::{TemporalConfig, TemporalStack, default_groups};
@@ -131,25 +131,29 @@ fn conv3x3(c_in: usize, c_out: usize, stride: usize, vb: VarBuilder) -> Result<F
 /// Pre-activation residual block.
 #[derive(Debug, Clone)]
 struct ResBlock {
-    norm1: GroupNorm,
+    norm1: FusedGroupNorm,
     conv1: FastConv2d,
-    norm2: GroupNorm,
+    norm2: FusedGroupNorm,
     conv2: FastConv2d,
 }
 
 impl ResBlock {
     fn new(c: usize, groups: usize, vb: VarBuilder) -> Result<Self> {
         Ok(Self {
-            norm1: candle_nn::group_norm(groups, c, 1e-5, vb.pp("norm1"))?,
+            norm1: group_norm(groups, c, 1e-5, vb.pp("norm1"))?,
             conv1: conv3x3(c, c, 1, vb.pp("conv1"))?,
-            norm2: candle_nn::group_norm(groups, c, 1e-5, vb.pp("norm2"))?,
+            norm2: group_norm(groups, c, 1e-5, vb.pp("norm2"))?,
             conv2: conv3x3(c, c, 1, vb.pp("conv2"))?,
         })
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let h = self.conv1.forward(&self.norm1.forward(x)?.silu()?)?;
-        let h = self.conv2.forward(&self.norm2.forward(&h)?.silu()?)?;
+        let h = self
+            .conv1
+            .forward(&self.norm1.forward_act(x, Activation::Silu)?)?;
+        let h = self
+            .conv2
+            .forward(&self.norm2.forward_act(&h, Activation::Silu)?)?;
         x + h
     }
 }
@@ -165,9 +169,9 @@ struct Stage {
 pub struct LayoutAdapter {
     cfg: LayoutAdapterConfig,
     stem_conv: FastConv2d,
-    stem_norm: GroupNorm,
+    stem_norm: FusedGroupNorm,
     stages: Vec<Stage>,
-    feature_norm: GroupNorm,
+    feature_norm: FusedGroupNorm,
     distill: Option<FastConv2d>,
     temporal: TemporalStack,
     inject: FastConv2d,
@@ -179,8 +183,7 @@ impl LayoutAdapter {
         cfg.validate()?;
         let g = cfg.norm_groups;
         let stem_conv = conv3x3(3, cfg.stem_channels, 2, vb.pp("stem").pp("conv"))?;
-        let stem_norm =
-            candle_nn::group_norm(g, cfg.stem_channels, 1e-5, vb.pp("stem").pp("norm"))?;
+        let stem_norm = group_norm(g, cfg.stem_channels, 1e-5, vb.pp("stem").pp("norm"))?;
         let mut c_in = cfg.stem_channels;
         let mut stages = Vec::with_capacity(cfg.stage_channels.len());
         for (i, &c) in cfg.stage_channels.iter().enumerate() {
@@ -192,7 +195,7 @@ impl LayoutAdapter {
             stages.push(Stage { down, blocks });
             c_in = c;
         }
-        let feature_norm = candle_nn::group_norm(g, c_in, 1e-5, vb.pp("feature_norm"))?;
+        let feature_norm = group_norm(g, c_in, 1e-5, vb.pp("feature_norm"))?;
         let distill = match cfg.distill_channels {
             Some(d) => Some(fast_conv2d(
                 c_in,
@@ -242,8 +245,7 @@ impl LayoutAdapter {
         let x = ((frames * 2.0)? - 1.0)?;
         let mut x = self
             .stem_norm
-            .forward(&self.stem_conv.forward(&x)?)?
-            .silu()?;
+            .forward_act(&self.stem_conv.forward(&x)?, Activation::Silu)?;
         for stage in &self.stages {
             x = stage.down.forward(&x)?;
             for b in &stage.blocks {

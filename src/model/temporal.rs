@@ -30,9 +30,9 @@
 //! `nn.Conv3d(C, C, 3, padding=1)`, `nn.GroupNorm` applied per frame and `nn.Conv3d(C, C, 1)`
 //! loads into it.
 
-use super::fastconv::FastConv2d;
+use super::fastconv::{Activation, FastConv2d, FusedGroupNorm, group_norm};
 use candle_core::{Module, Result, Tensor, bail};
-use candle_nn::{Conv2dConfig, GroupNorm, Init, VarBuilder};
+use candle_nn::{Conv2dConfig, Init, VarBuilder};
 use serde::{Deserialize, Serialize};
 
 use super::conv3d::Conv3d;
@@ -105,7 +105,7 @@ pub fn default_groups(channels: usize) -> usize {
 #[derive(Debug, Clone)]
 struct TemporalBlock {
     conv: Conv3d,
-    norm: GroupNorm,
+    norm: FusedGroupNorm,
     /// The 1x1x1 projection as a 1x1 conv2d over frames (its weight is stored 5-D).
     proj: FastConv2d,
 }
@@ -114,7 +114,7 @@ impl TemporalBlock {
     fn new(cfg: &TemporalConfig, vb: VarBuilder) -> Result<Self> {
         let c = cfg.channels;
         let conv = Conv3d::build(c, c, vb.pp("conv"))?;
-        let norm = candle_nn::group_norm(cfg.norm_groups, c, cfg.norm_eps, vb.pp("norm"))?;
+        let norm = group_norm(cfg.norm_groups, c, cfg.norm_eps, vb.pp("norm"))?;
         let vbp = vb.pp("proj");
         let w = vbp.get_with_hints((c, c, 1, 1, 1), "weight", Init::Const(0.))?;
         let b = vbp.get_with_hints(c, "bias", Init::Const(0.))?;
@@ -124,7 +124,7 @@ impl TemporalBlock {
 
     fn forward_frames(&self, x: &Tensor, frames: usize) -> Result<Tensor> {
         let h = self.conv.forward_frames(x, frames)?;
-        let h = self.norm.forward(&h)?.relu()?;
+        let h = self.norm.forward_act(&h, Activation::Relu)?;
         x + self.proj.forward(&h)?
     }
 }

@@ -11,9 +11,9 @@
 //! Attention and normalisation are written with plain tensor ops (no fused softmax or norm) so
 //! the decoder can be fine-tuned.
 
-use super::fastconv::{FastConv2d, fast_conv2d};
+use super::fastconv::{Activation, FastConv2d, FusedGroupNorm, fast_conv2d, group_norm};
 use candle_core::{D, Module, Result, Tensor, bail};
-use candle_nn::{Conv2dConfig, GroupNorm, Init, Linear, VarBuilder};
+use candle_nn::{Conv2dConfig, Init, Linear, VarBuilder};
 use serde::{Deserialize, Serialize};
 
 use super::augment::{Dihedral, crop, lower_median, mirror_pad};
@@ -204,9 +204,9 @@ pub(crate) fn zero_conv1x1(c_in: usize, c_out: usize, vb: VarBuilder) -> Result<
 /// diffusers `ResnetBlock2D` without time embedding.
 #[derive(Debug, Clone)]
 struct Resnet {
-    norm1: GroupNorm,
+    norm1: FusedGroupNorm,
     conv1: FastConv2d,
-    norm2: GroupNorm,
+    norm2: FusedGroupNorm,
     conv2: FastConv2d,
     conv_shortcut: Option<FastConv2d>,
 }
@@ -220,9 +220,9 @@ impl Resnet {
     ) -> Result<Self> {
         let (g, eps) = (cfg.norm_groups, cfg.norm_eps);
         Ok(Self {
-            norm1: candle_nn::group_norm(g, c_in, eps, vb.pp("norm1"))?,
+            norm1: group_norm(g, c_in, eps, vb.pp("norm1"))?,
             conv1: conv3x3(c_in, c_out, 1, vb.pp("conv1"))?,
-            norm2: candle_nn::group_norm(g, c_out, eps, vb.pp("norm2"))?,
+            norm2: group_norm(g, c_out, eps, vb.pp("norm2"))?,
             conv2: conv3x3(c_out, c_out, 1, vb.pp("conv2"))?,
             conv_shortcut: if c_in != c_out {
                 Some(conv1x1(c_in, c_out, vb.pp("conv_shortcut"))?)
@@ -233,8 +233,12 @@ impl Resnet {
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let h = self.conv1.forward(&self.norm1.forward(x)?.silu()?)?;
-        let h = self.conv2.forward(&self.norm2.forward(&h)?.silu()?)?;
+        let h = self
+            .conv1
+            .forward(&self.norm1.forward_act(x, Activation::Silu)?)?;
+        let h = self
+            .conv2
+            .forward(&self.norm2.forward_act(&h, Activation::Silu)?)?;
         match &self.conv_shortcut {
             Some(c) => c.forward(x)? + h,
             None => x + h,
@@ -245,7 +249,7 @@ impl Resnet {
 /// diffusers `Attention` as used by `AttnDownBlock2D` (GroupNorm in, residual out).
 #[derive(Debug, Clone)]
 struct SelfAttention {
-    group_norm: GroupNorm,
+    group_norm: FusedGroupNorm,
     to_q: Linear,
     to_k: Linear,
     to_v: Linear,
@@ -258,12 +262,7 @@ impl SelfAttention {
     fn new(channels: usize, cfg: &TransparentDecoderConfig, vb: VarBuilder) -> Result<Self> {
         let lin = |name: &str| candle_nn::linear(channels, channels, vb.pp(name));
         Ok(Self {
-            group_norm: candle_nn::group_norm(
-                cfg.norm_groups,
-                channels,
-                cfg.norm_eps,
-                vb.pp("group_norm"),
-            )?,
+            group_norm: group_norm(cfg.norm_groups, channels, cfg.norm_eps, vb.pp("group_norm"))?,
             to_q: lin("to_q")?,
             to_k: lin("to_k")?,
             to_v: lin("to_v")?,
@@ -405,7 +404,7 @@ pub struct TransparentDecoder {
     down_blocks: Vec<DownBlock>,
     mid_block: MidBlock,
     up_blocks: Vec<UpBlock>,
-    conv_norm_out: GroupNorm,
+    conv_norm_out: FusedGroupNorm,
     conv_out: FastConv2d,
 }
 
@@ -501,7 +500,7 @@ impl TransparentDecoder {
             down_blocks,
             mid_block,
             up_blocks,
-            conv_norm_out: candle_nn::group_norm(
+            conv_norm_out: group_norm(
                 cfg.norm_groups,
                 boc[0],
                 cfg.norm_eps,
@@ -575,7 +574,7 @@ impl TransparentDecoder {
         for block in &self.up_blocks {
             x = block.forward(&x, &mut skips)?;
         }
-        let x = self.conv_norm_out.forward(&x)?.silu()?;
+        let x = self.conv_norm_out.forward_act(&x, Activation::Silu)?;
         self.conv_out.forward(&x)
     }
 
@@ -836,10 +835,9 @@ mod tests {
     }
 
     #[test]
-    fn training_path_matches_candle_conv_in_forward_and_gradients() {
-        // Variables take fastconv's im2col path; the same weights as plain tensors take
-        // candle's conv2d. Both must agree, in the output and in every gradient.
-        crate::model::fastconv::set_enabled(true);
+    fn fast_ops_match_candle_in_forward_and_gradients() {
+        // fastconv's kernels (the default) and candle's own conv2d/GroupNorm (switched off)
+        // must agree, in the output and in every gradient.
         let (varmap, fast) = model(&tiny());
         randomise_latent_conv(&varmap);
         let data = varmap.data().lock().expect("varmap lock");
@@ -851,19 +849,21 @@ mod tests {
         let slow = TransparentDecoder::new(&tiny(), vb).expect("plain decoder");
         let (pixel, latent) = inputs(32, 32);
         let a = fast.forward(&pixel, &latent).expect("fast forward");
+        let prev = crate::model::fastconv::set_enabled(false);
         let b = slow.forward(&pixel, &latent).expect("candle forward");
+        crate::model::fastconv::set_enabled(prev);
         assert!(
             max_diff(&a, &b) < 1e-5,
             "forward differs by {}",
             max_diff(&a, &b)
         );
-        // Gradients wrt the input pixels go through every conv's backward (a tracked input
-        // would send the plain model through im2col too, hence the switch).
+        // Gradients wrt the input pixels go through every conv's and norm's backward.
         let px = Var::from_tensor(&pixel).expect("var");
         let target = Tensor::rand(0f32, 1f32, a.shape(), &Device::Cpu).expect("target");
         let grad_of = |m: &TransparentDecoder, fast_path: bool| {
-            crate::model::fastconv::set_enabled(fast_path);
+            let prev = crate::model::fastconv::set_enabled(fast_path);
             let out = m.forward(px.as_tensor(), &latent).expect("forward");
+            crate::model::fastconv::set_enabled(prev);
             let loss = (out - &target)
                 .and_then(|d| d.abs())
                 .and_then(|d| d.mean_all());

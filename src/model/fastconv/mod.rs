@@ -1,267 +1,61 @@
-//! A conv2d whose backward pass is fast on the CPU, for training.
+//! Fast CPU convolutions and GroupNorm for our models, for inference and training.
 //!
-//! candle 0.11's CPU conv2d *forward* is already a tiled im2col + gemm, but its backward is not:
-//! the input gradient goes through `conv_transpose2d`, a naive nested loop, and the weight
-//! gradient through a conv2d whose "kernel" is the whole output gradient. Training our small
-//! nets on the CPU spends almost all its time there.
+//! candle 0.11's CPU conv2d runs one multi-threaded gemm per image; with our small channel
+//! counts (8–128) over big images its threads spend their time in barriers, and its backward
+//! goes through a naive `conv_transpose2d`. [`conv2d_fast`] instead runs tiled im2col +
+//! single-threaded gemm calls, parallel over (image, tile of output rows), for the forward and
+//! both gradients, with no full-size column tensor (see [`kernels`]). [`gn`] fuses GroupNorm
+//! with the SiLU/ReLU after it.
 //!
-//! Here a convolution is written as `unfold` (im2col, a custom op whose backward is col2im)
-//! followed by a batched `matmul` with the reshaped weight. candle differentiates the matmul
-//! with gemms, so the whole backward is two gemms plus one col2im per conv:
-//! `grad_input = col2im(Wᵀ · grad)`, `grad_weight = Σ_b grad · colsᵀ`.
-//!
-//! [`FastConv2d`] mirrors `candle_nn::Conv2d` (same `weight`/`bias` names and layout). It takes
-//! the im2col path only when switched on for the thread ([`set_enabled`], off by default) and it
-//! pays: CPU, f32, dilation 1, groups 1, and a tensor that tracks gradients (a training forward). Inference keeps candle's own conv, which needs no full
-//! im2col buffer (that buffer is `C·k²` times the input, too big at 1024 px) and so gives
-//! bit-for-bit the results it gave before.
+//! [`FastConv2d`] mirrors `candle_nn::Conv2d` (same `weight`/`bias` names and layout) and
+//! [`FusedGroupNorm`] `candle_nn::GroupNorm`. Both take the fast ops for f32 tensors on the
+//! CPU (convs: dilation 1, groups 1) and candle's ops otherwise. A thread can switch the fast
+//! ops off ([`set_enabled`]) to get candle's reference results, which tests and the
+//! benchmark compare against; results differ from candle's only by float rounding.
+
+mod gn;
+mod kernels;
 
 use std::cell::Cell;
 use std::time::Instant;
 
-use candle_core::backend::BackendStorage;
-use candle_core::{
-    CpuStorage, CustomOp1, DType, Device, Layout, Module, Result, Shape, Tensor, bail,
-};
+use candle_core::{DType, Device, Module, Result, Tensor, bail};
 use candle_nn::{AdamW, Conv2d, Conv2dConfig, Optimizer, ParamsAdamW, VarBuilder, VarMap};
+
+pub use gn::{Activation, FusedGroupNorm, group_norm, group_norm_act};
+use kernels::{Conv, ConvGeom, Upsample2x};
 
 use super::transparent_decoder::{TransparentDecoder, TransparentDecoderConfig};
 
 thread_local! {
-    /// Per-thread switch for the im2col path. Off by default, so inference and every existing
-    /// caller get candle's conv2d bit for bit; a training loop turns it on for its own thread
-    /// (a thread-local, so it cannot change what other threads, or parallel tests, compute).
-    static ENABLED: Cell<bool> = const { Cell::new(false) };
+    /// Per-thread switch for the fast ops. On by default; a thread-local, so switching it off
+    /// for a reference run cannot change what other threads, or parallel tests, compute.
+    static ENABLED: Cell<bool> = const { Cell::new(true) };
 }
 
-/// Turns the im2col training path on or off for [`FastConv2d`] and [`conv2d`] calls made on
-/// this thread; returns the previous setting. Results differ from candle's only by float
-/// rounding (about 1e-6 relative), but training steps get several times faster on the CPU.
+/// Turns the fast conv/GroupNorm/upsample ops on or off for calls made on this thread; returns
+/// the previous setting. Off gives candle's own ops (the reference the fast ones are tested
+/// and benchmarked against).
 pub fn set_enabled(on: bool) -> bool {
     ENABLED.with(|e| e.replace(on))
 }
 
-/// Whether the im2col training path is on for this thread (see [`set_enabled`]).
+/// Whether the fast ops are on for this thread (see [`set_enabled`]).
 pub fn enabled() -> bool {
     ENABLED.with(|e| e.get())
 }
 
-/// Geometry of one unfold: kernel, stride, padding, and the input plane it came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Geometry {
-    kh: usize,
-    kw: usize,
-    stride: usize,
-    padding: usize,
-    h: usize,
-    w: usize,
-}
-
-impl Geometry {
-    fn out_hw(&self) -> Result<(usize, usize)> {
-        let (hp, wp) = (self.h + 2 * self.padding, self.w + 2 * self.padding);
-        if self.stride == 0 || hp < self.kh || wp < self.kw {
-            bail!(
-                "fastconv: kernel {}x{} (stride {}) does not fit a {}x{} input padded by {}",
-                self.kh,
-                self.kw,
-                self.stride,
-                self.h,
-                self.w,
-                self.padding
-            );
-        }
-        Ok((
-            (hp - self.kh) / self.stride + 1,
-            (wp - self.kw) / self.stride + 1,
-        ))
-    }
-
-    /// Output columns `[lo, hi)` whose input column `ow * stride + j - padding` is inside the
-    /// image, for kernel column `j` (or row, with the row sizes).
-    fn valid_range(&self, j: usize, size: usize, out: usize) -> (usize, usize) {
-        let s = self.stride;
-        let lo = if self.padding > j {
-            (self.padding - j).div_ceil(s)
-        } else {
-            0
-        };
-        // Largest o with o * s + j - padding <= size - 1.
-        let hi = if size + self.padding > j {
-            ((size - 1 + self.padding - j) / s + 1).min(out)
-        } else {
-            0
-        };
-        (lo.min(hi), hi)
-    }
-}
-
-/// Runs `f(index, chunk)` over `chunk`-sized pieces of `dst` on candle's CPU thread count.
-/// Scoped std threads keep this free of extra dependencies.
-fn par_chunks<F>(dst: &mut [f32], chunk: usize, f: F)
-where
-    F: Fn(usize, &mut [f32]) + Sync,
-{
-    let n_chunks = dst.len().checked_div(chunk).unwrap_or(0);
-    let threads = candle_core::utils::get_num_threads().clamp(1, n_chunks.max(1));
-    if threads <= 1 {
-        for (i, c) in dst.chunks_mut(chunk).enumerate() {
-            f(i, c);
-        }
-        return;
-    }
-    let per = n_chunks.div_ceil(threads);
-    std::thread::scope(|scope| {
-        for (t, part) in dst.chunks_mut(per * chunk).enumerate() {
-            let f = &f;
-            scope.spawn(move || {
-                for (i, c) in part.chunks_mut(chunk).enumerate() {
-                    f(t * per + i, c);
-                }
-            });
-        }
-    });
-}
-
-fn contiguous_f32<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
-    let CpuStorage::F32(data) = s else {
-        bail!("fastconv {what}: expected f32, got {:?}", s.dtype());
-    };
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&data[a..b]),
-        None => bail!("fastconv {what}: input must be contiguous"),
-    }
-}
-
-/// im2col: `[B, C, H, W]` to `[B, C·kh·kw, Ho·Wo]`, row `(c·kh + i)·kw + j`, so the weight
-/// `[Cout, C, kh, kw]` reshaped to `[Cout, C·kh·kw]` multiplies it directly.
-#[derive(Debug, Clone, Copy)]
-struct Unfold(Geometry);
-
-/// col2im, the adjoint of [`Unfold`]: sums each column entry back into the pixel it came from.
-#[derive(Debug, Clone, Copy)]
-struct Fold(Geometry);
-
-impl CustomOp1 for Unfold {
-    fn name(&self) -> &'static str {
-        "fastconv-unfold"
-    }
-
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let g = self.0;
-        let (b, c, h, w) = l.shape().dims4()?;
-        if (h, w) != (g.h, g.w) {
-            bail!(
-                "fastconv unfold: input is {h}x{w}, expected {}x{}",
-                g.h,
-                g.w
-            );
-        }
-        let src = contiguous_f32(s, l, "unfold")?;
-        let (ho, wo) = g.out_hw()?;
-        let (k2, n) = (g.kh * g.kw, ho * wo);
-        let mut dst = vec![0f32; b * c * k2 * n];
-        // One chunk = the k² rows of one (batch, channel) plane.
-        par_chunks(&mut dst, k2 * n, |bc, rows| {
-            let plane = &src[bc * h * w..(bc + 1) * h * w];
-            for i in 0..g.kh {
-                let (oh_lo, oh_hi) = g.valid_range(i, h, ho);
-                for j in 0..g.kw {
-                    let (ow_lo, ow_hi) = g.valid_range(j, w, wo);
-                    let row = &mut rows[(i * g.kw + j) * n..(i * g.kw + j + 1) * n];
-                    for oh in oh_lo..oh_hi {
-                        let ih = oh * g.stride + i - g.padding;
-                        let out = &mut row[oh * wo..(oh + 1) * wo];
-                        let inp = &plane[ih * w..(ih + 1) * w];
-                        if g.stride == 1 {
-                            let iw0 = ow_lo + j - g.padding;
-                            out[ow_lo..ow_hi].copy_from_slice(&inp[iw0..iw0 + (ow_hi - ow_lo)]);
-                        } else {
-                            for ow in ow_lo..ow_hi {
-                                out[ow] = inp[ow * g.stride + j - g.padding];
-                            }
-                        }
-                    }
-                }
-            }
-        });
-        Ok((CpuStorage::F32(dst), Shape::from((b, c * k2, n))))
-    }
-
-    fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
-        Ok(Some(grad.contiguous()?.apply_op1(Fold(self.0))?))
-    }
-}
-
-impl CustomOp1 for Fold {
-    fn name(&self) -> &'static str {
-        "fastconv-fold"
-    }
-
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let g = self.0;
-        let (b, rows, n) = l.shape().dims3()?;
-        let (ho, wo) = g.out_hw()?;
-        let k2 = g.kh * g.kw;
-        if n != ho * wo || rows % k2 != 0 {
-            bail!(
-                "fastconv fold: columns are {:?}, expected [B, C*{k2}, {}]",
-                l.dims(),
-                ho * wo
-            );
-        }
-        let c = rows / k2;
-        let src = contiguous_f32(s, l, "fold")?;
-        let (h, w) = (g.h, g.w);
-        let mut dst = vec![0f32; b * c * h * w];
-        // One chunk = one output (batch, channel) plane, fed by its own k² rows only.
-        par_chunks(&mut dst, h * w, |bc, plane| {
-            let cols = &src[bc * k2 * n..(bc + 1) * k2 * n];
-            for i in 0..g.kh {
-                let (oh_lo, oh_hi) = g.valid_range(i, h, ho);
-                for j in 0..g.kw {
-                    let (ow_lo, ow_hi) = g.valid_range(j, w, wo);
-                    let row = &cols[(i * g.kw + j) * n..(i * g.kw + j + 1) * n];
-                    for oh in oh_lo..oh_hi {
-                        let ih = oh * g.stride + i - g.padding;
-                        let inp = &row[oh * wo..(oh + 1) * wo];
-                        let out = &mut plane[ih * w..(ih + 1) * w];
-                        if g.stride == 1 {
-                            let iw0 = ow_lo + j - g.padding;
-                            for (o, v) in out[iw0..iw0 + (ow_hi - ow_lo)]
-                                .iter_mut()
-                                .zip(&inp[ow_lo..ow_hi])
-                            {
-                                *o += v;
-                            }
-                        } else {
-                            for ow in ow_lo..ow_hi {
-                                out[ow * g.stride + j - g.padding] += inp[ow];
-                            }
-                        }
-                    }
-                }
-            }
-        });
-        Ok((CpuStorage::F32(dst), Shape::from((b, c, h, w))))
-    }
-
-    fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
-        Ok(Some(grad.contiguous()?.apply_op1(Unfold(self.0))?))
-    }
-}
-
-/// conv2d (dilation 1, groups 1) as im2col + batched gemm, differentiable with gemm-based
-/// gradients. `x` `[B, C, H, W]`, `weight` `[Cout, C, kh, kw]`, `bias` `[Cout]`; CPU f32 only
-/// (see [`conv2d`] for the dispatching version).
-pub fn conv2d_im2col(
+/// conv2d (dilation 1, groups 1) with the fast CPU kernels: `x` `[B, C, H, W]`, `weight`
+/// `[Cout, C, kh, kw]`, `bias` `[Cout]`; CPU f32 only (see [`conv2d`] for the dispatching
+/// version). Differentiable in all three.
+pub fn conv2d_fast(
     x: &Tensor,
     weight: &Tensor,
     bias: Option<&Tensor>,
     padding: usize,
     stride: usize,
 ) -> Result<Tensor> {
-    let (b, c, h, w) = x.dims4()?;
+    let (_, c, h, w) = x.dims4()?;
     let (c_out, c_in, kh, kw) = weight.dims4()?;
     if c != c_in {
         bail!(
@@ -269,48 +63,35 @@ pub fn conv2d_im2col(
             weight.dims()
         );
     }
-    if !x.device().is_cpu() || x.dtype() != DType::F32 || weight.dtype() != DType::F32 {
-        bail!("fastconv: im2col path is for f32 tensors on the CPU");
+    let f32_cpu = |t: &Tensor| t.device().is_cpu() && t.dtype() == DType::F32;
+    if !f32_cpu(x) || !f32_cpu(weight) || !bias.is_none_or(f32_cpu) {
+        bail!("fastconv: the fast conv is for f32 tensors on the CPU");
     }
-    let g = Geometry {
-        kh,
-        kw,
-        stride,
-        padding,
-        h,
-        w,
-    };
-    let (ho, wo) = g.out_hw()?;
-    let cols = if kh == 1 && kw == 1 && stride == 1 && padding == 0 {
-        x.reshape((b, c, h * w))?
-    } else {
-        x.contiguous()?.apply_op1(Unfold(g))?
-    };
-    let wm = weight.reshape((c_out, c_in * kh * kw))?;
-    // Stride-0 batch on the lhs: candle's gemm loop reads the same weight for every image.
-    let y = wm
-        .broadcast_left(b)?
-        .matmul(&cols)?
-        .reshape((b, c_out, ho, wo))?;
+    let op = Conv(ConvGeom::new(c, c_out, h, w, kh, kw, stride, padding)?);
+    let (x, weight) = (x.contiguous()?, weight.contiguous()?);
     match bias {
-        Some(bias) => y.broadcast_add(&bias.reshape((1, c_out, 1, 1))?),
-        None => Ok(y),
+        Some(b) => {
+            if b.dims1()? != c_out {
+                bail!("fastconv: bias {:?} for {c_out} output channels", b.dims());
+            }
+            x.apply_op3(&weight, &b.contiguous()?, op)
+        }
+        None => x.apply_op2(&weight, op),
     }
 }
 
-/// Whether [`conv2d`] would take the im2col path for these tensors.
-fn im2col_applies(x: &Tensor, weight: &Tensor, dilation: usize, groups: usize) -> bool {
+/// Whether [`conv2d`] would take the fast path for these tensors.
+fn fast_applies(x: &Tensor, weight: &Tensor, dilation: usize, groups: usize) -> bool {
     enabled()
         && dilation == 1
         && groups == 1
         && x.device().is_cpu()
         && x.dtype() == DType::F32
         && weight.dtype() == DType::F32
-        && (x.track_op() || weight.track_op())
 }
 
-/// Drop-in for `Tensor::conv2d`: the im2col path when training on the CPU in f32, candle's
-/// conv2d otherwise (other devices, dtypes, dilation, groups, or no gradient needed).
+/// Drop-in for `Tensor::conv2d`: the fast path on the CPU in f32, candle's conv2d otherwise
+/// (other devices, dtypes, dilation, groups, or switched off).
 pub fn conv2d(
     x: &Tensor,
     weight: &Tensor,
@@ -319,14 +100,14 @@ pub fn conv2d(
     dilation: usize,
     groups: usize,
 ) -> Result<Tensor> {
-    if im2col_applies(x, weight, dilation, groups) {
-        conv2d_im2col(x, weight, None, padding, stride)
+    if fast_applies(x, weight, dilation, groups) {
+        conv2d_fast(x, weight, None, padding, stride)
     } else {
         x.conv2d(weight, padding, stride, dilation, groups)
     }
 }
 
-/// `candle_nn::Conv2d` with a fast training path (see the module docs). Same weight layout
+/// `candle_nn::Conv2d` on the fast kernels (see the module docs). Same weight layout
 /// `[Cout, Cin/groups, kh, kw]` and optional bias `[Cout]`.
 #[derive(Debug, Clone)]
 pub struct FastConv2d {
@@ -370,8 +151,12 @@ impl From<Conv2d> for FastConv2d {
 impl Module for FastConv2d {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let cfg = &self.config;
-        if im2col_applies(x, &self.weight, cfg.dilation, cfg.groups) {
-            return conv2d_im2col(x, &self.weight, self.bias.as_ref(), cfg.padding, cfg.stride);
+        let bias_ok = self
+            .bias
+            .as_ref()
+            .is_none_or(|b| b.dtype() == DType::F32 && b.device().is_cpu());
+        if bias_ok && fast_applies(x, &self.weight, cfg.dilation, cfg.groups) {
+            return conv2d_fast(x, &self.weight, self.bias.as_ref(), cfg.padding, cfg.stride);
         }
         let y = x.conv2d_with_algo(
             &self.weight,
@@ -399,19 +184,15 @@ pub fn fast_conv2d(
     Ok(candle_nn::conv2d(c_in, c_out, kernel, cfg, vb)?.into())
 }
 
-/// Nearest-neighbour x2 upsampling as broadcast + reshape: the same values as
-/// `upsample_nearest2d(2h, 2w)`, but its backward is a sum, whereas candle differentiates
-/// `upsample_nearest2d` with a grouped conv2d (one conv per channel). Used when training
-/// ([`enabled`]); other callers keep candle's op.
+/// Nearest-neighbour x2 upsampling: the same values as `upsample_nearest2d(2h, 2w)`, as one
+/// parallel copy whose backward sums 2×2 blocks (candle differentiates `upsample_nearest2d`
+/// with a grouped conv2d, one conv per channel). candle's op when switched off or not CPU f32.
 pub fn upsample_nearest2x(x: &Tensor) -> Result<Tensor> {
-    let (b, c, h, w) = x.dims4()?;
-    if !enabled() {
+    let (_, _, h, w) = x.dims4()?;
+    if !enabled() || !x.device().is_cpu() || x.dtype() != DType::F32 {
         return x.upsample_nearest2d(2 * h, 2 * w);
     }
-    x.reshape((b, c, h, 1, w, 1))?
-        .broadcast_as((b, c, h, 2, w, 2))?
-        .contiguous()?
-        .reshape((b, c, 2 * h, 2 * w))
+    x.contiguous()?.apply_op1(Upsample2x)
 }
 
 /// The narrow decoder the `train_step` benchmark trains: [`TransparentDecoderConfig`] with
@@ -430,8 +211,8 @@ pub fn bench_decoder_config() -> TransparentDecoderConfig {
 
 /// Times `steps` training steps (forward, L1 loss, backward, AdamW update) of a
 /// [`TransparentDecoder`] built from `cfg` on random `[batch, 3, size, size]` inputs, after one
-/// untimed warm-up step, and returns each step's milliseconds. `fast` picks fastconv's im2col
-/// path or candle's own conv2d (set for this thread during the call, then restored). Lives in
+/// untimed warm-up step, and returns each step's milliseconds. `fast` picks fastconv's ops or
+/// candle's own conv2d and GroupNorm (set for this thread during the call, then restored). Lives in
 /// the library so the benchmark and an ignored test (cheap test-profile build) share it.
 pub fn train_step_bench(
     cfg: &TransparentDecoderConfig,
@@ -462,6 +243,43 @@ pub fn train_step_bench(
             let out = model.forward(&pixel, &latent)?;
             let loss = (out - &target)?.abs()?.mean_all()?;
             opt.backward_step(&loss)?;
+            if i > 0 {
+                times.push(t.elapsed().as_secs_f64() * 1e3);
+            }
+        }
+        Ok(times)
+    })();
+    set_enabled(prev);
+    result
+}
+
+/// Times `iters` inference forwards (no gradients) of a [`TransparentDecoder`] built from
+/// `cfg` with fresh random weights on random `[batch, 3, size, size]` inputs, after one
+/// untimed warm-up, and returns each forward's milliseconds. `fast` as in
+/// [`train_step_bench`].
+pub fn forward_bench(
+    cfg: &TransparentDecoderConfig,
+    batch: usize,
+    size: usize,
+    iters: usize,
+    fast: bool,
+) -> Result<Vec<f64>> {
+    let prev = set_enabled(fast);
+    let result = (|| {
+        let dev = Device::Cpu;
+        let varmap = VarMap::new();
+        let vb = VarBuilder::from_varmap(&varmap, DType::F32, &dev);
+        let model = TransparentDecoder::new(cfg, vb)?;
+        let f = cfg.latent_factor();
+        let pixel = Tensor::rand(0f32, 1f32, (batch, cfg.in_channels, size, size), &dev)?;
+        let latent_shape = (batch, cfg.latent_channels, size / f, size / f);
+        let latent = Tensor::randn(0f32, 1f32, latent_shape, &dev)?;
+        let mut times = Vec::with_capacity(iters);
+        for i in 0..=iters {
+            let t = Instant::now();
+            let out = model.forward(&pixel, &latent)?;
+            // Read one value so the work cannot be skipped.
+            out.flatten_all()?.get(0)?.to_scalar::<f32>()?;
             if i > 0 {
                 times.push(t.elapsed().as_secs_f64() * 1e3);
             }
@@ -521,8 +339,14 @@ mod tests {
     /// (batch, c_in, c_out, h, w, k, stride, padding)
     type Case = (usize, usize, usize, usize, usize, usize, usize, usize);
 
-    const SHAPES: [Case; 8] = [
+    const SHAPES: [Case; 14] = [
         (2, 3, 5, 9, 7, 3, 1, 1),
+        (3, 3, 5, 9, 7, 3, 1, 1),
+        (3, 4, 5, 17, 13, 3, 1, 1),
+        (1, 3, 4, 15, 11, 3, 2, 1),
+        (3, 5, 3, 12, 9, 1, 1, 0),
+        (3, 2, 3, 11, 9, 3, 2, 0),
+        (1, 2, 3, 2, 2, 3, 1, 1),
         (2, 3, 5, 9, 7, 3, 2, 1),
         (1, 4, 6, 8, 8, 3, 1, 0),
         (2, 4, 6, 8, 8, 3, 2, 0),
@@ -548,10 +372,10 @@ mod tests {
                 .expect("conv")
                 .broadcast_add(&bias.reshape((1, co, 1, 1)).expect("reshape"))
                 .expect("add");
-            let got = conv2d_im2col(&x, &wt, Some(&bias), p, s).expect("fast conv");
+            let got = conv2d_fast(&x, &wt, Some(&bias), p, s).expect("fast conv");
             let err = max_rel(&got, &want);
             assert!(
-                err < 1e-4,
+                err < 1e-5,
                 "shape {b}x{ci}x{h}x{w} k{k} s{s} p{p}: rel err {err}"
             );
         }
@@ -612,7 +436,7 @@ mod tests {
         let w0 = rand(&[3, 2, 3, 3], 81).to_dtype(DType::F64).expect("f64");
         let mask = rand(&[1, 3, 3, 3], 82);
         let loss = |x: &Tensor, w: &Tensor| -> f64 {
-            let y = conv2d_im2col(
+            let y = conv2d_fast(
                 &x.to_dtype(DType::F32).expect("f32"),
                 &w.to_dtype(DType::F32).expect("f32"),
                 None,
@@ -631,7 +455,7 @@ mod tests {
         };
         let x = Var::from_tensor(&x0.to_dtype(DType::F32).expect("f32")).expect("var");
         let w = Var::from_tensor(&w0.to_dtype(DType::F32).expect("f32")).expect("var");
-        let y = conv2d_im2col(x.as_tensor(), w.as_tensor(), None, p, s).expect("conv");
+        let y = conv2d_fast(x.as_tensor(), w.as_tensor(), None, p, s).expect("conv");
         let grads = (y * &mask)
             .expect("mul")
             .sum_all()
@@ -713,7 +537,7 @@ mod tests {
         let x0 = rand(&[b, ci, h, w], 100);
         let wt = rand(&[co, ci, k, k], 101);
         let x = Var::from_tensor(&x0).expect("var");
-        let y = conv2d_im2col(x.as_tensor(), &wt, None, p, s).expect("conv");
+        let y = conv2d_fast(x.as_tensor(), &wt, None, p, s).expect("conv");
         let mask = rand(y.dims(), 102);
         let g = (y * &mask)
             .expect("mul")
@@ -755,8 +579,7 @@ mod tests {
     }
 
     #[test]
-    fn layer_uses_candle_when_off_or_no_gradient_is_tracked() {
-        set_enabled(true);
+    fn switched_off_the_layer_is_candle_bit_for_bit() {
         let x = rand(&[1, 3, 6, 6], 90);
         let conv = FastConv2d::new(
             rand(&[4, 3, 3, 3], 91),
@@ -768,34 +591,123 @@ mod tests {
         );
         let candle = Conv2d::new(conv.weight().clone(), conv.bias().cloned(), *conv.config());
         let want = candle.forward(&x).expect("candle");
-        let got = conv.forward(&x).expect("fast");
-        assert!(!x.track_op());
-        // Same code path, so bit-identical.
-        let diff = (got - want)
-            .expect("sub")
-            .abs()
-            .expect("abs")
-            .flatten_all()
-            .expect("flat")
-            .max(0)
-            .expect("max")
-            .to_scalar::<f32>()
-            .expect("scalar");
-        assert_eq!(diff, 0.0);
-
-        // Switched off, a tracked input also goes through candle: bit-identical again.
-        set_enabled(false);
-        let xv = Var::from_tensor(&x).expect("var");
-        let a = conv.forward(xv.as_tensor()).expect("off");
-        let b = candle.forward(xv.as_tensor()).expect("candle");
-        assert_eq!(
-            a.flatten_all().expect("f").to_vec1::<f32>().expect("v"),
-            b.flatten_all().expect("f").to_vec1::<f32>().expect("v")
+        let bits = |t: &Tensor| t.flatten_all().expect("f").to_vec1::<f32>().expect("v");
+        let prev = set_enabled(false);
+        let off = conv.forward(&x).expect("off");
+        set_enabled(prev);
+        assert_eq!(bits(&off), bits(&want));
+        // On (the default), the fast kernels: equal up to rounding.
+        assert!(enabled());
+        let on = conv.forward(&x).expect("on");
+        assert!(max_rel(&on, &want) < 1e-5);
+        // Other dtypes fall back to candle.
+        let x64 = x.to_dtype(DType::F64).expect("f64");
+        let c64 = FastConv2d::new(
+            conv.weight().to_dtype(DType::F64).expect("f64"),
+            None,
+            *conv.config(),
         );
-        // Switched on, it takes the im2col path: equal up to rounding, not necessarily bits.
-        set_enabled(true);
-        let c = conv.forward(xv.as_tensor()).expect("on");
-        assert!(max_rel(&c, &b) < 1e-5);
+        let y64 = c64.forward(&x64).expect("f64 conv");
+        assert_eq!(y64.dtype(), DType::F64);
+    }
+
+    #[test]
+    fn bad_shapes_are_errors_not_panics() {
+        let x = rand(&[1, 3, 2, 2], 1);
+        let w = rand(&[4, 3, 5, 5], 2);
+        assert!(conv2d_fast(&x, &w, None, 0, 1).is_err());
+        let w = rand(&[4, 2, 3, 3], 3);
+        assert!(conv2d_fast(&x, &w, None, 1, 1).is_err());
+        let w = rand(&[4, 3, 3, 3], 4);
+        assert!(conv2d_fast(&x, &w, Some(&rand(&[3], 5)), 1, 1).is_err());
+        assert!(conv2d_fast(&x, &w, None, 1, 0).is_err());
+    }
+
+    /// Fused GroupNorm + activation against candle's GroupNorm then the activation, forward
+    /// and the gradients of x, gamma and beta, on 4-D and 3-D inputs.
+    #[test]
+    fn fused_group_norm_matches_candle() {
+        let cases: [(&[usize], usize, Activation); 4] = [
+            (&[2, 6, 5, 7], 3, Activation::Silu),
+            (&[3, 4, 10], 2, Activation::Relu),
+            (&[2, 8, 3, 3], 8, Activation::Identity),
+            (&[1, 6, 9, 4], 1, Activation::Silu),
+        ];
+        for (seed, &(shape, groups, act)) in cases.iter().enumerate() {
+            let seed = 200 + 10 * seed as u64;
+            let c = shape[1];
+            // An offset and scale, so the mean/variance handling matters.
+            let x = Var::from_tensor(&((rand(shape, seed) * 3.0).expect("s") + 0.7).expect("o"))
+                .expect("var");
+            let gamma = Var::from_tensor(&(rand(&[c], seed + 1) + 1.0).expect("g")).expect("var");
+            let beta = Var::from_tensor(&rand(&[c], seed + 2)).expect("var");
+            let mask = rand(shape, seed + 3);
+            let run = |fast: bool| {
+                let prev = set_enabled(fast);
+                let y =
+                    group_norm_act(x.as_tensor(), &gamma, &beta, groups, 1e-5, act).expect("gn");
+                set_enabled(prev);
+                let g = (&y * &mask)
+                    .expect("mul")
+                    .sum_all()
+                    .expect("sum")
+                    .backward()
+                    .expect("backward");
+                let grads = [x.as_tensor(), gamma.as_tensor(), beta.as_tensor()]
+                    .map(|t| g.get(t).expect("grad").clone());
+                (y, grads)
+            };
+            let (yf, gf) = run(true);
+            let (ys, gs) = run(false);
+            let err = max_rel(&yf, &ys);
+            assert!(err < 1e-5, "{shape:?} {act:?}: forward rel err {err}");
+            for (name, (f, sl)) in ["x", "gamma", "beta"].iter().zip(gf.iter().zip(&gs)) {
+                let err = max_rel(f, sl);
+                assert!(err < 1e-4, "{shape:?} {act:?}: grad {name} rel err {err}");
+            }
+        }
+    }
+
+    #[test]
+    fn fused_group_norm_layer_keeps_names_and_checks_groups() {
+        let varmap = VarMap::new();
+        let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+        let gn = group_norm(2, 4, 1e-5, vb.pp("norm1")).expect("gn");
+        let mut names: Vec<String> = varmap
+            .data()
+            .lock()
+            .expect("lock")
+            .keys()
+            .cloned()
+            .collect();
+        names.sort();
+        assert_eq!(names, ["norm1.bias", "norm1.weight"]);
+        // Fresh: weight 1, bias 0, so each group comes out with mean 0 and variance ~1.
+        let x = (rand(&[1, 4, 6, 6], 7) * 5.0).expect("x");
+        let y = gn.forward(&x).expect("forward");
+        let g0 = y.narrow(1, 0, 2).expect("group").flatten_all().expect("f");
+        let mean = g0.mean_all().expect("m").to_scalar::<f32>().expect("s");
+        let var = g0
+            .sqr()
+            .expect("sq")
+            .mean_all()
+            .expect("m")
+            .to_scalar::<f32>()
+            .expect("s");
+        assert!(
+            mean.abs() < 1e-5 && (var - 1.0).abs() < 1e-3,
+            "{mean} {var}"
+        );
+        assert!(FusedGroupNorm::new(rand(&[6], 1), rand(&[6], 2), 4, 1e-5).is_err());
+        // A non-contiguous input works too.
+        let xt = rand(&[1, 6, 4, 4], 8).transpose(2, 3).expect("t");
+        let gn3 = FusedGroupNorm::new(rand(&[4], 3), rand(&[4], 4), 2, 1e-5).expect("gn");
+        let xt = xt.narrow(1, 0, 4).expect("narrow");
+        let a = gn3.forward_act(&xt, Activation::Silu).expect("fast");
+        let prev = set_enabled(false);
+        let b = gn3.forward_act(&xt, Activation::Silu).expect("candle");
+        set_enabled(prev);
+        assert!(max_rel(&a, &b) < 1e-5);
     }
 
     /// Figures for the report, not a check: `cargo test --lib model::fastconv::tests::
