@@ -17,9 +17,9 @@
 
 use candle_core::{DType, Module, Result, Shape, Tensor, bail};
 use candle_nn::var_builder::SimpleBackend;
-use candle_nn::{Conv2dConfig, GroupNorm, VarBuilder};
+use candle_nn::{Conv2dConfig, VarBuilder};
 
-use super::fastconv::{FastConv2d, fast_conv2d};
+use super::fastconv::{Activation, FastConv2d, FusedGroupNorm, fast_conv2d};
 use candle_transformers::models::stable_diffusion::vae::{AutoEncoderKL, AutoEncoderKLConfig};
 use serde::{Deserialize, Serialize};
 
@@ -233,19 +233,20 @@ impl SmallCodecConfig {
 #[derive(Debug, Clone)]
 struct ConvNorm {
     conv: FastConv2d,
-    norm: GroupNorm,
+    norm: FusedGroupNorm,
 }
 
 impl ConvNorm {
     fn new(c_in: usize, c_out: usize, stride: usize, g: usize, vb: VarBuilder) -> Result<Self> {
         Ok(Self {
             conv: conv3x3(c_in, c_out, stride, vb.pp("conv"))?,
-            norm: candle_nn::group_norm(g, c_out, 1e-5, vb.pp("norm"))?,
+            norm: super::fastconv::group_norm(g, c_out, 1e-5, vb.pp("norm"))?,
         })
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        self.norm.forward(&self.conv.forward(x)?)?.silu()
+        self.norm
+            .forward_act(&self.conv.forward(x)?, Activation::Silu)
     }
 }
 
