@@ -155,7 +155,7 @@ impl StudioApp {
     }
 
     fn screenshot_logic(&mut self, ctx: &egui::Context) {
-        let ready = !self.studio.busy() || self.studio.stickers.len() >= 1;
+        let ready = self.studio.running(state::JobKind::Import).is_none();
         match &self.shot {
             Some(Shot::Waiting { path, since }) => {
                 // Wait for imports (and a few frames for layout); give up waiting after 20 s.
