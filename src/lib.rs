@@ -2,8 +2,9 @@
 //! does not flicker.
 //!
 //! Dependency direction (see ARCHITECTURE.md): `media` and `model` depend on nothing above them;
-//! `pipeline` on both; `worker` on `pipeline`; only `cli` uses clap and only `gui` uses egui.
+//! `pipeline` on both; `worker` on `pipeline`; only `cli` uses clap and only `app` (the studio window) uses egui.
 
+pub mod app;
 pub mod cli;
 pub mod error;
 pub mod eval;

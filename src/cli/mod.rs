@@ -6,7 +6,7 @@ mod data;
 mod eval;
 mod export;
 mod info;
-mod matte;
+pub(crate) mod matte;
 mod pack;
 mod progress_bar;
 mod train;
@@ -19,11 +19,40 @@ use clap::{Args, Parser, Subcommand};
 use crate::media::Limits;
 
 /// ILDiff Studio: transparent animated stickers with clean, flicker-free alpha.
+///
+/// Without a subcommand the studio window opens, with FILES loaded.
 #[derive(Debug, Parser)]
 #[command(name = "ildiff", version, about, long_about = None)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
+    #[command(flatten)]
+    pub studio: StudioArgs,
+}
+
+/// Options of the studio window (no subcommand).
+#[derive(Debug, Clone, Args)]
+pub struct StudioArgs {
+    /// Clips to open in the studio.
+    pub files: Vec<PathBuf>,
+    /// Save a PNG screenshot of the window once the clips are loaded, then quit.
+    #[arg(long, value_name = "PNG")]
+    pub screenshot: Option<PathBuf>,
+    /// Preview mode to start in: input, alpha, checker, chat, compare.
+    #[arg(long, value_parser = parse_view)]
+    pub view: Option<crate::app::settings::PreviewMode>,
+    /// Start with the flicker heatmap shown.
+    #[arg(long)]
+    pub heatmap: bool,
+    /// Settings folder (default: the platform's config folder, or $ILDIFF_CONFIG_DIR).
+    #[arg(long, value_name = "DIR")]
+    pub config_dir: Option<PathBuf>,
+}
+
+fn parse_view(s: &str) -> Result<crate::app::settings::PreviewMode, String> {
+    crate::app::settings::PreviewMode::from_name(s)
+        .ok_or_else(|| format!("unknown view `{s}`; use input, alpha, checker, chat or compare"))
 }
 
 #[derive(Debug, Subcommand)]
@@ -79,10 +108,15 @@ pub fn run() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         None => {
-            use clap::CommandFactory;
-            // The studio window arrives with the GUI issue; until then, help.
-            let _ = Cli::command().print_help();
-            Ok(true)
+            let a = cli.studio;
+            crate::app::run(crate::app::StudioOptions {
+                config_dir: a.config_dir,
+                files: a.files,
+                screenshot: a.screenshot,
+                view: a.view,
+                heatmap: a.heatmap,
+            })
+            .map(|()| true)
         }
         Some(Command::Info(args)) => info::run(&args),
         Some(Command::Eval(args)) => eval::run(&args),

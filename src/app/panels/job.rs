@@ -1,0 +1,139 @@
+//! The job panel: re-matte the current clip or generate from a prompt, the model (installed
+//! default or a checkpoint file, checked when chosen), temporal depth and quality, Run and
+//! Cancel, and progress with stage, frames done and ETA. Finished frames appear in the
+//! preview while the job runs.
+
+use std::path::PathBuf;
+
+use eframe::egui;
+
+use crate::app::dialogs::Dialogs;
+use crate::app::panels::{heading, short_duration};
+use crate::app::settings::{ModelChoice, Quality};
+use crate::app::state::{JobKind, ModelStatus, Studio};
+
+pub struct JobPanel<'a> {
+    pub studio: &'a mut Studio,
+    pub dialogs: &'a mut Dialogs,
+}
+
+impl JobPanel<'_> {
+    pub fn ui(&mut self, ui: &mut egui::Ui) {
+        let s = &mut *self.studio;
+        heading(ui, "Job");
+        ui.horizontal(|ui| {
+            ui.selectable_value(&mut s.generate_mode, false, "Re-matte this clip");
+            ui.selectable_value(&mut s.generate_mode, true, "Generate from a prompt");
+        });
+        if s.generate_mode {
+            ui.add(
+                egui::TextEdit::multiline(&mut s.prompt)
+                    .hint_text("a cat waving, sticker style")
+                    .desired_rows(2),
+            );
+            ui.label(egui::RichText::new("Generation arrives with the generation model.").weak());
+        } else {
+            ui.label("Model");
+            let mut use_default = s.settings.job.model == ModelChoice::Default;
+            ui.horizontal(|ui| {
+                if ui.radio(use_default, "Installed default").clicked() && !use_default {
+                    use_default = true;
+                    s.choose_model(None);
+                }
+                if ui.radio(!use_default, "Checkpoint file").clicked() && use_default {
+                    s.settings.job.model =
+                        ModelChoice::File(PathBuf::from(s.model_path_text.trim()));
+                    s.model_status = ModelStatus::Unchecked;
+                }
+            });
+            if !use_default {
+                ui.horizontal(|ui| {
+                    let field = ui.add(
+                        egui::TextEdit::singleline(&mut s.model_path_text)
+                            .hint_text("path to .safetensors")
+                            .desired_width(170.0),
+                    );
+                    let enter = field.lost_focus() && ui.input(|i| i.key_pressed(egui::Key::Enter));
+                    if ui.button("Use").clicked() || enter {
+                        let p = PathBuf::from(s.model_path_text.trim());
+                        s.choose_model(Some(p));
+                    }
+                    if ui
+                        .add_enabled(!self.dialogs.is_open(), egui::Button::new("Browse…"))
+                        .clicked()
+                    {
+                        self.dialogs.pick_model();
+                    }
+                });
+            }
+            match &s.model_status {
+                ModelStatus::Unchecked => {}
+                ModelStatus::Checking => {
+                    ui.horizontal(|ui| {
+                        ui.spinner();
+                        ui.label("checking the model…");
+                    });
+                }
+                ModelStatus::Ready(m) => {
+                    ui.label(
+                        egui::RichText::new(format!("OK: {m}")).color(egui::Color32::LIGHT_GREEN),
+                    );
+                }
+                ModelStatus::Failed(e) => {
+                    ui.label(
+                        egui::RichText::new(format!("Error: {e}")).color(egui::Color32::LIGHT_RED),
+                    );
+                }
+            }
+            ui.add(
+                egui::Slider::new(&mut s.settings.job.window, 1..=32)
+                    .text("temporal depth (frames per window)"),
+            )
+            .on_hover_text("more frames per window: faster, more memory; the result is the same");
+            ui.horizontal(|ui| {
+                ui.label("Quality");
+                ui.selectable_value(&mut s.settings.job.quality, Quality::Full, "Full");
+                ui.selectable_value(
+                    &mut s.settings.job.quality,
+                    Quality::Draft,
+                    "Draft (½ size)",
+                );
+            });
+        }
+        let running = s
+            .running(JobKind::Matte)
+            .or_else(|| s.running(JobKind::Generate))
+            .cloned();
+        ui.horizontal(|ui| {
+            let can_run = running.is_none() && (s.generate_mode || !s.stickers.is_empty());
+            if ui.add_enabled(can_run, egui::Button::new("Run")).clicked() {
+                s.run_job();
+            }
+            let cancelling = running.as_ref().is_some_and(|r| r.cancelling);
+            if ui
+                .add_enabled(
+                    running.is_some() && !cancelling,
+                    egui::Button::new("Cancel"),
+                )
+                .clicked()
+            {
+                s.cancel(JobKind::Matte);
+                s.cancel(JobKind::Generate);
+            }
+        });
+        if let Some(r) = running {
+            let frac = if r.total > 0 {
+                r.done as f32 / r.total as f32
+            } else {
+                0.0
+            };
+            let eta = r.eta().map(short_duration).unwrap_or_else(|| "…".into());
+            let text = if r.cancelling {
+                "cancelling…".to_string()
+            } else {
+                format!("{} · {}/{} frames · ETA {eta}", r.stage, r.done, r.total)
+            };
+            ui.add(egui::ProgressBar::new(frac).text(text).animate(true));
+        }
+    }
+}

@@ -1,0 +1,259 @@
+//! The preview canvas: the current frame as input RGB, alpha, RGBA over a checkerboard or a
+//! chat background, or before/after side by side; zoom (wheel, pinch), pan (drag), reset
+//! (double-click), the RGBA under the cursor, and the flicker heatmap overlay.
+
+use eframe::egui::{self, Color32, Pos2, Rect, Sense, TextureId, pos2, vec2};
+
+use crate::app::settings::{CHAT_DARK, CHAT_LIGHT, PreviewMode};
+use crate::app::state::{Clip, Studio};
+use crate::app::textures::{
+    Key, TextureCache, View, alpha_image, heat_image, rgb_image, rgba_image,
+};
+use crate::eval::{Plane, temporal_diff};
+
+pub struct PreviewPanel<'a> {
+    pub studio: &'a mut Studio,
+    pub textures: &'a mut TextureCache,
+}
+
+const FULL_UV: Rect = Rect {
+    min: Pos2 { x: 0.0, y: 0.0 },
+    max: Pos2 { x: 1.0, y: 1.0 },
+};
+
+/// Paints a checkerboard of `cell`-point squares over `rect` with the cache's repeat texture.
+pub fn paint_checker(painter: &egui::Painter, tex: TextureId, rect: Rect, cell: f32) {
+    let uv = Rect::from_min_max(
+        pos2(0.0, 0.0),
+        pos2(rect.width() / (2.0 * cell), rect.height() / (2.0 * cell)),
+    );
+    painter.image(tex, rect, uv, Color32::WHITE);
+}
+
+/// A frame texture of `clip`.
+fn texture(
+    textures: &mut TextureCache,
+    ctx: &egui::Context,
+    clip: &Clip,
+    frame: usize,
+    view: View,
+) -> Option<TextureId> {
+    let f = clip.anim.frames.get(frame)?;
+    let key = Key {
+        clip: clip.id,
+        frame,
+        view,
+    };
+    Some(textures.get(ctx, key, || match view {
+        View::Rgb => rgb_image(&f.image),
+        View::Alpha => alpha_image(&f.image),
+        View::Heat => {
+            // The heatmap is `temporal_diff` of `ildiff eval`, for this frame and the one before.
+            let prev = frame.checked_sub(1).and_then(|p| clip.anim.frames.get(p));
+            let (w, h) = (clip.anim.width as usize, clip.anim.height as usize);
+            let diff = prev
+                .and_then(|p| {
+                    temporal_diff(&[Plane::alpha_of(&p.image), Plane::alpha_of(&f.image)]).ok()
+                })
+                .and_then(|mut d| d.pop())
+                .unwrap_or_else(|| vec![0.0; w * h]);
+            heat_image(w, h, &diff)
+        }
+        View::Rgba | View::Thumb => rgba_image(&f.image),
+    }))
+}
+
+impl PreviewPanel<'_> {
+    pub fn ui(&mut self, ui: &mut egui::Ui) {
+        self.toolbar(ui);
+        self.canvas(ui);
+    }
+
+    fn toolbar(&mut self, ui: &mut egui::Ui) {
+        let s = &mut *self.studio;
+        let layout = &mut s.settings.layout;
+        ui.horizontal_wrapped(|ui| {
+            for mode in PreviewMode::ALL {
+                ui.selectable_value(&mut layout.preview_mode, mode, mode.label());
+            }
+            ui.separator();
+            ui.checkbox(&mut layout.heatmap, "Flicker heatmap")
+                .on_hover_text("|a(t) - a(t-1)| per pixel, the map `ildiff eval` measures");
+            if layout.preview_mode == PreviewMode::Chat {
+                ui.separator();
+                if ui.button("Light chat").clicked() {
+                    layout.chat_background = CHAT_LIGHT;
+                }
+                if ui.button("Dark chat").clicked() {
+                    layout.chat_background = CHAT_DARK;
+                }
+                ui.color_edit_button_srgb(&mut layout.chat_background)
+                    .on_hover_text("chat background colour");
+            }
+            ui.separator();
+            if ui.button("Fit").clicked() {
+                s.zoom = 1.0;
+                s.pan = [0.0, 0.0];
+            }
+            if s.export.read_back.is_some() {
+                ui.checkbox(&mut s.export.show_read_back, "Show exported file")
+                    .on_hover_text("the written file decoded back: compression artefacts included");
+            }
+        });
+    }
+
+    fn canvas(&mut self, ui: &mut egui::Ui) {
+        let ctx = ui.ctx().clone();
+        let avail = ui.available_size() - vec2(0.0, 20.0);
+        let (resp, painter) =
+            ui.allocate_painter(avail.max(vec2(32.0, 32.0)), Sense::click_and_drag());
+        let rect = resp.rect;
+        painter.rect_filled(rect, 0.0, Color32::from_gray(0x22));
+        let s = &mut *self.studio;
+        let Some(st) = s.stickers.get(s.selected) else {
+            painter.text(
+                rect.center(),
+                egui::Align2::CENTER_CENTER,
+                "Drop clips here, or use Open… / the path field above",
+                egui::FontId::proportional(18.0),
+                Color32::GRAY,
+            );
+            ui.label(" ");
+            return;
+        };
+        let source = st.source.clone();
+        let shown = match (&s.export.read_back, s.export.show_read_back) {
+            (Some(rb), true) => rb.clone(),
+            _ => st.current().clone(),
+        };
+        let frame = s.playback.frame;
+        let shown_frame = if shown.anim.len() == source.anim.len() {
+            frame
+        } else {
+            (frame * shown.anim.len() / source.anim.len().max(1)).min(shown.anim.len() - 1)
+        };
+        // Zoom around the cursor, pan by dragging, reset by double-click.
+        if resp.hovered() {
+            let (scroll, pinch) = ui.input(|i| (i.smooth_scroll_delta.y, i.zoom_delta()));
+            let factor = pinch * (scroll * 0.0015).exp();
+            if (factor - 1.0).abs() > 1e-4 {
+                let old = s.zoom;
+                s.zoom = (s.zoom * factor).clamp(0.05, 64.0);
+                if let Some(c) = resp.hover_pos() {
+                    let p = rect.center() + vec2(s.pan[0], s.pan[1]);
+                    let np = c + (p - c) * (s.zoom / old);
+                    let d = np - rect.center();
+                    s.pan = [d.x, d.y];
+                }
+            }
+        }
+        if resp.dragged() {
+            let d = resp.drag_delta();
+            s.pan = [s.pan[0] + d.x, s.pan[1] + d.y];
+        }
+        if resp.double_clicked() {
+            s.zoom = 1.0;
+            s.pan = [0.0, 0.0];
+        }
+        let mode = s.settings.layout.preview_mode;
+        let panes = if mode == PreviewMode::SideBySide {
+            2
+        } else {
+            1
+        };
+        let pane_w = rect.width() / panes as f32;
+        let (w, h) = (source.anim.width as f32, source.anim.height as f32);
+        let fit = ((pane_w - 16.0) / w)
+            .min((rect.height() - 16.0) / h)
+            .max(0.01);
+        let scale = fit * s.zoom;
+        let checker = self.textures.checker(&ctx);
+        let mut readout = None;
+        for k in 0..panes {
+            let pane = Rect::from_min_size(
+                pos2(rect.left() + pane_w * k as f32, rect.top()),
+                vec2(pane_w, rect.height()),
+            );
+            let p = painter.with_clip_rect(pane);
+            let center = pane.center() + vec2(s.pan[0], s.pan[1]);
+            let img_rect = Rect::from_center_size(center, vec2(w * scale, h * scale));
+            let (clip, f, view, bg) = match (mode, k) {
+                (PreviewMode::Input, _) | (PreviewMode::SideBySide, 0) => {
+                    (&source, frame, View::Rgb, None)
+                }
+                (PreviewMode::Alpha, _) => (&shown, shown_frame, View::Alpha, None),
+                (PreviewMode::Chat, _) => {
+                    let [r, g, b] = s.settings.layout.chat_background;
+                    (
+                        &shown,
+                        shown_frame,
+                        View::Rgba,
+                        Some(Color32::from_rgb(r, g, b)),
+                    )
+                }
+                _ => (&shown, shown_frame, View::Rgba, None),
+            };
+            match bg {
+                Some(c) => {
+                    p.rect_filled(pane, 0.0, c);
+                }
+                None if view == View::Rgba => paint_checker(&p, checker, img_rect, 8.0),
+                None => {}
+            }
+            if let Some(tex) = texture(self.textures, &ctx, clip, f, view) {
+                p.image(tex, img_rect, FULL_UV, Color32::WHITE);
+            }
+            let overlay = s.settings.layout.heatmap && (panes == 1 || k == 1);
+            if overlay
+                && let Some(tex) = texture(self.textures, &ctx, &shown, shown_frame, View::Heat)
+            {
+                p.image(tex, img_rect, FULL_UV, Color32::WHITE);
+            }
+            if panes == 2 {
+                p.text(
+                    pane.left_top() + vec2(8.0, 6.0),
+                    egui::Align2::LEFT_TOP,
+                    if k == 0 { "before (input)" } else { "after" },
+                    egui::FontId::proportional(13.0),
+                    Color32::LIGHT_GRAY,
+                );
+            }
+            if let Some(pos) = resp
+                .hover_pos()
+                .filter(|p| img_rect.contains(*p) && pane.contains(*p))
+            {
+                let x = ((pos.x - img_rect.left()) / scale) as u32;
+                let y = ((pos.y - img_rect.top()) / scale) as u32;
+                if let Some(fr) = clip.anim.frames.get(f)
+                    && x < fr.image.width()
+                    && y < fr.image.height()
+                {
+                    readout = Some((x, y, fr.image.get_pixel(x, y).0));
+                }
+            }
+        }
+        let flicker = st
+            .flicker
+            .as_ref()
+            .filter(|f| f.0 == shown.id)
+            .and_then(|f| f.1.get(shown_frame).copied());
+        ui.horizontal(|ui| {
+            ui.label(format!(
+                "{}×{} · frame {}/{} · zoom {:.0}%",
+                shown.anim.width,
+                shown.anim.height,
+                frame + 1,
+                source.anim.len(),
+                s.zoom * fit * 100.0
+            ));
+            if let Some(fl) = flicker {
+                ui.label(format!("· flicker {:.4}", fl));
+            }
+            if let Some((x, y, [r, g, b, a])) = readout {
+                ui.label(
+                    egui::RichText::new(format!("· x {x} y {y}  RGBA {r} {g} {b} {a}")).monospace(),
+                );
+            }
+        });
+    }
+}

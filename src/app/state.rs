@@ -1,0 +1,797 @@
+//! The studio's runtime state and what changes it: imports, jobs, events, playback. Panels read
+//! this state and call these methods; they hold no logic of their own and no tensor code.
+//! Nothing here is persisted except through [`Settings`] (a separate struct).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use super::jobs::{ExportRequest, MatteRequest, NO_DEFAULT_MODEL, default_model};
+use super::settings::{ModelChoice, Settings, SettingsStore};
+use super::worker::{Event, Job, JobId, Waker, Workers};
+use crate::media::pack::{PackReport, PackSpec, PackSticker, StickerSource};
+use crate::media::presets::{ExportReport, FitOptions};
+use crate::media::{Animation, Limits};
+
+static NEXT_CLIP: AtomicU64 = AtomicU64::new(1);
+
+/// A clip with an id that changes whenever its pixels do (the texture cache keys on it).
+#[derive(Debug, Clone)]
+pub struct Clip {
+    pub id: u64,
+    pub anim: Arc<Animation>,
+}
+
+impl Clip {
+    pub fn new(anim: Animation) -> Clip {
+        Clip {
+            id: NEXT_CLIP.fetch_add(1, Ordering::Relaxed),
+            anim: Arc::new(anim),
+        }
+    }
+}
+
+/// One sticker of the pack: its source clip, the matte result and per-sticker metadata.
+#[derive(Debug, Clone)]
+pub struct Sticker {
+    pub name: String,
+    /// Emoji, space-separated.
+    pub emoji: String,
+    pub path: Option<PathBuf>,
+    pub source: Clip,
+    /// The re-matted clip (complete, or partial while a job runs: frames not done yet are
+    /// the source's).
+    pub result: Option<Clip>,
+    /// Frames `[trim_in, trim_out]` (inclusive) are exported.
+    pub trim_in: usize,
+    pub trim_out: usize,
+    /// Per-frame flicker of the shown clip's alpha (None until computed).
+    pub flicker: Option<(u64, Vec<f64>)>,
+}
+
+impl Sticker {
+    pub fn new(name: String, path: Option<PathBuf>, anim: Animation) -> Sticker {
+        let n = anim.len();
+        Sticker {
+            name,
+            emoji: String::new(),
+            path,
+            source: Clip::new(anim),
+            result: None,
+            trim_in: 0,
+            trim_out: n.saturating_sub(1),
+            flicker: None,
+        }
+    }
+
+    /// What is exported and previewed as "the sticker": the result when there is one.
+    pub fn current(&self) -> &Clip {
+        self.result.as_ref().unwrap_or(&self.source)
+    }
+
+    pub fn len(&self) -> usize {
+        self.source.anim.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.source.anim.is_empty()
+    }
+
+    /// The trimmed clip that export writes.
+    pub fn trimmed(&self) -> crate::Result<Animation> {
+        let a = &self.current().anim;
+        let hi = self.trim_out.min(a.len().saturating_sub(1));
+        let lo = self.trim_in.min(hi);
+        if lo == 0 && hi + 1 == a.len() {
+            return Ok((**a).clone());
+        }
+        Animation::new(a.width, a.height, a.frames[lo..=hi].to_vec(), a.loops)
+    }
+}
+
+/// Severity of a notification.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    Info,
+    Warning,
+    Error,
+}
+
+#[derive(Debug, Clone)]
+pub struct Note {
+    pub level: Level,
+    pub text: String,
+    pub at: Instant,
+}
+
+/// Which job kind a tracked job is (for the panels).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobKind {
+    Import,
+    Model,
+    Matte,
+    Generate,
+    Flicker,
+    Export,
+    Pack,
+}
+
+/// A job the UI is waiting on.
+#[derive(Debug, Clone)]
+pub struct Running {
+    pub id: JobId,
+    pub kind: JobKind,
+    /// Which sticker it belongs to (index may shift; matched by clip id).
+    pub clip_id: Option<u64>,
+    pub stage: String,
+    pub done: u64,
+    pub total: u64,
+    pub started: Instant,
+    /// When `done` last moved from 0 (for the ETA).
+    pub first_progress: Option<(Instant, u64)>,
+    pub cancelling: bool,
+}
+
+impl Running {
+    /// Seconds left, from the rate since the first progress report.
+    pub fn eta(&self) -> Option<Duration> {
+        let (t0, d0) = self.first_progress?;
+        let elapsed = t0.elapsed().as_secs_f64();
+        let done = self.done.saturating_sub(d0);
+        if done == 0 || self.total <= self.done || elapsed <= 0.0 {
+            return None;
+        }
+        let rate = done as f64 / elapsed;
+        Some(Duration::from_secs_f64(
+            (self.total - self.done) as f64 / rate,
+        ))
+    }
+}
+
+/// Playback of the current sticker.
+#[derive(Debug, Clone)]
+pub struct Playback {
+    pub frame: usize,
+    pub playing: bool,
+    pub looping: bool,
+    /// Seconds already spent on the current frame.
+    pub into_frame: f64,
+}
+
+impl Default for Playback {
+    fn default() -> Self {
+        Self {
+            frame: 0,
+            playing: false,
+            looping: true,
+            into_frame: 0.0,
+        }
+    }
+}
+
+/// Export results kept for the export panel.
+#[derive(Debug, Clone, Default)]
+pub struct ExportState {
+    /// File name (without folder) of single-sticker exports; empty = the sticker's name.
+    pub file_name: String,
+    pub last_report: Option<ExportReport>,
+    pub read_back: Option<Clip>,
+    pub pack_report: Option<PackReport>,
+    /// Show the decoded-back file in the preview instead of the sticker.
+    pub show_read_back: bool,
+}
+
+/// Model status for the job panel.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ModelStatus {
+    Unchecked,
+    Checking,
+    Ready(String),
+    Failed(String),
+}
+
+/// Everything the studio knows while it runs.
+pub struct Studio {
+    pub settings: Settings,
+    pub store: SettingsStore,
+    pub workers: Workers,
+    pub stickers: Vec<Sticker>,
+    pub selected: usize,
+    pub playback: Playback,
+    pub notes: Vec<Note>,
+    pub jobs: Vec<Running>,
+    pub export: ExportState,
+    pub model_status: ModelStatus,
+    /// Text of the job panel's model path field.
+    pub model_path_text: String,
+    /// Text of the import path field (the dialog's fallback).
+    pub open_path_text: String,
+    /// Prompt of a generate job.
+    pub prompt: String,
+    pub generate_mode: bool,
+    pub limits: Limits,
+    /// Preview zoom (1 = fit) and pan in points.
+    pub zoom: f32,
+    pub pan: [f32; 2],
+    /// Screen rectangle `[x0, y0, x1, y1]` of the timeline's scrub strip in the last frame
+    /// (UI tests drag across it).
+    pub timeline_rect: Option<[f32; 4]>,
+    last_settings_check: Instant,
+}
+
+/// How long info notes stay on screen.
+pub const NOTE_SECS: f64 = 8.0;
+
+impl Studio {
+    /// A studio with settings from `config_dir` (None: nothing persisted) and its workers.
+    pub fn new(config_dir: Option<&Path>, waker: Waker) -> std::io::Result<Studio> {
+        let (store, settings, warning) = SettingsStore::load(config_dir);
+        let model_path_text = match &settings.job.model {
+            ModelChoice::File(p) => p.display().to_string(),
+            ModelChoice::Default => String::new(),
+        };
+        let mut s = Studio {
+            settings,
+            store,
+            workers: Workers::spawn(waker)?,
+            stickers: Vec::new(),
+            selected: 0,
+            playback: Playback::default(),
+            notes: Vec::new(),
+            jobs: Vec::new(),
+            export: ExportState::default(),
+            model_status: ModelStatus::Unchecked,
+            model_path_text,
+            open_path_text: String::new(),
+            prompt: String::new(),
+            generate_mode: false,
+            limits: Limits::default(),
+            zoom: 1.0,
+            pan: [0.0, 0.0],
+            timeline_rect: None,
+            last_settings_check: Instant::now(),
+        };
+        if let Some(w) = warning {
+            s.notify(Level::Warning, w);
+        }
+        Ok(s)
+    }
+
+    pub fn notify(&mut self, level: Level, text: impl Into<String>) {
+        self.notes.push(Note {
+            level,
+            text: text.into(),
+            at: Instant::now(),
+        });
+        if self.notes.len() > 50 {
+            self.notes.remove(0);
+        }
+    }
+
+    pub fn current(&self) -> Option<&Sticker> {
+        self.stickers.get(self.selected)
+    }
+
+    pub fn current_mut(&mut self) -> Option<&mut Sticker> {
+        self.stickers.get_mut(self.selected)
+    }
+
+    /// Opens files: the one path used by drag-and-drop, the open dialog, the path field, the
+    /// recent list and the command line. Decoding runs on the I/O worker.
+    pub fn import_paths(&mut self, paths: impl IntoIterator<Item = PathBuf>) {
+        for path in paths {
+            let id = self.workers.next_id();
+            self.jobs.push(Running::new(id, JobKind::Import, None));
+            self.workers.submit(Job::Import {
+                id,
+                path,
+                limits: self.limits,
+            });
+        }
+    }
+
+    /// Selects sticker `i` and rewinds playback.
+    pub fn select(&mut self, i: usize) {
+        if i < self.stickers.len() {
+            self.selected = i;
+            self.playback = Playback {
+                looping: self.playback.looping,
+                ..Playback::default()
+            };
+            self.export.read_back = None;
+            self.export.show_read_back = false;
+            self.request_flicker();
+        }
+    }
+
+    pub fn remove(&mut self, i: usize) {
+        if i < self.stickers.len() {
+            self.stickers.remove(i);
+            if self.selected >= self.stickers.len() {
+                self.selected = self.stickers.len().saturating_sub(1);
+            }
+            self.playback.frame = 0;
+        }
+    }
+
+    /// Moves sticker `i` by `delta` places (reorder).
+    pub fn move_sticker(&mut self, i: usize, delta: isize) {
+        let j = i as isize + delta;
+        if i < self.stickers.len() && j >= 0 && (j as usize) < self.stickers.len() {
+            self.stickers.swap(i, j as usize);
+            if self.selected == i {
+                self.selected = j as usize;
+            } else if self.selected == j as usize {
+                self.selected = i;
+            }
+        }
+    }
+
+    pub fn running(&self, kind: JobKind) -> Option<&Running> {
+        self.jobs.iter().find(|j| j.kind == kind)
+    }
+
+    /// Starts a re-matte of the current sticker (or a generate job in prompt mode).
+    pub fn run_job(&mut self) {
+        if self.generate_mode {
+            let id = self.workers.next_id();
+            self.jobs.push(Running::new(id, JobKind::Generate, None));
+            self.workers.submit(Job::Generate {
+                id,
+                prompt: self.prompt.clone(),
+            });
+            return;
+        }
+        if self.running(JobKind::Matte).is_some() {
+            self.notify(Level::Info, "a re-matte job is already running");
+            return;
+        }
+        let Some(st) = self.current() else {
+            self.notify(Level::Warning, "import a clip first");
+            return;
+        };
+        let model = match &self.settings.job.model {
+            ModelChoice::Default => match default_model() {
+                Some(_) => None,
+                None => {
+                    self.model_status = ModelStatus::Failed(NO_DEFAULT_MODEL.into());
+                    self.notify(Level::Error, NO_DEFAULT_MODEL);
+                    return;
+                }
+            },
+            ModelChoice::File(p) => Some(p.clone()),
+        };
+        let request = MatteRequest {
+            clip: st.source.anim.clone(),
+            model,
+            window: self.settings.job.window.max(1),
+            quality: self.settings.job.quality,
+        };
+        let clip_id = st.source.id;
+        let id = self.workers.next_id();
+        self.jobs
+            .push(Running::new(id, JobKind::Matte, Some(clip_id)));
+        self.workers.submit(Job::Matte { id, request });
+    }
+
+    /// Cancels every running job of `kind`.
+    pub fn cancel(&mut self, kind: JobKind) {
+        for j in self.jobs.iter_mut().filter(|j| j.kind == kind) {
+            j.cancelling = true;
+            self.workers.cancel(j.id);
+        }
+    }
+
+    /// Chooses the model: `None` = the installed default. A file is checked on the worker.
+    pub fn choose_model(&mut self, path: Option<PathBuf>) {
+        match path {
+            None => {
+                self.settings.job.model = ModelChoice::Default;
+                self.model_status = match default_model() {
+                    Some(p) => ModelStatus::Ready(format!("default model: {}", p.display())),
+                    None => ModelStatus::Failed(NO_DEFAULT_MODEL.into()),
+                };
+            }
+            Some(p) => {
+                self.model_path_text = p.display().to_string();
+                self.settings.job.model = ModelChoice::File(p.clone());
+                self.model_status = ModelStatus::Checking;
+                let id = self.workers.next_id();
+                self.jobs.push(Running::new(id, JobKind::Model, None));
+                self.workers.submit(Job::LoadModel { id, path: p });
+            }
+        }
+    }
+
+    /// Asks the I/O worker for the flicker curve of the current sticker's shown clip.
+    pub fn request_flicker(&mut self) {
+        let Some(st) = self.current() else { return };
+        let clip = st.current().clone();
+        if st.flicker.as_ref().is_some_and(|f| f.0 == clip.id)
+            || self
+                .jobs
+                .iter()
+                .any(|j| j.kind == JobKind::Flicker && j.clip_id == Some(clip.id))
+        {
+            return;
+        }
+        let id = self.workers.next_id();
+        self.jobs
+            .push(Running::new(id, JobKind::Flicker, Some(clip.id)));
+        self.workers.submit(Job::Flicker {
+            id,
+            clip: clip.anim,
+        });
+    }
+
+    /// The output path of a single-sticker export.
+    pub fn export_path(&self) -> Option<PathBuf> {
+        let st = self.current()?;
+        let dir = self.settings.export.folder.clone()?;
+        let stem = if self.export.file_name.trim().is_empty() {
+            crate::media::pack::identifier(&st.name)
+        } else {
+            self.export.file_name.trim().to_string()
+        };
+        let ext = match self.settings.export.preset {
+            Some(p) => p.default_extension().to_string(),
+            None => self.settings.export.plain_extension.clone(),
+        };
+        let name = if Path::new(&stem).extension().is_some() {
+            stem
+        } else {
+            format!("{stem}.{ext}")
+        };
+        Some(dir.join(name))
+    }
+
+    fn fit_options(&self) -> FitOptions {
+        FitOptions {
+            fit: self.settings.export.fit,
+            ..FitOptions::default()
+        }
+    }
+
+    /// Exports the current sticker (trimmed) to [`Studio::export_path`].
+    pub fn export_current(&mut self) {
+        let Some(out) = self.export_path() else {
+            self.notify(Level::Warning, "choose an export folder first");
+            return;
+        };
+        let Some(st) = self.current() else {
+            self.notify(Level::Warning, "import a clip first");
+            return;
+        };
+        let clip = match st.trimmed() {
+            Ok(c) => c,
+            Err(e) => {
+                self.notify(Level::Error, format!("cannot export: {e}"));
+                return;
+            }
+        };
+        let request = ExportRequest {
+            clip: Arc::new(clip),
+            preset: self.settings.export.preset,
+            out,
+            options: self.fit_options(),
+            read_back: self.settings.export.preview_export,
+        };
+        let id = self.workers.next_id();
+        self.jobs.push(Running::new(id, JobKind::Export, None));
+        self.workers.submit(Job::Export { id, request });
+    }
+
+    /// Exports the whole pack for the chosen preset into the export folder.
+    pub fn export_pack(&mut self) {
+        let Some(preset) = self.settings.export.preset else {
+            self.notify(Level::Warning, "a pack export needs a platform preset");
+            return;
+        };
+        let Some(dir) = self.settings.export.folder.clone() else {
+            self.notify(Level::Warning, "choose an export folder first");
+            return;
+        };
+        let mut stickers = Vec::new();
+        for st in &self.stickers {
+            match st.trimmed() {
+                Ok(a) => stickers.push(PackSticker {
+                    source: StickerSource::Animation(a),
+                    emoji: st.emoji.split_whitespace().map(str::to_string).collect(),
+                    name: st.name.clone(),
+                }),
+                Err(e) => {
+                    let msg = format!("cannot export {}: {e}", st.name);
+                    self.notify(Level::Error, msg);
+                    return;
+                }
+            }
+        }
+        let spec = PackSpec {
+            name: self.settings.pack_name.clone(),
+            author: self.settings.pack_author.clone(),
+            stickers,
+            tray_icon: None,
+            options: self.fit_options(),
+            limits: self.limits,
+        };
+        if let Err(e) = crate::media::pack::validate(&spec, preset) {
+            self.notify(Level::Error, format!("the pack cannot be exported: {e}"));
+            return;
+        }
+        let id = self.workers.next_id();
+        self.jobs.push(Running::new(id, JobKind::Pack, None));
+        self.workers.submit(Job::ExportPack {
+            id,
+            spec: Box::new(spec),
+            preset,
+            out_dir: dir,
+        });
+    }
+
+    /// Handles the events waiting, for at most `budget`; returns how many were handled.
+    pub fn drain_events(&mut self, budget: Duration) -> usize {
+        let start = Instant::now();
+        let mut n = 0;
+        while start.elapsed() < budget {
+            let Some(e) = self.workers.try_recv() else {
+                break;
+            };
+            self.handle(e);
+            n += 1;
+        }
+        n
+    }
+
+    /// Applies one worker event to the state.
+    pub fn handle(&mut self, event: Event) {
+        let id = event.id();
+        let Some(pos) = self.jobs.iter().position(|j| j.id == id) else {
+            return; // a job the UI no longer tracks
+        };
+        let kind = self.jobs[pos].kind;
+        let clip_id = self.jobs[pos].clip_id;
+        if event.is_final() {
+            self.jobs.remove(pos);
+        }
+        match event {
+            Event::Started { .. } => {}
+            Event::Progress {
+                stage, done, total, ..
+            } => {
+                let j = &mut self.jobs[pos];
+                if j.first_progress.is_none() && done > 0 && stage == crate::pipeline::matte::STAGE
+                {
+                    j.first_progress = Some((Instant::now(), done));
+                }
+                if j.stage != stage {
+                    j.first_progress = None;
+                }
+                j.stage = stage;
+                j.done = done;
+                j.total = total;
+            }
+            Event::Imported { path, clip, .. } => {
+                let name = path
+                    .file_stem()
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .unwrap_or_else(|| "sticker".into());
+                self.settings.push_recent(&path);
+                self.stickers.push(Sticker::new(name, Some(path), *clip));
+                let last = self.stickers.len() - 1;
+                self.select(last);
+            }
+            Event::ModelReady { summary, .. } => {
+                self.model_status = ModelStatus::Ready(summary);
+            }
+            Event::FramesDone { start, frames, .. } => {
+                if let Some(st) = self.sticker_by_clip(clip_id) {
+                    let base = st
+                        .result
+                        .as_ref()
+                        .filter(|r| r.anim.len() == st.source.anim.len())
+                        .map(|r| (*r.anim).clone())
+                        .unwrap_or_else(|| (*st.source.anim).clone());
+                    let mut anim = base;
+                    for (k, img) in frames.into_iter().enumerate() {
+                        if let Some(f) = anim.frames.get_mut(start + k)
+                            && img.dimensions() == f.image.dimensions()
+                        {
+                            f.image = img;
+                        }
+                    }
+                    st.result = Some(Clip::new(anim));
+                }
+            }
+            Event::Matted { clip, .. } => {
+                if let Some(st) = self.sticker_by_clip(clip_id) {
+                    st.result = Some(Clip::new(*clip));
+                    st.flicker = None;
+                }
+                self.notify(Level::Info, "re-matte finished");
+                self.request_flicker();
+            }
+            Event::Flicker { scores, .. } => {
+                if let Some(cid) = clip_id {
+                    for st in &mut self.stickers {
+                        if st.current().id == cid {
+                            st.flicker = Some((cid, scores.clone()));
+                        }
+                    }
+                }
+            }
+            Event::Exported {
+                report, read_back, ..
+            } => {
+                let level = if report.passed {
+                    Level::Info
+                } else {
+                    Level::Warning
+                };
+                let msg = if report.passed {
+                    format!(
+                        "exported {} ({} bytes)",
+                        report.path.display(),
+                        report.bytes
+                    )
+                } else {
+                    format!(
+                        "exported {}, but it breaks platform rules (see the report)",
+                        report.path.display()
+                    )
+                };
+                self.notify(level, msg);
+                self.export.read_back = read_back.map(|a| Clip::new(*a));
+                self.export.last_report = Some(*report);
+            }
+            Event::PackExported { report, .. } => {
+                let level = if report.complete {
+                    Level::Info
+                } else {
+                    Level::Warning
+                };
+                self.notify(
+                    level,
+                    format!(
+                        "pack written to {} ({} stickers{})",
+                        report.dir.display(),
+                        report.stickers.len(),
+                        if report.complete {
+                            ""
+                        } else {
+                            ", with problems"
+                        }
+                    ),
+                );
+                self.export.pack_report = Some(*report);
+            }
+            Event::Failed { error, .. } => {
+                if kind == JobKind::Model {
+                    self.model_status = ModelStatus::Failed(error.clone());
+                }
+                if kind == JobKind::Matte {
+                    // A partial result must not pass for a finished one.
+                    if let Some(st) = self.sticker_by_clip(clip_id) {
+                        st.result = None;
+                    }
+                }
+                let what = match kind {
+                    JobKind::Import => "import failed",
+                    JobKind::Model => "model check failed",
+                    JobKind::Matte => "re-matte failed",
+                    JobKind::Generate => "generate",
+                    JobKind::Flicker => "flicker analysis failed",
+                    JobKind::Export => "export failed",
+                    JobKind::Pack => "pack export failed",
+                };
+                self.notify(Level::Error, format!("{what}: {error}"));
+            }
+            Event::Cancelled { .. } => {
+                if kind == JobKind::Matte
+                    && let Some(st) = self.sticker_by_clip(clip_id)
+                {
+                    st.result = None;
+                }
+                if kind != JobKind::Flicker {
+                    self.notify(Level::Info, "cancelled; nothing was written");
+                }
+            }
+        }
+    }
+
+    fn sticker_by_clip(&mut self, clip_id: Option<u64>) -> Option<&mut Sticker> {
+        let cid = clip_id?;
+        self.stickers.iter_mut().find(|s| s.source.id == cid)
+    }
+
+    /// Advances playback by `dt` seconds at the clip's own frame delays; returns how long until
+    /// the next frame change (for scheduling a repaint), `None` when not playing.
+    pub fn advance(&mut self, dt: f64) -> Option<Duration> {
+        let st = self.current()?;
+        let anim = st.current().anim.clone();
+        let (lo, hi) = (st.trim_in, st.trim_out.min(anim.len().saturating_sub(1)));
+        if !self.playback.playing || anim.len() < 2 {
+            return None;
+        }
+        let pb = &mut self.playback;
+        if pb.frame < lo || pb.frame > hi {
+            pb.frame = lo;
+            pb.into_frame = 0.0;
+        }
+        pb.into_frame += dt.clamp(0.0, 1.0);
+        loop {
+            let delay = anim.frames[pb.frame].delay.secs().max(0.01);
+            if pb.into_frame < delay {
+                return Some(Duration::from_secs_f64(delay - pb.into_frame));
+            }
+            pb.into_frame -= delay;
+            if pb.frame >= hi {
+                if pb.looping {
+                    pb.frame = lo;
+                } else {
+                    pb.playing = false;
+                    pb.into_frame = 0.0;
+                    return None;
+                }
+            } else {
+                pb.frame += 1;
+            }
+        }
+    }
+
+    /// Steps one frame (arrow keys), stopping playback.
+    pub fn step_frame(&mut self, delta: isize) {
+        let n = self.current().map_or(0, Sticker::len);
+        if n == 0 {
+            return;
+        }
+        self.playback.playing = false;
+        self.playback.into_frame = 0.0;
+        let f = self.playback.frame as isize + delta;
+        self.playback.frame = f.clamp(0, n as isize - 1) as usize;
+    }
+
+    pub fn seek(&mut self, frame: usize) {
+        let n = self.current().map_or(0, Sticker::len);
+        self.playback.frame = frame.min(n.saturating_sub(1));
+        self.playback.into_frame = 0.0;
+    }
+
+    /// Saves settings if they changed, at most once a second (and always when `force`).
+    pub fn persist(&mut self, force: bool) {
+        if !force && self.last_settings_check.elapsed() < Duration::from_secs(1) {
+            return;
+        }
+        self.last_settings_check = Instant::now();
+        if let Err(e) = self.store.save_if_changed(&self.settings) {
+            self.notify(Level::Error, format!("cannot save settings: {e}"));
+        }
+    }
+
+    /// Drops info notes older than [`NOTE_SECS`].
+    pub fn expire_notes(&mut self) {
+        self.notes
+            .retain(|n| n.level != Level::Info || n.at.elapsed().as_secs_f64() < NOTE_SECS);
+    }
+
+    /// Whether any job is waiting (the UI keeps repainting to show progress).
+    pub fn busy(&self) -> bool {
+        !self.jobs.is_empty()
+    }
+}
+
+impl Running {
+    pub fn new(id: JobId, kind: JobKind, clip_id: Option<u64>) -> Running {
+        Running {
+            id,
+            kind,
+            clip_id,
+            stage: "queued".into(),
+            done: 0,
+            total: 0,
+            started: Instant::now(),
+            first_progress: None,
+            cancelling: false,
+        }
+    }
+}
