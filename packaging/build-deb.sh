@@ -23,7 +23,7 @@ install -Dm644 packaging/ildiff-studio.desktop "$root/usr/share/applications/ild
 install -Dm644 packaging/ildiff-studio.png "$root/usr/share/icons/hicolor/256x256/apps/ildiff-studio.png"
 install -Dm644 README.md "$root/usr/share/doc/ildiff-studio/README.md"
 if [ -f models/default/ildiff.safetensors ]; then
-  install -Dm644 models/default/ildiff.safetensors "$root/usr/bin/models/default/ildiff.safetensors"
+  install -Dm644 models/default/ildiff.safetensors "$root/usr/share/ildiff-studio/models/default/ildiff.safetensors"
 fi
 size=$(du -sk "$root/usr" | cut -f1)
 mkdir -p "$root/DEBIAN"

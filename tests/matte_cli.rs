@@ -119,15 +119,21 @@ fn matte_explains_missing_models_and_codecs() {
     let dir = tempfile::tempdir().expect("tempdir");
     let gif = ffmpeg_gif(dir.path());
     let out = dir.path().join("out.png");
-    let o = ildiff(&[
-        "matte",
-        gif.to_str().expect("utf8"),
-        "-o",
-        out.to_str().expect("utf8"),
-    ]);
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_ildiff"))
+        .args(["matte", gif.to_str().expect("utf8"), "-o"])
+        .arg(&out)
+        .env(
+            "ILDIFF_DEFAULT_MODEL",
+            dir.path().join("not-installed.safetensors"),
+        )
+        .output()
+        .expect("run ildiff");
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("no trained default model ships yet"), "{err}");
+    assert!(
+        err.contains("no trained default model is installed"),
+        "{err}"
+    );
     assert!(err.contains("--model"), "{err}");
     assert!(!out.exists());
 
@@ -148,4 +154,76 @@ fn matte_explains_missing_models_and_codecs() {
         "{err}"
     );
     assert!(!out.exists());
+}
+
+/// The trained default that ships in `models/default/` cuts a moving sticker-like shape (a
+/// ring, so there is a hole to keep clear) out of a flat background with no `--model` flag.
+#[test]
+fn matte_uses_the_shipped_default_model() {
+    use ildiff::media::encode::{Encoding, write};
+    use ildiff::media::{Animation, Delay, Frame, LoopCount};
+    assert!(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join(ildiff::pipeline::models::DEFAULT_MODEL)
+            .is_file(),
+        "the trained default model must ship in models/default/"
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (s, n) = (128u32, 6);
+    // Truth: inside the ring (radius 22..44 around a moving centre) the sticker, else background.
+    let inside = |x: f32, y: f32, t: u32| {
+        let (cx, cy) = (56.0 + 3.0 * t as f32, 64.0);
+        let d = ((x - cx).powi(2) + (y - cy).powi(2)).sqrt();
+        (22.0..44.0).contains(&d)
+    };
+    let frames = (0..n)
+        .map(|t| {
+            let img = image::RgbaImage::from_fn(s, s, |x, y| {
+                if inside(x as f32, y as f32, t) {
+                    image::Rgba([230, 60, 40, 255])
+                } else {
+                    image::Rgba([70, 140, 220, 255])
+                }
+            });
+            Frame::new(img, Delay::from_fps(12.0))
+        })
+        .collect();
+    let anim = Animation::new(s, s, frames, LoopCount::Infinite).expect("animation");
+    let input = dir.path().join("ring.png");
+    write(&anim, &Encoding::Apng { palette: None }, &input).expect("write");
+    let out = dir.path().join("out.png");
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_ildiff"))
+        .args(["matte", "-q"])
+        .arg(&input)
+        .arg("-o")
+        .arg(&out)
+        .env_remove("ILDIFF_DEFAULT_MODEL")
+        .output()
+        .expect("run ildiff");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let got = ildiff::media::decode::open(&out, &ildiff::media::Limits::default()).expect("read");
+    assert_eq!(got.frames.len(), n as usize);
+    let (mut fg, mut nf, mut bg, mut nb, mut hole, mut nh) = (0f64, 0, 0f64, 0, 0f64, 0);
+    for (t, f) in got.frames.iter().enumerate() {
+        for (x, y, p) in f.image.enumerate_pixels() {
+            let a = p[3] as f64 / 255.0;
+            let (xf, yf) = (x as f32, y as f32);
+            let cx = 56.0 + 3.0 * t as f32;
+            let d = ((xf - cx).powi(2) + (yf - 64.0).powi(2)).sqrt();
+            if (26.0..40.0).contains(&d) {
+                fg += a;
+                nf += 1;
+            } else if d < 16.0 {
+                hole += a;
+                nh += 1;
+            } else if d > 50.0 {
+                bg += a;
+                nb += 1;
+            }
+        }
+    }
+    let (fg, bg, hole) = (fg / nf as f64, bg / nb as f64, hole / nh as f64);
+    assert!(fg > 0.8, "ring alpha {fg:.3}");
+    assert!(bg < 0.2, "background alpha {bg:.3}");
+    assert!(hole < 0.3, "hole alpha {hole:.3}");
 }

@@ -1,5 +1,5 @@
 //! What the workers do for each [`Job`]: the same library calls as the CLI (`decode`,
-//! `cli::matte`'s model loading and clip encoding, `pipeline::matte::matte_clip`,
+//! `pipeline::models`' model loading and clip encoding, `pipeline::matte::matte_clip`,
 //! `presets::fit_to_preset`, `pack::export_pack`, `eval::flicker_scores`), with the
 //! [`Emitter`] as their [`Progress`], so cancelling and progress work as in the terminal.
 //!
@@ -63,7 +63,7 @@ pub const NO_DEFAULT_MODEL: &str = "no trained default model is installed; choos
 
 /// The installed default checkpoint, if any (the same lookup as `ildiff matte`).
 pub fn default_model() -> Option<PathBuf> {
-    crate::cli::matte::default_model()
+    crate::pipeline::models::default_model()
 }
 
 impl WorkerState {
@@ -78,8 +78,7 @@ impl WorkerState {
         {
             return Ok(m.clone());
         }
-        let model =
-            crate::cli::matte::load_model(path).map_err(|e| Error::Model(format!("{e:#}")))?;
+        let model = crate::pipeline::models::load_model(path)?;
         let model = Arc::new(model);
         self.models
             .insert(path.to_path_buf(), (mtime, model.clone()));
@@ -250,7 +249,7 @@ pub fn matte_animation(
         return Err(Error::Cancelled);
     }
     let pixel = pixels_from_animation(&work, &Device::Cpu)?;
-    let latent = crate::cli::matte::encode_clip(codec, &pixel, window).map_err(model_err)?;
+    let latent = crate::pipeline::models::encode_clip(codec, &pixel, window)?;
     let r = model.temporal_radius();
     let seg = segment_len(window, r);
     let options = MatteOptions { window };
@@ -367,7 +366,7 @@ pub(crate) mod tests {
         // One call over the whole clip gives the same alpha (up to rounding).
         let pixel = pixels_from_animation(&request.clip, &Device::Cpu).expect("pixels");
         let codec = model.codec().expect("codec");
-        let latent = crate::cli::matte::encode_clip(codec, &pixel, 1).expect("latent");
+        let latent = crate::pipeline::models::encode_clip(codec, &pixel, 1).expect("latent");
         let whole = matte_clip(
             &model,
             &pixel,

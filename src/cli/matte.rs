@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, anyhow, bail};
-use candle_core::{DType, Device, Tensor};
+use candle_core::{Device, Tensor};
 use clap::Args;
 
 use super::LimitArgs;
@@ -16,15 +16,12 @@ use super::export::{FitArgs, parse_preset};
 use super::progress_bar::Bar;
 use crate::media::decode;
 use crate::media::presets::{self, Preset};
-use crate::model::codec::LatentCodec;
-use crate::model::weights::load_ildiff;
 use crate::model::{IldiffDecoder, SmallCodec};
 use crate::pipeline::matte::{
     MatteOptions, animation_from_matte, matte_clip, pixels_from_animation,
 };
 
-/// Where the trained default checkpoint is looked for, relative to a base folder.
-pub const DEFAULT_MODEL: &str = "models/default/ildiff.safetensors";
+pub use crate::pipeline::models::{DEFAULT_MODEL, default_model};
 
 #[derive(Debug, Args)]
 pub struct MatteArgs {
@@ -52,54 +49,27 @@ pub struct MatteArgs {
     pub limits: LimitArgs,
 }
 
-/// The trained default checkpoint, if one ships: beside the executable, then in the crate.
-pub fn default_model() -> Option<PathBuf> {
-    let exe_dir = std::env::current_exe()
-        .ok()
-        .and_then(|p| p.parent().map(Path::to_path_buf));
-    exe_dir
-        .into_iter()
-        .chain(std::iter::once(PathBuf::from(env!("CARGO_MANIFEST_DIR"))))
-        .map(|d| d.join(DEFAULT_MODEL))
-        .find(|p| p.is_file())
-}
-
 fn model_path(args: &MatteArgs) -> anyhow::Result<PathBuf> {
     match &args.model {
         Some(p) => Ok(p.clone()),
         None => default_model().ok_or_else(|| {
             anyhow!(
-                "no trained default model ships yet; pass --model PATH with an ILDiff checkpoint \
-                 (untrained weights would produce a meaningless matte, so none are used)"
+                "no trained default model is installed ({DEFAULT_MODEL}); pass --model PATH with an \
+                 ILDiff checkpoint (untrained weights would produce a meaningless matte, so none \
+                 are used)"
             )
         }),
     }
 }
 
-/// Loads the checkpoint and insists it carries a codec (the clip has to be encoded).
+/// Loads the checkpoint (see [`crate::pipeline::models::load_model`]).
 pub fn load_model(path: &Path) -> anyhow::Result<IldiffDecoder> {
-    let model = load_ildiff(path, DType::F32, &Device::Cpu)?;
-    if model.codec().is_none() {
-        bail!(
-            "the checkpoint has no codec (`codec` in its configuration), so it cannot encode an RGB \
-             clip: {}",
-            path.display()
-        );
-    }
-    Ok(model)
+    Ok(crate::pipeline::models::load_model(path)?)
 }
 
-/// Encodes `pixel` `[T, 3, H, W]` with `codec`, `chunk` frames at a time to bound memory.
+/// Encodes a clip in chunks (see [`crate::pipeline::models::encode_clip`]).
 pub fn encode_clip(codec: &SmallCodec, pixel: &Tensor, chunk: usize) -> anyhow::Result<Tensor> {
-    let t = pixel.dim(0)?;
-    let mut parts = Vec::with_capacity(t.div_ceil(chunk.max(1)));
-    let mut start = 0;
-    while start < t {
-        let n = chunk.max(1).min(t - start);
-        parts.push(codec.encode_any_size(&pixel.narrow(0, start, n)?)?);
-        start += n;
-    }
-    Ok(Tensor::cat(&parts, 0)?)
+    Ok(crate::pipeline::models::encode_clip(codec, pixel, chunk)?)
 }
 
 pub fn run(args: &MatteArgs) -> anyhow::Result<bool> {

@@ -33,10 +33,40 @@ pub enum TrainCommand {
     Codec(CodecArgs),
     /// Layout adapter + temporal layers + transparent decoder, with the codec frozen.
     Decoder(DecoderArgs),
+    /// The layout adapter's student encoder, distilled from a SAM image encoder (MSE on dense
+    /// features; the user's SAM / MobileSAM safetensors).
+    Distill(DistillArgs),
     /// Score models (and a colour-keying baseline) on the held-out validation composites:
     /// alpha PSNR / SSIM / dtSSD / hole residue per background kind and input format.
     Validate(ValidateArgs),
 }
+
+/// SAM image encoders a teacher file can hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+pub enum TeacherKind {
+    VitB,
+    VitL,
+    VitH,
+    Mobile,
+}
+
+#[derive(Debug, Args, Serialize)]
+pub struct DistillArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// SAM checkpoint (safetensors; the `image_encoder.*` tensors are used).
+    #[arg(long)]
+    pub teacher: PathBuf,
+    /// Which encoder the file holds.
+    #[arg(long, value_enum, default_value_t = TeacherKind::VitB)]
+    pub teacher_kind: TeacherKind,
+    /// Student shape (the adapter of this model configuration).
+    #[arg(long, value_enum, default_value_t = Arch::CpuDefault)]
+    pub arch: Arch,
+}
+
+/// File name of a distillation run's student.
+pub const STUDENT_FILE: &str = "student.safetensors";
 
 #[derive(Debug, Args)]
 pub struct ValidateArgs {
@@ -169,6 +199,9 @@ pub struct DecoderArgs {
     /// No layout adapter at all: the LayerDiffuse-style decoder alone (ablation).
     #[arg(long)]
     pub no_adapter: bool,
+    /// A distilled student (`train distill`'s student.safetensors) for the layout adapter.
+    #[arg(long)]
+    pub student: Option<PathBuf>,
     /// Keep the adapter's student encoder fixed (after distillation).
     #[arg(long)]
     pub freeze_student: bool,
@@ -188,6 +221,7 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<bool> {
     match &args.command {
         TrainCommand::Codec(a) => train_codec(a),
         TrainCommand::Decoder(a) => train_decoder(a),
+        TrainCommand::Distill(a) => train_distill(a),
         TrainCommand::Validate(a) => validate(a),
     }
 }
@@ -438,6 +472,14 @@ fn train_decoder(args: &DecoderArgs) -> anyhow::Result<bool> {
         } else if args.init.is_none() && cfg.codec.is_some() {
             bail!("--codec PATH is needed: train one first with `ildiff train codec`");
         }
+        if let Some(p) = &args.student {
+            if cfg.adapter.is_none() {
+                bail!("--student needs a layout adapter (drop --no-adapter)");
+            }
+            let ck = Checkpoint::read(p, DType::F32, &dev)?;
+            let n = load_into(&varmap, &ck, "", "adapter.distill")?;
+            eprintln!("student: {n} tensors from {}", p.display());
+        }
     }
     let codec = decoder_train::model_codec(&model, &c.out)?;
     let run = Run {
@@ -539,5 +581,79 @@ fn validate(args: &ValidateArgs) -> anyhow::Result<bool> {
     if let Some(p) = &args.json {
         write_atomic(p, serde_json::to_string_pretty(&reports)?.as_bytes())?;
     }
+    Ok(true)
+}
+
+fn train_distill(args: &DistillArgs) -> anyhow::Result<bool> {
+    use crate::model::layout::SAM_EMBED_CHANNELS;
+    use crate::model::sam::{SamKind, SamTeacher};
+    use crate::train::distill;
+    let c = &args.common;
+    let dev = device(c)?;
+    let base = match args.arch {
+        Arch::CpuDefault => IldiffConfig::cpu_default(),
+        Arch::Tiny => IldiffConfig::tiny(),
+    };
+    let mut cfg = base
+        .adapter
+        .context("this architecture has no layout adapter")?;
+    cfg.distill_channels = Some(SAM_EMBED_CHANNELS);
+    if !(c.size.is_power_of_two() && (64..=1024).contains(&c.size)) {
+        bail!("--size must be a power of two from 64 to 1024 (the SAM grid must divide it)");
+    }
+    let kind = match args.teacher_kind {
+        TeacherKind::VitB => SamKind::VitB,
+        TeacherKind::VitL => SamKind::VitL,
+        TeacherKind::VitH => SamKind::VitH,
+        TeacherKind::Mobile => SamKind::Mobile,
+    };
+    let ck = Checkpoint::read(&args.teacher, DType::F32, &dev)?;
+    let teacher = SamTeacher::load(kind, ck.var_builder(DType::F32, &dev).pp("image_encoder"))
+        .with_context(|| {
+            format!(
+                "loading the SAM image encoder from {}",
+                args.teacher.display()
+            )
+        })?;
+    drop(ck);
+    let data = data_config(c)?;
+    let (varmap, student) = distill::build(&cfg, &dev)?;
+    let names = distill::trainable_names(&varmap);
+    let run = Run {
+        kind: "distill",
+        varmap: &varmap,
+        trainable: names.clone(),
+        model_json: serde_json::to_value(&cfg)?,
+        data_json: data_json(
+            &data,
+            serde_json::json!({ "teacher": args.teacher.display().to_string(), "kind": args.teacher_kind }),
+        ),
+        schedule: schedule(c)?,
+        dir: c.out.clone(),
+        terms: distill::TERMS.to_vec(),
+    };
+    write_run_json(&c.out, args)?;
+    let mut loader = loader(c, data, start_step(c))?;
+    let out_file = c.out.join(STUDENT_FILE);
+    let cfg_json = serde_json::to_string(&cfg)?;
+    let summary = run.train(
+        &mut loader,
+        c.resume,
+        &mut |batch| distill::distill_loss(&student, &teacher, batch, &dev),
+        &mut || {
+            let all = varmap_tensors(&varmap);
+            let keep = all.into_iter().filter(|(n, _)| names.contains(n)).collect();
+            save_checkpoint(&keep, &cfg_json, &out_file).map(|_| ())
+        },
+        &mut reporter(c.quiet),
+    )?;
+    println!(
+        "distill: {} steps (from {}), last feature MSE {:.4}, {:.0} s of training; {}",
+        summary.steps,
+        summary.resumed_from,
+        summary.last_loss,
+        summary.seconds,
+        out_file.display()
+    );
     Ok(true)
 }

@@ -2,5 +2,7 @@
 //! Depends on `media` and `model`; nothing below depends on it.
 //!
 //! - [`matte`]: windowed ILDiff decoding of a whole clip.
+//! - [`models`]: finding and loading the matting model.
 
 pub mod matte;
+pub mod models;

@@ -9,6 +9,7 @@ pub mod codec;
 pub mod composite;
 pub mod dataset;
 pub mod decoder;
+pub mod distill;
 pub mod optim;
 pub mod run;
 pub mod synth;
