@@ -207,6 +207,8 @@ pub struct DecoderArgs {
     pub freeze_student: bool,
     #[arg(long, default_value_t = LossWeights::default().alpha)]
     pub w_alpha: f32,
+    #[arg(long, default_value_t = LossWeights::default().mse)]
+    pub w_mse: f32,
     #[arg(long, default_value_t = LossWeights::default().grad)]
     pub w_grad: f32,
     #[arg(long, default_value_t = LossWeights::default().rgb)]
@@ -453,6 +455,7 @@ fn train_decoder(args: &DecoderArgs) -> anyhow::Result<bool> {
     let data = data_config(c)?;
     let weights = LossWeights {
         alpha: args.w_alpha,
+        mse: args.w_mse,
         grad: args.w_grad,
         rgb: args.w_rgb,
         temporal: args.w_temporal,

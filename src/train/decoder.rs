@@ -24,6 +24,10 @@ use crate::{Error, Result};
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct LossWeights {
     pub alpha: f32,
+    /// Squared alpha error: L1 alone pulls an undecided pixel to the median (often 0 on
+    /// sticker crops), MSE to the mean, which keeps a gradient on every pixel early on.
+    #[serde(default)]
+    pub mse: f32,
     pub grad: f32,
     pub rgb: f32,
     pub temporal: f32,
@@ -33,6 +37,7 @@ impl Default for LossWeights {
     fn default() -> Self {
         Self {
             alpha: 1.0,
+            mse: 0.0,
             grad: 1.0,
             rgb: 0.5,
             temporal: 0.5,
@@ -213,7 +218,9 @@ pub fn loss_terms(
     let (_, _, h, wd) = y.dims4()?;
     let a = y.narrow(1, 0, 1)?;
     let rgb = y.narrow(1, 1, 3)?;
-    let l_alpha = (&a - alpha)?.abs()?.mean_all()?;
+    let diff = (&a - alpha)?;
+    let l_alpha = diff.abs()?.mean_all()?;
+    let l_mse = diff.sqr()?.mean_all()?;
     let dx = |x: &Tensor| -> candle_core::Result<Tensor> {
         x.narrow(3, 1, wd - 1)? - x.narrow(3, 0, wd - 1)?
     };
@@ -234,9 +241,11 @@ pub fn loss_terms(
     } else {
         l_alpha.zeros_like()?
     };
-    let total = ((((&l_alpha * w.alpha as f64)? + (&l_grad * w.grad as f64)?)?
-        + (&l_rgb * w.rgb as f64)?)?
-        + (&l_temp * w.temporal as f64)?)?;
+    let total = (&l_alpha * w.alpha as f64)?
+        .add(&(&l_mse * w.mse as f64)?)?
+        .add(&(&l_grad * w.grad as f64)?)?
+        .add(&(&l_rgb * w.rgb as f64)?)?
+        .add(&(&l_temp * w.temporal as f64)?)?;
     let parts = [&l_alpha, &l_grad, &l_rgb, &l_temp]
         .iter()
         .map(|t| t.to_scalar::<f32>())
