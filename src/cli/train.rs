@@ -88,15 +88,9 @@ pub struct ValidateArgs {
     /// Seed of the validation draw.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
-    /// Background pictures (as in training).
-    #[arg(long)]
-    pub photos: Option<PathBuf>,
-    /// Artwork folder: its validation files are mixed in (as in training).
-    #[arg(long)]
-    pub art: Option<PathBuf>,
-    /// Share of artwork clips.
-    #[arg(long, default_value_t = 0.5)]
-    pub art_share: f32,
+    /// The same sources as training (artwork files of the validation split only).
+    #[command(flatten)]
+    pub sources: SourceArgs,
     /// Write the full figures as JSON here.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -141,6 +135,19 @@ pub struct CommonArgs {
     /// Data loader threads.
     #[arg(long, default_value_t = 1)]
     pub workers: usize,
+    #[command(flatten)]
+    pub sources: SourceArgs,
+    /// Run on a CUDA GPU (needs a build with `--features cuda`).
+    #[arg(long)]
+    pub cuda: bool,
+    /// No progress bar.
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+/// Where samples come from (training and validation draw alike).
+#[derive(Debug, Clone, Args, Serialize)]
+pub struct SourceArgs {
     /// Folder of background pictures for the photo and moving backgrounds.
     #[arg(long)]
     pub photos: Option<PathBuf>,
@@ -154,12 +161,6 @@ pub struct CommonArgs {
     /// Only these background kinds (default: all).
     #[arg(long, value_delimiter = ',')]
     pub backgrounds: Vec<String>,
-    /// Run on a CUDA GPU (needs a build with `--features cuda`).
-    #[arg(long)]
-    pub cuda: bool,
-    /// No progress bar.
-    #[arg(short, long)]
-    pub quiet: bool,
 }
 
 #[derive(Debug, Args, Serialize)]
@@ -236,8 +237,8 @@ fn device(common: &CommonArgs) -> anyhow::Result<Device> {
     }
 }
 
-fn data_config(common: &CommonArgs) -> anyhow::Result<DataConfig> {
-    let mut data = DataConfig::procedural(common.size, common.frames, Split::Train);
+fn data_config(size: u32, frames: u32, common: &SourceArgs) -> anyhow::Result<DataConfig> {
+    let mut data = DataConfig::procedural(size, frames, Split::Train);
     data.photos = common.photos.clone();
     if let Some(p) = &data.photos
         && !p.is_dir()
@@ -391,7 +392,7 @@ fn train_codec(args: &CodecArgs) -> anyhow::Result<bool> {
         norm_groups: 8.min(a),
     };
     cfg.validate()?;
-    let data = data_config(c)?;
+    let data = data_config(c.size, c.frames, &c.sources)?;
     let (varmap, codec) = codec_train::build(&cfg, &dev)?;
     let mut names: Vec<String> = varmap_tensors(&varmap).into_keys().collect();
     names.sort();
@@ -452,7 +453,7 @@ fn train_decoder(args: &DecoderArgs) -> anyhow::Result<bool> {
     if !c.size.is_multiple_of(m) {
         bail!("--size {} is not a multiple of the model's {m}", c.size);
     }
-    let data = data_config(c)?;
+    let data = data_config(c.size, c.frames, &c.sources)?;
     let weights = LossWeights {
         alpha: args.w_alpha,
         mse: args.w_mse,
@@ -521,27 +522,7 @@ fn validate(args: &ValidateArgs) -> anyhow::Result<bool> {
     if args.models.is_empty() && !args.keying {
         bail!("nothing to score: give --model PATH and/or --keying");
     }
-    let common = CommonArgs {
-        out: PathBuf::new(),
-        steps: 1,
-        batch: 1,
-        frames: args.frames,
-        size: args.size,
-        lr: 0.0,
-        warmup: 0,
-        weight_decay: 0.0,
-        seed: args.seed,
-        checkpoint_every: 1,
-        resume: false,
-        workers: 1,
-        photos: args.photos.clone(),
-        art: args.art.clone(),
-        art_share: args.art_share,
-        backgrounds: Vec::new(),
-        cuda: false,
-        quiet: true,
-    };
-    let data = data_config(&common)?;
+    let data = data_config(args.size, args.frames, &args.sources)?;
     let t0 = Instant::now();
     let samples = val_samples(&data, args.seed, args.clips)?;
     eprintln!(
@@ -619,7 +600,7 @@ fn train_distill(args: &DistillArgs) -> anyhow::Result<bool> {
             )
         })?;
     drop(ck);
-    let data = data_config(c)?;
+    let data = data_config(c.size, c.frames, &c.sources)?;
     let (varmap, student) = distill::build(&cfg, &dev)?;
     let names = distill::trainable_names(&varmap);
     let run = Run {
