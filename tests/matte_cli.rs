@@ -11,33 +11,14 @@ use common::ildiff;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use ildiff::model::weights::save_ildiff;
-use ildiff::model::{
-    IldiffConfig, IldiffDecoder, LayoutAdapterConfig, SmallCodecConfig, TransparentDecoderConfig,
-};
+use ildiff::model::{IldiffConfig, IldiffDecoder};
 
+/// The library's tiny model, with or without its codec.
 fn tiny_config(codec: bool) -> IldiffConfig {
+    let cfg = IldiffConfig::tiny();
     IldiffConfig {
-        decoder: TransparentDecoderConfig {
-            block_out_channels: vec![8, 8, 16, 16, 16],
-            layers_per_block: 1,
-            attention_head_dim: 4,
-            attn_levels: vec![4],
-            ..TransparentDecoderConfig::official()
-        },
-        adapter: Some(LayoutAdapterConfig {
-            stem_channels: 8,
-            stage_channels: vec![8, 16],
-            blocks_per_stage: 1,
-            norm_groups: 4,
-            temporal_blocks: 2,
-            temporal_norm_groups: 4,
-            inject_channels: 16,
-            distill_channels: None,
-        }),
-        codec: codec.then_some(SmallCodecConfig {
-            channels: [8, 8, 16],
-            norm_groups: 4,
-        }),
+        codec: if codec { cfg.codec } else { None },
+        ..cfg
     }
 }
 

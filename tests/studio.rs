@@ -18,34 +18,10 @@ use ildiff::app::textures::{Key, View};
 use ildiff::app::{StudioApp, StudioOptions};
 use ildiff::media::presets::Preset;
 use ildiff::model::weights::save_ildiff;
-use ildiff::model::{
-    IldiffConfig, IldiffDecoder, LayoutAdapterConfig, SmallCodecConfig, TransparentDecoderConfig,
-};
+use ildiff::model::{IldiffConfig, IldiffDecoder};
 
 fn write_tiny_model(path: &Path) {
-    let cfg = IldiffConfig {
-        decoder: TransparentDecoderConfig {
-            block_out_channels: vec![8, 8, 16, 16, 16],
-            layers_per_block: 1,
-            attention_head_dim: 4,
-            attn_levels: vec![4],
-            ..TransparentDecoderConfig::official()
-        },
-        adapter: Some(LayoutAdapterConfig {
-            stem_channels: 8,
-            stage_channels: vec![8, 16],
-            blocks_per_stage: 1,
-            norm_groups: 4,
-            temporal_blocks: 2,
-            temporal_norm_groups: 4,
-            inject_channels: 16,
-            distill_channels: None,
-        }),
-        codec: Some(SmallCodecConfig {
-            channels: [8, 8, 16],
-            norm_groups: 4,
-        }),
-    };
+    let cfg = IldiffConfig::tiny();
     let varmap = VarMap::new();
     let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
     IldiffDecoder::new(&cfg, vb).expect("build");

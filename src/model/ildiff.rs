@@ -241,15 +241,9 @@ pub(crate) mod tests {
     /// 5-level decoder (size multiple 16) with 8-16 channels and the tiny adapter (N = 2).
     pub(crate) fn tiny() -> IldiffConfig {
         IldiffConfig {
-            decoder: TransparentDecoderConfig {
-                block_out_channels: vec![8, 8, 16, 16, 16],
-                layers_per_block: 1,
-                attention_head_dim: 4,
-                attn_levels: vec![4],
-                ..TransparentDecoderConfig::official()
-            },
             adapter: Some(tiny_adapter()),
             codec: None,
+            ..IldiffConfig::tiny()
         }
     }
 

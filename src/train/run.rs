@@ -377,6 +377,20 @@ mod tests {
         }
     }
 
+    /// The run every test here builds: the tiny model's decoder training in `dir`.
+    fn tiny_run<'a>(varmap: &'a VarMap, cfg: &IldiffConfig, dir: &Path, steps: u64) -> Run<'a> {
+        Run {
+            kind: "decoder",
+            varmap,
+            trainable: trainable_names(varmap, false),
+            model_json: serde_json::to_value(cfg).expect("json"),
+            data_json: serde_json::json!({ "test": 1 }),
+            schedule: schedule(steps),
+            dir: dir.to_path_buf(),
+            terms: crate::train::decoder::TERMS.to_vec(),
+        }
+    }
+
     /// Trains the tiny model on `dir` until `stop_at` (or the end), resuming if asked.
     fn session(dir: &Path, steps: u64, stop_at: Option<u64>, resume: bool) -> Summary {
         crate::model::fastconv::set_enabled(true);
@@ -384,16 +398,7 @@ mod tests {
         let cfg = IldiffConfig::tiny();
         let (varmap, model) = build(&cfg, &dev).expect("build");
         let codec = model.codec().expect("codec").clone();
-        let run = Run {
-            kind: "decoder",
-            varmap: &varmap,
-            trainable: trainable_names(&varmap, false),
-            model_json: serde_json::to_value(&cfg).expect("json"),
-            data_json: serde_json::json!({ "test": 1 }),
-            schedule: schedule(steps),
-            dir: dir.to_path_buf(),
-            terms: crate::train::decoder::TERMS.to_vec(),
-        };
+        let run = tiny_run(&varmap, &cfg, dir, steps);
         let start = if resume {
             read_state(&dir.join(CHECKPOINT_FILE))
                 .expect("state")
@@ -460,16 +465,7 @@ mod tests {
         {
             let cfg = IldiffConfig::tiny();
             let (varmap, _) = build(&cfg, &Device::Cpu).expect("build");
-            let run = Run {
-                kind: "decoder",
-                varmap: &varmap,
-                trainable: trainable_names(&varmap, false),
-                model_json: serde_json::to_value(&cfg).expect("json"),
-                data_json: serde_json::json!({ "test": 1 }),
-                schedule: schedule(20),
-                dir: b.clone(),
-                terms: vec![],
-            };
+            let run = tiny_run(&varmap, &cfg, &b, 20);
             let mut opt =
                 Adam::new(run.vars().expect("vars"), AdamParams::default()).expect("adam");
             assert_eq!(run.resume(&mut opt).expect("resume").0, 7);
@@ -525,16 +521,7 @@ mod tests {
         let dev = Device::Cpu;
         let cfg = IldiffConfig::tiny();
         let (varmap, _) = build(&cfg, &dev).expect("build");
-        let run = Run {
-            kind: "decoder",
-            varmap: &varmap,
-            trainable: trainable_names(&varmap, false),
-            model_json: serde_json::to_value(&cfg).expect("json"),
-            data_json: serde_json::json!({ "test": 1 }),
-            schedule: schedule(30),
-            dir: b.clone(),
-            terms: vec![],
-        };
+        let run = tiny_run(&varmap, &cfg, &b, 30);
         let mut opt = Adam::new(run.vars().expect("vars"), AdamParams::default()).expect("adam");
         let e = run.resume(&mut opt).expect_err("bad shape");
         assert!(e.to_string().contains("conv_out.weight"), "{e}");
