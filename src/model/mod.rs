@@ -5,6 +5,7 @@
 //! - [`codec`]: latent codecs (SD-1.5 VAE, our small autoencoder) behind [`codec::LatentCodec`].
 //! - [`transparent_decoder`]: LayerDiffuse's RGBA decoder, the base of the ILDiff decoder.
 //! - [`offset_encoder`]: LayerDiffuse's latent-transparency offset encoder and `pad_rgb`.
+//! - [`diffusion`]: the [`diffusion::Denoiser`] seam shared by every text-to-video denoiser.
 //! - [`conv3d`]: 3x3x3 convolution from conv2d (candle has none), PyTorch weight layout.
 //! - [`fastconv`]: conv2d with an im2col + gemm backward, for training on the CPU.
 //! - [`ildiff`]: the ILDiff decoder = layout adapter + transparent decoder.
@@ -18,6 +19,7 @@
 pub mod augment;
 pub mod codec;
 pub mod conv3d;
+pub mod diffusion;
 pub mod fastconv;
 pub mod ildiff;
 pub mod layout;

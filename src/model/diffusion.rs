@@ -1,0 +1,31 @@
+//! The seam between samplers and denoisers, so one generation pipeline drives both the user's
+//! SD-1.5 + AnimateDiff UNet and the small embedded default without knowing which it has.
+
+use candle_core::{Result, Tensor};
+
+/// A noise-prediction network over a batch of video clips in latent space.
+///
+/// Frames of a clip are stacked in the batch dimension (`[clips * frames, C, h, w]`), which is
+/// how AnimateDiff's motion modules and the image UNet both see them.
+pub trait Denoiser: Send + Sync {
+    /// Predicts the noise (epsilon) in `latents` at diffusion `timestep` (0..=999 scale).
+    ///
+    /// `context` is the conditioning the model was built for: CLIP hidden states
+    /// `[clips * frames, tokens, dim]` for SD-1.5, a word-embedding tensor for the default.
+    /// `frames` is the clip length, so temporal layers can regroup the batch.
+    fn predict_noise(
+        &self,
+        latents: &Tensor,
+        timestep: f64,
+        context: &Tensor,
+        frames: usize,
+    ) -> Result<Tensor>;
+
+    /// Channels of the latent this model denoises (4 for SD-1.5).
+    fn latent_channels(&self) -> usize;
+
+    /// Pixel size / latent size of the codec whose latents this model works in (8 for SD-1.5).
+    fn latent_factor(&self) -> usize {
+        8
+    }
+}
