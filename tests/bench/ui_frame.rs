@@ -83,7 +83,7 @@ impl Window {
         });
         let mut out = out;
         // The driver copies each uploaded image once; so does this.
-        for (_, deltas) in &out.textures_delta.set {
+        for deltas in out.textures_delta.set.values() {
             for delta in deltas {
                 let egui::ImageData::Color(img) = &delta.image;
                 self.uploaded += img.pixels.len() * 4;
