@@ -58,7 +58,11 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
             let mut parts = Vec::with_capacity(lq.div_ceil(rows));
             for start in (0..lq).step_by(rows) {
                 let len = rows.min(lq - start);
-                parts.push(attend(&q.narrow(0, i, 1)?.narrow(1, start, len)?, &ki, &vi)?);
+                parts.push(attend(
+                    &q.narrow(0, i, 1)?.narrow(1, start, len)?,
+                    &ki,
+                    &vi,
+                )?);
             }
             items.push(Tensor::cat(&parts, 1)?);
         }
@@ -286,7 +290,12 @@ impl TransformerBlock {
     }
 
     /// `x` `[n, l, dim]`; `pos` `[1, l, dim]` or None; `context` for `attn2` (None = self).
-    pub fn forward(&self, x: &Tensor, pos: Option<&Tensor>, context: Option<&Tensor>) -> Result<Tensor> {
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        pos: Option<&Tensor>,
+        context: Option<&Tensor>,
+    ) -> Result<Tensor> {
         let with_pos = |h: Tensor| match pos {
             Some(p) => h.broadcast_add(p),
             None => Ok(h),
@@ -359,7 +368,9 @@ impl SpatialTransformer {
         let mut parts = Vec::with_capacity(n.div_ceil(step));
         for start in (0..n).step_by(step) {
             let len = step.min(n - start);
-            parts.push(self.forward_chunk(&x.narrow(0, start, len)?, &context.narrow(0, start, len)?)?);
+            parts.push(
+                self.forward_chunk(&x.narrow(0, start, len)?, &context.narrow(0, start, len)?)?,
+            );
         }
         Tensor::cat(&parts, 0)
     }

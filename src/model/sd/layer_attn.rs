@@ -62,7 +62,10 @@ impl LayerAttnLayout {
                 }
             }
         }
-        attns.push(("mid_block.attentions.0".into(), cfg.block_out_channels[n - 1]));
+        attns.push((
+            "mid_block.attentions.0".into(),
+            cfg.block_out_channels[n - 1],
+        ));
         let mut units = Vec::new();
         for (path, dim) in attns {
             for b in 0..cfg.transformer_depth {
@@ -109,7 +112,9 @@ impl LayerAttnLayout {
         let mut m = Manifest {
             tensors,
             num_params: None,
-            note: Some("LayerDiffuse transparent attention (rank-256 LoRA + temporal layers)".into()),
+            note: Some(
+                "LayerDiffuse transparent attention (rank-256 LoRA + temporal layers)".into(),
+            ),
         };
         m.num_params = Some(m.num_elements());
         m
@@ -139,17 +144,41 @@ mod tests {
         let l = LayerAttnLayout::new(&MotionUNetConfig::sd15());
         let u = l.units();
         assert_eq!(u.len(), 32);
-        assert_eq!(u[0].module, "down_blocks.0.attentions.0.transformer_blocks.0.attn1");
-        assert_eq!(u[3].module, "down_blocks.0.attentions.1.transformer_blocks.0.attn2");
-        assert_eq!(u[11].module, "down_blocks.2.attentions.1.transformer_blocks.0.attn2");
-        assert_eq!(u[12].module, "up_blocks.1.attentions.0.transformer_blocks.0.attn1");
-        assert_eq!(u[29].module, "up_blocks.3.attentions.2.transformer_blocks.0.attn2");
-        assert_eq!(u[30].module, "mid_block.attentions.0.transformer_blocks.0.attn1");
+        assert_eq!(
+            u[0].module,
+            "down_blocks.0.attentions.0.transformer_blocks.0.attn1"
+        );
+        assert_eq!(
+            u[3].module,
+            "down_blocks.0.attentions.1.transformer_blocks.0.attn2"
+        );
+        assert_eq!(
+            u[11].module,
+            "down_blocks.2.attentions.1.transformer_blocks.0.attn2"
+        );
+        assert_eq!(
+            u[12].module,
+            "up_blocks.1.attentions.0.transformer_blocks.0.attn1"
+        );
+        assert_eq!(
+            u[29].module,
+            "up_blocks.3.attentions.2.transformer_blocks.0.attn2"
+        );
+        assert_eq!(
+            u[30].module,
+            "mid_block.attentions.0.transformer_blocks.0.attn1"
+        );
         assert_eq!((u[12].dim, u[13].context_dim), (1280, 768));
         assert_eq!((u[28].dim, u[28].context_dim), (320, 320));
         let m = LayerAttnLayout::sd15_manifest();
         assert_eq!(m.tensors.len(), 32 * 20);
-        assert_eq!(m.tensors["hookers.13.to_k_lora.0.down.weight"], vec![256, 768]);
-        assert_eq!(m.tensors["hookers.31.to_out_lora.0.up.weight"], vec![1280, 256]);
+        assert_eq!(
+            m.tensors["hookers.13.to_k_lora.0.down.weight"],
+            vec![256, 768]
+        );
+        assert_eq!(
+            m.tensors["hookers.31.to_out_lora.0.up.weight"],
+            vec![1280, 256]
+        );
     }
 }

@@ -58,7 +58,10 @@ fn stage<T>(
 ) -> Result<T> {
     let hint = layout_hint(ck, what);
     let model = f(ck.var_builder(dtype, device)).map_err(|e| {
-        Error::Model(format!("cannot build the {what}: {e}{hint}: {}", ck.source()))
+        Error::Model(format!(
+            "cannot build the {what}: {e}{hint}: {}",
+            ck.source()
+        ))
     })?;
     let unused = ck.unused();
     if !unused.is_empty() {
@@ -89,9 +92,13 @@ impl MotionUNet {
     ) -> Result<Self> {
         cfg.validate()
             .map_err(|e| Error::Invalid(format!("UNet configuration: {e}")))?;
-        let mut model = stage(unet, "SD-1.5 UNet", dtype, device, |vb| MotionUNet::new(cfg, vb))?;
+        let mut model = stage(unet, "SD-1.5 UNet", dtype, device, |vb| {
+            MotionUNet::new(cfg, vb)
+        })?;
         if let Some(ck) = motion {
-            model = stage(ck, "motion adapter", dtype, device, |vb| model.with_motion(vb))?;
+            model = stage(ck, "motion adapter", dtype, device, |vb| {
+                model.with_motion(vb)
+            })?;
         }
         if let Some(ck) = layer_attn {
             let rank = ["hookers.0", "hookers.layers.0"]

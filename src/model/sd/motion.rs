@@ -119,7 +119,10 @@ impl MotionModule {
         }
         let b = bf / frames;
         // [B, F, C, H, W] -> [B, C, F, H, W]: diffusers' GroupNorm pools over the frames.
-        let y = x.reshape((b, frames, c, h, w))?.transpose(1, 2)?.contiguous()?;
+        let y = x
+            .reshape((b, frames, c, h, w))?
+            .transpose(1, 2)?
+            .contiguous()?;
         let y = self.norm.forward(&y)?;
         // [B, C, F, H, W] -> [B, H, W, F, C] -> [B·H·W, F, C]
         let y = y
@@ -153,8 +156,14 @@ mod tests {
         for (p, i) in [(0usize, 0usize), (5, 0), (7, 3), (31, 159), (16, 80)] {
             let d = (-(2.0 * i as f64) * 10000f64.ln() / 320.0).exp();
             let a = p as f64 * d;
-            assert!((f64::from(v[p][2 * i]) - a.sin()).abs() < 1e-5, "sin {p} {i}");
-            assert!((f64::from(v[p][2 * i + 1]) - a.cos()).abs() < 1e-5, "cos {p} {i}");
+            assert!(
+                (f64::from(v[p][2 * i]) - a.sin()).abs() < 1e-5,
+                "sin {p} {i}"
+            );
+            assert!(
+                (f64::from(v[p][2 * i + 1]) - a.cos()).abs() < 1e-5,
+                "cos {p} {i}"
+            );
         }
         assert!(position_table(4, 7, &Device::Cpu).is_err());
     }

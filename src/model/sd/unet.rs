@@ -106,7 +106,10 @@ impl MotionUNetConfig {
         }
         for &c in &self.block_out_channels {
             if self.norm_num_groups == 0 || c % self.norm_num_groups != 0 {
-                bail!("UNet config: {} groups do not divide {c} channels", self.norm_num_groups);
+                bail!(
+                    "UNet config: {} groups do not divide {c} channels",
+                    self.norm_num_groups
+                );
             }
             if c % self.heads != 0 || c % self.motion_heads != 0 {
                 bail!("UNet config: heads do not divide {c} channels");
@@ -200,10 +203,18 @@ impl Resnet {
 
     /// `x` `[n, C, H, W]`; `emb_act` = SiLU(time embedding) `[1, T]`.
     fn forward(&self, x: &Tensor, emb_act: &Tensor) -> Result<Tensor> {
-        let h = self.conv1.forward(&self.norm1.forward_act(x, Activation::Silu)?)?;
-        let t = self.time_emb_proj.forward(emb_act)?.unsqueeze(2)?.unsqueeze(3)?;
+        let h = self
+            .conv1
+            .forward(&self.norm1.forward_act(x, Activation::Silu)?)?;
+        let t = self
+            .time_emb_proj
+            .forward(emb_act)?
+            .unsqueeze(2)?
+            .unsqueeze(3)?;
         let h = h.broadcast_add(&t)?;
-        let h = self.conv2.forward(&self.norm2.forward_act(&h, Activation::Silu)?)?;
+        let h = self
+            .conv2
+            .forward(&self.norm2.forward_act(&h, Activation::Silu)?)?;
         match &self.shortcut {
             Some(s) => s.forward(x)? + h,
             None => x + h,
@@ -337,9 +348,18 @@ impl MotionUNet {
             let mut resnets = Vec::new();
             let mut attentions = Vec::new();
             for j in 0..=cfg.layers_per_block {
-                let skip = if j == cfg.layers_per_block { c_skip_last } else { c };
+                let skip = if j == cfg.layers_per_block {
+                    c_skip_last
+                } else {
+                    c
+                };
                 let r_in = if j == 0 { prev } else { c };
-                resnets.push(Resnet::new(r_in + skip, c, cfg, vb.pp(format!("resnets.{j}")))?);
+                resnets.push(Resnet::new(
+                    r_in + skip,
+                    c,
+                    cfg,
+                    vb.pp(format!("resnets.{j}")),
+                )?);
                 if attn {
                     attentions.push(transformer(c, vb.pp(format!("attentions.{j}")))?);
                 }
@@ -360,7 +380,11 @@ impl MotionUNet {
         Ok(Self {
             cfg: cfg.clone(),
             conv_in: fast_conv2d(cfg.in_channels, ch[0], 3, conv3, vb.pp("conv_in"))?,
-            time_1: candle_nn::linear(ch[0], cfg.time_embed_dim(), vb.pp("time_embedding.linear_1"))?,
+            time_1: candle_nn::linear(
+                ch[0],
+                cfg.time_embed_dim(),
+                vb.pp("time_embedding.linear_1"),
+            )?,
             time_2: candle_nn::linear(
                 cfg.time_embed_dim(),
                 cfg.time_embed_dim(),
@@ -369,7 +393,12 @@ impl MotionUNet {
             down,
             mid,
             up,
-            norm_out: group_norm(cfg.norm_num_groups, ch[0], cfg.norm_eps, vb.pp("conv_norm_out"))?,
+            norm_out: group_norm(
+                cfg.norm_num_groups,
+                ch[0],
+                cfg.norm_eps,
+                vb.pp("conv_norm_out"),
+            )?,
             conv_out: fast_conv2d(ch[0], cfg.out_channels, 3, conv3, vb.pp("conv_out"))?,
             motion: false,
             layer_attn: false,
@@ -437,7 +466,10 @@ impl MotionUNet {
             replace(t)?;
         }
         if unit != layout.units().len() {
-            bail!("LayerDiffuse attention: replaced {unit} modules, the layout has {}", layout.units().len());
+            bail!(
+                "LayerDiffuse attention: replaced {unit} modules, the layout has {}",
+                layout.units().len()
+            );
         }
         self.layer_attn = true;
         Ok(self)
@@ -467,10 +499,19 @@ impl MotionUNet {
     /// `[clips * frames, tokens, cross_attention_dim]`, all frames of a clip at once (no
     /// context windows: see [`MotionUNet::forward_windowed`]). Returns the predicted noise in
     /// `x`'s dtype.
-    pub fn forward(&self, x: &Tensor, timestep: f64, context: &Tensor, frames: usize) -> Result<Tensor> {
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        timestep: f64,
+        context: &Tensor,
+        frames: usize,
+    ) -> Result<Tensor> {
         let (bf, c, _, _) = x.dims4()?;
         if c != self.cfg.in_channels {
-            bail!("UNet: input has {c} channels, expected {}", self.cfg.in_channels);
+            bail!(
+                "UNet: input has {c} channels, expected {}",
+                self.cfg.in_channels
+            );
         }
         if context.dim(0)? != bf || context.dims().len() != 3 {
             bail!(
@@ -510,9 +551,9 @@ impl MotionUNet {
         h = self.mid.resnets[1].forward(&h, &emb_act)?;
         for level in &self.up {
             for j in 0..level.resnets.len() {
-                let skip = skips
-                    .pop()
-                    .ok_or_else(|| candle_core::Error::Msg("UNet: skip connections ran out".into()))?;
+                let skip = skips.pop().ok_or_else(|| {
+                    candle_core::Error::Msg("UNet: skip connections ran out".into())
+                })?;
                 h = Tensor::cat(&[&h, &skip], 1)?;
                 h = level.layer(j, &h, &emb_act, &context, frames)?;
             }
@@ -589,7 +630,11 @@ impl MotionUNet {
 
 /// Overlapping windows of `window` frames covering `0..frames`: stride `window − overlap`,
 /// the last window ending at the last frame, every frame in at least one window.
-pub fn context_windows(frames: usize, window: usize, overlap: usize) -> Vec<std::ops::Range<usize>> {
+pub fn context_windows(
+    frames: usize,
+    window: usize,
+    overlap: usize,
+) -> Vec<std::ops::Range<usize>> {
     if frames <= window || window == 0 {
         return vec![0..frames];
     }
@@ -638,7 +683,10 @@ mod tests {
         for (frames, window, overlap) in [(17, 16, 4), (33, 16, 8), (50, 16, 0), (9, 8, 7)] {
             let w = context_windows(frames, window, overlap);
             for f in 0..frames {
-                assert!(w.iter().any(|r| r.contains(&f)), "{frames}/{window}: frame {f}");
+                assert!(
+                    w.iter().any(|r| r.contains(&f)),
+                    "{frames}/{window}: frame {f}"
+                );
             }
             assert!(w.iter().all(|r| r.len() == window && r.end <= frames));
         }
