@@ -33,6 +33,17 @@ fn peak_gib() -> Option<f64> {
     Some(kb / (1024.0 * 1024.0))
 }
 
+/// CPU seconds (user + system) this process has used, where the kernel reports them: on a
+/// shared machine the wall time depends on the neighbours, the CPU time much less.
+fn cpu_secs() -> Option<f64> {
+    let s = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+    let rest = s.rsplit_once(')')?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
+}
+
 fn main() -> anyhow::Result<()> {
     let frames = env("ILDIFF_BENCH_FRAMES", 16);
     let latent = env("ILDIFF_BENCH_LATENT", 64);
@@ -72,13 +83,16 @@ fn main() -> anyhow::Result<()> {
     let mut best = f64::INFINITY;
     for step in 0..steps {
         let t = Instant::now();
+        let c0 = cpu_secs();
         let out = unet.predict_noise(&x, 500.0, &ctx, frames)?;
         let s = t.elapsed().as_secs_f64();
+        let cpu = cpu_secs().zip(c0).map(|(a, b)| a - b);
         anyhow::ensure!(out.dims() == x.dims(), "output shape {:?}", out.dims());
         best = best.min(s);
         println!(
-            "step {step}: {s:.1} s ({:.2} s per frame)",
-            s / frames as f64
+            "step {step}: {s:.1} s wall ({:.2} s per frame), {} CPU",
+            s / frames as f64,
+            cpu.map_or("n/a".into(), |c| format!("{c:.1} s"))
         );
     }
     println!(

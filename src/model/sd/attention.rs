@@ -165,7 +165,7 @@ impl Attention {
         heads: usize,
         vb: VarBuilder,
     ) -> Result<Self> {
-        if heads == 0 || dim % heads != 0 {
+        if heads == 0 || !dim.is_multiple_of(heads) {
             bail!("attention: {heads} heads do not divide {dim} channels");
         }
         let cdim = context_dim.unwrap_or(dim);

@@ -47,7 +47,7 @@ impl MotionModuleConfig {
 /// computed in f32 in the same order as PyTorch so it matches the published buffers bit for
 /// bit or nearly so.
 pub fn position_table(len: usize, dim: usize, device: &Device) -> Result<Tensor> {
-    if dim % 2 != 0 {
+    if !dim.is_multiple_of(2) {
         bail!("motion module: the position table needs an even width, got {dim}");
     }
     let step = (-(10000f64.ln()) / dim as f64) as f32;
@@ -108,7 +108,7 @@ impl MotionModule {
     /// (residual included).
     pub fn forward(&self, x: &Tensor, frames: usize) -> Result<Tensor> {
         let (bf, c, h, w) = x.dims4()?;
-        if frames == 0 || bf % frames != 0 {
+        if frames == 0 || !bf.is_multiple_of(frames) {
             bail!("motion module: batch {bf} is not a whole number of {frames}-frame clips");
         }
         if frames > self.cfg.max_frames {
