@@ -14,6 +14,7 @@
 //! - [`temporal`]: ILDiff's temporal modeling layers (residual 3-D conv blocks).
 //! - [`augment`]: flip x rot90 test-time augmentation, lower median, mirror padding.
 //! - [`sam`]: SAM image encoders (ViT-B/L/H, MobileSAM TinyViT) as the distillation teacher.
+//! - [`sd`]: SD-1.5's UNet with AnimateDiff motion modules and LayerDiffuse attention.
 //! - [`weights`]: checked loading, layout manifests, the reference fill rule.
 
 pub mod augment;
@@ -25,6 +26,7 @@ pub mod ildiff;
 pub mod layout;
 pub mod offset_encoder;
 pub mod sam;
+pub mod sd;
 pub mod temporal;
 pub mod transparent_decoder;
 pub mod weights;
