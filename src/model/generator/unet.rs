@@ -7,8 +7,9 @@
 //!                                  stride-2 3x3 conv (not after the last level)
 //! mid (c_last):                    Block(res -> temporal -> self-attn + cross-attn), Block(res
 //!                                  -> temporal)
-//! up level i (reversed):           (layers + 1) x Block on [h, skip] concatenated, then nearest
-//!                                  x2 + 3x3 conv (not after level 0)
+//! up level i (reversed):           up_layers x Block on [h, skip] concatenated (the latest
+//!                                  skips of that resolution), then nearest x2 (no conv: the next
+//!                                  block's 3x3 conv follows at once)
 //! out: GroupNorm -> SiLU -> conv 3x3 (c0 -> 4)
 //! ```
 //!
@@ -46,8 +47,11 @@ use crate::model::fastconv::{
 pub struct GenUnetConfig {
     /// Channels per level, finest first; each further level halves the resolution.
     pub channels: Vec<usize>,
-    /// Resnet blocks per down level (up levels have one more, as in SD's UNet).
+    /// Resnet blocks per down level.
     pub layers: usize,
+    /// Resnet blocks per up level, each fed one skip of its resolution, latest first (SD's
+    /// UNet has `layers + 1`, using every skip; fewer saves a third of the cost).
+    pub up_layers: usize,
     /// Levels (indices into `channels`) with cross-attention to the words.
     pub attn_levels: Vec<usize>,
     /// Attention heads (must divide every attended level's channels).
@@ -61,13 +65,14 @@ pub struct GenUnetConfig {
 }
 
 impl Default for GenUnetConfig {
-    /// The shipped default: 32/64/128 channels at 32²/16²/8² latents, one resnet per down
-    /// level, cross-attention at 16² and 8². About 0.24 G multiply-adds per 32² frame (see
-    /// [`GenUnet::macs_per_frame`]).
+    /// The shipped default: 32/64/96 channels at 32²/16²/8² latents, one resnet per level
+    /// down and up, cross-attention at 16² and 8². About 0.21 G multiply-adds (0.42 GFLOP) per
+    /// 32² frame (see [`GenUnet::macs_per_frame`]).
     fn default() -> Self {
         Self {
-            channels: vec![32, 64, 128],
+            channels: vec![32, 64, 96],
             layers: 1,
+            up_layers: 1,
             attn_levels: vec![1, 2],
             heads: 4,
             norm_groups: 8,
@@ -83,6 +88,7 @@ impl GenUnetConfig {
         Self {
             channels: vec![8, 16],
             layers: 1,
+            up_layers: 2,
             attn_levels: vec![1],
             heads: 2,
             norm_groups: 4,
@@ -96,6 +102,13 @@ impl GenUnetConfig {
         let g = self.norm_groups;
         if self.channels.is_empty() || self.layers == 0 || self.heads == 0 {
             bail!("generator UNet: needs at least one level, one layer and one head: {self:?}");
+        }
+        if self.up_layers == 0 || self.up_layers > self.layers + 1 {
+            bail!(
+                "generator UNet: up_layers {} must be 1..={} (one skip each)",
+                self.up_layers,
+                self.layers + 1
+            );
         }
         for &c in &self.channels {
             if c == 0 || g == 0 || !c.is_multiple_of(g) {
@@ -401,7 +414,7 @@ impl Block {
 
 /// The generator's denoiser (see the module docs). Weight names: `conv_in`, `time.{linear_1,
 /// linear_2,words}`, `down.{i}.blocks.{j}.{res,temporal,attn}`, `down.{i}.downsample`,
-/// `mid.{0,1}`, `up.{i}.blocks.{j}`, `up.{i}.upsample`, `norm_out`, `conv_out`.
+/// `mid.{0,1}`, `up.{i}.blocks.{j}`, `norm_out`, `conv_out`.
 #[derive(Debug, Clone)]
 pub struct GenUnet {
     cfg: GenUnetConfig,
@@ -411,8 +424,8 @@ pub struct GenUnet {
     words: Linear,
     down: Vec<(Vec<Block>, Option<FastConv2d>)>,
     mid: [Block; 2],
-    /// Finest level first (run in reverse).
-    up: Vec<(Vec<Block>, Option<FastConv2d>)>,
+    /// Finest level first (run in reverse); each is followed by a nearest x2 but level 0.
+    up: Vec<Vec<Block>>,
     norm_out: FusedGroupNorm,
     conv_out: FastConv2d,
     macs_per_pixel: f64,
@@ -431,8 +444,9 @@ impl GenUnet {
         let words = candle_nn::linear(cfg.context_dim, e, vt.pp("words"))?;
         cost.conv(LATENT_CHANNELS, ch[0], 3, 0);
         let conv_in = conv(LATENT_CHANNELS, ch[0], 3, 1, vb.pp("conv_in"))?;
-        // Channels of every skip, in push order (conv_in, each block, each downsample).
-        let mut skips = vec![ch[0]];
+        // Channels of the skips of each resolution, in push order: level 0 gets conv_in's
+        // output, level i > 0 the downsample's, then each level its blocks' outputs.
+        let mut skips: Vec<Vec<usize>> = vec![vec![ch[0]]];
         let mut down = Vec::new();
         let mut c_prev = ch[0];
         for (i, &c) in ch.iter().enumerate() {
@@ -450,11 +464,11 @@ impl GenUnet {
                     vd.pp("blocks").pp(j),
                 )?);
                 c_prev = c;
-                skips.push(c);
+                skips[i].push(c);
             }
             let ds = if i + 1 < levels {
                 cost.conv(c, c, 3, i + 1);
-                skips.push(c);
+                skips.push(vec![c]);
                 Some(conv(c, c, 3, 2, vd.pp("downsample"))?)
             } else {
                 None
@@ -474,8 +488,8 @@ impl GenUnet {
             let c = ch[i];
             let attn = cfg.attn_levels.contains(&i).then_some(false);
             let mut blocks = Vec::new();
-            for j in 0..=cfg.layers {
-                let skip = skips.pop().unwrap_or(0);
+            for j in 0..cfg.up_layers {
+                let skip = skips[i].pop().unwrap_or(0);
                 blocks.push(Block::new(
                     c_prev + skip,
                     c,
@@ -487,13 +501,7 @@ impl GenUnet {
                 )?);
                 c_prev = c;
             }
-            let us = if i > 0 {
-                cost.conv(c, c, 3, i - 1);
-                Some(conv(c, c, 3, 1, vu.pp("upsample"))?)
-            } else {
-                None
-            };
-            up_rev.push((blocks, us));
+            up_rev.push(blocks);
         }
         up_rev.reverse();
         cost.conv(ch[0], LATENT_CHANNELS, 3, 0);
@@ -576,29 +584,29 @@ impl GenUnet {
             .reshape((n, e))?;
 
         let mut hs = self.conv_in.forward(x)?;
-        let mut skips = vec![hs.clone()];
-        for (blocks, ds) in &self.down {
+        let mut skips = vec![vec![hs.clone()]];
+        for (i, (blocks, ds)) in self.down.iter().enumerate() {
             for b in blocks {
                 hs = b.forward(&hs, &temb, ctx, frames)?;
-                skips.push(hs.clone());
+                skips[i].push(hs.clone());
             }
             if let Some(ds) = ds {
                 hs = ds.forward(&hs)?;
-                skips.push(hs.clone());
+                skips.push(vec![hs.clone()]);
             }
         }
         for b in &self.mid {
             hs = b.forward(&hs, &temb, ctx, frames)?;
         }
-        for (blocks, us) in self.up.iter().rev() {
+        for (i, blocks) in self.up.iter().enumerate().rev() {
             for b in blocks {
-                let skip = skips
+                let skip = skips[i]
                     .pop()
                     .ok_or_else(|| candle_core::Error::Msg("generator UNet: skip stack".into()))?;
                 hs = b.forward(&Tensor::cat(&[&hs, &skip], 1)?, &temb, ctx, frames)?;
             }
-            if let Some(us) = us {
-                hs = us.forward(&upsample_nearest2x(&hs)?)?;
+            if i > 0 {
+                hs = upsample_nearest2x(&hs)?;
             }
         }
         self.conv_out
