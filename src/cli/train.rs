@@ -688,7 +688,7 @@ fn train_distill(args: &DistillArgs) -> anyhow::Result<bool> {
     Ok(true)
 }
 
-fn parse_key(text: &str) -> anyhow::Result<[f32; 3]> {
+fn parse_key(text: &str) -> anyhow::Result<[u8; 3]> {
     let v: Vec<u8> = text
         .split(',')
         .map(|p| p.trim().parse::<u8>())
@@ -697,7 +697,7 @@ fn parse_key(text: &str) -> anyhow::Result<[f32; 3]> {
     let [r, g, b] = v[..] else {
         bail!("--key `{text}`: expected three numbers R,G,B");
     };
-    Ok([r, g, b].map(|c| f32::from(c) / 255.0))
+    Ok([r, g, b])
 }
 
 fn train_generator(args: &GeneratorArgs) -> anyhow::Result<bool> {

@@ -224,7 +224,7 @@ impl GenData {
             art,
             art_share: 0.5,
             stems: Arc::new(stems),
-            key: cfg.key_colour,
+            key: cfg.key_rgb(),
             vocab,
             max_tokens: cfg.conditioner.max_tokens,
             caption_drop: 0.1,
@@ -428,14 +428,14 @@ pub fn trainable_names(varmap: &VarMap) -> Vec<String> {
 }
 
 /// Per-channel mean and standard deviation of the codec latents of `n` samples (from a seed
-/// of their own, so they are not the first training samples).
+/// of their own, so they are not the first training samples), rounded to 4 decimals.
 pub fn latent_stats(
     codec: &dyn LatentCodec,
     data: &GenData,
     seed: u64,
     n: usize,
     device: &Device,
-) -> Result<([f32; 4], [f32; 4])> {
+) -> Result<([f64; 4], [f64; 4])> {
     let mut sum = [0f64; 4];
     let mut sq = [0f64; 4];
     let mut count = 0f64;
@@ -459,11 +459,12 @@ pub fn latent_stats(
         }
         count += per as f64;
     }
-    let mean = sum.map(|s| (s / count) as f32);
-    let mut std = [1f32; 4];
+    let round = |x: f64| (x * 1e4).round() / 1e4;
+    let mean = sum.map(|s| round(s / count));
+    let mut std = [1f64; 4];
     for c in 0..4 {
         let var = sq[c] / count - (sum[c] / count).powi(2);
-        std[c] = (var.max(1e-8).sqrt() as f32).max(1e-3);
+        std[c] = round(var.max(1e-8).sqrt()).max(1e-3);
     }
     Ok((mean, std))
 }

@@ -127,12 +127,14 @@ pub struct GenConfig {
     /// Where the codec came from when training started (informational).
     #[serde(default)]
     pub codec_source: String,
-    /// Flat background (RGB in [0, 1]) the stickers are painted over (see the module docs).
-    pub key_colour: [f32; 3],
-    /// Per-channel mean of the codec's latents on the training data.
-    pub latent_mean: [f32; 4],
+    /// Flat background (8-bit RGB) the stickers are painted over (see the module docs).
+    pub key_colour: [u8; 3],
+    /// Per-channel mean of the codec's latents on the training data. Rounded to 4 decimals
+    /// (as is `latent_std`), so the JSON text round-trips exactly and a resumed run's
+    /// configuration compares equal.
+    pub latent_mean: [f64; 4],
     /// Per-channel standard deviation of the codec's latents on the training data.
-    pub latent_std: [f32; 4],
+    pub latent_std: [f64; 4],
     pub schedule: NoiseSchedule,
     /// Clip length it was trained on (generate this many frames).
     pub frames: usize,
@@ -141,7 +143,7 @@ pub struct GenConfig {
 }
 
 /// The default key colour: magenta (see the module docs for why).
-pub const DEFAULT_KEY: [f32; 3] = [1.0, 0.0, 1.0];
+pub const DEFAULT_KEY: [u8; 3] = [255, 0, 255];
 
 impl GenConfig {
     /// The shipped shape with unit latent statistics (training measures the real ones).
@@ -178,6 +180,11 @@ impl GenConfig {
         }
     }
 
+    /// The key colour as RGB in [0, 1].
+    pub fn key_rgb(&self) -> [f32; 3] {
+        self.key_colour.map(|c| f32::from(c) / 255.0)
+    }
+
     /// Checks the parts fit together.
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(Error::Model(format!("generator config: {m}")));
@@ -195,9 +202,8 @@ impl GenConfig {
         }
         if self.latent_std.iter().any(|s| !(s.is_finite() && *s > 0.0))
             || self.latent_mean.iter().any(|m| !m.is_finite())
-            || self.key_colour.iter().any(|c| !(0.0..=1.0).contains(c))
         {
-            return bad("latent statistics or key colour out of range".into());
+            return bad("latent statistics out of range".into());
         }
         let m = 8 * self.unet.size_multiple();
         if self.frames == 0 || self.size == 0 || !self.size.is_multiple_of(m) {
@@ -239,7 +245,7 @@ impl GenModel {
     }
 
     fn stats(&self, device: &Device) -> candle_core::Result<(Tensor, Tensor)> {
-        let t = |v: &[f32; 4]| Tensor::new(v, device)?.reshape((1, 4, 1, 1));
+        let t = |v: &[f64; 4]| Tensor::new(&v.map(|x| x as f32), device)?.reshape((1, 4, 1, 1));
         Ok((t(&self.config.latent_mean)?, t(&self.config.latent_std)?))
     }
 
@@ -256,11 +262,9 @@ impl GenModel {
         x.broadcast_mul(&s)?.broadcast_add(&m)
     }
 
-    /// The key colour as 8-bit RGB.
-    pub fn key_rgb8(&self) -> [u8; 3] {
-        self.config
-            .key_colour
-            .map(|c| (c.clamp(0.0, 1.0) * 255.0).round() as u8)
+    /// The key colour as RGB in [0, 1].
+    pub fn key_rgb(&self) -> [f32; 3] {
+        self.config.key_rgb()
     }
 }
 

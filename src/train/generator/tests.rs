@@ -278,3 +278,47 @@ fn the_training_loop_writes_a_loadable_generator() {
     assert_eq!(back.config, cfg);
     assert_eq!(back.conditioner.vocabulary(), &vocab);
 }
+
+/// Times sample making and training steps of the shipped shape at 16 x 256² (procedural
+/// clips, a random codec of the default shape: the timing does not depend on its weights).
+/// `RAYON_NUM_THREADS=1 cargo test --lib train::generator::tests::bench_default_step -- --ignored --nocapture`
+#[test]
+#[ignore]
+fn bench_default_step() {
+    crate::model::fastconv::set_enabled(true);
+    let dev = Device::Cpu;
+    let cfg = GenConfig::default_shape();
+    let d = data(&cfg);
+    let t0 = std::time::Instant::now();
+    let samples: Vec<Sample> = (0..4)
+        .map(|i| make_gen_sample(&d, 1, i).expect("sample"))
+        .collect();
+    println!(
+        "procedural sample (16 x 256²): {:.2} s each",
+        t0.elapsed().as_secs_f64() / 4.0
+    );
+    let (varmap, model) = build(&cfg, (*d.vocab).clone(), &dev).expect("build");
+    let ac = cfg.schedule.alphas_cumprod();
+    let names = trainable_names(&varmap);
+    let vars: Vec<_> = {
+        let data = varmap.data().lock().expect("lock");
+        names.iter().map(|n| (n.clone(), data[n].clone())).collect()
+    };
+    let mut opt = Adam::new(vars, AdamParams::default()).expect("adam");
+    for batch in [1usize, 2] {
+        let b = Batch::stack(&samples[..batch]).expect("batch");
+        let mut times = Vec::new();
+        for i in 0..3 {
+            let t = std::time::Instant::now();
+            let (l, _) = generator_loss(&model, &ac, &b, i, &dev).expect("loss");
+            opt.step(&l.backward().expect("bwd")).expect("step");
+            if i > 0 {
+                times.push(t.elapsed().as_secs_f64());
+            }
+        }
+        println!(
+            "batch {batch} x 16 x 256²: {:.2} s per step (codec encode + UNet forward/backward + Adam)",
+            times.iter().sum::<f64>() / times.len() as f64
+        );
+    }
+}
