@@ -319,3 +319,58 @@ fn bench_default_pass() {
         println!("{clips} clip(s) x {frames} frames at {side}²: {s:.3} s per pass");
     }
 }
+
+/// Times a whole 16-frame 256² sticker with the shipped shape (random weights): 20 DDIM steps
+/// with classifier-free guidance (null and prompt batched as two clips per pass) and the codec
+/// decode; the ILDiff decoder's matting comes on top (its own benchmark measures it).
+/// `cargo test --lib model::generator::tests::bench_default_sticker -- --ignored --nocapture`
+#[test]
+#[ignore]
+fn bench_default_sticker() {
+    use crate::model::codec::LatentCodec;
+    crate::model::fastconv::set_enabled(true);
+    let cfg = GenConfig::default_shape();
+    let (_, m) = tiny_model(&cfg);
+    let dev = Device::Cpu;
+    let (frames, side, steps, guidance) = (16, 32, 20usize, 5.0);
+    let t0 = std::time::Instant::now();
+    let (ids, _) = m.conditioner.encode("red heart pulsing");
+    let ctx = Tensor::cat(
+        &[
+            m.conditioner.null_context(&dev).expect("null"),
+            m.conditioner.context(&ids, &dev).expect("ctx"),
+        ],
+        0,
+    )
+    .expect("cat");
+    let ac = cfg.schedule.alphas_cumprod();
+    let mut x = latents(1, frames, side);
+    let ts: Vec<usize> = (0..steps).rev().map(|i| i * 1000 / steps + 1).collect();
+    for (k, &t) in ts.iter().enumerate() {
+        let both = Tensor::cat(&[&x, &x], 0).expect("cat");
+        let eps = m
+            .unet
+            .predict_noise(&both, t as f64, &ctx, frames)
+            .expect("eps");
+        let (u, c) = (
+            eps.narrow(0, 0, frames).expect("u"),
+            eps.narrow(0, frames, frames).expect("c"),
+        );
+        let eps = (&u + ((c - &u).expect("d") * guidance).expect("g")).expect("cfg");
+        let (a_t, a_prev) = (ac[t], ts.get(k + 1).map_or(1.0, |&p| ac[p]));
+        let x0 =
+            ((&x - (&eps * (1.0 - a_t).sqrt()).expect("e")).expect("x") / a_t.sqrt()).expect("x0");
+        x = ((x0 * a_prev.sqrt()).expect("a") + (eps * (1.0 - a_prev).sqrt()).expect("b"))
+            .expect("x");
+    }
+    let denoise = t0.elapsed().as_secs_f64();
+    let rgb = m
+        .codec
+        .decode(&m.from_diffusion(&x).expect("z"))
+        .expect("decode");
+    assert_eq!(rgb.dims(), &[16, 3, 256, 256]);
+    println!(
+        "16 x 256² sticker: {denoise:.1} s for {steps} guided DDIM steps, {:.1} s with the codec decode",
+        t0.elapsed().as_secs_f64()
+    );
+}
