@@ -320,21 +320,19 @@ fn bench_default_pass() {
     }
 }
 
-/// Times a whole 16-frame 256² sticker with the shipped shape (random weights): 20 DDIM steps
-/// with classifier-free guidance (null and prompt batched as two clips per pass) and the codec
-/// decode; the ILDiff decoder's matting comes on top (its own benchmark measures it).
-/// `cargo test --lib model::generator::tests::bench_default_sticker -- --ignored --nocapture`
-#[test]
-#[ignore]
-fn bench_default_sticker() {
-    use crate::model::codec::LatentCodec;
-    crate::model::fastconv::set_enabled(true);
-    let cfg = GenConfig::default_shape();
-    let (_, m) = tiny_model(&cfg);
+/// A plain guided DDIM (eta 0) over `ts` descending, the null and prompt contexts batched as
+/// two clips per pass, for the benchmark and the sample check below (the product's samplers
+/// live in the generation pipeline).
+fn ddim(
+    m: &GenModel,
+    prompt: &str,
+    x: Tensor,
+    frames: usize,
+    steps: usize,
+    guidance: f64,
+) -> Tensor {
     let dev = Device::Cpu;
-    let (frames, side, steps, guidance) = (16, 32, 20usize, 5.0);
-    let t0 = std::time::Instant::now();
-    let (ids, _) = m.conditioner.encode("red heart pulsing");
+    let (ids, _) = m.conditioner.encode(prompt);
     let ctx = Tensor::cat(
         &[
             m.conditioner.null_context(&dev).expect("null"),
@@ -343,8 +341,8 @@ fn bench_default_sticker() {
         0,
     )
     .expect("cat");
-    let ac = cfg.schedule.alphas_cumprod();
-    let mut x = latents(1, frames, side);
+    let ac = m.config.schedule.alphas_cumprod();
+    let mut x = x;
     let ts: Vec<usize> = (0..steps).rev().map(|i| i * 1000 / steps + 1).collect();
     for (k, &t) in ts.iter().enumerate() {
         let both = Tensor::cat(&[&x, &x], 0).expect("cat");
@@ -363,6 +361,30 @@ fn bench_default_sticker() {
         x = ((x0 * a_prev.sqrt()).expect("a") + (eps * (1.0 - a_prev).sqrt()).expect("b"))
             .expect("x");
     }
+    x
+}
+
+/// Times a whole 16-frame 256² sticker with the shipped shape (random weights): 20 DDIM steps
+/// with classifier-free guidance (null and prompt batched as two clips per pass) and the codec
+/// decode; the ILDiff decoder's matting comes on top (its own benchmark measures it).
+/// `cargo test --lib model::generator::tests::bench_default_sticker -- --ignored --nocapture`
+#[test]
+#[ignore]
+fn bench_default_sticker() {
+    use crate::model::codec::LatentCodec;
+    crate::model::fastconv::set_enabled(true);
+    let cfg = GenConfig::default_shape();
+    let (_, m) = tiny_model(&cfg);
+    let (frames, steps) = (16, 20);
+    let t0 = std::time::Instant::now();
+    let x = ddim(
+        &m,
+        "red heart pulsing",
+        latents(1, frames, 32),
+        frames,
+        steps,
+        5.0,
+    );
     let denoise = t0.elapsed().as_secs_f64();
     let rgb = m
         .codec
@@ -372,5 +394,60 @@ fn bench_default_sticker() {
     println!(
         "16 x 256² sticker: {denoise:.1} s for {steps} guided DDIM steps, {:.1} s with the codec decode",
         t0.elapsed().as_secs_f64()
+    );
+}
+
+/// Samples a trained generator file (`ILDIFF_GEN=path`) and writes the decoded frames of
+/// `ILDIFF_PROMPT` (default "red heart pulsing") side by side to `ILDIFF_OUT` (default
+/// /tmp/generator-sample.png); prints the mean border colour, which should be near the key.
+/// `ILDIFF_GEN=run/generator.safetensors cargo test --lib model::generator::tests::sample_file -- --ignored --nocapture`
+#[test]
+#[ignore]
+fn sample_file() {
+    use crate::model::codec::LatentCodec;
+    crate::model::fastconv::set_enabled(true);
+    let Ok(path) = std::env::var("ILDIFF_GEN") else {
+        println!("set ILDIFF_GEN to a generator file");
+        return;
+    };
+    let prompt = std::env::var("ILDIFF_PROMPT").unwrap_or_else(|_| "red heart pulsing".into());
+    let out = std::env::var("ILDIFF_OUT").unwrap_or_else(|_| "/tmp/generator-sample.png".into());
+    let m = load_generator(Path::new(&path)).expect("load");
+    let (ids, unknown) = m.conditioner.encode(&prompt);
+    println!("prompt ids {ids:?}, unknown {unknown:?}");
+    let (frames, side) = (m.config.frames, m.latent_size());
+    let x = ddim(&m, &prompt, latents(1, frames, side), frames, 20, 5.0);
+    let rgb = m
+        .codec
+        .decode(&m.from_diffusion(&x).expect("z"))
+        .expect("decode");
+    let s = 8 * side;
+    let v = values(&rgb);
+    let mut img = image::RgbImage::new((s * frames) as u32, s as u32);
+    let mut border = [0f64; 3];
+    let mut nb = 0f64;
+    for f in 0..frames {
+        for y in 0..s {
+            for xx in 0..s {
+                let px: [f32; 3] = std::array::from_fn(|c| v[((f * 3 + c) * s + y) * s + xx]);
+                img.put_pixel(
+                    (f * s + xx) as u32,
+                    y as u32,
+                    image::Rgb(px.map(|p| (p * 255.0).round() as u8)),
+                );
+                if y == 0 || xx == 0 || y == s - 1 || xx == s - 1 {
+                    for c in 0..3 {
+                        border[c] += f64::from(px[c]);
+                    }
+                    nb += 1.0;
+                }
+            }
+        }
+    }
+    img.save(&out).expect("save");
+    println!(
+        "border mean {:?} (key {:?}); frames in {out}",
+        border.map(|b| b / nb),
+        m.key_rgb()
     );
 }
