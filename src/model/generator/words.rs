@@ -298,7 +298,8 @@ pub fn is_word(token: &str) -> bool {
 /// The subject vocabulary of a set of artwork file stems: content words (not ignored, not
 /// already a colour/motion/modifier word, not a codepoint), most frequent first (ties
 /// alphabetical), at most `cap`, each occurring in at least `min_count` files. Stems are
-/// de-duplicated after removing skin tones, so 5 tone variants count once.
+/// de-duplicated after removing skin tones, so 5 tone variants count once; plurals of words
+/// that also occur singular count as the singular.
 pub fn subject_words(stems: &[String], cap: usize, min_count: usize) -> Vec<String> {
     let fixed = fixed_entries();
     let taken: HashSet<&str> = fixed
@@ -317,6 +318,22 @@ pub fn subject_words(stems: &[String], cap: usize, min_count: usize) -> Vec<Stri
             .collect();
         for w in words {
             *counts.entry(w).or_default() += 1;
+        }
+    }
+    // A plural whose singular is also a word counts for the singular (`hearts` -> `heart`;
+    // encoding finds the singular of a plural prompt word anyway).
+    let plurals: Vec<(String, String)> = counts
+        .keys()
+        .filter_map(|w| {
+            let one = w.strip_suffix('s')?;
+            counts
+                .contains_key(one)
+                .then(|| (w.clone(), one.to_string()))
+        })
+        .collect();
+    for (many, one) in plurals {
+        if let Some(n) = counts.remove(&many) {
+            *counts.entry(one).or_default() += n;
         }
     }
     let mut ranked: Vec<(String, usize)> = counts
@@ -628,6 +645,7 @@ mod tests {
             "1f600",
             "person-walking",
             "a-button",
+            "two-hearts",
         ]
         .iter()
         .map(|s| s.to_string())
@@ -642,7 +660,12 @@ mod tests {
         for not in ["red", "walking", "medium", "dark", "1f600", "a"] {
             assert!(!w.contains(&not.to_string()), "{not} in {w:?}");
         }
-        // "artist" counted once though three tone variants exist.
+        assert!(!w.contains(&"hearts".to_string()), "{w:?}");
+        // "artist" counted once though three tone variants exist; "hearts" counts for "heart".
+        assert_eq!(
+            subject_words(&stems, 2, 2),
+            vec!["cat".to_string(), "heart".to_string()]
+        );
         assert_eq!(subject_words(&stems, 1, 2), vec!["cat".to_string()]);
     }
 
