@@ -7,6 +7,7 @@
 //! - [`offset_encoder`]: LayerDiffuse's latent-transparency offset encoder and `pad_rgb`.
 //! - [`diffusion`]: the [`diffusion::Denoiser`] seam shared by every text-to-video denoiser.
 //! - [`conv3d`]: 3x3x3 convolution from conv2d (candle has none), PyTorch weight layout.
+//! - [`generator`]: the embedded default text-to-sticker model (words, latent video UNet).
 //! - [`fastconv`]: conv2d with an im2col + gemm backward, for training on the CPU.
 //! - [`ildiff`]: the ILDiff decoder = layout adapter + transparent decoder.
 //! - [`layout`]: ILDiff's layout adapter (SAM-distilled student CNN + temporal layers +
@@ -22,6 +23,7 @@ pub mod codec;
 pub mod conv3d;
 pub mod diffusion;
 pub mod fastconv;
+pub mod generator;
 pub mod ildiff;
 pub mod layout;
 pub mod offset_encoder;
