@@ -3,6 +3,8 @@
 //!
 //! - [`matte`]: windowed ILDiff decoding of a whole clip.
 //! - [`models`]: finding and loading the matting model.
+//! - [`scheduler`]: DDIM and Euler-ancestral samplers, seeded noise.
 
 pub mod matte;
 pub mod models;
+pub mod scheduler;
