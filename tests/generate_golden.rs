@@ -67,3 +67,54 @@ fn schedulers_match_diffusers() {
         eprintln!("{name}: max |diff| {max:.2e} over values up to {scale:.2}");
     }
 }
+
+fn golden_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden")
+}
+
+#[test]
+fn clip_tokenizer_matches_transformers() {
+    use ildiff::model::clip::ClipTokenizer;
+    let tok = ClipTokenizer::from_dir(&golden_dir().join("clip_tiny")).expect("tokenizer");
+    let text = std::fs::read_to_string(golden_dir().join("clip_tokens.json")).expect("json");
+    let v: serde_json::Value = serde_json::from_str(&text).expect("parse");
+    let cases = v["cases"].as_array().expect("cases");
+    assert!(cases.len() >= 5);
+    for case in cases {
+        let prompt = case["prompt"].as_str().expect("prompt");
+        let want: Vec<u32> = case["ids"]
+            .as_array()
+            .expect("ids")
+            .iter()
+            .map(|i| i.as_u64().expect("id") as u32)
+            .collect();
+        assert_eq!(tok.encode(prompt).ids, want, "prompt {prompt:?}");
+    }
+}
+
+#[test]
+fn clip_text_model_matches_transformers() {
+    use candle_core::DType;
+    use ildiff::model::clip::{ClipTextEncoder, config_from_json};
+    use ildiff::model::weights::golden_var_builder;
+    let g = golden("clip_text.safetensors");
+    let cfg = config_from_json(
+        r#"{"vocab_size": 540, "hidden_size": 16, "intermediate_size": 32,
+            "num_hidden_layers": 2, "num_attention_heads": 2, "hidden_act": "quick_gelu"}"#,
+        "tiny",
+    )
+    .expect("config");
+    let enc = ClipTextEncoder::new(&cfg, golden_var_builder(DType::F32, &Device::Cpu))
+        .expect("encoder");
+    let ids = g["ids"].to_dtype(DType::U32).expect("ids");
+    let got = values(&enc.forward(&ids).expect("forward"));
+    let want = values(&g["hidden"]);
+    assert_eq!(got.len(), want.len());
+    let max = got
+        .iter()
+        .zip(&want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    assert!(max <= 1e-4, "max difference {max}");
+    eprintln!("clip text model: max |diff| {max:.2e}");
+}

@@ -330,7 +330,7 @@ pub(crate) mod tests {
             .collect()
     }
 
-    pub(crate) const TINY_MERGES: &str = "#version: 0.2\nh e\nr e\nl l\nhe ll\no </w>\nhell o</w>\nre d</w>\na r\nhe ar\nhear t</w>\n";
+    pub(crate) const TINY_MERGES: &str = "#version: 0.2\nh e\nr e\nl l\nhe ll\nhell o</w>\nre d</w>\na r\nhe ar\nhear t</w>\n";
 
     #[test]
     fn byte_table_is_a_bijection_with_gpt2_values() {
