@@ -278,7 +278,13 @@ impl Sampler {
 
     /// One step from `x` at step `i` given the predicted noise `eps`; `noise` (unit normal,
     /// the shape of `x`) is required when [`Sampler::needs_noise`].
-    pub fn step(&self, i: usize, x: &Tensor, eps: &Tensor, noise: Option<&Tensor>) -> Result<Tensor> {
+    pub fn step(
+        &self,
+        i: usize,
+        x: &Tensor,
+        eps: &Tensor,
+        noise: Option<&Tensor>,
+    ) -> Result<Tensor> {
         if i >= self.len() {
             return Err(Error::Invalid(format!(
                 "step {i} of a {}-step sampler",
@@ -298,9 +304,7 @@ impl Sampler {
                 // x0 = (x - sqrt(1 - a_t) eps) / sqrt(a_t); x_prev = sqrt(a_prev) x0 + sqrt(1 - a_prev) eps
                 let c_x = (a_prev / a_t).sqrt();
                 let c_eps = (1.0 - a_prev).sqrt() - (a_prev * (1.0 - a_t) / a_t).sqrt();
-                (x * c_x)
-                    .and_then(|a| a + (eps * c_eps)?)
-                    .map_err(err)
+                (x * c_x).and_then(|a| a + (eps * c_eps)?).map_err(err)
             }
             SchedulerKind::EulerAncestral => {
                 let Some(noise) = noise else {
@@ -383,15 +387,21 @@ mod tests {
         let ddim = Sampler::new(SchedulerKind::Ddim, &sd, 10, Spacing::Leading).expect("ddim");
         assert_eq!(
             ddim.timesteps(),
-            &[901.0, 801.0, 701.0, 601.0, 501.0, 401.0, 301.0, 201.0, 101.0, 1.0]
+            &[
+                901.0, 801.0, 701.0, 601.0, 501.0, 401.0, 301.0, 201.0, 101.0, 1.0
+            ]
         );
-        let e = Sampler::new(SchedulerKind::EulerAncestral, &sd, 4, Spacing::Linspace)
-            .expect("euler");
+        let e =
+            Sampler::new(SchedulerKind::EulerAncestral, &sd, 4, Spacing::Linspace).expect("euler");
         assert_eq!(e.timesteps(), &[999.0, 666.0, 333.0, 0.0]);
         let t = Sampler::new(SchedulerKind::Ddim, &sd, 4, Spacing::Trailing).expect("trailing");
         assert_eq!(t.timesteps(), &[999.0, 749.0, 499.0, 249.0]);
         // SD-1.5's largest sigma is about 14.6.
-        assert!((e.init_noise_sigma() - 14.6146).abs() < 1e-3, "{}", e.init_noise_sigma());
+        assert!(
+            (e.init_noise_sigma() - 14.6146).abs() < 1e-3,
+            "{}",
+            e.init_noise_sigma()
+        );
         assert!(Sampler::new(SchedulerKind::Ddim, &sd, 0, Spacing::Leading).is_err());
         assert!(Sampler::new(SchedulerKind::Ddim, &sd, 1001, Spacing::Leading).is_err());
         let a = sd.alphas_cumprod();
@@ -424,8 +434,15 @@ mod tests {
         let ys: Vec<f32> = (0..20000).map(|_| b.normal()).collect();
         assert_eq!(xs, ys);
         let mean = xs.iter().map(|&v| f64::from(v)).sum::<f64>() / xs.len() as f64;
-        let var = xs.iter().map(|&v| (f64::from(v) - mean).powi(2)).sum::<f64>() / xs.len() as f64;
-        assert!(mean.abs() < 0.03 && (var - 1.0).abs() < 0.05, "{mean} {var}");
+        let var = xs
+            .iter()
+            .map(|&v| (f64::from(v) - mean).powi(2))
+            .sum::<f64>()
+            / xs.len() as f64;
+        assert!(
+            mean.abs() < 0.03 && (var - 1.0).abs() < 0.05,
+            "{mean} {var}"
+        );
         assert_ne!(NoiseRng::new(43).normal(), xs[0]);
     }
 }
