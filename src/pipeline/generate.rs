@@ -15,7 +15,7 @@
 
 use std::sync::Arc;
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{Device, Tensor};
 use image::RgbaImage;
 
 use super::matte::{MatteOptions, animation_from_matte, matte_clip};
@@ -216,6 +216,22 @@ impl Generator {
     }
 }
 
+/// Shown when no embedded default generator is installed and no user weights were given.
+pub const NO_DEFAULT_GENERATOR: &str = "no default generator is installed (the embedded \
+     text-to-sticker model is not part of this build yet). Point at your own SD-1.5 weights \
+     instead: --model-dir DIR (a diffusers folder with unet/, vae/, text_encoder/, tokenizer/) \
+     with --motion (AnimateDiff motion adapter), --layer-attn \
+     (layer_sd15_transparent_attn.safetensors) and --decoder (an ILDiff checkpoint or \
+     layer_sd15_vae_transparent_decoder.safetensors), or --hf-cache to use such weights already \
+     in the Hugging Face cache";
+
+/// The embedded default generator (its own word conditioner, denoiser, codec and decoder),
+/// used when the user gives no weights. Not in this build yet: an error saying so and how to
+/// use one's own weights, never an untrained stand-in.
+pub fn default_generator(_device: &Device) -> Result<Generator> {
+    Err(Error::Model(NO_DEFAULT_GENERATOR.into()))
+}
+
 /// Generates a clip. `on_frames(start, frames)` receives finished RGBA frames as they come
 /// (previews); progress stages are [`STAGE_TEXT`], [`STAGE_DENOISE`] (one unit per step),
 /// [`STAGE_DECODE`] and [`STAGE_MATTE`] (one unit per frame). Cancelling through `progress`
@@ -409,6 +425,7 @@ pub(crate) mod tests {
     use super::*;
     use crate::model::codec::SmallCodecConfig;
     use crate::model::{IldiffConfig, SmallCodec};
+    use candle_core::DType;
     use candle_nn::{VarBuilder, VarMap};
     use std::sync::Mutex;
 
