@@ -145,11 +145,11 @@ impl SdFiles {
         for (flag, what, path) in self.parts() {
             match path {
                 None => problems.push(format!("missing: {what}; give it with --{flag} PATH")),
-                Some(p) => {
-                    if let Err(e) = check_part(flag, p) {
-                        problems.push(e.to_string());
-                    }
-                }
+                Some(p) => match check_part(flag, p) {
+                    Ok(()) => {}
+                    Err(Error::Model(m)) => problems.push(m),
+                    Err(e) => problems.push(e.to_string()),
+                },
             }
         }
         if problems.is_empty() {
