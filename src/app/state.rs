@@ -210,6 +210,8 @@ pub struct Studio {
     /// Prompt of a generate job.
     pub prompt: String,
     pub generate_mode: bool,
+    /// Prompt-mode settings (weights, steps, seed, ...) and unknown-word feedback.
+    pub generate: crate::app::jobs::GenerateForm,
     pub limits: Limits,
     /// Preview zoom (1 = fit) and pan in points.
     pub zoom: f32,
@@ -246,6 +248,7 @@ impl Studio {
             open_path_text: String::new(),
             prompt: String::new(),
             generate_mode: false,
+            generate: Default::default(),
             limits: Limits::default(),
             zoom: 1.0,
             pan: [0.0, 0.0],
@@ -335,11 +338,16 @@ impl Studio {
     /// Starts a re-matte of the current sticker (or a generate job in prompt mode).
     pub fn run_job(&mut self) {
         if self.generate_mode {
+            if self.running(JobKind::Generate).is_some() {
+                self.notify(Level::Info, "a generate job is already running");
+                return;
+            }
             let id = self.workers.next_id();
             self.jobs.push(Running::new(id, JobKind::Generate, None));
+            self.generate.unknown.clear();
             self.workers.submit(Job::Generate {
                 id,
-                prompt: self.prompt.clone(),
+                job: Box::new(self.generate.job_for(&self.prompt)),
             });
             return;
         }
@@ -560,7 +568,10 @@ impl Studio {
                 stage, done, total, ..
             } => {
                 let j = &mut self.jobs[pos];
-                if j.first_progress.is_none() && done > 0 && stage == crate::pipeline::matte::STAGE
+                if j.first_progress.is_none()
+                    && done > 0
+                    && (stage == crate::pipeline::matte::STAGE
+                        || stage == crate::pipeline::generate::STAGE_DENOISE)
                 {
                     j.first_progress = Some((Instant::now(), done));
                 }
@@ -585,6 +596,10 @@ impl Studio {
                 self.model_status = ModelStatus::Ready(summary);
             }
             Event::FramesDone { start, frames, .. } => {
+                let clip_id = match (kind, clip_id) {
+                    (JobKind::Generate, None) => self.start_generated_sticker(pos, &frames),
+                    _ => clip_id,
+                };
                 if let Some(st) = self.sticker_by_clip(clip_id) {
                     let base = st
                         .result
@@ -609,6 +624,42 @@ impl Studio {
                     st.flicker = None;
                 }
                 self.notify(Level::Info, "re-matte finished");
+                self.request_flicker();
+            }
+            Event::Generated {
+                prompt,
+                clip,
+                unknown,
+                ..
+            } => {
+                let anim = *clip;
+                match self.sticker_by_clip(clip_id) {
+                    Some(st) => {
+                        let n = anim.len();
+                        st.source = Clip::new(anim);
+                        st.result = None;
+                        st.flicker = None;
+                        st.trim_out = n.saturating_sub(1);
+                    }
+                    None => {
+                        self.stickers
+                            .push(Sticker::new(sticker_name(&prompt), None, anim));
+                        let last = self.stickers.len() - 1;
+                        self.select(last);
+                    }
+                }
+                if unknown.is_empty() {
+                    self.notify(Level::Info, "generated");
+                } else {
+                    self.notify(
+                        Level::Warning,
+                        format!(
+                            "generated; words the model does not know: {}",
+                            unknown.join(", ")
+                        ),
+                    );
+                }
+                self.generate.unknown = unknown;
                 self.request_flicker();
             }
             Event::Flicker { scores, .. } => {
@@ -669,6 +720,7 @@ impl Studio {
                 if kind == JobKind::Model {
                     self.model_status = ModelStatus::Failed(error.clone());
                 }
+                self.drop_partial_generation(kind, clip_id);
                 if kind == JobKind::Matte {
                     // A partial result must not pass for a finished one.
                     if let Some(st) = self.sticker_by_clip(clip_id) {
@@ -687,6 +739,7 @@ impl Studio {
                 self.notify(Level::Error, format!("{what}: {error}"));
             }
             Event::Cancelled { .. } => {
+                self.drop_partial_generation(kind, clip_id);
                 if kind == JobKind::Matte
                     && let Some(st) = self.sticker_by_clip(clip_id)
                 {
@@ -696,6 +749,36 @@ impl Studio {
                     self.notify(Level::Info, "cancelled; nothing was written");
                 }
             }
+        }
+    }
+
+    /// A sticker for a generate job's first finished frames: transparent placeholders for the
+    /// frames still to come (the job's progress total), selected so the preview shows it.
+    fn start_generated_sticker(&mut self, pos: usize, frames: &[image::RgbaImage]) -> Option<u64> {
+        let (w, h) = frames.first()?.dimensions();
+        let n = (self.jobs.get(pos)?.total as usize).max(frames.len());
+        let delay = crate::media::Delay::from_ratio(1, 8);
+        let blank = crate::media::Frame::new(image::RgbaImage::new(w, h), delay);
+        let anim = Animation::new(w, h, vec![blank; n], crate::media::LoopCount::Infinite).ok()?;
+        let name = sticker_name(&self.prompt);
+        self.stickers.push(Sticker::new(name, None, anim));
+        let last = self.stickers.len() - 1;
+        self.select(last);
+        let id = self.stickers[last].source.id;
+        self.jobs.get_mut(pos)?.clip_id = Some(id);
+        Some(id)
+    }
+
+    /// Removes the preview sticker of a generate job that failed or was cancelled.
+    fn drop_partial_generation(&mut self, kind: JobKind, clip_id: Option<u64>) {
+        if kind != JobKind::Generate {
+            return;
+        }
+        if let Some(cid) = clip_id
+            && let Some(i) = self.stickers.iter().position(|s| s.source.id == cid)
+        {
+            self.stickers.remove(i);
+            self.selected = self.selected.min(self.stickers.len().saturating_sub(1));
         }
     }
 
@@ -793,5 +876,15 @@ impl Running {
             first_progress: None,
             cancelling: false,
         }
+    }
+}
+
+/// A sticker name from a prompt: its first words.
+fn sticker_name(prompt: &str) -> String {
+    let words: Vec<&str> = prompt.split_whitespace().take(4).collect();
+    if words.is_empty() {
+        "generated".into()
+    } else {
+        words.join(" ")
     }
 }
