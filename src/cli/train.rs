@@ -200,6 +200,9 @@ pub struct DecoderArgs {
     /// No layout adapter at all: the LayerDiffuse-style decoder alone (ablation).
     #[arg(long)]
     pub no_adapter: bool,
+    /// No colour-key prior input and residual head (ablation; see `KeyPrior`).
+    #[arg(long)]
+    pub no_key_prior: bool,
     /// A distilled student (`train distill`'s student.safetensors) for the layout adapter.
     #[arg(long)]
     pub student: Option<PathBuf>,
@@ -440,6 +443,9 @@ fn decoder_config(args: &DecoderArgs) -> IldiffConfig {
         cfg.adapter = None;
     } else if let Some(a) = cfg.adapter.as_mut() {
         a.temporal_blocks = args.depth;
+    }
+    if args.no_key_prior {
+        cfg.decoder.key_prior = None;
     }
     cfg
 }

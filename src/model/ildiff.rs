@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::codec::{SmallCodec, SmallCodecConfig};
 use super::layout::{LayoutAdapter, LayoutAdapterConfig};
-use super::transparent_decoder::{TransparentDecoder, TransparentDecoderConfig};
+use super::transparent_decoder::{KeyPrior, TransparentDecoder, TransparentDecoderConfig};
 
 /// Shape of an ILDiff decoder.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -57,6 +57,7 @@ impl IldiffConfig {
             mid_attention: false,
             latent_inject_level: 2,
             pixel_unshuffle: 2,
+            key_prior: Some(KeyPrior::default()),
             ..TransparentDecoderConfig::official()
         };
         let adapter = LayoutAdapterConfig {

@@ -37,5 +37,5 @@ pub use ildiff::{IldiffConfig, IldiffDecoder};
 pub use layout::{LayoutAdapter, LayoutAdapterConfig};
 pub use offset_encoder::{OffsetEncoder, OffsetEncoderConfig};
 pub use temporal::{TemporalConfig, TemporalStack};
-pub use transparent_decoder::{TransparentDecoder, TransparentDecoderConfig};
+pub use transparent_decoder::{KeyPrior, TransparentDecoder, TransparentDecoderConfig};
 pub use weights::{Checkpoint, Manifest};

@@ -81,6 +81,56 @@ pub struct TransparentDecoderConfig {
     /// sub-pixels).
     #[serde(default = "one")]
     pub pixel_unshuffle: usize,
+    /// Ours, for the CPU default (`None` in the official decoder): a colour-key estimate of
+    /// alpha (see [`KeyPrior`]) is fed to `conv_in` as a fourth input channel, and the output is
+    /// a residual on top of it (alpha += key, RGB += pixel). A small net trained for hours on two
+    /// cores cannot rediscover "differs from the border colour" from scratch; with the key as
+    /// its starting point it learns where the key is wrong (similar colours, photos, soft edges).
+    #[serde(default)]
+    pub key_prior: Option<KeyPrior>,
+}
+
+/// A colour-key matte computed inside the model: the key is the per-channel median of each
+/// frame's border pixels, and alpha ramps from 0 to 1 as a pixel's RGB distance from it goes
+/// from `lo` to `hi` — the same rule as the validation's colour-keying baseline.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct KeyPrior {
+    pub lo: f32,
+    pub hi: f32,
+}
+
+impl Default for KeyPrior {
+    fn default() -> Self {
+        Self { lo: 0.06, hi: 0.2 }
+    }
+}
+
+impl KeyPrior {
+    /// `pixel` `[B, 3, H, W]` in [0, 1] -> keyed alpha `[B, 1, H, W]` (no gradient: it is an
+    /// input feature, and sorting has no backward).
+    pub fn alpha(&self, pixel: &Tensor) -> Result<Tensor> {
+        let pixel = pixel.detach();
+        let (b, c, h, w) = pixel.dims4()?;
+        let side = |dim: usize, at: usize, len: usize| -> Result<Tensor> {
+            pixel.narrow(dim, at, 1)?.reshape((b, c, len))
+        };
+        let border = Tensor::cat(
+            &[
+                side(2, 0, w)?,
+                side(2, h - 1, w)?,
+                side(3, 0, h)?,
+                side(3, w - 1, h)?,
+            ],
+            2,
+        )?
+        .contiguous()?;
+        let (sorted, _) = border.sort_last_dim(true)?;
+        let k = sorted.dim(2)?;
+        let key = sorted.narrow(2, k / 2, 1)?.unsqueeze(3)?;
+        let d = pixel.broadcast_sub(&key)?.sqr()?.sum_keepdim(1)?.sqrt()?;
+        let span = f64::from((self.hi - self.lo).max(1e-6));
+        ((d - f64::from(self.lo))? / span)?.clamp(0f32, 1f32)
+    }
 }
 
 fn one() -> usize {
@@ -103,6 +153,7 @@ impl TransparentDecoderConfig {
             mid_attention: true,
             latent_inject_level: 3,
             pixel_unshuffle: 1,
+            key_prior: None,
         }
     }
 
@@ -459,7 +510,8 @@ impl TransparentDecoder {
         let boc = &cfg.block_out_channels;
         let n = boc.len();
         let s2 = cfg.pixel_unshuffle.max(1).pow(2);
-        let conv_in = conv3x3(cfg.in_channels * s2, boc[0], 1, vb.pp("conv_in"))?;
+        let prior = usize::from(cfg.key_prior.is_some());
+        let conv_in = conv3x3((cfg.in_channels + prior) * s2, boc[0], 1, vb.pp("conv_in"))?;
         let latent_conv_in = zero_conv1x1(
             cfg.latent_channels,
             cfg.inject_channels(),
@@ -608,7 +660,15 @@ impl TransparentDecoder {
         }
 
         let r = cfg.pixel_unshuffle.max(1);
-        let mut x = self.conv_in.forward(&space_to_depth(pixel, r)?)?;
+        let key = match &cfg.key_prior {
+            Some(k) => Some(k.alpha(pixel)?),
+            None => None,
+        };
+        let input = match &key {
+            Some(k) => Tensor::cat(&[pixel, k], 1)?,
+            None => pixel.clone(),
+        };
+        let mut x = self.conv_in.forward(&space_to_depth(&input, r)?)?;
         let mut skips = vec![x.clone()];
         for (i, block) in self.down_blocks.iter().enumerate() {
             if i == cfg.latent_inject_level {
@@ -621,7 +681,11 @@ impl TransparentDecoder {
             x = block.forward(&x, &mut skips)?;
         }
         let x = self.conv_norm_out.forward_act(&x, Activation::Silu)?;
-        depth_to_space(&self.conv_out.forward(&x)?, r)
+        let y = depth_to_space(&self.conv_out.forward(&x)?, r)?;
+        match &key {
+            Some(k) => y + Tensor::cat(&[k, pixel], 1)?,
+            None => Ok(y),
+        }
     }
 
     /// One pass for any size: pads `pixel` `[B, 3, H, W]` and `latent`

@@ -59,7 +59,25 @@ pub fn build(cfg: &IldiffConfig, device: &Device) -> Result<(VarMap, IldiffDecod
     let model = IldiffDecoder::new(cfg, vb).map_err(model_err)?;
     seeded_init(&varmap, 0x11D1)?;
     icnr_init(&varmap, "conv_out", cfg.decoder.pixel_unshuffle)?;
+    if cfg.decoder.key_prior.is_some() {
+        // A residual head starts as the identity: alpha = the key, RGB = the input.
+        zero_vars(&varmap, &["conv_out.weight", "conv_out.bias"])?;
+    }
     Ok((varmap, model))
+}
+
+fn zero_vars(varmap: &VarMap, names: &[&str]) -> Result<()> {
+    let data = varmap
+        .data()
+        .lock()
+        .map_err(|_| Error::Model("the variable map is poisoned".into()))?;
+    for name in names {
+        if let Some(v) = data.get(*name) {
+            v.set(&v.as_tensor().zeros_like().map_err(model_err)?)
+                .map_err(model_err)?;
+        }
+    }
+    Ok(())
 }
 
 /// Re-draws every randomly initialised variable from a seeded generator, so a run is a
@@ -474,5 +492,61 @@ mod overfit {
             }
             opt.step(&l.backward().expect("bwd")).expect("step");
         }
+    }
+}
+
+#[cfg(test)]
+mod key_prior {
+    use super::*;
+    use crate::train::Split;
+    use crate::train::dataset::{DataConfig, make_sample};
+    use crate::train::validate::colour_key;
+
+    /// A fresh CPU default with the key prior is exactly the colour-keying baseline (alpha) and
+    /// the identity (RGB): training starts from keying, not from noise.
+    #[test]
+    fn a_fresh_key_prior_model_is_the_keying_baseline() {
+        let dev = Device::Cpu;
+        let mut cfg = IldiffConfig::cpu_default();
+        cfg.adapter = None;
+        let key = cfg
+            .decoder
+            .key_prior
+            .expect("the CPU default has a key prior");
+        let (_, model) = build(&cfg, &dev).expect("build");
+        let data = DataConfig::procedural(32, 2, Split::Val);
+        let sample = make_sample(&data, 3, 1).expect("sample");
+        let batch = Batch::stack(std::slice::from_ref(&sample)).expect("batch");
+        let (pixel, _, _) = batch_tensors(&batch, &dev).expect("tensors");
+        let latent = Tensor::zeros((2, 4, 4, 4), DType::F32, &dev).expect("latent");
+        let y = model.forward(&pixel, &latent).expect("forward");
+        let alpha: Vec<f32> = y
+            .narrow(1, 0, 1)
+            .and_then(|a| a.flatten_all())
+            .and_then(|a| a.to_vec1())
+            .expect("alpha");
+        let keyed: Vec<f32> = colour_key(&sample, key.lo, key.hi)
+            .into_iter()
+            .flat_map(|p| p.data)
+            .collect();
+        assert_eq!(alpha.len(), keyed.len());
+        let worst = alpha
+            .iter()
+            .zip(&keyed)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(worst < 1e-4, "model vs keying differ by {worst}");
+        assert!(keyed.iter().any(|&a| a > 0.5) && keyed.iter().any(|&a| a < 0.5));
+        let rgb: Vec<f32> = y
+            .narrow(1, 1, 3)
+            .and_then(|a| a.flatten_all())
+            .and_then(|a| a.to_vec1())
+            .expect("rgb");
+        let diff = rgb
+            .iter()
+            .zip(&sample.rgb)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(diff < 1e-5, "rgb is not the input: {diff}");
     }
 }
