@@ -8,7 +8,9 @@ use candle_core::{Device, Tensor};
 use ildiff::pipeline::scheduler::{NoiseSchedule, Sampler, SchedulerKind, Spacing};
 
 fn golden(name: &str) -> HashMap<String, Tensor> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden").join(name);
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(name);
     candle_core::safetensors::load(&path, &Device::Cpu).expect("golden file")
 }
 
@@ -29,8 +31,16 @@ fn schedulers_match_diffusers() {
     let cases = [
         ("ddim_leading", SchedulerKind::Ddim, Spacing::Leading),
         ("ddim_linspace", SchedulerKind::Ddim, Spacing::Linspace),
-        ("euler_a_linspace", SchedulerKind::EulerAncestral, Spacing::Linspace),
-        ("euler_a_leading", SchedulerKind::EulerAncestral, Spacing::Leading),
+        (
+            "euler_a_linspace",
+            SchedulerKind::EulerAncestral,
+            Spacing::Linspace,
+        ),
+        (
+            "euler_a_leading",
+            SchedulerKind::EulerAncestral,
+            Spacing::Leading,
+        ),
     ];
     for (name, kind, spacing) in cases {
         let s = Sampler::new(kind, &NoiseSchedule::sd15(), 10, spacing).expect("sampler");
@@ -104,8 +114,8 @@ fn clip_text_model_matches_transformers() {
         "tiny",
     )
     .expect("config");
-    let enc = ClipTextEncoder::new(&cfg, golden_var_builder(DType::F32, &Device::Cpu))
-        .expect("encoder");
+    let enc =
+        ClipTextEncoder::new(&cfg, golden_var_builder(DType::F32, &Device::Cpu)).expect("encoder");
     let ids = g["ids"].to_dtype(DType::U32).expect("ids");
     let got = values(&enc.forward(&ids).expect("forward"));
     let want = values(&g["hidden"]);

@@ -508,13 +508,15 @@ pub(crate) mod tests {
         let (tx, rx) = crossbeam_channel::unbounded();
         let emit = Emitter::for_tests(7, tx);
         let mut state = WorkerState::default();
-        let mut job = GenerateJob::default();
-        job.request = GenerateRequest {
-            prompt: "red heart sparkly".into(),
-            steps: 2,
-            frames: 3,
-            size: Some((64, 64)),
-            ..GenerateRequest::default()
+        let job = GenerateJob {
+            request: GenerateRequest {
+                prompt: "red heart sparkly".into(),
+                steps: 2,
+                frames: 3,
+                size: Some((64, 64)),
+                ..GenerateRequest::default()
+            },
+            ..GenerateJob::default()
         };
         let (generator, _) = tiny_generator(tiny_ildiff());
         state.insert_generator(&job, Arc::new(generator));

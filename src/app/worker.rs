@@ -411,8 +411,13 @@ mod tests {
         }))
         .expect("spawn");
         let id = w.next_id();
-        let mut job = GenerateJob::default();
-        job.request.prompt = "a cat".into();
+        let job = GenerateJob {
+            request: crate::pipeline::generate::GenerateRequest {
+                prompt: "a cat".into(),
+                ..Default::default()
+            },
+            ..GenerateJob::default()
+        };
         w.submit(Job::Generate {
             id,
             job: Box::new(job),

@@ -268,6 +268,9 @@ pub(crate) mod tests {
         let e = ClipTextEncoder::load(&bad_path, &cfg, DType::F32, &Device::Cpu)
             .expect_err("misshaped");
         let msg = e.to_string();
-        assert!(msg.contains(&key) && msg.contains("bad.safetensors"), "{msg}");
+        assert!(
+            msg.contains(&key) && msg.contains("bad.safetensors"),
+            "{msg}"
+        );
     }
 }

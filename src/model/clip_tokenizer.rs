@@ -114,9 +114,10 @@ impl ClipTokenizer {
     /// `#version: ...` is skipped when present).
     pub fn new(vocab: HashMap<String, u32>, merges: &str, pad: Option<&str>) -> Result<Self> {
         let id = |t: &str| {
-            vocab.get(t).copied().ok_or_else(|| {
-                Error::Model(format!("the tokenizer vocabulary has no `{t}` token"))
-            })
+            vocab
+                .get(t)
+                .copied()
+                .ok_or_else(|| Error::Model(format!("the tokenizer vocabulary has no `{t}` token")))
         };
         let bos = id(BOS)?;
         let eos = id(EOS)?;
@@ -330,7 +331,8 @@ pub(crate) mod tests {
             .collect()
     }
 
-    pub(crate) const TINY_MERGES: &str = "#version: 0.2\nh e\nr e\nl l\nhe ll\nhell o</w>\nre d</w>\na r\nhe ar\nhear t</w>\n";
+    pub(crate) const TINY_MERGES: &str =
+        "#version: 0.2\nh e\nr e\nl l\nhe ll\nhell o</w>\nre d</w>\na r\nhe ar\nhear t</w>\n";
 
     #[test]
     fn byte_table_is_a_bijection_with_gpt2_values() {
@@ -348,7 +350,18 @@ pub(crate) mod tests {
     fn pre_split_follows_clips_pattern() {
         assert_eq!(
             pre_split("a cat's 123 hearts!!  <|endoftext|>x"),
-            ["a", "cat", "'s", "1", "2", "3", "hearts", "!!", "<|endoftext|>", "x"]
+            [
+                "a",
+                "cat",
+                "'s",
+                "1",
+                "2",
+                "3",
+                "hearts",
+                "!!",
+                "<|endoftext|>",
+                "x"
+            ]
         );
         assert_eq!(normalize("  A\tRed\n\nHEART "), "a red heart");
     }

@@ -117,11 +117,14 @@ impl TextConditioner for ClipConditioner {
 /// The decoder that makes RGBA from RGB + latent.
 pub enum TransparencyDecoder {
     /// The ILDiff decoder: temporal context across frames, decoded in windows.
-    Ildiff { model: IldiffDecoder, window: usize },
+    Ildiff {
+        model: Box<IldiffDecoder>,
+        window: usize,
+    },
     /// LayerDiffuse's per-frame decoder, with its 8-pass augmentation when `tta` (the
     /// published setting; 8x slower). For comparison with ILDiff.
     LayerDiffuse {
-        decoder: TransparentDecoder,
+        decoder: Box<TransparentDecoder>,
         tta: bool,
     },
 }
@@ -528,7 +531,10 @@ pub(crate) mod tests {
         let mut cfg = IldiffConfig::tiny();
         cfg.codec = None;
         let model = IldiffDecoder::new(&cfg, vb).expect("decoder");
-        TransparencyDecoder::Ildiff { model, window: 2 }
+        TransparencyDecoder::Ildiff {
+            model: Box::new(model),
+            window: 2,
+        }
     }
 
     fn request() -> GenerateRequest {
@@ -610,7 +616,10 @@ pub(crate) mod tests {
         let vm = VarMap::new();
         let vb = VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
         let decoder = TransparentDecoder::new(&IldiffConfig::tiny().decoder, vb).expect("ld");
-        let (g, _) = tiny_generator(TransparencyDecoder::LayerDiffuse { decoder, tta: true });
+        let (g, _) = tiny_generator(TransparencyDecoder::LayerDiffuse {
+            decoder: Box::new(decoder),
+            tta: true,
+        });
         let r = GenerateRequest {
             scheduler: SchedulerKind::EulerAncestral,
             frames: 2,

@@ -271,7 +271,10 @@ fn load_decoder(path: &Path, device: &Device) -> Result<TransparencyDecoder> {
             let model = ck.build("ILDiff decoder", DType::F32, device, |vb| {
                 IldiffDecoder::new(&cfg, vb)
             })?;
-            Ok(TransparencyDecoder::Ildiff { model, window: 8 })
+            Ok(TransparencyDecoder::Ildiff {
+                model: Box::new(model),
+                window: 8,
+            })
         }
         None => {
             let cfg = TransparentDecoderConfig::official();
@@ -281,7 +284,10 @@ fn load_decoder(path: &Path, device: &Device) -> Result<TransparencyDecoder> {
                 device,
                 |vb| TransparentDecoder::new(&cfg, vb),
             )?;
-            Ok(TransparencyDecoder::LayerDiffuse { decoder, tta: true })
+            Ok(TransparencyDecoder::LayerDiffuse {
+                decoder: Box::new(decoder),
+                tta: true,
+            })
         }
     }
 }
