@@ -181,7 +181,7 @@ fn generate_settings(ui: &mut egui::Ui, form: &mut crate::app::jobs::GenerateFor
     });
     ui.horizontal(|ui| {
         ui.add(egui::DragValue::new(&mut r.seed).prefix("seed "));
-        if ui.small_button("🎲").on_hover_text("new seed").clicked() {
+        if ui.small_button("new").on_hover_text("a new seed").clicked() {
             r.seed = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.subsec_nanos() as u64 ^ d.as_secs())
