@@ -13,7 +13,7 @@ use candle_nn::{VarBuilder, VarMap};
 use egui_kittest::Harness;
 use egui_kittest::kittest::Queryable;
 use ildiff::app::settings::{PreviewMode, Quality};
-use ildiff::app::state::{JobKind, Level};
+use ildiff::app::state::{JobKind, Level, Shown};
 use ildiff::app::textures::{Key, View};
 use ildiff::app::{StudioApp, StudioOptions};
 use ildiff::media::presets::Preset;
@@ -108,6 +108,11 @@ fn drop_file(h: &mut Harness<'static, App>, path: &Path) {
     step_until(h, 60, "the import", |a| a.studio.stickers.len() > before);
 }
 
+/// Steps until the texture `key` is uploaded (images are made on the prep thread).
+fn step_until_texture(h: &mut Harness<'static, App>, key: Key, what: &str) {
+    step_until(h, 30, what, |a| a.textures.contains(&key));
+}
+
 fn has_error(a: &StudioApp) -> Option<String> {
     a.studio
         .notes
@@ -127,6 +132,20 @@ fn import_scrub_preview_modes_heatmap_and_rematte() {
     let n = app(&mut h).studio.stickers[0].len();
     assert_eq!(n, 6);
     assert_eq!(app(&mut h).studio.stickers[0].name, "walk");
+
+    // Per-sticker emoji are drawn as glyphs (egui's bundled emoji font), not as boxes.
+    let emoji = "🐱 🎉 👍";
+    app(&mut h).studio.stickers[0].emoji = emoji.into();
+    h.run_steps(2);
+    assert!(
+        h.query_all_by_value(emoji).next().is_some(),
+        "the emoji field shows {emoji}"
+    );
+    for c in emoji.chars().filter(|c| !c.is_whitespace()) {
+        let font = eframe::egui::FontId::proportional(14.0);
+        let drawn = h.ctx.fonts_mut(|f| f.has_glyph(&font, c));
+        assert!(drawn, "the fonts have no glyph for {c:?}");
+    }
 
     // Arrow keys step, space plays.
     h.key_press(eframe::egui::Key::ArrowRight);
@@ -163,23 +182,18 @@ fn import_scrub_preview_modes_heatmap_and_rematte() {
 
     // Every preview mode draws its texture of the current frame.
     let frame = app(&mut h).studio.playback.frame;
-    let src = app(&mut h).studio.stickers[0].source.id;
+    let src = Shown::of(&app(&mut h).studio.stickers[0].source);
     for mode in PreviewMode::ALL {
         h.get_by_label(mode.label()).click();
         h.run_steps(2);
-        let a = app(&mut h);
-        assert_eq!(a.studio.settings.layout.preview_mode, mode);
+        assert_eq!(app(&mut h).studio.settings.layout.preview_mode, mode);
         let view = match mode {
             PreviewMode::Input | PreviewMode::SideBySide => View::Rgb,
             PreviewMode::Alpha => View::Alpha,
             PreviewMode::Checker | PreviewMode::Chat => View::Rgba,
         };
-        let key = Key {
-            clip: src,
-            frame,
-            view,
-        };
-        assert!(a.textures.contains(&key), "{mode:?} drew {key:?}");
+        let key = Key::of(&src, frame, view).expect("frame");
+        step_until_texture(&mut h, key, &format!("{mode:?} to draw {key:?}"));
     }
     // The chat background presets.
     h.get_by_label("Chat background").click();
@@ -194,12 +208,14 @@ fn import_scrub_preview_modes_heatmap_and_rematte() {
     h.get_by_label("Flicker heatmap").click();
     h.run_steps(2);
     assert!(app(&mut h).studio.settings.layout.heatmap);
-    assert!(app(&mut h).textures.contains(&Key {
-        clip: src,
-        frame,
-        view: View::Heat
-    }));
+    let heat = Key::of(&src, frame, View::Heat).expect("frame");
+    assert_ne!(
+        heat.prev, 0,
+        "the heatmap of frame {frame} compares it with the one before"
+    );
+    step_until_texture(&mut h, heat, "the heatmap");
     // A still frame is not uploaded again.
+    step_until(&mut h, 30, "the thumbnails", |a| a.textures.pending() == 0);
     let uploads = app(&mut h).textures.uploads;
     h.run_steps(3);
     assert_eq!(app(&mut h).textures.uploads, uploads);
@@ -318,6 +334,7 @@ fn export_with_a_preset_then_settings_survive_a_restart() {
     let out = dir.path().join("out");
     std::fs::create_dir_all(&out).expect("mkdir");
     let config = dir.path().join("config");
+    let saved_layout;
     {
         let mut h = harness(&config);
         drop_file(&mut h, &clip);
@@ -348,13 +365,22 @@ fn export_with_a_preset_then_settings_survive_a_restart() {
         assert_eq!(rb.anim.len(), back.len());
         // The decoded file can be shown in the preview.
         a.studio.export.show_read_back = true;
+        let key = Key::of(&Shown::of(&rb), 0, View::Alpha).expect("frame");
+        step_until_texture(&mut h, key, "the exported file's preview");
+        // The panels as the user left them: wider than their defaults (egui reports the
+        // widths after each frame; the last ones are saved when the window closes).
         h.run_steps(2);
-        let a = app(&mut h);
-        assert!(a.textures.contains(&Key {
-            clip: rb.id,
-            frame: 0,
-            view: View::Alpha
-        }));
+        let layout = &mut app(&mut h).studio.settings.layout;
+        assert!(
+            layout.pack_width > 0.0 && layout.side_width > 0.0,
+            "{layout:?}"
+        );
+        h.get_by_label("Jobs & export").click();
+        h.run_steps(2);
+        let layout = &mut app(&mut h).studio.settings.layout;
+        assert!(!layout.show_side);
+        (layout.pack_width, layout.side_width) = (340.0, 420.0);
+        saved_layout = layout.clone();
         // Leaving the harness drops the app, which saves the settings.
     }
     let mut h = harness(&config);
@@ -363,6 +389,25 @@ fn export_with_a_preset_then_settings_survive_a_restart() {
     assert_eq!(s.settings.export.folder.as_deref(), Some(out.as_path()));
     assert_eq!(s.settings.layout.preview_mode, PreviewMode::Alpha);
     assert_eq!(s.settings.recent_files.first(), Some(&clip));
+    // The window layout: panel widths as drawn in the new window, the hidden panel hidden.
+    let saved = saved_layout;
+    let layout = &s.settings.layout;
+    assert!(!layout.show_side);
+    assert!(
+        (layout.pack_width - saved.pack_width).abs() <= 1.0,
+        "pack panel drawn {} wide, saved {}",
+        layout.pack_width,
+        saved.pack_width
+    );
+    assert_eq!(layout.side_width, saved.side_width);
+    h.get_by_label("Jobs & export").click();
+    h.run_steps(2);
+    let side = app(&mut h).studio.settings.layout.side_width;
+    assert!(
+        (side - saved.side_width).abs() <= 1.0,
+        "{side} vs {}",
+        saved.side_width
+    );
 }
 
 #[test]

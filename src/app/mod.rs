@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use eframe::egui;
 
 use self::dialogs::{Dialogs, Picked};
-use self::settings::PreviewMode;
+use self::settings::{LayoutSettings, PreviewMode};
 use self::state::{Level, Studio};
 use self::textures::TextureCache;
 
@@ -77,7 +77,7 @@ impl StudioApp {
         studio.import_paths(options.files);
         Ok(StudioApp {
             studio,
-            textures: TextureCache::default(),
+            textures: TextureCache::new(600, waker.clone()),
             dialogs: Dialogs::new(waker),
             shot: options.screenshot.map(|path| Shot::Waiting {
                 path,
@@ -198,6 +198,7 @@ impl StudioApp {
     /// Draws the window.
     pub fn show(&mut self, ui: &mut egui::Ui) {
         let started = Instant::now();
+        self.textures.begin_frame(ui.ctx());
         let (studio, textures, dialogs) = (&mut self.studio, &mut self.textures, &mut self.dialogs);
         egui::Panel::top("import").show(ui, |ui| {
             panels::import::ImportPanel {
@@ -206,10 +207,14 @@ impl StudioApp {
             }
             .ui(ui)
         });
+        let layout = &studio.settings.layout;
+        let pack_width = LayoutSettings::panel_width(layout.pack_width, settings::PACK_WIDTH);
+        let side_width = LayoutSettings::panel_width(layout.side_width, settings::SIDE_WIDTH);
         if studio.settings.layout.show_pack {
-            egui::Panel::left("pack")
+            let shown = egui::Panel::left("pack")
                 .resizable(true)
-                .default_size(230.0)
+                .default_size(pack_width)
+                .size_range(settings::PANEL_WIDTHS)
                 .show(ui, |ui| {
                     panels::pack::PackPanel {
                         studio: &mut *studio,
@@ -218,11 +223,14 @@ impl StudioApp {
                     }
                     .ui(ui)
                 });
+            // Remembered for the next start (egui keeps it within this run).
+            studio.settings.layout.pack_width = shown.response.rect.width().round();
         }
         if studio.settings.layout.show_side {
-            egui::Panel::right("side")
+            let shown = egui::Panel::right("side")
                 .resizable(true)
-                .default_size(300.0)
+                .default_size(side_width)
+                .size_range(settings::PANEL_WIDTHS)
                 .show(ui, |ui| {
                     egui::ScrollArea::vertical().show(ui, |ui| {
                         panels::job::JobPanel {
@@ -238,6 +246,7 @@ impl StudioApp {
                         .ui(ui);
                     });
                 });
+            studio.settings.layout.side_width = shown.response.rect.width().round();
         }
         egui::Panel::bottom("timeline")
             .resizable(false)

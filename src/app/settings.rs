@@ -146,6 +146,10 @@ pub struct LayoutSettings {
     pub window_size: Option<[f32; 2]>,
     pub show_pack: bool,
     pub show_side: bool,
+    /// Width of the pack panel (left) in points, as the user last dragged it.
+    pub pack_width: f32,
+    /// Width of the job and export panel (right) in points.
+    pub side_width: f32,
     pub preview_mode: PreviewMode,
     pub heatmap: bool,
     /// Chat background colour (sRGB).
@@ -158,9 +162,29 @@ impl Default for LayoutSettings {
             window_size: None,
             show_pack: true,
             show_side: true,
+            pack_width: PACK_WIDTH,
+            side_width: SIDE_WIDTH,
             preview_mode: PreviewMode::Checker,
             heatmap: false,
             chat_background: CHAT_LIGHT,
+        }
+    }
+}
+
+/// Default width of the pack panel in points.
+pub const PACK_WIDTH: f32 = 230.0;
+/// Default width of the job and export panel in points.
+pub const SIDE_WIDTH: f32 = 300.0;
+/// Widths a side panel is restored to (a hand-edited or stale file cannot hide the preview).
+pub const PANEL_WIDTHS: std::ops::RangeInclusive<f32> = 160.0..=900.0;
+
+impl LayoutSettings {
+    /// A saved panel width, or `default` when it is out of [`PANEL_WIDTHS`] or not a number.
+    pub fn panel_width(saved: f32, default: f32) -> f32 {
+        if PANEL_WIDTHS.contains(&saved) {
+            saved
+        } else {
+            default
         }
     }
 }

@@ -7,6 +7,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use image::RgbaImage;
+
 use super::jobs::{ExportRequest, MatteRequest, NO_DEFAULT_MODEL, default_model};
 use super::settings::{ModelChoice, Settings, SettingsStore};
 use super::worker::{Event, Job, JobId, Waker, Workers};
@@ -16,18 +18,144 @@ use crate::media::{Animation, Limits};
 
 static NEXT_CLIP: AtomicU64 = AtomicU64::new(1);
 
-/// A clip with an id that changes whenever its pixels do (the texture cache keys on it).
+/// `n + 1` fresh ids: the first for a clip, the rest for its frames.
+fn fresh_ids(n: usize) -> u64 {
+    NEXT_CLIP.fetch_add(n as u64 + 1, Ordering::Relaxed)
+}
+
+/// A clip with an id that changes whenever its pixels do, and an id per frame's pixels: equal
+/// frame ids mean equal pixels, so the texture cache (which keys on frame ids) reuses what a
+/// re-matte preview already uploaded when the finished clip replaces it.
 #[derive(Debug, Clone)]
 pub struct Clip {
     pub id: u64,
     pub anim: Arc<Animation>,
+    pub frame_ids: Arc<[u64]>,
 }
 
 impl Clip {
     pub fn new(anim: Animation) -> Clip {
+        let base = fresh_ids(anim.len());
+        let frame_ids = (1..=anim.len() as u64).map(|k| base + k).collect();
         Clip {
-            id: NEXT_CLIP.fetch_add(1, Ordering::Relaxed),
+            id: base,
             anim: Arc::new(anim),
+            frame_ids,
+        }
+    }
+
+    /// `anim` whose frames are known to carry the pixels `frame_ids` name (fresh ids when the
+    /// lengths differ).
+    pub fn with_frame_ids(anim: Animation, frame_ids: Arc<[u64]>) -> Clip {
+        if frame_ids.len() != anim.len() {
+            return Clip::new(anim);
+        }
+        Clip {
+            id: fresh_ids(0),
+            anim: Arc::new(anim),
+            frame_ids,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.anim.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.anim.is_empty()
+    }
+}
+
+/// The frames of a running re-matte that have arrived so far. Kept apart from the clips, so
+/// that a preview update moves the new frames in and copies no pixels on the UI thread.
+#[derive(Debug, Clone, Default)]
+pub struct Partial {
+    /// Changes with every update (flicker and the preview key on it).
+    pub id: u64,
+    /// Per frame: its pixel id and image, once matted.
+    pub frames: Vec<Option<(u64, Arc<RgbaImage>)>>,
+    /// Frames matted so far.
+    pub done: usize,
+}
+
+/// Where the pixels of one frame are, for work off the UI thread: shared, never copied.
+#[derive(Debug, Clone)]
+pub enum Pixels {
+    Frame(Arc<Animation>, usize),
+    Image(Arc<RgbaImage>),
+}
+
+impl Pixels {
+    pub fn image(&self) -> Option<&RgbaImage> {
+        match self {
+            Pixels::Frame(a, i) => a.frames.get(*i).map(|f| &f.image),
+            Pixels::Image(img) => Some(img),
+        }
+    }
+}
+
+/// What the panels show of a sticker: its current clip with the frames of a running re-matte
+/// laid over it. Cheap to clone (shared pointers only).
+#[derive(Debug, Clone)]
+pub struct Shown {
+    /// Changes whenever any shown pixel does.
+    pub id: u64,
+    /// Timing, size, and the frames not re-matted yet.
+    pub clip: Clip,
+    partial: Option<Arc<Partial>>,
+}
+
+impl Shown {
+    pub fn of(clip: &Clip) -> Shown {
+        Shown {
+            id: clip.id,
+            clip: clip.clone(),
+            partial: None,
+        }
+    }
+
+    /// Whether some frames come from a re-matte still running.
+    pub fn is_partial(&self) -> bool {
+        self.partial.is_some()
+    }
+
+    pub fn anim(&self) -> &Animation {
+        &self.clip.anim
+    }
+
+    pub fn len(&self) -> usize {
+        self.clip.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.clip.is_empty()
+    }
+
+    fn matted(&self, i: usize) -> Option<&(u64, Arc<RgbaImage>)> {
+        self.partial.as_ref()?.frames.get(i)?.as_ref()
+    }
+
+    /// Frame `i`'s pixels.
+    pub fn image(&self, i: usize) -> Option<&RgbaImage> {
+        match self.matted(i) {
+            Some((_, img)) => Some(img),
+            None => self.clip.anim.frames.get(i).map(|f| &f.image),
+        }
+    }
+
+    /// The id of frame `i`'s pixels.
+    pub fn frame_id(&self, i: usize) -> Option<u64> {
+        match self.matted(i) {
+            Some((id, _)) => Some(*id),
+            None => self.clip.frame_ids.get(i).copied(),
+        }
+    }
+
+    /// A shared handle on frame `i`'s pixels.
+    pub fn pixels(&self, i: usize) -> Option<Pixels> {
+        match self.matted(i) {
+            Some((_, img)) => Some(Pixels::Image(img.clone())),
+            None => (i < self.clip.len()).then(|| Pixels::Frame(self.clip.anim.clone(), i)),
         }
     }
 }
@@ -40,9 +168,10 @@ pub struct Sticker {
     pub emoji: String,
     pub path: Option<PathBuf>,
     pub source: Clip,
-    /// The re-matted clip (complete, or partial while a job runs: frames not done yet are
-    /// the source's).
+    /// The re-matted clip, once a re-matte has finished.
     pub result: Option<Clip>,
+    /// The frames of a re-matte still running, shown over [`Sticker::current`].
+    pub partial: Option<Arc<Partial>>,
     /// Frames `[trim_in, trim_out]` (inclusive) are exported.
     pub trim_in: usize,
     pub trim_out: usize,
@@ -59,6 +188,7 @@ impl Sticker {
             path,
             source: Clip::new(anim),
             result: None,
+            partial: None,
             trim_in: 0,
             trim_out: n.saturating_sub(1),
             flicker: None,
@@ -68,6 +198,17 @@ impl Sticker {
     /// What is exported and previewed as "the sticker": the result when there is one.
     pub fn current(&self) -> &Clip {
         self.result.as_ref().unwrap_or(&self.source)
+    }
+
+    /// What the preview, timeline and pack show: [`Sticker::current`] with the frames of a
+    /// running re-matte over it.
+    pub fn shown(&self) -> Shown {
+        let mut shown = Shown::of(self.current());
+        if let Some(p) = &self.partial {
+            shown.id = p.id;
+            shown.partial = Some(p.clone());
+        }
+        shown
     }
 
     pub fn len(&self) -> usize {
@@ -415,6 +556,9 @@ impl Studio {
     /// Asks the I/O worker for the flicker curve of the current sticker's shown clip.
     pub fn request_flicker(&mut self) {
         let Some(st) = self.current() else { return };
+        if st.partial.is_some() {
+            return; // the curve of a half-matted clip means nothing; it comes when it ends
+        }
         let clip = st.current().clone();
         if st.flicker.as_ref().is_some_and(|f| f.0 == clip.id)
             || self
@@ -601,26 +745,35 @@ impl Studio {
                     _ => clip_id,
                 };
                 if let Some(st) = self.sticker_by_clip(clip_id) {
-                    let base = st
-                        .result
-                        .as_ref()
-                        .filter(|r| r.anim.len() == st.source.anim.len())
-                        .map(|r| (*r.anim).clone())
-                        .unwrap_or_else(|| (*st.source.anim).clone());
-                    let mut anim = base;
+                    let (n, size) = (st.len(), (st.source.anim.width, st.source.anim.height));
+                    let p = Arc::make_mut(st.partial.get_or_insert_with(Default::default));
+                    p.frames.resize(n, None);
+                    let base = fresh_ids(frames.len());
                     for (k, img) in frames.into_iter().enumerate() {
-                        if let Some(f) = anim.frames.get_mut(start + k)
-                            && img.dimensions() == f.image.dimensions()
+                        if let Some(slot) = p.frames.get_mut(start + k)
+                            && img.dimensions() == size
                         {
-                            f.image = img;
+                            if slot.is_none() {
+                                p.done += 1;
+                            }
+                            *slot = Some((base + 1 + k as u64, Arc::new(img)));
                         }
                     }
-                    st.result = Some(Clip::new(anim));
+                    p.id = base;
                 }
             }
             Event::Matted { clip, .. } => {
                 if let Some(st) = self.sticker_by_clip(clip_id) {
-                    st.result = Some(Clip::new(*clip));
+                    // The finished clip is the frames the previews already brought: keep their
+                    // ids, so nothing is uploaded again.
+                    let partial = st.partial.take();
+                    let ids: Option<Arc<[u64]>> = partial
+                        .filter(|p| p.done == clip.len() && p.frames.len() == clip.len())
+                        .and_then(|p| p.frames.iter().map(|f| f.as_ref().map(|f| f.0)).collect());
+                    st.result = Some(match ids {
+                        Some(ids) => Clip::with_frame_ids(*clip, ids),
+                        None => Clip::new(*clip),
+                    });
                     st.flicker = None;
                 }
                 self.notify(Level::Info, "re-matte finished");
@@ -635,10 +788,22 @@ impl Studio {
                 let anim = *clip;
                 match self.sticker_by_clip(clip_id) {
                     Some(st) => {
+                        // The clip is the frames the previews brought: keep their ids.
                         let n = anim.len();
-                        st.source = Clip::new(anim);
+                        let ids: Option<Arc<[u64]>> = st
+                            .partial
+                            .take()
+                            .filter(|p| p.done == n && p.frames.len() == n)
+                            .and_then(|p| {
+                                p.frames.iter().map(|f| f.as_ref().map(|f| f.0)).collect()
+                            });
+                        st.source = match ids {
+                            Some(ids) => Clip::with_frame_ids(anim, ids),
+                            None => Clip::new(anim),
+                        };
                         st.result = None;
                         st.flicker = None;
+                        st.trim_in = 0;
                         st.trim_out = n.saturating_sub(1);
                     }
                     None => {
@@ -724,7 +889,7 @@ impl Studio {
                 if kind == JobKind::Matte {
                     // A partial result must not pass for a finished one.
                     if let Some(st) = self.sticker_by_clip(clip_id) {
-                        st.result = None;
+                        st.partial = None;
                     }
                 }
                 let what = match kind {
@@ -743,7 +908,7 @@ impl Studio {
                 if kind == JobKind::Matte
                     && let Some(st) = self.sticker_by_clip(clip_id)
                 {
-                    st.result = None;
+                    st.partial = None;
                 }
                 if kind != JobKind::Flicker {
                     self.notify(Level::Info, "cancelled; nothing was written");
@@ -886,5 +1051,173 @@ fn sticker_name(prompt: &str) -> String {
         "generated".into()
     } else {
         words.join(" ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::app::jobs::tests::clip;
+
+    /// A studio with one 4-frame sticker and a matte job `id` running on it.
+    fn matting() -> (Studio, JobId) {
+        let mut s = Studio::new(None, Arc::new(|| {})).expect("studio");
+        s.stickers
+            .push(Sticker::new("a".into(), None, clip(4, 8, 8)));
+        let id = s.workers.next_id();
+        let cid = s.stickers[0].source.id;
+        s.jobs.push(Running::new(id, JobKind::Matte, Some(cid)));
+        (s, id)
+    }
+
+    fn matted_frame(v: u8) -> RgbaImage {
+        RgbaImage::from_pixel(8, 8, image::Rgba([v, v, v, 128]))
+    }
+
+    #[test]
+    fn previews_move_frames_in_and_the_finished_clip_keeps_their_ids() {
+        let (mut s, id) = matting();
+        let source_ids = s.stickers[0].source.frame_ids.clone();
+        s.handle(Event::FramesDone {
+            id,
+            start: 1,
+            frames: vec![matted_frame(10), matted_frame(20)],
+        });
+        let st = &s.stickers[0];
+        assert!(st.result.is_none(), "a preview is not a result");
+        let shown = st.shown();
+        assert!(shown.is_partial());
+        assert_eq!(
+            shown.image(1).expect("frame").get_pixel(0, 0).0,
+            [10, 10, 10, 128]
+        );
+        assert_eq!(
+            shown.frame_id(0),
+            Some(source_ids[0]),
+            "not matted yet: the source"
+        );
+        assert_ne!(shown.frame_id(1), Some(source_ids[1]));
+        let first_id = shown.id;
+        s.handle(Event::FramesDone {
+            id,
+            start: 0,
+            frames: vec![matted_frame(0)],
+        });
+        s.handle(Event::FramesDone {
+            id,
+            start: 3,
+            frames: vec![matted_frame(30)],
+        });
+        let shown = s.stickers[0].shown();
+        assert_ne!(shown.id, first_id, "each update is a new picture");
+        let ids: Vec<u64> = (0..4).map(|i| shown.frame_id(i).expect("id")).collect();
+        let mut done = clip(4, 8, 8);
+        for (i, f) in done.frames.iter_mut().enumerate() {
+            f.image = matted_frame(i as u8 * 10);
+        }
+        s.handle(Event::Matted {
+            id,
+            clip: Box::new(done),
+        });
+        let st = &s.stickers[0];
+        assert!(st.partial.is_none());
+        let result = st.result.as_ref().expect("result");
+        assert_eq!(
+            &*result.frame_ids,
+            ids.as_slice(),
+            "textures of the previews stay valid"
+        );
+        assert_eq!(st.shown().frame_id(2), Some(ids[2]));
+    }
+
+    #[test]
+    fn a_cancelled_rematte_drops_its_previews_and_keeps_the_earlier_result() {
+        let (mut s, id) = matting();
+        let earlier = Clip::new(clip(4, 8, 8));
+        s.stickers[0].result = Some(earlier.clone());
+        s.handle(Event::FramesDone {
+            id,
+            start: 0,
+            frames: vec![matted_frame(5)],
+        });
+        assert!(s.stickers[0].shown().is_partial());
+        s.handle(Event::Cancelled { id });
+        let st = &s.stickers[0];
+        assert!(st.partial.is_none());
+        assert_eq!(st.result.as_ref().map(|r| r.id), Some(earlier.id));
+        assert_eq!(st.shown().id, earlier.id);
+    }
+
+    /// A studio with a generate job `id` running (no sticker yet) that reported 4 frames.
+    fn generating() -> (Studio, JobId) {
+        let mut s = Studio::new(None, Arc::new(|| {})).expect("studio");
+        s.prompt = "a red heart pulsing".into();
+        let id = s.workers.next_id();
+        s.jobs.push(Running::new(id, JobKind::Generate, None));
+        s.handle(Event::Progress {
+            id,
+            stage: crate::pipeline::generate::STAGE_MATTE.into(),
+            done: 0,
+            total: 4,
+        });
+        (s, id)
+    }
+
+    #[test]
+    fn generated_frames_make_a_sticker_that_the_finished_clip_completes() {
+        let (mut s, id) = generating();
+        assert!(s.stickers.is_empty());
+        s.handle(Event::FramesDone {
+            id,
+            start: 0,
+            frames: vec![matted_frame(10), matted_frame(20)],
+        });
+        assert_eq!(s.stickers.len(), 1, "the first frames make the sticker");
+        let st = &s.stickers[0];
+        assert_eq!(st.name, "a red heart pulsing");
+        assert_eq!(st.len(), 4);
+        assert!(st.shown().is_partial());
+        s.handle(Event::FramesDone {
+            id,
+            start: 2,
+            frames: vec![matted_frame(30), matted_frame(40)],
+        });
+        let ids: Vec<u64> = (0..4)
+            .map(|i| s.stickers[0].shown().frame_id(i).expect("id"))
+            .collect();
+        let mut done = clip(4, 8, 8);
+        for (i, f) in done.frames.iter_mut().enumerate() {
+            f.image = matted_frame(10 + i as u8 * 10);
+        }
+        s.handle(Event::Generated {
+            id,
+            prompt: s.prompt.clone(),
+            clip: Box::new(done),
+            unknown: vec!["pulsing".into()],
+        });
+        assert_eq!(s.stickers.len(), 1);
+        let st = &s.stickers[0];
+        assert!(st.partial.is_none());
+        assert_eq!(
+            &*st.source.frame_ids,
+            ids.as_slice(),
+            "previews' textures stay valid"
+        );
+        assert_eq!(s.generate.unknown, ["pulsing"]);
+        assert!(s.notes.iter().any(|n| n.text.contains("pulsing")));
+        assert!(s.running(JobKind::Generate).is_none());
+    }
+
+    #[test]
+    fn a_cancelled_generation_removes_its_preview_sticker() {
+        let (mut s, id) = generating();
+        s.handle(Event::FramesDone {
+            id,
+            start: 0,
+            frames: vec![matted_frame(10)],
+        });
+        assert_eq!(s.stickers.len(), 1);
+        s.handle(Event::Cancelled { id });
+        assert!(s.stickers.is_empty());
     }
 }

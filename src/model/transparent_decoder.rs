@@ -106,9 +106,23 @@ impl Default for KeyPrior {
 }
 
 impl KeyPrior {
+    /// Input channels the prior adds to `conv_in`: keyed alpha, raw key distance, and the
+    /// border's agreement with the key.
+    pub const CHANNELS: usize = 3;
+
     /// `pixel` `[B, 3, H, W]` in [0, 1] -> keyed alpha `[B, 1, H, W]` (no gradient: it is an
     /// input feature, and sorting has no backward).
     pub fn alpha(&self, pixel: &Tensor) -> Result<Tensor> {
+        Ok(self.features(pixel)?.0)
+    }
+
+    /// Keyed alpha and the `[B, 3, H, W]` features the decoder reads: the keyed alpha, the
+    /// unclamped distance from the key (the clamp hides how *nearly* a pixel matches, which is
+    /// what similar-colour backgrounds need), and the share of border pixels within `lo` of
+    /// the key, constant over the frame: near 1 on a flat background, where the key can be
+    /// trusted, low on photos and gradients, where it cannot — a global fact a small CNN could
+    /// not read off the border by itself.
+    pub fn features(&self, pixel: &Tensor) -> Result<(Tensor, Tensor)> {
         let pixel = pixel.detach();
         let (b, c, h, w) = pixel.dims4()?;
         let side = |dim: usize, at: usize, len: usize| -> Result<Tensor> {
@@ -126,10 +140,24 @@ impl KeyPrior {
         .contiguous()?;
         let (sorted, _) = border.sort_last_dim(true)?;
         let k = sorted.dim(2)?;
-        let key = sorted.narrow(2, k / 2, 1)?.unsqueeze(3)?;
-        let d = pixel.broadcast_sub(&key)?.sqr()?.sum_keepdim(1)?.sqrt()?;
+        let key = sorted.narrow(2, k / 2, 1)?;
+        let border_d = border.broadcast_sub(&key)?.sqr()?.sum_keepdim(1)?.sqrt()?;
+        let agree = border_d
+            .lt(f64::from(self.lo))?
+            .to_dtype(pixel.dtype())?
+            .mean_keepdim(2)?
+            .unsqueeze(3)?
+            .broadcast_as((b, 1, h, w))?
+            .contiguous()?;
+        let d = pixel
+            .broadcast_sub(&key.unsqueeze(3)?)?
+            .sqr()?
+            .sum_keepdim(1)?
+            .sqrt()?;
         let span = f64::from((self.hi - self.lo).max(1e-6));
-        ((d - f64::from(self.lo))? / span)?.clamp(0f32, 1f32)
+        let alpha = ((&d - f64::from(self.lo))? / span)?.clamp(0f32, 1f32)?;
+        let feats = Tensor::cat(&[&alpha, &d, &agree], 1)?;
+        Ok((alpha, feats))
     }
 }
 
@@ -510,7 +538,11 @@ impl TransparentDecoder {
         let boc = &cfg.block_out_channels;
         let n = boc.len();
         let s2 = cfg.pixel_unshuffle.max(1).pow(2);
-        let prior = usize::from(cfg.key_prior.is_some());
+        let prior = if cfg.key_prior.is_some() {
+            KeyPrior::CHANNELS
+        } else {
+            0
+        };
         let conv_in = conv3x3((cfg.in_channels + prior) * s2, boc[0], 1, vb.pp("conv_in"))?;
         let latent_conv_in = zero_conv1x1(
             cfg.latent_channels,
@@ -660,13 +692,12 @@ impl TransparentDecoder {
         }
 
         let r = cfg.pixel_unshuffle.max(1);
-        let key = match &cfg.key_prior {
-            Some(k) => Some(k.alpha(pixel)?),
-            None => None,
-        };
-        let input = match &key {
-            Some(k) => Tensor::cat(&[pixel, k], 1)?,
-            None => pixel.clone(),
+        let (key, input) = match &cfg.key_prior {
+            Some(k) => {
+                let (alpha, feats) = k.features(pixel)?;
+                (Some(alpha), Tensor::cat(&[pixel, &feats], 1)?)
+            }
+            None => (None, pixel.clone()),
         };
         let mut x = self.conv_in.forward(&space_to_depth(&input, r)?)?;
         let mut skips = vec![x.clone()];

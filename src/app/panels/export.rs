@@ -35,9 +35,42 @@ fn bytes_per_pixel_frame(format: Format) -> f64 {
     }
 }
 
-/// Checks `anim` against `rules` before export. A failed check is what the exporter will have
+/// What the rule check needs of a clip: sizes and timing, no pixels. Drawn every frame, so it
+/// must not copy frames (a trimmed copy of a 384² clip is tens of megabytes).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ClipFacts {
+    pub width: u32,
+    pub height: u32,
+    pub frames: usize,
+    pub duration_secs: f64,
+}
+
+impl ClipFacts {
+    /// Frames `lo..=hi` of `anim` (clamped to the clip).
+    pub fn of(anim: &Animation, lo: usize, hi: usize) -> ClipFacts {
+        let hi = hi.min(anim.len().saturating_sub(1));
+        let frames = anim.frames.get(lo.min(hi)..=hi).unwrap_or(&[]);
+        ClipFacts {
+            width: anim.width,
+            height: anim.height,
+            frames: frames.len(),
+            duration_secs: frames.iter().map(|f| f.delay.secs()).sum(),
+        }
+    }
+
+    /// Mean frame rate, as [`Animation::fps`] computes it.
+    pub fn fps(&self) -> f64 {
+        if self.duration_secs > 0.0 {
+            self.frames as f64 / self.duration_secs
+        } else {
+            0.0
+        }
+    }
+}
+
+/// Checks a clip against `rules` before export. A failed check is what the exporter will have
 /// to change (resize, shorten, resample) or, for the size, may not manage.
-pub fn live_check(anim: &Animation, rules: &Rules, fit: Fit) -> Vec<Check> {
+pub fn live_check(anim: &ClipFacts, rules: &Rules, fit: Fit) -> Vec<Check> {
     let mut out = Vec::new();
     let (w, h) = (anim.width, anim.height);
     let target = rules.canvas.target(w, h, fit, None);
@@ -55,7 +88,7 @@ pub fn live_check(anim: &Animation, rules: &Rules, fit: Fit) -> Vec<Check> {
             Err(e) => e.to_string(),
         },
     });
-    let dur = anim.duration_secs();
+    let dur = anim.duration_secs;
     out.push(Check {
         name: "duration",
         ok: rules.max_duration_secs.is_none_or(|m| dur <= m + 1e-9),
@@ -76,7 +109,7 @@ pub fn live_check(anim: &Animation, rules: &Rules, fit: Fit) -> Vec<Check> {
         },
     });
     if let Some((lo, hi)) = rules.frame_range {
-        let n = anim.len() as u32;
+        let n = anim.frames as u32;
         out.push(Check {
             name: "frames",
             ok: (lo..=hi).contains(&n),
@@ -84,7 +117,7 @@ pub fn live_check(anim: &Animation, rules: &Rules, fit: Fit) -> Vec<Check> {
         });
     }
     let (tw, th) = target.unwrap_or((w, h));
-    let frames = if rules.animated { anim.len() } else { 1 };
+    let frames = if rules.animated { anim.frames } else { 1 };
     let est =
         (f64::from(tw) * f64::from(th) * frames as f64 * bytes_per_pixel_frame(rules.formats[0]))
             as u64;
@@ -164,9 +197,8 @@ impl ExportPanel<'_> {
             "Preview the exported file (decoded back)",
         );
         // Live rule check of the current sticker.
-        if let (Some(p), Some(st)) = (s.settings.export.preset, s.current())
-            && let Ok(anim) = st.trimmed()
-        {
+        if let (Some(p), Some(st)) = (s.settings.export.preset, s.current()) {
+            let anim = ClipFacts::of(&st.current().anim, st.trim_in, st.trim_out);
             ui.label(egui::RichText::new(format!("Rules: {}", p.rules().title)).strong());
             for c in live_check(&anim, &p.rules(), s.settings.export.fit) {
                 let (mark, color) = if c.ok {
@@ -242,7 +274,8 @@ mod tests {
     #[test]
     fn live_check_flags_what_the_exporter_must_change() {
         // 40 frames of 50 ms = 2 s at 20 fps, 64×48.
-        let anim = crate::app::jobs::tests::clip(40, 64, 48);
+        let facts = |a: &Animation| ClipFacts::of(a, 0, a.len() - 1);
+        let anim = facts(&crate::app::jobs::tests::clip(40, 64, 48));
         let checks = live_check(&anim, &Preset::Telegram.rules(), Fit::Contain);
         let get = |n: &str| checks.iter().find(|c| c.name == n).expect("check").clone();
         assert!(!get("dimensions").ok, "Telegram wants a 512 side");
@@ -256,7 +289,11 @@ mod tests {
         let line = live_check(&anim, &Preset::Line.rules(), Fit::Contain);
         let frames = line.iter().find(|c| c.name == "frames").expect("frames");
         assert!(!frames.ok, "LINE allows 5–20 frames: {frames:?}");
-        let long = crate::app::jobs::tests::clip(80, 64, 48); // 4 s
+        let long = facts(&crate::app::jobs::tests::clip(80, 64, 48)); // 4 s
+        assert!((long.duration_secs - 4.0).abs() < 1e-9 && (long.fps() - 20.0).abs() < 1e-9);
+        let trimmed = ClipFacts::of(&crate::app::jobs::tests::clip(80, 64, 48), 10, 29);
+        assert_eq!(trimmed.frames, 20);
+        assert!((trimmed.duration_secs - 1.0).abs() < 1e-9);
         let c = live_check(&long, &Preset::Telegram.rules(), Fit::Contain);
         assert!(!c.iter().find(|c| c.name == "duration").expect("d").ok);
     }

@@ -5,7 +5,7 @@ use eframe::egui;
 
 use crate::app::dialogs::Dialogs;
 use crate::app::state::Studio;
-use crate::app::textures::{Key, TextureCache, View, thumb_image};
+use crate::app::textures::{Key, TextureCache, View};
 use crate::media::Animation;
 
 pub struct PackPanel<'a> {
@@ -70,18 +70,23 @@ impl PackPanel<'_> {
             for i in 0..n {
                 let selected = i == s.selected;
                 let st = &mut s.stickers[i];
-                let clip = st.current().clone();
-                let (frame, wait) = frame_at(&clip.anim, now);
+                let clip = st.shown();
+                let (frame, wait) = frame_at(clip.anim(), now);
                 next_change = next_change.min(wait);
-                let tex = self.textures.get(
-                    ui.ctx(),
-                    Key {
-                        clip: clip.id,
-                        frame,
-                        view: View::Thumb,
-                    },
-                    || thumb_image(&clip.anim.frames[frame].image),
-                );
+                let slot = ("pack-thumb", st.source.id);
+                let tex = Key::of(&clip, frame, View::Thumb)
+                    .zip(clip.pixels(frame))
+                    .and_then(|(key, cur)| {
+                        self.textures
+                            .show(ui.ctx(), slot, st.source.id, key, cur, None)
+                    });
+                // The next frame of the animation, made before it is due.
+                let next = (frame + 1) % clip.len().max(1);
+                if let (Some(key), Some(cur)) =
+                    (Key::of(&clip, next, View::Thumb), clip.pixels(next))
+                {
+                    self.textures.prefetch(ui.ctx(), key, cur, None);
+                }
                 let frame_fill = if selected {
                     ui.visuals().selection.bg_fill.linear_multiply(0.4)
                 } else {
@@ -93,7 +98,7 @@ impl PackPanel<'_> {
                     .corner_radius(4.0)
                     .show(ui, |ui| {
                         ui.horizontal(|ui| {
-                            let (w, h) = (clip.anim.width as f32, clip.anim.height as f32);
+                            let (w, h) = (clip.anim().width as f32, clip.anim().height as f32);
                             let k = 56.0 / w.max(h).max(1.0);
                             let size = egui::vec2(w * k, h * k);
                             let (rect, resp) = ui
@@ -105,15 +110,17 @@ impl PackPanel<'_> {
                                 rect,
                                 6.0,
                             );
-                            ui.painter().image(
-                                tex,
-                                egui::Rect::from_center_size(rect.center(), size),
-                                egui::Rect::from_min_max(
-                                    egui::pos2(0.0, 0.0),
-                                    egui::pos2(1.0, 1.0),
-                                ),
-                                egui::Color32::WHITE,
-                            );
+                            if let Some(tex) = tex {
+                                ui.painter().image(
+                                    tex,
+                                    egui::Rect::from_center_size(rect.center(), size),
+                                    egui::Rect::from_min_max(
+                                        egui::pos2(0.0, 0.0),
+                                        egui::pos2(1.0, 1.0),
+                                    ),
+                                    egui::Color32::WHITE,
+                                );
+                            }
                             if resp.clicked() {
                                 select = Some(i);
                             }

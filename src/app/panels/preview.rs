@@ -5,11 +5,8 @@
 use eframe::egui::{self, Color32, Pos2, Rect, Sense, TextureId, pos2, vec2};
 
 use crate::app::settings::{CHAT_DARK, CHAT_LIGHT, PreviewMode};
-use crate::app::state::{Clip, Studio};
-use crate::app::textures::{
-    Key, TextureCache, View, alpha_image, heat_image, rgb_image, rgba_image,
-};
-use crate::eval::{Plane, temporal_diff};
+use crate::app::state::{Pixels, Shown, Studio};
+use crate::app::textures::{Key, Slot, TextureCache, View};
 
 pub struct PreviewPanel<'a> {
     pub studio: &'a mut Studio,
@@ -30,37 +27,49 @@ pub fn paint_checker(painter: &egui::Painter, tex: TextureId, rect: Rect, cell: 
     painter.image(tex, rect, uv, Color32::WHITE);
 }
 
-/// A frame texture of `clip`.
+/// How many frames ahead of the playhead playback asks textures for.
+const PREFETCH: usize = 2;
+
+/// The texture of frame `frame` of `shown` in `view` at place `slot`, or the last one drawn
+/// there for the same clip while it is being made.
 fn texture(
     textures: &mut TextureCache,
     ctx: &egui::Context,
-    clip: &Clip,
+    slot: Slot,
+    stream: u64,
+    shown: &Shown,
     frame: usize,
     view: View,
 ) -> Option<TextureId> {
-    let f = clip.anim.frames.get(frame)?;
-    let key = Key {
-        clip: clip.id,
-        frame,
-        view,
-    };
-    Some(textures.get(ctx, key, || match view {
-        View::Rgb => rgb_image(&f.image),
-        View::Alpha => alpha_image(&f.image),
-        View::Heat => {
-            // The heatmap is `temporal_diff` of `ildiff eval`, for this frame and the one before.
-            let prev = frame.checked_sub(1).and_then(|p| clip.anim.frames.get(p));
-            let (w, h) = (clip.anim.width as usize, clip.anim.height as usize);
-            let diff = prev
-                .and_then(|p| {
-                    temporal_diff(&[Plane::alpha_of(&p.image), Plane::alpha_of(&f.image)]).ok()
-                })
-                .and_then(|mut d| d.pop())
-                .unwrap_or_else(|| vec![0.0; w * h]);
-            heat_image(w, h, &diff)
+    let key = Key::of(shown, frame, view)?;
+    let cur = shown.pixels(frame)?;
+    let prev = prev_pixels(shown, frame, view);
+    textures.show(ctx, slot, stream, key, cur, prev)
+}
+
+fn prev_pixels(shown: &Shown, frame: usize, view: View) -> Option<Pixels> {
+    if view == View::Heat {
+        frame.checked_sub(1).and_then(|p| shown.pixels(p))
+    } else {
+        None
+    }
+}
+
+/// Asks for the textures of the frames after `frame`, so playback finds them ready.
+fn prefetch(
+    textures: &mut TextureCache,
+    ctx: &egui::Context,
+    shown: &Shown,
+    frame: usize,
+    view: View,
+) {
+    let n = shown.len();
+    for k in 1..=PREFETCH.min(n.saturating_sub(1)) {
+        let f = (frame + k) % n;
+        if let (Some(key), Some(cur)) = (Key::of(shown, f, view), shown.pixels(f)) {
+            textures.prefetch(ctx, key, cur, prev_pixels(shown, f, view));
         }
-        View::Rgba | View::Thumb => rgba_image(&f.image),
-    }))
+    }
 }
 
 impl PreviewPanel<'_> {
@@ -121,17 +130,19 @@ impl PreviewPanel<'_> {
             ui.label(" ");
             return;
         };
-        let source = st.source.clone();
-        let shown = match (&s.export.read_back, s.export.show_read_back) {
-            (Some(rb), true) => rb.clone(),
-            _ => st.current().clone(),
+        let source = Shown::of(&st.source);
+        // Held frames are only ever taken from the same sticker (or the same exported file).
+        let (shown, stream) = match (&s.export.read_back, s.export.show_read_back) {
+            (Some(rb), true) => (Shown::of(rb), rb.id),
+            _ => (st.shown(), st.source.id),
         };
         let frame = s.playback.frame;
-        let shown_frame = if shown.anim.len() == source.anim.len() {
+        let shown_frame = if shown.len() == source.len() {
             frame
         } else {
-            (frame * shown.anim.len() / source.anim.len().max(1)).min(shown.anim.len() - 1)
+            (frame * shown.len() / source.len().max(1)).min(shown.len().saturating_sub(1))
         };
+        let playing = s.playback.playing;
         // Zoom around the cursor, pan by dragging, reset by double-click.
         if resp.hovered() {
             let (scroll, pinch) = ui.input(|i| (i.smooth_scroll_delta.y, i.zoom_delta()));
@@ -162,7 +173,7 @@ impl PreviewPanel<'_> {
             1
         };
         let pane_w = rect.width() / panes as f32;
-        let (w, h) = (source.anim.width as f32, source.anim.height as f32);
+        let (w, h) = (source.anim().width as f32, source.anim().height as f32);
         let fit = ((pane_w - 16.0) / w)
             .min((rect.height() - 16.0) / h)
             .max(0.01);
@@ -200,14 +211,30 @@ impl PreviewPanel<'_> {
                 None if view == View::Rgba => paint_checker(&p, checker, img_rect, 8.0),
                 None => {}
             }
-            if let Some(tex) = texture(self.textures, &ctx, clip, f, view) {
+            let slot = ("preview", k as u64);
+            if let Some(tex) = texture(self.textures, &ctx, slot, stream, clip, f, view) {
                 p.image(tex, img_rect, FULL_UV, Color32::WHITE);
             }
+            if playing {
+                prefetch(self.textures, &ctx, clip, f, view);
+            }
             let overlay = s.settings.layout.heatmap && (panes == 1 || k == 1);
+            let heat_slot = ("preview-heat", k as u64);
             if overlay
-                && let Some(tex) = texture(self.textures, &ctx, &shown, shown_frame, View::Heat)
+                && let Some(tex) = texture(
+                    self.textures,
+                    &ctx,
+                    heat_slot,
+                    stream,
+                    &shown,
+                    shown_frame,
+                    View::Heat,
+                )
             {
                 p.image(tex, img_rect, FULL_UV, Color32::WHITE);
+            }
+            if overlay && playing {
+                prefetch(self.textures, &ctx, &shown, shown_frame, View::Heat);
             }
             if panes == 2 {
                 p.text(
@@ -224,11 +251,11 @@ impl PreviewPanel<'_> {
             {
                 let x = ((pos.x - img_rect.left()) / scale) as u32;
                 let y = ((pos.y - img_rect.top()) / scale) as u32;
-                if let Some(fr) = clip.anim.frames.get(f)
-                    && x < fr.image.width()
-                    && y < fr.image.height()
+                if let Some(img) = clip.image(f)
+                    && x < img.width()
+                    && y < img.height()
                 {
-                    readout = Some((x, y, fr.image.get_pixel(x, y).0));
+                    readout = Some((x, y, img.get_pixel(x, y).0));
                 }
             }
         }
@@ -240,10 +267,10 @@ impl PreviewPanel<'_> {
         ui.horizontal(|ui| {
             ui.label(format!(
                 "{}×{} · frame {}/{} · zoom {:.0}%",
-                shown.anim.width,
-                shown.anim.height,
+                shown.anim().width,
+                shown.anim().height,
                 frame + 1,
-                source.anim.len(),
+                source.len(),
                 s.zoom * fit * 100.0
             ));
             if let Some(fl) = flicker {

@@ -5,7 +5,7 @@
 use eframe::egui::{self, Color32, Rect, Sense, Stroke, pos2, vec2};
 
 use crate::app::state::Studio;
-use crate::app::textures::{Key, TextureCache, View, thumb_image};
+use crate::app::textures::{Key, TextureCache, View};
 
 pub struct TimelinePanel<'a> {
     pub studio: &'a mut Studio,
@@ -30,8 +30,9 @@ impl TimelinePanel<'_> {
             ui.label(egui::RichText::new("timeline: no clip").weak());
             return;
         };
-        let clip = st.current().clone();
-        let n = clip.anim.len();
+        let clip = st.shown();
+        let stream = st.source.id;
+        let n = clip.len();
         let (trim_in, trim_out) = (st.trim_in, st.trim_out);
         let flicker = st.flicker.clone();
         ui.horizontal(|ui| {
@@ -46,15 +47,15 @@ impl TimelinePanel<'_> {
                 s.step_frame(1);
             }
             ui.checkbox(&mut s.playback.looping, "Loop");
-            let starts = clip.anim.frame_starts();
+            let starts = clip.anim().frame_starts();
             let t = starts.get(s.playback.frame).copied().unwrap_or(0.0);
             ui.label(format!(
                 "frame {}/{}  {:.2}s / {:.2}s  {:.1} fps",
                 s.playback.frame + 1,
                 n,
                 t,
-                clip.anim.duration_secs(),
-                clip.anim.fps()
+                clip.anim().duration_secs(),
+                clip.anim().fps()
             ));
             ui.separator();
             let frame = s.playback.frame;
@@ -83,27 +84,26 @@ impl TimelinePanel<'_> {
         let cell = rect.width() / thumbs as f32;
         for k in 0..thumbs {
             let f = k * n / thumbs;
-            let tex = self.textures.get(
-                ui.ctx(),
-                Key {
-                    clip: clip.id,
-                    frame: f,
-                    view: View::Thumb,
-                },
-                || thumb_image(&clip.anim.frames[f].image),
-            );
-            let (w, h) = (clip.anim.width as f32, clip.anim.height as f32);
+            let tex = Key::of(&clip, f, View::Thumb)
+                .zip(clip.pixels(f))
+                .and_then(|(key, cur)| {
+                    let slot = ("timeline-thumb", k as u64);
+                    self.textures.show(ui.ctx(), slot, stream, key, cur, None)
+                });
+            let (w, h) = (clip.anim().width as f32, clip.anim().height as f32);
             let k_ = (cell - 4.0).min(48.0) / w.max(h);
             let r = Rect::from_center_size(
                 pos2(rect.left() + cell * (k as f32 + 0.5), rect.center().y),
                 vec2(w * k_, h * k_),
             );
-            painter.image(
-                tex,
-                r,
-                Rect::from_min_max(pos2(0.0, 0.0), pos2(1.0, 1.0)),
-                Color32::WHITE,
-            );
+            if let Some(tex) = tex {
+                painter.image(
+                    tex,
+                    r,
+                    Rect::from_min_max(pos2(0.0, 0.0), pos2(1.0, 1.0)),
+                    Color32::WHITE,
+                );
+            }
         }
         // Outside the trim: dimmed.
         let dim = Color32::from_black_alpha(150);
@@ -185,6 +185,15 @@ impl TimelinePanel<'_> {
                         .max(0.0) as usize;
                     s.seek(f);
                 }
+            }
+            _ if clip.is_partial() => {
+                painter.text(
+                    rect.center(),
+                    egui::Align2::CENTER_CENTER,
+                    "flicker curve: when the re-matte finishes",
+                    egui::FontId::proportional(11.0),
+                    Color32::GRAY,
+                );
             }
             _ => {
                 painter.text(
