@@ -162,6 +162,9 @@ pub struct Generator {
     pub default_size: u32,
     /// Frames decoded per chunk by the codec (bounds memory).
     pub decode_chunk: usize,
+    /// Frames the denoiser sees at once (16 for AnimateDiff's motion modules); longer clips
+    /// are denoised in overlapping windows. `None`: the whole clip at once.
+    pub frame_window: Option<usize>,
     pub device: Device,
 }
 
@@ -233,6 +236,60 @@ pub const NO_DEFAULT_GENERATOR: &str = "no default generator is installed (the e
 /// use one's own weights, never an untrained stand-in.
 pub fn default_generator(_device: &Device) -> Result<Generator> {
     Err(Error::Model(NO_DEFAULT_GENERATOR.into()))
+}
+
+/// Window starts covering `frames` with windows of `window` frames overlapping by a quarter
+/// (AnimateDiff's usual 4 of 16), the last one flush with the end.
+pub fn window_starts(frames: usize, window: usize) -> Vec<usize> {
+    if window == 0 || frames <= window {
+        return vec![0];
+    }
+    let stride = (window - window / 4).max(1);
+    let mut starts: Vec<usize> = (0..frames - window).step_by(stride).collect();
+    starts.push(frames - window);
+    starts
+}
+
+/// The denoiser's noise prediction for the whole clip `x` `[frames, C, h, w]`; with a frame
+/// window shorter than the clip, the mean of the predictions of the overlapping windows that
+/// contain each frame (the motion modules never see more frames than they were trained on).
+fn predict_windowed(
+    denoiser: &dyn Denoiser,
+    x: &Tensor,
+    t: f64,
+    context: &Tensor,
+    window: Option<usize>,
+) -> Result<Tensor> {
+    let e = err("the denoiser");
+    let frames = x.dim(0).map_err(&e)?;
+    let Some(w) = window.filter(|&w| w > 0 && w < frames) else {
+        return denoiser.predict_noise(x, t, context, frames).map_err(e);
+    };
+    let mut sums: Vec<Option<Tensor>> = vec![None; frames];
+    let mut counts = vec![0u32; frames];
+    for start in window_starts(frames, w) {
+        let xw = x.narrow(0, start, w).map_err(&e)?;
+        let cw = context.narrow(0, start, w).map_err(&e)?;
+        let eps = denoiser.predict_noise(&xw, t, &cw, w).map_err(&e)?;
+        for k in 0..w {
+            let f = eps.narrow(0, k, 1).map_err(&e)?;
+            let slot = &mut sums[start + k];
+            *slot = Some(match slot.take() {
+                Some(acc) => (acc + f).map_err(&e)?,
+                None => f,
+            });
+            counts[start + k] += 1;
+        }
+    }
+    let parts = sums
+        .into_iter()
+        .zip(counts)
+        .map(|(s, n)| match s {
+            Some(s) => (s / f64::from(n)).map_err(&e),
+            None => Err(Error::Model("a frame outside every window".into())),
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Tensor::cat(&parts, 0).map_err(e)
 }
 
 /// Generates a clip. `on_frames(start, frames)` receives finished RGBA frames as they come
@@ -319,10 +376,7 @@ pub fn generate(
     for (i, &t) in sampler.timesteps().iter().enumerate() {
         let input = sampler.scale_model_input(&x, i)?;
         let predict = |ctx: &Tensor| {
-            generator
-                .denoiser
-                .predict_noise(&input, t, ctx, frames)
-                .map_err(err("the denoiser"))
+            predict_windowed(&*generator.denoiser, &input, t, ctx, generator.frame_window)
         };
         let e_cond = predict(&ctx_cond)?;
         let eps = match &ctx_uncond {
@@ -520,6 +574,7 @@ pub(crate) mod tests {
             size_multiple: 32,
             default_size: 64,
             decode_chunk: 3,
+            frame_window: None,
             device: Device::Cpu,
         };
         (g, denoiser)
@@ -681,5 +736,36 @@ pub(crate) mod tests {
         let (mut g, _) = tiny_generator(tiny_ildiff());
         g.size_multiple = 12;
         assert_eq!(g.check().expect_err("multiple").kind(), "model");
+    }
+
+    #[test]
+    fn long_clips_are_denoised_in_overlapping_windows() {
+        assert_eq!(window_starts(16, 16), [0]);
+        assert_eq!(window_starts(20, 16), [0, 4]);
+        assert_eq!(window_starts(40, 16), [0, 12, 24]);
+        assert_eq!(window_starts(7, 4), [0, 3]);
+        let (mut g, denoiser) = tiny_generator(tiny_ildiff());
+        let r = GenerateRequest {
+            frames: 7,
+            guidance: 1.0,
+            steps: 2,
+            ..request()
+        };
+        let (whole, _, _) = run(&g, &r);
+        denoiser.calls.lock().expect("calls").clear();
+        g.frame_window = Some(4);
+        let (windowed, _, _) = run(&g, &r);
+        let calls = denoiser.calls.lock().expect("calls").clone();
+        assert_eq!(calls.len(), 4, "two windows per step");
+        assert!(calls.iter().all(|c| c.2 == 4), "{calls:?}");
+        // This denoiser treats frames independently, so windows change nothing.
+        for (a, b) in whole
+            .animation
+            .frames
+            .iter()
+            .zip(&windowed.animation.frames)
+        {
+            assert_eq!(a.image, b.image);
+        }
     }
 }

@@ -196,6 +196,7 @@ impl SdFiles {
             size_multiple: 64,
             default_size: 512,
             decode_chunk: 2,
+            frame_window: Some(16),
             device: device.clone(),
         };
         generator.check()?;
