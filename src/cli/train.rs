@@ -1,7 +1,7 @@
-//! `ildiff train codec|decoder`: the training commands. Each run lives in one folder (`--out`):
+//! `ildiff train codec|decoder|generator`: the training commands. Each run lives in one folder (`--out`):
 //! `checkpoint.safetensors` (weights + optimiser state, resumable with `--resume`), `log.csv`,
 //! `run.json` (the exact arguments), and the inference file (`codec.safetensors` or
-//! `ildiff.safetensors`), rewritten at every checkpoint.
+//! `ildiff.safetensors`, `generator.safetensors`), rewritten at every checkpoint.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -33,6 +33,14 @@ pub enum TrainCommand {
     Codec(CodecArgs),
     /// Layout adapter + temporal layers + transparent decoder, with the codec frozen.
     Decoder(DecoderArgs),
+    /// The embedded default text-to-sticker generator (word conditioner + latent video UNet)
+    /// in a trained codec's latent space, with the codec frozen.
+    #[command(
+        mut_arg("frames", |a| a.default_value("16")),
+        mut_arg("size", |a| a.default_value("256")),
+        mut_arg("lr", |a| a.default_value("5e-4"))
+    )]
+    Generator(GeneratorArgs),
     /// The layout adapter's student encoder, distilled from a SAM image encoder (MSE on dense
     /// features; the user's SAM / MobileSAM safetensors).
     Distill(DistillArgs),
@@ -221,12 +229,44 @@ pub struct DecoderArgs {
     pub w_temporal: f32,
 }
 
+#[derive(Debug, Args, Serialize)]
+pub struct GeneratorArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Trained small codec (`train codec`'s codec.safetensors): frozen, and copied into the
+    /// generator file so it is self-contained.
+    #[arg(long)]
+    pub codec: PathBuf,
+    /// Model shape (`tiny` for smoke runs).
+    #[arg(long, value_enum, default_value_t = Arch::CpuDefault)]
+    pub arch: Arch,
+    /// Share of captions dropped whole (the null conditioning of classifier-free guidance).
+    #[arg(long, default_value_t = 0.1)]
+    pub caption_drop: f32,
+    /// Share of the remaining caption words dropped one by one (short prompts).
+    #[arg(long, default_value_t = 0.15)]
+    pub word_drop: f32,
+    /// Most subject words taken from the artwork names of the training split.
+    #[arg(long, default_value_t = 300)]
+    pub subject_words: usize,
+    /// Key colour the stickers are painted over, as R,G,B (0-255).
+    #[arg(long, default_value = "255,0,255")]
+    pub key: String,
+    /// Clips encoded to measure the latent mean and spread before training.
+    #[arg(long, default_value_t = 16)]
+    pub stats_clips: usize,
+}
+
+/// File name of a generator run's inference file.
+pub const GENERATOR_FILE: &str = "generator.safetensors";
+
 pub fn run(args: &TrainArgs) -> anyhow::Result<bool> {
     // The im2col conv path with gemm backward: several times faster training on the CPU.
     crate::model::fastconv::set_enabled(true);
     match &args.command {
         TrainCommand::Codec(a) => train_codec(a),
         TrainCommand::Decoder(a) => train_decoder(a),
+        TrainCommand::Generator(a) => train_generator(a),
         TrainCommand::Distill(a) => train_distill(a),
         TrainCommand::Validate(a) => validate(a),
     }
@@ -639,6 +679,151 @@ fn train_distill(args: &DistillArgs) -> anyhow::Result<bool> {
     )?;
     println!(
         "distill: {} steps (from {}), last feature MSE {:.4}, {:.0} s of training; {}",
+        summary.steps,
+        summary.resumed_from,
+        summary.last_loss,
+        summary.seconds,
+        out_file.display()
+    );
+    Ok(true)
+}
+
+fn parse_key(text: &str) -> anyhow::Result<[u8; 3]> {
+    let v: Vec<u8> = text
+        .split(',')
+        .map(|p| p.trim().parse::<u8>())
+        .collect::<std::result::Result<_, _>>()
+        .with_context(|| format!("--key `{text}`: expected R,G,B with values 0-255"))?;
+    let [r, g, b] = v[..] else {
+        bail!("--key `{text}`: expected three numbers R,G,B");
+    };
+    Ok([r, g, b])
+}
+
+fn train_generator(args: &GeneratorArgs) -> anyhow::Result<bool> {
+    use crate::model::generator::{GenConfig, save_generator};
+    use crate::model::weights::ILDIFF_CONFIG_KEY;
+    use crate::train::generator::{
+        GenData, TERMS, build, build_vocabulary, generator_loss, latent_stats, make_gen_sample,
+        trainable_names,
+    };
+    use crate::train::synth::mix;
+    let c = &args.common;
+    if c.sources.photos.is_some() || !c.sources.backgrounds.is_empty() {
+        bail!(
+            "--photos and --backgrounds are not used by generator training (stickers are painted over --key)"
+        );
+    }
+    let dev = device(c)?;
+    let mut cfg = match args.arch {
+        Arch::CpuDefault => GenConfig::default_shape(),
+        Arch::Tiny => GenConfig::tiny(),
+    };
+    cfg.frames = c.frames as usize;
+    cfg.size = c.size as usize;
+    cfg.key_colour = parse_key(&args.key)?;
+    let codec_ck = Checkpoint::read(&args.codec, DType::F32, &dev)?;
+    let codec_json = codec_ck.metadata(ILDIFF_CONFIG_KEY).with_context(|| {
+        format!(
+            "--codec {}: not a `train codec` file (no codec configuration in its metadata)",
+            args.codec.display()
+        )
+    })?;
+    cfg.codec = serde_json::from_str(codec_json).with_context(|| {
+        format!(
+            "--codec {}: not a small-codec configuration",
+            args.codec.display()
+        )
+    })?;
+    cfg.codec_source = args.codec.display().to_string();
+    if !(0.0..=1.0).contains(&args.caption_drop) || !(0.0..1.0).contains(&args.word_drop) {
+        bail!("--caption-drop must be in [0, 1] and --word-drop in [0, 1)");
+    }
+    let art = match &c.sources.art {
+        Some(dir) => {
+            let lib = ArtLibrary::load(dir)?;
+            eprintln!(
+                "artwork: {} files ({} train, {} val, {} skipped) in {}",
+                lib.len(),
+                lib.count(Split::Train),
+                lib.count(Split::Val),
+                lib.skipped().len(),
+                dir.display()
+            );
+            Some(Arc::new(lib))
+        }
+        None => None,
+    };
+    let vocab = build_vocabulary(art.as_deref(), args.subject_words);
+    let resuming = c.resume && start_step_exists(&c.out);
+    if resuming {
+        // The latent statistics are part of the model: take them from the checkpoint.
+        let (_, state) =
+            crate::train::run::read_state(&c.out.join(crate::train::run::CHECKPOINT_FILE))?;
+        let prev: GenConfig = serde_json::from_value(state.model)
+            .context("the checkpoint's model configuration is not a generator's")?;
+        cfg.latent_mean = prev.latent_mean;
+        cfg.latent_std = prev.latent_std;
+    }
+    cfg.validate()?;
+    let (varmap, mut model) = build(&cfg, vocab.clone(), &dev)?;
+    let n = load_into(&varmap, &codec_ck, "codec.", "adam.")?;
+    eprintln!("codec: {n} tensors from {}", args.codec.display());
+    let mut data = GenData::new(&cfg, Arc::new(vocab.clone()), art);
+    data.art_share = c.sources.art_share.clamp(0.0, 1.0);
+    data.caption_drop = args.caption_drop;
+    data.word_drop = args.word_drop;
+    if !resuming {
+        let t0 = Instant::now();
+        let (mean, std) = latent_stats(&model.codec, &data, c.seed, args.stats_clips, &dev)?;
+        eprintln!(
+            "latent mean {mean:.3?}, std {std:.3?} over {} clips ({:.1} s)",
+            args.stats_clips,
+            t0.elapsed().as_secs_f64()
+        );
+        cfg.latent_mean = mean;
+        cfg.latent_std = std;
+        cfg.validate()?;
+    }
+    model.config = cfg.clone();
+    let words: usize = vocab.entries().len();
+    eprintln!(
+        "vocabulary: {words} words ({} subjects)",
+        vocab
+            .ids_of(crate::model::generator::WordGroup::Subject)
+            .len()
+    );
+    let run = Run {
+        kind: "generator",
+        varmap: &varmap,
+        trainable: trainable_names(&varmap),
+        model_json: serde_json::to_value(&cfg)?,
+        data_json: data.to_json(),
+        schedule: schedule(c)?,
+        dir: c.out.clone(),
+        terms: TERMS.to_vec(),
+    };
+    write_run_json(&c.out, args)?;
+    let start = start_step(c);
+    let seed = c.seed;
+    let make: Arc<MakeFn> = Arc::new(move |i| make_gen_sample(&data, seed, i));
+    let prefetch = (2 * c.batch).max(c.workers);
+    let mut loader = Loader::new(make, start * c.batch as u64, c.workers.max(1), prefetch)?;
+    let ac = cfg.schedule.alphas_cumprod();
+    let out_file = c.out.join(GENERATOR_FILE);
+    let mut step = start;
+    let summary = run.train(
+        &mut loader,
+        c.resume,
+        &mut |batch| {
+            step += 1;
+            generator_loss(&model, &ac, batch, mix(seed ^ 0x6E7, step), &dev)
+        },
+        &mut || save_generator(&varmap, &cfg, &vocab, &out_file).map(|_| ()),
+        &mut reporter(c.quiet),
+    )?;
+    println!(
+        "generator: {} steps (from {}), last loss {:.4}, {:.0} s of training; {}",
         summary.steps,
         summary.resumed_from,
         summary.last_loss,

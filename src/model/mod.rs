@@ -8,6 +8,7 @@
 //! - [`offset_encoder`]: LayerDiffuse's latent-transparency offset encoder and `pad_rgb`.
 //! - [`diffusion`]: the [`diffusion::Denoiser`] seam shared by every text-to-video denoiser.
 //! - [`conv3d`]: 3x3x3 convolution from conv2d (candle has none), PyTorch weight layout.
+//! - [`generator`]: the embedded default text-to-sticker model (words, latent video UNet).
 //! - [`fastconv`]: conv2d with an im2col + gemm backward, for training on the CPU.
 //! - [`ildiff`]: the ILDiff decoder = layout adapter + transparent decoder.
 //! - [`layout`]: ILDiff's layout adapter (SAM-distilled student CNN + temporal layers +
@@ -15,6 +16,7 @@
 //! - [`temporal`]: ILDiff's temporal modeling layers (residual 3-D conv blocks).
 //! - [`augment`]: flip x rot90 test-time augmentation, lower median, mirror padding.
 //! - [`sam`]: SAM image encoders (ViT-B/L/H, MobileSAM TinyViT) as the distillation teacher.
+//! - [`sd`]: SD-1.5's UNet with AnimateDiff motion modules and LayerDiffuse attention.
 //! - [`weights`]: checked loading, layout manifests, the reference fill rule.
 
 pub mod augment;
@@ -24,10 +26,12 @@ pub mod codec;
 pub mod conv3d;
 pub mod diffusion;
 pub mod fastconv;
+pub mod generator;
 pub mod ildiff;
 pub mod layout;
 pub mod offset_encoder;
 pub mod sam;
+pub mod sd;
 pub mod temporal;
 pub mod transparent_decoder;
 pub mod weights;

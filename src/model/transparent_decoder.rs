@@ -110,6 +110,24 @@ impl KeyPrior {
     /// border's agreement with the key.
     pub const CHANNELS: usize = 3;
 
+    /// How far the alpha correction is let through where the border agrees with the key
+    /// completely (logit); where it does not agree at all the gate starts at the opposite logit.
+    pub const GATE_LOGIT: f64 = 4.0;
+
+    /// The decoder's raw output `y` `[B, 5, H, W]` (alpha correction, RGB correction, gate
+    /// logit) on top of the key: alpha = key + σ(g + 4 − 8·agree)·correction, RGB = pixel +
+    /// correction. The fixed part of the gate starts the model closed (keying as is) on flat
+    /// backgrounds, where keying is hard to beat, and open on photos, where it is useless; the
+    /// learned part moves it from there.
+    pub fn residual(y: &Tensor, key: &Tensor, agree: &Tensor, pixel: &Tensor) -> Result<Tensor> {
+        let logit =
+            ((y.narrow(1, 4, 1)? + Self::GATE_LOGIT)? - (agree * (2.0 * Self::GATE_LOGIT))?)?;
+        let gate = (logit.neg()?.exp()? + 1.0)?.recip()?;
+        let alpha = (key + (gate * y.narrow(1, 0, 1)?)?)?;
+        let rgb = (pixel + y.narrow(1, 1, 3)?)?;
+        Tensor::cat(&[&alpha, &rgb], 1)
+    }
+
     /// `pixel` `[B, 3, H, W]` in [0, 1] -> keyed alpha `[B, 1, H, W]` (no gradient: it is an
     /// input feature, and sorting has no backward).
     pub fn alpha(&self, pixel: &Tensor) -> Result<Tensor> {
@@ -635,7 +653,12 @@ impl TransparentDecoder {
                 cfg.norm_eps,
                 vb.pp("conv_norm_out"),
             )?,
-            conv_out: conv3x3(boc[0], cfg.out_channels * s2, 1, vb.pp("conv_out"))?,
+            conv_out: conv3x3(
+                boc[0],
+                (cfg.out_channels + usize::from(cfg.key_prior.is_some())) * s2,
+                1,
+                vb.pp("conv_out"),
+            )?,
         })
     }
 
@@ -695,7 +718,8 @@ impl TransparentDecoder {
         let (key, input) = match &cfg.key_prior {
             Some(k) => {
                 let (alpha, feats) = k.features(pixel)?;
-                (Some(alpha), Tensor::cat(&[pixel, &feats], 1)?)
+                let agree = feats.narrow(1, 2, 1)?;
+                (Some((alpha, agree)), Tensor::cat(&[pixel, &feats], 1)?)
             }
             None => (None, pixel.clone()),
         };
@@ -714,7 +738,7 @@ impl TransparentDecoder {
         let x = self.conv_norm_out.forward_act(&x, Activation::Silu)?;
         let y = depth_to_space(&self.conv_out.forward(&x)?, r)?;
         match &key {
-            Some(k) => y + Tensor::cat(&[k, pixel], 1)?,
+            Some((k, agree)) => KeyPrior::residual(&y, k, agree, pixel),
             None => Ok(y),
         }
     }

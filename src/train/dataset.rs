@@ -121,6 +121,8 @@ pub struct Sample {
     pub fg: Vec<f32>,
     pub background: Background,
     pub degradation: Degradation,
+    /// Caption word ids (the generator's training; empty for the other trainers).
+    pub labels: Vec<u32>,
 }
 
 /// The `index`-th clip seed of `split` for a run seeded `seed`: seeds are drawn until one falls
@@ -197,6 +199,7 @@ fn to_sample(
         fg: vec![0.0; t * 3 * plane],
         background,
         degradation,
+        labels: Vec::new(),
     };
     for (i, (a, g)) in rgb.frames.iter().zip(&gt.frames).enumerate() {
         for y in 0..s {
@@ -305,6 +308,8 @@ pub struct Batch {
     pub rgb: Vec<f32>,
     pub alpha: Vec<f32>,
     pub fg: Vec<f32>,
+    /// The samples' caption ids, concatenated (`labels.len() / clips` per clip).
+    pub labels: Vec<u32>,
 }
 
 impl Batch {
@@ -327,6 +332,7 @@ impl Batch {
             rgb: cat(|x| &x.rgb),
             alpha: cat(|x| &x.alpha),
             fg: cat(|x| &x.fg),
+            labels: samples.iter().flat_map(|x| &x.labels).copied().collect(),
         })
     }
 }

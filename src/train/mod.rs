@@ -1,8 +1,8 @@
 //! Training data and training loops. [`synth`] generates animated stickers with exact alpha,
 //! [`art`] animates licensed artwork; [`composite`] puts them over hard backgrounds with
 //! input-format degradations so the decoder learns (and is evaluated) where matting fails;
-//! [`dataset`] draws samples by index, [`run`] is the resumable loop that [`codec`] and
-//! [`decoder`] training share; [`validate`] scores models on the held-out split.
+//! [`dataset`] draws samples by index, [`run`] is the resumable loop that [`codec`],
+//! [`decoder`] and [`generator`] training share; [`validate`] scores models on the held-out split.
 
 pub mod art;
 pub mod codec;
@@ -10,6 +10,7 @@ pub mod composite;
 pub mod dataset;
 pub mod decoder;
 pub mod distill;
+pub mod generator;
 pub mod optim;
 pub mod run;
 pub mod synth;

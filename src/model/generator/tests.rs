@@ -1,0 +1,453 @@
+use super::*;
+use crate::model::diffusion::Denoiser;
+use candle_core::Var;
+
+/// The tiny vocabulary tests share.
+pub(crate) fn tiny_vocab() -> Vocabulary {
+    Vocabulary::new(&["heart".to_string(), "cat".to_string(), "star".to_string()])
+}
+
+/// A tiny generator on a fresh `VarMap`.
+pub(crate) fn tiny_model(cfg: &GenConfig) -> (VarMap, GenModel) {
+    let varmap = VarMap::new();
+    let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+    let model = GenModel::new(cfg, tiny_vocab(), vb).expect("build");
+    (varmap, model)
+}
+
+/// Gives the zero-initialised residual projections (temporal and attention outputs) random
+/// values, as training would; `only` restricts it to names containing that text.
+pub(crate) fn wake(varmap: &VarMap, only: &str) {
+    let data = varmap.data().lock().expect("lock");
+    for (name, var) in data.iter() {
+        let zero = var
+            .as_tensor()
+            .abs()
+            .and_then(|t| t.sum_all())
+            .and_then(|t| t.to_scalar::<f32>())
+            .expect("sum")
+            == 0.0;
+        let is_norm = name.contains("norm");
+        if zero && !is_norm && name.contains(only) {
+            let t = Tensor::randn(0f32, 0.3, var.shape(), &Device::Cpu).expect("randn");
+            var.set(&t).expect("set");
+        }
+    }
+}
+
+fn values(t: &Tensor) -> Vec<f32> {
+    t.flatten_all().and_then(|t| t.to_vec1()).expect("values")
+}
+
+fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+    (a - b)
+        .and_then(|d| d.abs())
+        .and_then(|d| d.max_all())
+        .and_then(|d| d.to_scalar::<f32>())
+        .expect("diff")
+}
+
+fn latents(clips: usize, frames: usize, side: usize) -> Tensor {
+    Tensor::randn(0f32, 1f32, (clips * frames, 4, side, side), &Device::Cpu).expect("latents")
+}
+
+/// Frames reordered by `perm` within each clip.
+fn permute_frames(x: &Tensor, frames: usize, perm: &[usize]) -> Tensor {
+    let n = x.dim(0).expect("n");
+    let idx: Vec<u32> = (0..n / frames)
+        .flat_map(|c| perm.iter().map(move |&p| (c * frames + p) as u32))
+        .collect();
+    x.index_select(&Tensor::new(idx.as_slice(), &Device::Cpu).expect("idx"), 0)
+        .expect("select")
+}
+
+#[test]
+fn denoiser_output_has_the_latent_shape_and_rejects_bad_inputs() {
+    let cfg = GenConfig::tiny();
+    let (_, m) = tiny_model(&cfg);
+    let dev = Device::Cpu;
+    let x = latents(2, 3, 8);
+    let ctx = m.conditioner.null_context(&dev).expect("ctx");
+    let y = m.unet.predict_noise(&x, 500.0, &ctx, 3).expect("predict");
+    assert_eq!(y.dims(), &[6, 4, 8, 8]);
+    assert!(values(&y).iter().all(|v| v.is_finite()));
+    assert_eq!(m.unet.latent_channels(), 4);
+    assert_eq!(m.unet.latent_factor(), 8);
+    // 7 latents are not whole clips of 3; a side of 7 is not a multiple of 2.
+    assert!(
+        m.unet
+            .predict_noise(&latents(1, 7, 8).narrow(0, 0, 7).expect("n"), 1.0, &ctx, 3)
+            .is_err()
+    );
+    assert!(
+        m.unet
+            .predict_noise(&latents(1, 3, 8).narrow(2, 0, 7).expect("n"), 1.0, &ctx, 3)
+            .is_err()
+    );
+    // Per-frame (SD-style) and per-clip contexts give the same result as a broadcast one.
+    let (ids, _) = m.conditioner.encode("red heart");
+    let c1 = m.conditioner.context(&ids, &dev).expect("c");
+    let per_clip = Tensor::cat(&[&c1, &c1], 0).expect("cat");
+    let per_frame = c1
+        .broadcast_as((6, 4, 8))
+        .expect("b")
+        .contiguous()
+        .expect("c");
+    let a = m.unet.predict_noise(&x, 10.0, &c1, 3).expect("a");
+    let b = m.unet.predict_noise(&x, 10.0, &per_clip, 3).expect("b");
+    let c = m.unet.predict_noise(&x, 10.0, &per_frame, 3).expect("c");
+    assert!(max_diff(&a, &b) < 1e-5 && max_diff(&a, &c) < 1e-5);
+    assert!(
+        m.unet
+            .predict_noise(&x, 10.0, &per_frame.narrow(0, 0, 5).expect("n"), 3)
+            .is_err()
+    );
+}
+
+#[test]
+fn frames_meet_only_in_the_temporal_layers() {
+    let cfg = GenConfig::tiny();
+    let (varmap, m) = tiny_model(&cfg);
+    let dev = Device::Cpu;
+    // Attention outputs awake, temporal projections still zero (as initialised).
+    wake(&varmap, "attn");
+    let frames = 5;
+    let perm = [3, 0, 4, 1, 2];
+    let x = latents(2, frames, 8);
+    let (ids, _) = m.conditioner.encode("cat spinning");
+    let ctx = m.conditioner.context(&ids, &dev).expect("ctx");
+    let y = m.unet.predict_noise(&x, 300.0, &ctx, frames).expect("y");
+    let yp = m
+        .unet
+        .predict_noise(&permute_frames(&x, frames, &perm), 300.0, &ctx, frames)
+        .expect("yp");
+    assert!(
+        max_diff(&permute_frames(&y, frames, &perm), &yp) < 1e-4,
+        "without temporal layers a frame's output depends only on that frame"
+    );
+    // Temporal layers awake: the order of frames matters.
+    wake(&varmap, "temporal");
+    let y = m.unet.predict_noise(&x, 300.0, &ctx, frames).expect("y");
+    let yp = m
+        .unet
+        .predict_noise(&permute_frames(&x, frames, &perm), 300.0, &ctx, frames)
+        .expect("yp");
+    assert!(max_diff(&permute_frames(&y, frames, &perm), &yp) > 1e-3);
+    // Clips never meet: changing clip 1 leaves clip 0's output alone.
+    let x2 = Tensor::cat(
+        &[x.narrow(0, 0, frames).expect("a"), latents(1, frames, 8)],
+        0,
+    )
+    .expect("cat");
+    let y2 = m.unet.predict_noise(&x2, 300.0, &ctx, frames).expect("y2");
+    assert!(
+        max_diff(
+            &y.narrow(0, 0, frames).expect("a"),
+            &y2.narrow(0, 0, frames).expect("b")
+        ) < 1e-4
+    );
+}
+
+#[test]
+fn null_conditioning_and_timestep_change_the_prediction() {
+    let cfg = GenConfig::tiny();
+    let (varmap, m) = tiny_model(&cfg);
+    wake(&varmap, "");
+    let dev = Device::Cpu;
+    let x = latents(1, 3, 8);
+    let null = m.conditioner.null_context(&dev).expect("null");
+    let (ids, unknown) = m.conditioner.encode("a red heart pulsing");
+    assert!(unknown.is_empty());
+    let ctx = m.conditioner.context(&ids, &dev).expect("ctx");
+    let a = m.unet.predict_noise(&x, 400.0, &null, 3).expect("a");
+    let b = m.unet.predict_noise(&x, 400.0, &ctx, 3).expect("b");
+    assert!(max_diff(&a, &b) > 1e-3, "the words must reach the output");
+    let c = m.unet.predict_noise(&x, 900.0, &null, 3).expect("c");
+    assert!(
+        max_diff(&a, &c) > 1e-3,
+        "the timestep must reach the output"
+    );
+}
+
+#[test]
+fn every_variable_gets_a_gradient() {
+    let cfg = GenConfig::tiny();
+    let (varmap, m) = tiny_model(&cfg);
+    wake(&varmap, "");
+    let dev = Device::Cpu;
+    let x = latents(2, 3, 8);
+    let ids = Tensor::new(&[[1u32, 5, 0, 0], [2, 0, 0, 0]], &dev).expect("ids");
+    let ctx = m.conditioner.context_batch(&ids).expect("ctx");
+    let t = Tensor::new(&[10f32, 700.0], &dev).expect("t");
+    let y = m.unet.forward(&x, &t, &ctx, 3).expect("y");
+    let loss = (y - &x)
+        .and_then(|d| d.sqr())
+        .and_then(|d| d.mean_all())
+        .expect("loss");
+    let grads = loss.backward().expect("backward");
+    let data = varmap.data().lock().expect("lock");
+    let mut checked = 0;
+    for (name, var) in data.iter().filter(|(n, _)| !n.starts_with("codec.")) {
+        let g = grads
+            .get(Var::as_tensor(var))
+            .unwrap_or_else(|| panic!("no gradient for {name}"));
+        let n = g
+            .abs()
+            .and_then(|g| g.sum_all())
+            .and_then(|g| g.to_scalar::<f32>())
+            .expect("norm");
+        assert!(n > 0.0, "zero gradient for {name}");
+        checked += 1;
+    }
+    assert!(checked > 40, "{checked} variables");
+}
+
+#[test]
+fn the_model_file_round_trips_and_names_a_misshaped_tensor() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut cfg = GenConfig::tiny();
+    cfg.latent_mean = [0.1, -0.2, 0.3, 0.0];
+    cfg.latent_std = [1.1, 0.9, 1.0, 1.2];
+    let (varmap, m) = tiny_model(&cfg);
+    wake(&varmap, "");
+    let path = dir.path().join("gen.safetensors");
+    let size = save_generator(&varmap, &cfg, &tiny_vocab(), &path).expect("save");
+    assert_eq!(std::fs::metadata(&path).expect("meta").len(), size);
+    let back = load_generator(&path).expect("load");
+    assert_eq!(back.config, cfg);
+    assert_eq!(back.conditioner.vocabulary(), &tiny_vocab());
+    let dev = Device::Cpu;
+    let x = latents(1, 3, 8);
+    let (ids, _) = back.conditioner.encode("cat bouncing");
+    assert_eq!(ids, m.conditioner.encode("cat bouncing").0);
+    let ca = m.conditioner.context(&ids, &dev).expect("ca");
+    let cb = back.conditioner.context(&ids, &dev).expect("cb");
+    let a = m.unet.predict_noise(&x, 250.0, &ca, 3).expect("a");
+    let b = back.unet.predict_noise(&x, 250.0, &cb, 3).expect("b");
+    assert_eq!(values(&a), values(&b));
+    let z = m.from_diffusion(&x).expect("z");
+    assert!(max_diff(&back.to_diffusion(&z).expect("x"), &x) < 1e-5);
+    let (c2, v2) = read_vocabulary(&path).expect("vocab");
+    assert_eq!((c2, v2), (cfg.clone(), tiny_vocab()));
+
+    // A mis-shaped tensor is named, with the file.
+    let mut tensors = varmap_tensors(&varmap);
+    let name = "unet.mid.0.temporal.taps.weight";
+    assert!(tensors.contains_key(name), "{name}");
+    tensors.insert(
+        name.into(),
+        Tensor::zeros((3, 3, 1, 1), DType::F32, &dev).expect("z"),
+    );
+    let bad = dir.path().join("bad.safetensors");
+    let e = save_tensors(&tensors, &cfg, &tiny_vocab(), &bad).expect_err("refused");
+    assert!(e.to_string().contains(name), "{e}");
+    assert!(!bad.exists());
+    // A file with such a tensor (written around the check) fails to load, naming it.
+    let json = serde_json::json!({ "config": cfg, "vocabulary": tiny_vocab() }).to_string();
+    let host: Vec<(String, Tensor)> = tensors.into_iter().collect();
+    let bytes = safetensors::serialize(
+        host,
+        Some(HashMap::from([(GENERATOR_KEY.to_string(), json)])),
+    )
+    .expect("serialize");
+    std::fs::write(&bad, bytes).expect("write");
+    let e = load_generator(&bad).expect_err("mis-shaped");
+    let msg = e.to_string();
+    assert!(
+        msg.contains(&format!("`{name}` has shape [3, 3, 1, 1]")),
+        "{msg}"
+    );
+    assert!(msg.contains("bad.safetensors"), "{msg}");
+    // Files that are not generators say so.
+    let plain = dir.path().join("plain.safetensors");
+    let t = Tensor::zeros(3, DType::F32, &dev).expect("z");
+    std::fs::write(&plain, safetensors::serialize([("x", t)], None).expect("s")).expect("w");
+    assert!(
+        load_generator(&plain)
+            .expect_err("plain")
+            .to_string()
+            .contains(GENERATOR_KEY)
+    );
+}
+
+#[test]
+fn schedule_is_sd15s() {
+    let ac = NoiseSchedule::default().alphas_cumprod();
+    assert_eq!(ac.len(), 1000);
+    assert!((ac[0] - (1.0 - 0.00085)).abs() < 1e-9);
+    // diffusers' final alphas_cumprod of SD-1.5's scheduler: 0.0047.
+    assert!((ac[999] - 0.0047).abs() < 2e-4, "{}", ac[999]);
+    assert!(ac.windows(2).all(|w| w[1] < w[0]));
+}
+
+/// Times one denoiser pass on 16 frames of 32² latents (a 256² sticker) with the shipped
+/// shape, batched as classifier-free guidance runs it (2 clips), and prints the multiply-adds.
+/// `cargo test --lib model::generator::tests::bench_default_pass -- --ignored --nocapture`
+#[test]
+#[ignore]
+fn bench_default_pass() {
+    crate::model::fastconv::set_enabled(true);
+    let cfg = GenConfig::default_shape();
+    let (_, m) = tiny_model(&cfg);
+    let dev = Device::Cpu;
+    let frames = 16;
+    let side = 32;
+    let macs = m.unet.macs_per_frame(side, side);
+    println!(
+        "default UNet: {:.3} G multiply-adds per 32² frame ({:.3} GFLOP)",
+        macs / 1e9,
+        2.0 * macs / 1e9
+    );
+    let params: usize = {
+        let vm = VarMap::new();
+        let vb = VarBuilder::from_varmap(&vm, DType::F32, &dev);
+        GenUnet::new(&cfg.unet, vb).expect("unet");
+        varmap_tensors(&vm).values().map(|t| t.elem_count()).sum()
+    };
+    println!("UNet parameters: {params}");
+    let ctx = m.conditioner.null_context(&dev).expect("ctx");
+    for clips in [1usize, 2] {
+        let x = latents(clips, frames, side);
+        let _ = m.unet.predict_noise(&x, 500.0, &ctx, frames).expect("warm");
+        let t0 = std::time::Instant::now();
+        let reps = 3;
+        for _ in 0..reps {
+            let y = m.unet.predict_noise(&x, 500.0, &ctx, frames).expect("y");
+            values(&y.narrow(0, 0, 1).expect("n"));
+        }
+        let s = t0.elapsed().as_secs_f64() / reps as f64;
+        println!("{clips} clip(s) x {frames} frames at {side}²: {s:.3} s per pass");
+    }
+}
+
+/// A plain guided DDIM (eta 0) over `ts` descending, the null and prompt contexts batched as
+/// two clips per pass, for the benchmark and the sample check below (the product's samplers
+/// live in the generation pipeline).
+fn ddim(
+    m: &GenModel,
+    prompt: &str,
+    x: Tensor,
+    frames: usize,
+    steps: usize,
+    guidance: f64,
+) -> Tensor {
+    let dev = Device::Cpu;
+    let (ids, _) = m.conditioner.encode(prompt);
+    let ctx = Tensor::cat(
+        &[
+            m.conditioner.null_context(&dev).expect("null"),
+            m.conditioner.context(&ids, &dev).expect("ctx"),
+        ],
+        0,
+    )
+    .expect("cat");
+    let ac = m.config.schedule.alphas_cumprod();
+    let mut x = x;
+    let ts: Vec<usize> = (0..steps).rev().map(|i| i * 1000 / steps + 1).collect();
+    for (k, &t) in ts.iter().enumerate() {
+        let both = Tensor::cat(&[&x, &x], 0).expect("cat");
+        let eps = m
+            .unet
+            .predict_noise(&both, t as f64, &ctx, frames)
+            .expect("eps");
+        let (u, c) = (
+            eps.narrow(0, 0, frames).expect("u"),
+            eps.narrow(0, frames, frames).expect("c"),
+        );
+        let eps = (&u + ((c - &u).expect("d") * guidance).expect("g")).expect("cfg");
+        let (a_t, a_prev) = (ac[t], ts.get(k + 1).map_or(1.0, |&p| ac[p]));
+        let x0 =
+            ((&x - (&eps * (1.0 - a_t).sqrt()).expect("e")).expect("x") / a_t.sqrt()).expect("x0");
+        x = ((x0 * a_prev.sqrt()).expect("a") + (eps * (1.0 - a_prev).sqrt()).expect("b"))
+            .expect("x");
+    }
+    x
+}
+
+/// Times a whole 16-frame 256² sticker with the shipped shape (random weights): 20 DDIM steps
+/// with classifier-free guidance (null and prompt batched as two clips per pass) and the codec
+/// decode; the ILDiff decoder's matting comes on top (its own benchmark measures it).
+/// `cargo test --lib model::generator::tests::bench_default_sticker -- --ignored --nocapture`
+#[test]
+#[ignore]
+fn bench_default_sticker() {
+    use crate::model::codec::LatentCodec;
+    crate::model::fastconv::set_enabled(true);
+    let cfg = GenConfig::default_shape();
+    let (_, m) = tiny_model(&cfg);
+    let (frames, steps) = (16, 20);
+    let t0 = std::time::Instant::now();
+    let x = ddim(
+        &m,
+        "red heart pulsing",
+        latents(1, frames, 32),
+        frames,
+        steps,
+        5.0,
+    );
+    let denoise = t0.elapsed().as_secs_f64();
+    let rgb = m
+        .codec
+        .decode(&m.from_diffusion(&x).expect("z"))
+        .expect("decode");
+    assert_eq!(rgb.dims(), &[16, 3, 256, 256]);
+    println!(
+        "16 x 256² sticker: {denoise:.1} s for {steps} guided DDIM steps, {:.1} s with the codec decode",
+        t0.elapsed().as_secs_f64()
+    );
+}
+
+/// Samples a trained generator file (`ILDIFF_GEN=path`) and writes the decoded frames of
+/// `ILDIFF_PROMPT` (default "red heart pulsing") side by side to `ILDIFF_OUT` (default
+/// /tmp/generator-sample.png); prints the mean border colour, which should be near the key.
+/// `ILDIFF_GEN=run/generator.safetensors cargo test --lib model::generator::tests::sample_file -- --ignored --nocapture`
+#[test]
+#[ignore]
+fn sample_file() {
+    use crate::model::codec::LatentCodec;
+    crate::model::fastconv::set_enabled(true);
+    let Ok(path) = std::env::var("ILDIFF_GEN") else {
+        println!("set ILDIFF_GEN to a generator file");
+        return;
+    };
+    let prompt = std::env::var("ILDIFF_PROMPT").unwrap_or_else(|_| "red heart pulsing".into());
+    let out = std::env::var("ILDIFF_OUT").unwrap_or_else(|_| "/tmp/generator-sample.png".into());
+    let m = load_generator(Path::new(&path)).expect("load");
+    let (ids, unknown) = m.conditioner.encode(&prompt);
+    println!("prompt ids {ids:?}, unknown {unknown:?}");
+    let (frames, side) = (m.config.frames, m.latent_size());
+    let x = ddim(&m, &prompt, latents(1, frames, side), frames, 20, 5.0);
+    let rgb = m
+        .codec
+        .decode(&m.from_diffusion(&x).expect("z"))
+        .expect("decode");
+    let s = 8 * side;
+    let v = values(&rgb);
+    let mut img = image::RgbImage::new((s * frames) as u32, s as u32);
+    let mut border = [0f64; 3];
+    let mut nb = 0f64;
+    for f in 0..frames {
+        for y in 0..s {
+            for xx in 0..s {
+                let px: [f32; 3] = std::array::from_fn(|c| v[((f * 3 + c) * s + y) * s + xx]);
+                img.put_pixel(
+                    (f * s + xx) as u32,
+                    y as u32,
+                    image::Rgb(px.map(|p| (p * 255.0).round() as u8)),
+                );
+                if y == 0 || xx == 0 || y == s - 1 || xx == s - 1 {
+                    for c in 0..3 {
+                        border[c] += f64::from(px[c]);
+                    }
+                    nb += 1.0;
+                }
+            }
+        }
+    }
+    img.save(&out).expect("save");
+    println!(
+        "border mean {:?} (key {:?}); frames in {out}",
+        border.map(|b| b / nb),
+        m.key_rgb()
+    );
+}
