@@ -145,6 +145,47 @@ impl TransparencyDecoder {
     }
 }
 
+/// How a family's diffusion latent relates to its codec's unscaled latent, per channel:
+/// `codec = diffusion * std + mean`. SD-1.5: mean 0, std 1 / 0.18215; the embedded default
+/// normalises each channel by statistics measured on its training data.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LatentNorm {
+    pub mean: Vec<f64>,
+    pub std: Vec<f64>,
+}
+
+impl LatentNorm {
+    /// One scale for every channel (SD's `scaling_factor`): diffusion = codec x `factor`.
+    pub fn scale(factor: f64) -> Self {
+        Self {
+            mean: vec![0.0],
+            std: vec![1.0 / factor],
+        }
+    }
+
+    /// Diffusion latent `[N, C, h, w]` -> codec latent.
+    pub fn to_codec(&self, x: &Tensor) -> Result<Tensor> {
+        let e = err("latent conversion");
+        let c = x.dim(1).map_err(&e)?;
+        let per = |v: &[f64]| -> Result<Tensor> {
+            let vals: Vec<f32> = match v.len() {
+                1 => vec![v[0] as f32; c],
+                n if n == c => v.iter().map(|&a| a as f32).collect(),
+                n => {
+                    return Err(Error::Model(format!(
+                        "latent statistics for {n} channels, the latent has {c}"
+                    )));
+                }
+            };
+            Tensor::from_vec(vals, (1, c, 1, 1), x.device()).map_err(&e)
+        };
+        let (std, mean) = (per(&self.std)?, per(&self.mean)?);
+        x.broadcast_mul(&std)
+            .and_then(|y| y.broadcast_add(&mean))
+            .map_err(e)
+    }
+}
+
 /// One model family, loaded and checked to fit together.
 pub struct Generator {
     /// Shown in progress and reports ("SD-1.5 + AnimateDiff", "embedded default").
@@ -153,8 +194,8 @@ pub struct Generator {
     pub denoiser: Arc<dyn Denoiser>,
     /// Decodes the denoised latents to RGB.
     pub codec: Arc<dyn LatentCodec>,
-    /// Diffusion latent = unscaled codec latent x this (0.18215 for SD-1.5).
-    pub latent_scale: f64,
+    /// Diffusion latent <-> the codec's unscaled latent.
+    pub latent_norm: LatentNorm,
     pub schedule: NoiseSchedule,
     pub decoder: Arc<TransparencyDecoder>,
     /// Sizes must be multiples of this (64 for SD-1.5: three UNet downsamplings of /8 latents).
@@ -162,8 +203,9 @@ pub struct Generator {
     pub default_size: u32,
     /// Frames decoded per chunk by the codec (bounds memory).
     pub decode_chunk: usize,
-    /// Frames the denoiser sees at once (16 for AnimateDiff's motion modules); longer clips
-    /// are denoised in overlapping windows. `None`: the whole clip at once.
+    /// Frames the denoiser may see at once when it does not window long clips itself; longer
+    /// clips are then denoised in overlapping windows here. `None`: the whole clip at once
+    /// (the SD UNet windows inside `predict_noise`).
     pub frame_window: Option<usize>,
     pub device: Device,
 }
@@ -238,21 +280,10 @@ pub fn default_generator(_device: &Device) -> Result<Generator> {
     Err(Error::Model(NO_DEFAULT_GENERATOR.into()))
 }
 
-/// Window starts covering `frames` with windows of `window` frames overlapping by a quarter
-/// (AnimateDiff's usual 4 of 16), the last one flush with the end.
-pub fn window_starts(frames: usize, window: usize) -> Vec<usize> {
-    if window == 0 || frames <= window {
-        return vec![0];
-    }
-    let stride = (window - window / 4).max(1);
-    let mut starts: Vec<usize> = (0..frames - window).step_by(stride).collect();
-    starts.push(frames - window);
-    starts
-}
-
 /// The denoiser's noise prediction for the whole clip `x` `[frames, C, h, w]`; with a frame
-/// window shorter than the clip, the mean of the predictions of the overlapping windows that
-/// contain each frame (the motion modules never see more frames than they were trained on).
+/// window shorter than the clip, the mean of the predictions of the overlapping windows
+/// (a quarter overlap, [`crate::model::sd::context_windows`]) that contain each frame, for
+/// denoisers that do not window long clips themselves (the SD UNet does).
 fn predict_windowed(
     denoiser: &dyn Denoiser,
     x: &Tensor,
@@ -267,7 +298,8 @@ fn predict_windowed(
     };
     let mut sums: Vec<Option<Tensor>> = vec![None; frames];
     let mut counts = vec![0u32; frames];
-    for start in window_starts(frames, w) {
+    for range in crate::model::sd::context_windows(frames, w, w / 4) {
+        let start = range.start;
         let xw = x.narrow(0, start, w).map_err(&e)?;
         let cw = context.narrow(0, start, w).map_err(&e)?;
         let eps = denoiser.predict_noise(&xw, t, &cw, w).map_err(&e)?;
@@ -399,7 +431,7 @@ pub fn generate(
     }
 
     // Latents -> RGB, a chunk at a time.
-    let latent = (x / generator.latent_scale).map_err(err("latent scaling"))?;
+    let latent = generator.latent_norm.to_codec(&x)?;
     let chunk = generator.decode_chunk.max(1);
     let mut rgb_parts = Vec::with_capacity(frames.div_ceil(chunk));
     step(progress, STAGE_DECODE, 0, frames)?;
@@ -568,7 +600,7 @@ pub(crate) mod tests {
             conditioner: Arc::new(WordsForTests(vec!["red", "heart", "pulsing", "ugly"])),
             denoiser: denoiser.clone(),
             codec: Arc::new(codec()),
-            latent_scale: 0.5,
+            latent_norm: LatentNorm::scale(0.5),
             schedule: NoiseSchedule::sd15(),
             decoder: Arc::new(decoder),
             size_multiple: 32,
@@ -740,10 +772,6 @@ pub(crate) mod tests {
 
     #[test]
     fn long_clips_are_denoised_in_overlapping_windows() {
-        assert_eq!(window_starts(16, 16), [0]);
-        assert_eq!(window_starts(20, 16), [0, 4]);
-        assert_eq!(window_starts(40, 16), [0, 12, 24]);
-        assert_eq!(window_starts(7, 4), [0, 3]);
         let (mut g, denoiser) = tiny_generator(tiny_ildiff());
         let r = GenerateRequest {
             frames: 7,

@@ -19,11 +19,12 @@ use std::sync::Arc;
 use candle_core::{DType, Device};
 use candle_transformers::models::stable_diffusion::vae::AutoEncoderKLConfig;
 
-use super::generate::{ClipConditioner, Generator, TransparencyDecoder};
+use super::generate::{ClipConditioner, Generator, LatentNorm, TransparencyDecoder};
 use super::scheduler::NoiseSchedule;
 use crate::model::clip::{self, ClipTextEncoder, ClipTokenizer};
 use crate::model::codec::SD_SCALING_FACTOR;
 use crate::model::diffusion::Denoiser;
+use crate::model::sd::{MotionUNet, MotionUNetConfig};
 use crate::model::weights::{Checkpoint, ILDIFF_CONFIG_KEY, Manifest};
 use crate::model::{
     IldiffConfig, IldiffDecoder, SdVae, TransparentDecoder, TransparentDecoderConfig,
@@ -145,7 +146,7 @@ impl SdFiles {
         for (flag, what, path) in self.parts() {
             match path {
                 None => problems.push(format!("missing: {what}; give it with --{flag} PATH")),
-                Some(p) => match check_part(flag, p) {
+                Some(p) => match check_part(self, flag, p) {
                     Ok(()) => {}
                     Err(Error::Model(m)) => problems.push(m),
                     Err(e) => problems.push(e.to_string()),
@@ -180,6 +181,20 @@ impl SdFiles {
             device,
             |vb| SdVae::with_config(vb, vae_cfg),
         )?;
+        let cfg = unet_config(self)?;
+        if encoder.dim() != cfg.cross_attention_dim {
+            return Err(Error::Model(format!(
+                "the text encoder makes {}-wide states but the UNet attends to {}: {} / {}",
+                encoder.dim(),
+                cfg.cross_attention_dim,
+                te.display(),
+                self.unet
+                    .as_deref()
+                    .map(Path::display)
+                    .map(|d| d.to_string())
+                    .unwrap_or_default()
+            )));
+        }
         let decoder = load_decoder(&need(&self.decoder, "decoder")?, device)?;
         let generator = Generator {
             name: "SD-1.5 + AnimateDiff + LayerDiffuse".into(),
@@ -190,13 +205,13 @@ impl SdFiles {
             }),
             denoiser,
             codec: Arc::new(vae),
-            latent_scale: SD_SCALING_FACTOR,
+            latent_norm: LatentNorm::scale(SD_SCALING_FACTOR),
             schedule: NoiseSchedule::sd15(),
             decoder: Arc::new(decoder),
             size_multiple: 64,
             default_size: 512,
             decode_chunk: 2,
-            frame_window: Some(16),
+            frame_window: None,
             device: device.clone(),
         };
         generator.check()?;
@@ -204,19 +219,150 @@ impl SdFiles {
     }
 }
 
-/// The motion-aware SD-1.5 UNet with LayerDiffuse attention, from `files`.
-///
-/// The UNet code (AnimateDiff motion modules + LayerDiffuse attention) is not part of this
-/// build yet, so this says so instead of running anything else.
-pub fn load_denoiser(files: &SdFiles, _device: &Device) -> Result<Arc<dyn Denoiser>> {
+/// The motion-aware SD-1.5 UNet with LayerDiffuse attention, from `files` (f32 on `device`).
+pub fn load_denoiser(files: &SdFiles, device: &Device) -> Result<Arc<dyn Denoiser>> {
     let unet = files
         .unet
         .as_deref()
-        .map(|p| p.display().to_string())
-        .unwrap_or_default();
+        .ok_or_else(|| Error::Model("missing --unet".into()))?;
+    let cfg = unet_config(files)?;
+    let model = MotionUNet::load(
+        &cfg,
+        unet,
+        files.motion.as_deref(),
+        files.layer_attn.as_deref(),
+        DType::F32,
+        device,
+    )?;
+    Ok(Arc::new(model))
+}
+
+/// The UNet's shape: `config.json` beside the UNet file (diffusers `UNet2DConditionModel`) and
+/// beside the motion adapter (`MotionAdapter`), else SD-1.5 with AnimateDiff v2.
+pub fn unet_config(files: &SdFiles) -> Result<MotionUNetConfig> {
+    let mut cfg = MotionUNetConfig::sd15();
+    let read = |p: &Path| -> Result<Option<(serde_json::Value, PathBuf)>> {
+        let c = p.with_file_name("config.json");
+        let Ok(text) = std::fs::read_to_string(&c) else {
+            return Ok(None);
+        };
+        let v = serde_json::from_str(&text)
+            .map_err(|e| Error::Model(format!("invalid config ({e}): {}", c.display())))?;
+        Ok(Some((v, c)))
+    };
+    let count = |v: &serde_json::Value, k: &str| {
+        v.get(k)
+            .and_then(serde_json::Value::as_u64)
+            .map(|n| n as usize)
+    };
+    if let Some((v, path)) = files.unet.as_deref().map(read).transpose()?.flatten() {
+        let bad = |k: &str| {
+            Error::Model(format!(
+                "UNet config: `{k}` is not understood: {}",
+                path.display()
+            ))
+        };
+        if let Some(b) = v.get("block_out_channels") {
+            cfg.block_out_channels = b
+                .as_array()
+                .and_then(|a| a.iter().map(|x| x.as_u64().map(|n| n as usize)).collect())
+                .ok_or_else(|| bad("block_out_channels"))?;
+        }
+        if let Some(d) = v.get("down_block_types") {
+            cfg.cross_attention = d
+                .as_array()
+                .and_then(|a| {
+                    a.iter()
+                        .map(|x| x.as_str().map(|s| s.contains("CrossAttn")))
+                        .collect()
+                })
+                .ok_or_else(|| bad("down_block_types"))?;
+        }
+        // SD-1.5's config calls its head count `attention_head_dim`.
+        if let Some(h) = count(&v, "attention_head_dim") {
+            cfg.heads = h;
+        }
+        for (k, slot) in [
+            ("in_channels", &mut cfg.in_channels),
+            ("out_channels", &mut cfg.out_channels),
+            ("layers_per_block", &mut cfg.layers_per_block),
+            ("norm_num_groups", &mut cfg.norm_num_groups),
+            ("cross_attention_dim", &mut cfg.cross_attention_dim),
+            ("transformer_layers_per_block", &mut cfg.transformer_depth),
+        ] {
+            if let Some(n) = count(&v, k) {
+                *slot = n;
+            }
+        }
+        if let Some(e) = v.get("norm_eps").and_then(serde_json::Value::as_f64) {
+            cfg.norm_eps = e;
+        }
+    }
+    if let Some((v, _)) = files.motion.as_deref().map(read).transpose()?.flatten() {
+        if let Some(h) = count(&v, "motion_num_attention_heads") {
+            cfg.motion_heads = h;
+        }
+        if let Some(n) = count(&v, "motion_max_seq_length") {
+            cfg.motion_max_frames = n;
+        }
+        if let Some(n) = count(&v, "motion_layers_per_block") {
+            cfg.motion_layers = n;
+        }
+        if let Some(b) = v
+            .get("use_motion_mid_block")
+            .and_then(serde_json::Value::as_bool)
+        {
+            cfg.motion_mid_block = b;
+        }
+    }
+    cfg.validate()
+        .map_err(|e| Error::Model(format!("UNet configuration: {e}")))?;
+    Ok(cfg)
+}
+
+/// Compares a file's header with the layout a model needs; names the first few problems.
+fn compare_layout(
+    path: &Path,
+    what: &str,
+    header: &Manifest,
+    want: &Manifest,
+    optional: &dyn Fn(&str) -> bool,
+) -> Result<()> {
+    let mut problems = Vec::new();
+    for (name, shape) in &want.tensors {
+        match header.tensors.get(name) {
+            None if optional(name) => {}
+            None => problems.push(format!("tensor `{name}` (shape {shape:?}) is missing")),
+            Some(s) if s != shape => problems.push(format!(
+                "tensor `{name}` has shape {s:?}, expected {shape:?}"
+            )),
+            Some(_) => {}
+        }
+    }
+    let extra = header
+        .tensors
+        .keys()
+        .filter(|k| !want.tensors.contains_key(*k))
+        .count();
+    if extra > 0 {
+        problems.push(format!(
+            "{extra} tensor(s) are not part of the {what} (wrong file or configuration?)"
+        ));
+    }
+    if problems.is_empty() {
+        return Ok(());
+    }
+    let n = problems.len();
+    let shown: Vec<String> = problems.into_iter().take(4).collect();
+    let more = if n > 4 {
+        format!(" (and {} more)", n - 4)
+    } else {
+        String::new()
+    };
     Err(Error::Model(format!(
-        "the motion-aware SD-1.5 UNet is not available in this build yet, so the weights \
-         ({unet}) cannot be run; the files were checked and are complete"
+        "{what}: {}{more}: {}",
+        shown.join("; "),
+        path.display()
     )))
 }
 
@@ -360,24 +506,7 @@ fn placeholders(path: &Path) -> Result<(Checkpoint, HashMap<String, String>)> {
     ))
 }
 
-/// One tensor the file must have, for the parts whose model code is not in this build: a
-/// signature that tells a wrong file from the right one.
-fn expect_tensor(path: &Path, what: &str, name: &str, shape: &[usize]) -> Result<()> {
-    let (m, _) = read_header(path)?;
-    match m.tensors.get(name) {
-        Some(s) if s == shape => Ok(()),
-        Some(s) => Err(Error::Model(format!(
-            "{what}: tensor `{name}` has shape {s:?}, expected {shape:?}: {}",
-            path.display()
-        ))),
-        None => Err(Error::Model(format!(
-            "{what}: tensor `{name}` (shape {shape:?}) is missing; is this the right file?: {}",
-            path.display()
-        ))),
-    }
-}
-
-fn check_part(flag: &str, path: &Path) -> Result<()> {
+fn check_part(files: &SdFiles, flag: &str, path: &Path) -> Result<()> {
     let cpu = Device::Cpu;
     match flag {
         "tokenizer" => ClipTokenizer::from_dir(path).map(|_| ()),
@@ -415,23 +544,48 @@ fn check_part(flag: &str, path: &Path) -> Result<()> {
                 }
             }
         }
-        "unet" => expect_tensor(path, "SD-1.5 UNet", "conv_in.weight", &[320, 4, 3, 3]),
-        "motion" => expect_tensor(
-            path,
-            "AnimateDiff motion adapter",
-            "down_blocks.0.motion_modules.0.proj_in.weight",
-            &[320, 320],
-        ),
-        "layer-attn" => {
-            let (m, _) = read_header(path)?;
-            if m.tensors.keys().any(|k| k.starts_with("hookers.layers.")) {
-                Ok(())
-            } else {
-                Err(Error::Model(format!(
-                    "LayerDiffuse attention: no `hookers.layers.*` tensors; is this \
-                     {LAYER_ATTN_FILE}?: {}",
-                    path.display()
-                )))
+        "unet" | "motion" | "layer-attn" => {
+            let cfg = unet_config(files)?;
+            let (header, _) = read_header(path)?;
+            match flag {
+                "unet" => {
+                    compare_layout(path, "SD-1.5 UNet", &header, &cfg.unet_manifest()?, &|_| {
+                        false
+                    })
+                }
+                "motion" => compare_layout(
+                    path,
+                    "motion adapter",
+                    &header,
+                    &cfg.motion_manifest()?,
+                    // The position tables are computed, not loaded.
+                    &|n| n.ends_with("pos_embed.pe"),
+                ),
+                _ => {
+                    // `hookers.layers.{i}` (a diffusers port) and `hookers.{i}` name the same.
+                    let tensors = header
+                        .tensors
+                        .into_iter()
+                        .map(|(k, v)| (k.replacen("hookers.layers.", "hookers.", 1), v))
+                        .collect();
+                    let header = Manifest {
+                        tensors,
+                        num_params: None,
+                        note: None,
+                    };
+                    let rank = header
+                        .tensors
+                        .get("hookers.0.to_q_lora.0.down.weight")
+                        .and_then(|s| s.first().copied())
+                        .unwrap_or(256);
+                    compare_layout(
+                        path,
+                        "LayerDiffuse attention",
+                        &header,
+                        &cfg.layer_attn_manifest(rank),
+                        &|_| false,
+                    )
+                }
             }
         }
         _ => Ok(()),
@@ -485,12 +639,14 @@ pub fn discover_hf_cache(hub: &Path) -> SdFiles {
                 && here.text_encoder.is_some()
                 && here.tokenizer.is_some();
             if is_base && found.unet.is_none() {
-                found = SdFiles {
-                    layer_attn: found.layer_attn.clone(),
-                    decoder: found.decoder.clone(),
-                    motion: found.motion.clone(),
-                    ..here.clone()
+                // Parts found earlier in their own repositories win over the base's.
+                let earlier = SdFiles {
+                    layer_attn: found.layer_attn.take(),
+                    decoder: found.decoder.take(),
+                    motion: found.motion.take(),
+                    ..SdFiles::default()
                 };
+                found = here.clone().overridden_by(earlier);
             }
             if found.motion.is_none() && (name.contains("motion") || name.contains("animatediff")) {
                 found.motion = existing(snap.join(MOTION_FILE));
@@ -507,206 +663,88 @@ pub fn discover_hf_cache(hub: &Path) -> SdFiles {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
-    use crate::model::clip_tokenizer::tests::{TINY_MERGES, tiny_vocab};
-    use crate::model::weights::{save_checkpoint, save_ildiff, varmap_tensors};
-    use candle_core::Tensor;
-    use candle_nn::{VarBuilder, VarMap};
 
-    /// A tiny SD VAE config (four levels of 32 channels).
-    pub(crate) fn tiny_vae_config() -> AutoEncoderKLConfig {
-        AutoEncoderKLConfig {
-            block_out_channels: vec![32, 32, 32, 32],
-            layers_per_block: 1,
-            latent_channels: 4,
-            norm_num_groups: 32,
-            use_quant_conv: true,
-            use_post_quant_conv: true,
+    #[test]
+    fn unet_config_comes_from_the_diffusers_configs() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let unet = dir.path().join("unet/diffusion_pytorch_model.safetensors");
+        let motion = dir
+            .path()
+            .join("motion/diffusion_pytorch_model.safetensors");
+        for p in [&unet, &motion] {
+            std::fs::create_dir_all(p.parent().expect("parent")).expect("dir");
         }
-    }
-
-    /// Writes a tiny diffusers-layout folder: text encoder (+config), tokenizer, VAE (+config)
-    /// and an ILDiff decoder, with random weights. The UNet, motion and LayerDiffuse files are
-    /// header-only fakes with the signature tensors.
-    pub(crate) fn write_tiny_sd(dir: &Path) {
-        let dev = Device::Cpu;
-        let fresh = || {
-            let vm = VarMap::new();
-            let vb = VarBuilder::from_varmap(&vm, DType::F32, &dev);
-            (vm, vb)
+        let files = SdFiles {
+            unet: Some(unet.clone()),
+            motion: Some(motion.clone()),
+            ..SdFiles::default()
         };
-        std::fs::create_dir_all(dir.join("tokenizer")).expect("dir");
-        let vocab = tiny_vocab(TINY_MERGES);
+        assert_eq!(
+            unet_config(&files).expect("defaults"),
+            MotionUNetConfig::sd15()
+        );
         std::fs::write(
-            dir.join("tokenizer/vocab.json"),
-            serde_json::to_string(&vocab).expect("json"),
-        )
-        .expect("vocab");
-        std::fs::write(dir.join("tokenizer/merges.txt"), TINY_MERGES).expect("merges");
-        std::fs::create_dir_all(dir.join("text_encoder")).expect("dir");
-        let cfg = crate::model::clip::tests::tiny_config(vocab.len());
-        let (vm, vb) = fresh();
-        ClipTextEncoder::new(&cfg, vb).expect("clip");
-        save_checkpoint(
-            &varmap_tensors(&vm),
-            "{}",
-            &dir.join("text_encoder/model.safetensors"),
-        )
-        .expect("save");
-        std::fs::write(
-            dir.join("text_encoder/config.json"),
-            clip::config_to_json(&cfg),
-        )
-        .expect("config");
-        std::fs::create_dir_all(dir.join("vae")).expect("dir");
-        let (vm, vb) = fresh();
-        SdVae::with_config(vb, tiny_vae_config()).expect("vae");
-        save_checkpoint(
-            &varmap_tensors(&vm),
-            "{}",
-            &dir.join("vae/diffusion_pytorch_model.safetensors"),
-        )
-        .expect("save");
-        std::fs::write(
-            dir.join("vae/config.json"),
-            r#"{"block_out_channels": [32, 32, 32, 32], "layers_per_block": 1, "latent_channels": 4, "norm_num_groups": 32}"#,
-        )
-        .expect("config");
-        let (vm, vb) = fresh();
-        let mut dcfg = IldiffConfig::tiny();
-        dcfg.codec = None;
-        IldiffDecoder::new(&dcfg, vb).expect("decoder");
-        save_ildiff(&vm, &dcfg, &dir.join("ildiff.safetensors")).expect("save");
-        let one = |name: &str, shape: &[usize], path: &Path| {
-            std::fs::create_dir_all(path.parent().expect("parent")).expect("dir");
-            let t = Tensor::zeros(shape, DType::F16, &dev).expect("zeros");
-            let map = HashMap::from([(name.to_string(), t)]);
-            save_checkpoint(&map, "{}", path).expect("save");
-        };
-        one(
-            "conv_in.weight",
-            &[320, 4, 3, 3],
-            &dir.join("unet/diffusion_pytorch_model.safetensors"),
-        );
-        one(
-            "down_blocks.0.motion_modules.0.proj_in.weight",
-            &[320, 320],
-            &dir.join("motion_adapter/diffusion_pytorch_model.safetensors"),
-        );
-        one(
-            "hookers.layers.0.to_q_lora.0.down.weight",
-            &[256, 320],
-            &dir.join(LAYER_ATTN_FILE),
-        );
-    }
-
-    #[test]
-    fn a_complete_folder_checks_and_loads() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        write_tiny_sd(dir.path());
-        let files = SdFiles::from_dir(dir.path());
-        assert!(files.parts().iter().all(|p| p.2.is_some()), "{files:?}");
-        files.check().expect("complete");
-        let denoiser = Arc::new(super::super::generate::tests::AnalyticForTests::default());
-        let g = files.load(denoiser, &Device::Cpu).expect("load");
-        let c = g.conditioner.encode("a red heart").expect("encode");
-        assert_eq!(c.context.dims(), &[1, 77, 16]);
-        let e = load_denoiser(&files, &Device::Cpu)
-            .err()
-            .expect("no UNet in this build");
-        assert!(e.to_string().contains("not available"), "{e}");
-    }
-
-    #[test]
-    fn problems_name_the_file_and_tensor() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        write_tiny_sd(dir.path());
-        // A misshaped tensor in the text encoder, and no motion adapter.
-        let te = dir.path().join("text_encoder/model.safetensors");
-        let ck = Checkpoint::read(&te, DType::F32, &Device::Cpu).expect("read");
-        let mut map: HashMap<String, Tensor> = ck
-            .names()
-            .into_iter()
-            .filter_map(|n| ck.get(&n).cloned().map(|t| (n, t)))
-            .collect();
-        let key = "text_model.final_layer_norm.weight";
-        map.insert(
-            key.into(),
-            Tensor::zeros(8, DType::F32, &Device::Cpu).expect("zeros"),
-        );
-        map.remove("text_model.encoder.layers.1.mlp.fc2.bias");
-        save_checkpoint(&map, "{}", &te).expect("save");
-        std::fs::remove_dir_all(dir.path().join("motion_adapter")).expect("rm");
-        let files = SdFiles::from_dir(dir.path());
-        let msg = files.check().expect_err("problems").to_string();
-        assert!(msg.contains("--motion"), "{msg}");
-        assert!(msg.contains("model.safetensors"), "{msg}");
-        // The first problem the model meets is named (here the missing bias or the shape).
-        assert!(
-            msg.contains("text_model.encoder.layers.1.mlp.fc2.bias")
-                || msg.contains("`text_model.final_layer_norm.weight` has shape [8]"),
-            "{msg}"
-        );
-        // A file that is not safetensors at all.
-        std::fs::write(
-            dir.path().join("vae/diffusion_pytorch_model.safetensors"),
-            b"nope",
+            unet.with_file_name("config.json"),
+            r#"{"block_out_channels": [32, 64], "down_block_types": ["CrossAttnDownBlock2D",
+               "DownBlock2D"], "attention_head_dim": 2, "norm_num_groups": 8,
+               "cross_attention_dim": 32}"#,
         )
         .expect("write");
-        let msg = SdFiles::from_dir(dir.path())
-            .check()
-            .expect_err("vae")
-            .to_string();
-        assert!(
-            msg.contains("vae/diffusion_pytorch_model.safetensors"),
-            "{msg}"
+        std::fs::write(
+            motion.with_file_name("config.json"),
+            r#"{"motion_num_attention_heads": 2, "use_motion_mid_block": false}"#,
+        )
+        .expect("write");
+        let cfg = unet_config(&files).expect("tiny");
+        assert_eq!(cfg.block_out_channels, [32, 64]);
+        assert_eq!(cfg.cross_attention, [true, false]);
+        assert_eq!(
+            (cfg.heads, cfg.motion_heads, cfg.norm_num_groups),
+            (2, 2, 8)
         );
-        // Nothing at all: every part is listed with its option.
-        let msg = SdFiles::default().check().expect_err("empty").to_string();
-        for flag in [
-            "--unet",
-            "--motion",
-            "--vae",
-            "--text-encoder",
-            "--tokenizer",
-            "--layer-attn",
-            "--decoder",
-        ] {
-            assert!(msg.contains(flag), "{flag}: {msg}");
-        }
+        assert!(!cfg.motion_mid_block);
+        std::fs::write(
+            unet.with_file_name("config.json"),
+            r#"{"norm_num_groups": 7}"#,
+        )
+        .expect("write");
+        let e = unet_config(&files).expect_err("groups");
+        assert!(e.to_string().contains("groups"), "{e}");
     }
 
     #[test]
-    fn finds_weights_in_a_hub_cache() {
-        let hub = tempfile::tempdir().expect("tempdir");
-        let base = hub
-            .path()
-            .join("models--stable-diffusion-v1-5--stable-diffusion-v1-5/snapshots/abc");
-        write_tiny_sd(&base);
-        // Move the motion adapter and LayerDiffuse files into their own repositories.
-        let motion = hub
-            .path()
-            .join("models--guoyww--animatediff-motion-adapter-v1-5-2/snapshots/def");
-        std::fs::create_dir_all(&motion).expect("dir");
-        std::fs::rename(
-            base.join("motion_adapter/diffusion_pytorch_model.safetensors"),
-            motion.join(MOTION_FILE),
-        )
-        .expect("mv");
-        let ld = hub
-            .path()
-            .join("models--LayerDiffusion--layerdiffusion-v1/snapshots/1");
-        std::fs::create_dir_all(&ld).expect("dir");
-        std::fs::rename(base.join(LAYER_ATTN_FILE), ld.join(LAYER_ATTN_FILE)).expect("mv");
-        let found = discover_hf_cache(hub.path());
-        assert_eq!(
-            found.unet,
-            Some(base.join("unet/diffusion_pytorch_model.safetensors"))
+    fn layouts_are_compared_by_name_and_shape() {
+        let want = Manifest {
+            tensors: [("a".to_string(), vec![2, 3]), ("b.pe".to_string(), vec![4])]
+                .into_iter()
+                .collect(),
+            num_params: None,
+            note: None,
+        };
+        let mut header = want.clone();
+        let p = Path::new("x.safetensors");
+        assert!(compare_layout(p, "part", &header, &want, &|_| false).is_ok());
+        header.tensors.remove("b.pe");
+        assert!(compare_layout(p, "part", &header, &want, &|n| n.ends_with(".pe")).is_ok());
+        let e = compare_layout(p, "part", &header, &want, &|_| false).expect_err("missing");
+        assert!(
+            e.to_string().contains("`b.pe` (shape [4]) is missing"),
+            "{e}"
         );
-        assert_eq!(found.motion, Some(motion.join(MOTION_FILE)));
-        assert_eq!(found.layer_attn, Some(ld.join(LAYER_ATTN_FILE)));
-        assert_eq!(found.tokenizer, Some(base.join("tokenizer")));
-        assert!(discover_hf_cache(&hub.path().join("nowhere")).is_empty());
+        header.tensors.insert("a".into(), vec![3, 2]);
+        header.tensors.insert("c".into(), vec![1]);
+        let e = compare_layout(p, "part", &header, &want, &|_| true).expect_err("shape");
+        let msg = e.to_string();
+        assert!(
+            msg.contains("`a` has shape [3, 2], expected [2, 3]"),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("1 tensor(s) are not part of the part"),
+            "{msg}"
+        );
+        assert!(msg.contains("x.safetensors"), "{msg}");
     }
 }
