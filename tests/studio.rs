@@ -431,7 +431,7 @@ fn errors_are_notes_not_crashes() {
         app(&mut h).studio.model_status,
         ildiff::app::state::ModelStatus::Failed(_)
     ));
-    // Generate from a prompt: not available yet, said clearly.
+    // Generate from a prompt without weights: no default generator installed, said clearly.
     app(&mut h).studio.notes.clear();
     h.get_by_label("Generate from a prompt").click();
     h.run_steps(2);
@@ -440,7 +440,7 @@ fn errors_are_notes_not_crashes() {
         has_error(a).is_some()
     });
     let e = has_error(app(&mut h)).expect("error");
-    assert!(e.contains("not available yet"), "{e}");
+    assert!(e.contains("no default generator is installed"), "{e}");
     // No default model installed: the user is told, nothing runs untrained.
     let clip = common::ffmpeg_clip(dir.path(), "c.gif", "32x32", 10, 0.3, &[]);
     drop_file(&mut h, &clip);

@@ -21,9 +21,11 @@ use super::worker::{Emitter, Event, Job};
 use crate::media::presets::{self, FitOptions, Preset};
 use crate::media::{Animation, Frame, Limits, decode};
 use crate::model::IldiffDecoder;
+use crate::pipeline::generate::{GenerateRequest, Generator, default_generator, generate};
 use crate::pipeline::matte::{
     MatteOptions, STAGE, animation_from_matte, matte_clip, pixels_from_animation,
 };
+use crate::pipeline::sd_models::{SdFiles, discover_hf_cache, hf_cache_dir, load_denoiser};
 use crate::{Error, Progress, Result};
 
 /// A re-matte job.
@@ -50,10 +52,60 @@ pub struct ExportRequest {
     pub read_back: bool,
 }
 
-/// What a worker keeps between jobs: loaded models, by path and modification time.
+/// A generate job: the request and where the weights are.
+#[derive(Debug, Clone, Default)]
+pub struct GenerateJob {
+    pub request: GenerateRequest,
+    /// The user's SD-1.5 weights (a diffusers folder); `None` = the embedded default
+    /// generator.
+    pub model_dir: Option<PathBuf>,
+    /// Fill parts missing from `model_dir` (or all of them) from the Hugging Face cache.
+    pub hf_cache: bool,
+}
+
+impl GenerateJob {
+    /// Which generator this job needs (the cache key of [`WorkerState::generator`]).
+    fn key(&self) -> String {
+        match (&self.model_dir, self.hf_cache) {
+            (None, false) => "default".into(),
+            (dir, hf) => format!(
+                "sd:{}:{hf}",
+                dir.as_deref()
+                    .map(Path::display)
+                    .map(|d| d.to_string())
+                    .unwrap_or_default()
+            ),
+        }
+    }
+}
+
+/// The job panel's prompt-mode settings and the last run's word feedback.
+#[derive(Debug, Clone, Default)]
+pub struct GenerateForm {
+    pub job: GenerateJob,
+    /// Text of the SD-1.5 folder field (empty = the embedded default).
+    pub dir_text: String,
+    /// Words of the last prompt the model did not know.
+    pub unknown: Vec<String>,
+}
+
+impl GenerateForm {
+    /// The job to submit for `prompt`.
+    pub fn job_for(&self, prompt: &str) -> GenerateJob {
+        let dir = self.dir_text.trim();
+        let mut job = self.job.clone();
+        job.request.prompt = prompt.to_string();
+        job.model_dir = (!dir.is_empty()).then(|| PathBuf::from(dir));
+        job
+    }
+}
+
+/// What a worker keeps between jobs: loaded models, by path and modification time, and
+/// loaded generators by weights.
 #[derive(Default)]
 pub struct WorkerState {
     models: HashMap<PathBuf, (Option<SystemTime>, Arc<IldiffDecoder>)>,
+    generators: HashMap<String, Arc<Generator>>,
 }
 
 /// Message shown when no trained default model is installed.
@@ -83,6 +135,40 @@ impl WorkerState {
         self.models
             .insert(path.to_path_buf(), (mtime, model.clone()));
         Ok(model)
+    }
+
+    /// The generator `job` needs, loaded once and kept: the embedded default, or the user's
+    /// SD-1.5 weights, checked (every missing or misshaped tensor named) before loading.
+    pub fn generator(&mut self, job: &GenerateJob) -> Result<Arc<Generator>> {
+        let key = job.key();
+        if let Some(g) = self.generators.get(&key) {
+            return Ok(g.clone());
+        }
+        let device = Device::Cpu;
+        let generator = if key == "default" {
+            default_generator(&device)?
+        } else {
+            let mut files = job
+                .model_dir
+                .as_deref()
+                .map(SdFiles::from_dir)
+                .unwrap_or_default();
+            if job.hf_cache
+                && let Some(hub) = hf_cache_dir()
+            {
+                files = discover_hf_cache(&hub).overridden_by(files);
+            }
+            files.check()?;
+            files.load(load_denoiser(&files, &device)?, &device)?
+        };
+        let generator = Arc::new(generator);
+        self.generators.insert(key, generator.clone());
+        Ok(generator)
+    }
+
+    /// Makes `generator` the one used for `job`'s weights (tests; a future model picker).
+    pub fn insert_generator(&mut self, job: &GenerateJob, generator: Arc<Generator>) {
+        self.generators.insert(job.key(), generator);
     }
 }
 
@@ -137,14 +223,22 @@ pub fn execute(job: Job, state: &mut WorkerState, emit: &Emitter) -> Result<Even
                 clip: Box::new(clip),
             })
         }
-        Job::Generate { prompt, .. } => {
-            let _ = prompt;
-            Ok(Event::Failed {
+        Job::Generate { job, .. } => {
+            if !progress.step("load model", 0, 1) {
+                return Err(Error::Cancelled);
+            }
+            let generator = state.generator(&job)?;
+            let out = generate(
+                &generator,
+                &job.request,
+                &mut progress,
+                &mut |start, frames| emit.send(Event::FramesDone { id, start, frames }),
+            )?;
+            Ok(Event::Generated {
                 id,
-                kind: "unavailable",
-                error: "generating a sticker from a prompt is not available yet (it arrives \
-                        with the generation model); import a clip and re-matte it instead"
-                    .into(),
+                prompt: job.request.prompt.clone(),
+                clip: Box::new(out.animation),
+                unknown: out.unknown,
             })
         }
         Job::Flicker { clip, .. } => {
@@ -406,5 +500,60 @@ pub(crate) mod tests {
         let e =
             matte_animation(&model, &request, &mut stop, &mut |_, _| {}).expect_err("cancelled");
         assert!(matches!(e, Error::Cancelled));
+    }
+
+    #[test]
+    fn generate_job_streams_frames_and_reports_unknown_words() {
+        use crate::pipeline::generate::tests::{tiny_generator, tiny_ildiff};
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let emit = Emitter::for_tests(7, tx);
+        let mut state = WorkerState::default();
+        let job = GenerateJob {
+            request: GenerateRequest {
+                prompt: "red heart sparkly".into(),
+                steps: 2,
+                frames: 3,
+                size: Some((64, 64)),
+                ..GenerateRequest::default()
+            },
+            ..GenerateJob::default()
+        };
+        let (generator, _) = tiny_generator(tiny_ildiff());
+        state.insert_generator(&job, Arc::new(generator));
+        let last = execute(
+            Job::Generate {
+                id: 7,
+                job: Box::new(job),
+            },
+            &mut state,
+            &emit,
+        )
+        .expect("generated");
+        match last {
+            Event::Generated {
+                clip,
+                unknown,
+                prompt,
+                ..
+            } => {
+                assert_eq!((clip.len(), clip.width, clip.height), (3, 64, 64));
+                assert_eq!(unknown, ["sparkly"]);
+                assert_eq!(prompt, "red heart sparkly");
+            }
+            other => panic!("{other:?}"),
+        }
+        let events: Vec<Event> = rx.try_iter().collect();
+        let streamed: usize = events
+            .iter()
+            .map(|e| match e {
+                Event::FramesDone { frames, .. } => frames.len(),
+                _ => 0,
+            })
+            .sum();
+        assert_eq!(streamed, 3);
+        assert!(events.iter().any(|e| matches!(
+            e,
+            Event::Progress { stage, done: 2, total: 2, .. } if stage == crate::pipeline::generate::STAGE_DENOISE
+        )));
     }
 }

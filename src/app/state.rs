@@ -351,6 +351,8 @@ pub struct Studio {
     /// Prompt of a generate job.
     pub prompt: String,
     pub generate_mode: bool,
+    /// Prompt-mode settings (weights, steps, seed, ...) and unknown-word feedback.
+    pub generate: crate::app::jobs::GenerateForm,
     pub limits: Limits,
     /// Preview zoom (1 = fit) and pan in points.
     pub zoom: f32,
@@ -387,6 +389,7 @@ impl Studio {
             open_path_text: String::new(),
             prompt: String::new(),
             generate_mode: false,
+            generate: Default::default(),
             limits: Limits::default(),
             zoom: 1.0,
             pan: [0.0, 0.0],
@@ -476,11 +479,16 @@ impl Studio {
     /// Starts a re-matte of the current sticker (or a generate job in prompt mode).
     pub fn run_job(&mut self) {
         if self.generate_mode {
+            if self.running(JobKind::Generate).is_some() {
+                self.notify(Level::Info, "a generate job is already running");
+                return;
+            }
             let id = self.workers.next_id();
             self.jobs.push(Running::new(id, JobKind::Generate, None));
+            self.generate.unknown.clear();
             self.workers.submit(Job::Generate {
                 id,
-                prompt: self.prompt.clone(),
+                job: Box::new(self.generate.job_for(&self.prompt)),
             });
             return;
         }
@@ -704,7 +712,10 @@ impl Studio {
                 stage, done, total, ..
             } => {
                 let j = &mut self.jobs[pos];
-                if j.first_progress.is_none() && done > 0 && stage == crate::pipeline::matte::STAGE
+                if j.first_progress.is_none()
+                    && done > 0
+                    && (stage == crate::pipeline::matte::STAGE
+                        || stage == crate::pipeline::generate::STAGE_DENOISE)
                 {
                     j.first_progress = Some((Instant::now(), done));
                 }
@@ -729,6 +740,10 @@ impl Studio {
                 self.model_status = ModelStatus::Ready(summary);
             }
             Event::FramesDone { start, frames, .. } => {
+                let clip_id = match (kind, clip_id) {
+                    (JobKind::Generate, None) => self.start_generated_sticker(pos, &frames),
+                    _ => clip_id,
+                };
                 if let Some(st) = self.sticker_by_clip(clip_id) {
                     let (n, size) = (st.len(), (st.source.anim.width, st.source.anim.height));
                     let p = Arc::make_mut(st.partial.get_or_insert_with(Default::default));
@@ -762,6 +777,54 @@ impl Studio {
                     st.flicker = None;
                 }
                 self.notify(Level::Info, "re-matte finished");
+                self.request_flicker();
+            }
+            Event::Generated {
+                prompt,
+                clip,
+                unknown,
+                ..
+            } => {
+                let anim = *clip;
+                match self.sticker_by_clip(clip_id) {
+                    Some(st) => {
+                        // The clip is the frames the previews brought: keep their ids.
+                        let n = anim.len();
+                        let ids: Option<Arc<[u64]>> = st
+                            .partial
+                            .take()
+                            .filter(|p| p.done == n && p.frames.len() == n)
+                            .and_then(|p| {
+                                p.frames.iter().map(|f| f.as_ref().map(|f| f.0)).collect()
+                            });
+                        st.source = match ids {
+                            Some(ids) => Clip::with_frame_ids(anim, ids),
+                            None => Clip::new(anim),
+                        };
+                        st.result = None;
+                        st.flicker = None;
+                        st.trim_in = 0;
+                        st.trim_out = n.saturating_sub(1);
+                    }
+                    None => {
+                        self.stickers
+                            .push(Sticker::new(sticker_name(&prompt), None, anim));
+                        let last = self.stickers.len() - 1;
+                        self.select(last);
+                    }
+                }
+                if unknown.is_empty() {
+                    self.notify(Level::Info, "generated");
+                } else {
+                    self.notify(
+                        Level::Warning,
+                        format!(
+                            "generated; words the model does not know: {}",
+                            unknown.join(", ")
+                        ),
+                    );
+                }
+                self.generate.unknown = unknown;
                 self.request_flicker();
             }
             Event::Flicker { scores, .. } => {
@@ -822,6 +885,7 @@ impl Studio {
                 if kind == JobKind::Model {
                     self.model_status = ModelStatus::Failed(error.clone());
                 }
+                self.drop_partial_generation(kind, clip_id);
                 if kind == JobKind::Matte {
                     // A partial result must not pass for a finished one.
                     if let Some(st) = self.sticker_by_clip(clip_id) {
@@ -840,6 +904,7 @@ impl Studio {
                 self.notify(Level::Error, format!("{what}: {error}"));
             }
             Event::Cancelled { .. } => {
+                self.drop_partial_generation(kind, clip_id);
                 if kind == JobKind::Matte
                     && let Some(st) = self.sticker_by_clip(clip_id)
                 {
@@ -849,6 +914,36 @@ impl Studio {
                     self.notify(Level::Info, "cancelled; nothing was written");
                 }
             }
+        }
+    }
+
+    /// A sticker for a generate job's first finished frames: transparent placeholders for the
+    /// frames still to come (the job's progress total), selected so the preview shows it.
+    fn start_generated_sticker(&mut self, pos: usize, frames: &[image::RgbaImage]) -> Option<u64> {
+        let (w, h) = frames.first()?.dimensions();
+        let n = (self.jobs.get(pos)?.total as usize).max(frames.len());
+        let delay = crate::media::Delay::from_ratio(1, 8);
+        let blank = crate::media::Frame::new(image::RgbaImage::new(w, h), delay);
+        let anim = Animation::new(w, h, vec![blank; n], crate::media::LoopCount::Infinite).ok()?;
+        let name = sticker_name(&self.prompt);
+        self.stickers.push(Sticker::new(name, None, anim));
+        let last = self.stickers.len() - 1;
+        self.select(last);
+        let id = self.stickers[last].source.id;
+        self.jobs.get_mut(pos)?.clip_id = Some(id);
+        Some(id)
+    }
+
+    /// Removes the preview sticker of a generate job that failed or was cancelled.
+    fn drop_partial_generation(&mut self, kind: JobKind, clip_id: Option<u64>) {
+        if kind != JobKind::Generate {
+            return;
+        }
+        if let Some(cid) = clip_id
+            && let Some(i) = self.stickers.iter().position(|s| s.source.id == cid)
+        {
+            self.stickers.remove(i);
+            self.selected = self.selected.min(self.stickers.len().saturating_sub(1));
         }
     }
 
@@ -949,6 +1044,16 @@ impl Running {
     }
 }
 
+/// A sticker name from a prompt: its first words.
+fn sticker_name(prompt: &str) -> String {
+    let words: Vec<&str> = prompt.split_whitespace().take(4).collect();
+    if words.is_empty() {
+        "generated".into()
+    } else {
+        words.join(" ")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1041,5 +1146,78 @@ mod tests {
         assert!(st.partial.is_none());
         assert_eq!(st.result.as_ref().map(|r| r.id), Some(earlier.id));
         assert_eq!(st.shown().id, earlier.id);
+    }
+
+    /// A studio with a generate job `id` running (no sticker yet) that reported 4 frames.
+    fn generating() -> (Studio, JobId) {
+        let mut s = Studio::new(None, Arc::new(|| {})).expect("studio");
+        s.prompt = "a red heart pulsing".into();
+        let id = s.workers.next_id();
+        s.jobs.push(Running::new(id, JobKind::Generate, None));
+        s.handle(Event::Progress {
+            id,
+            stage: crate::pipeline::generate::STAGE_MATTE.into(),
+            done: 0,
+            total: 4,
+        });
+        (s, id)
+    }
+
+    #[test]
+    fn generated_frames_make_a_sticker_that_the_finished_clip_completes() {
+        let (mut s, id) = generating();
+        assert!(s.stickers.is_empty());
+        s.handle(Event::FramesDone {
+            id,
+            start: 0,
+            frames: vec![matted_frame(10), matted_frame(20)],
+        });
+        assert_eq!(s.stickers.len(), 1, "the first frames make the sticker");
+        let st = &s.stickers[0];
+        assert_eq!(st.name, "a red heart pulsing");
+        assert_eq!(st.len(), 4);
+        assert!(st.shown().is_partial());
+        s.handle(Event::FramesDone {
+            id,
+            start: 2,
+            frames: vec![matted_frame(30), matted_frame(40)],
+        });
+        let ids: Vec<u64> = (0..4)
+            .map(|i| s.stickers[0].shown().frame_id(i).expect("id"))
+            .collect();
+        let mut done = clip(4, 8, 8);
+        for (i, f) in done.frames.iter_mut().enumerate() {
+            f.image = matted_frame(10 + i as u8 * 10);
+        }
+        s.handle(Event::Generated {
+            id,
+            prompt: s.prompt.clone(),
+            clip: Box::new(done),
+            unknown: vec!["pulsing".into()],
+        });
+        assert_eq!(s.stickers.len(), 1);
+        let st = &s.stickers[0];
+        assert!(st.partial.is_none());
+        assert_eq!(
+            &*st.source.frame_ids,
+            ids.as_slice(),
+            "previews' textures stay valid"
+        );
+        assert_eq!(s.generate.unknown, ["pulsing"]);
+        assert!(s.notes.iter().any(|n| n.text.contains("pulsing")));
+        assert!(s.running(JobKind::Generate).is_none());
+    }
+
+    #[test]
+    fn a_cancelled_generation_removes_its_preview_sticker() {
+        let (mut s, id) = generating();
+        s.handle(Event::FramesDone {
+            id,
+            start: 0,
+            frames: vec![matted_frame(10)],
+        });
+        assert_eq!(s.stickers.len(), 1);
+        s.handle(Event::Cancelled { id });
+        assert!(s.stickers.is_empty());
     }
 }

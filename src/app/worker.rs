@@ -14,7 +14,7 @@ use std::thread::JoinHandle;
 use crossbeam_channel::{Receiver, Sender, unbounded};
 use image::RgbaImage;
 
-use super::jobs::{self, ExportRequest, MatteRequest};
+use super::jobs::{self, ExportRequest, GenerateJob, MatteRequest};
 use crate::Progress;
 use crate::media::pack::{PackReport, PackSpec};
 use crate::media::presets::{ExportReport, Preset};
@@ -39,8 +39,8 @@ pub enum Job {
     LoadModel { id: JobId, path: PathBuf },
     /// Re-matte an opaque clip.
     Matte { id: JobId, request: MatteRequest },
-    /// Make a clip from a text prompt (not available yet: answered with an error event).
-    Generate { id: JobId, prompt: String },
+    /// Make a transparent clip from a text prompt; finished frames stream as `FramesDone`.
+    Generate { id: JobId, job: Box<GenerateJob> },
     /// Per-frame flicker scores of a clip's alpha (the numbers `ildiff eval` uses).
     Flicker { id: JobId, clip: Arc<Animation> },
     /// Write one sticker.
@@ -110,6 +110,13 @@ pub enum Event {
         id: JobId,
         clip: Box<Animation>,
     },
+    /// A generated clip, with the prompt's words the model does not know (shown to the user).
+    Generated {
+        id: JobId,
+        prompt: String,
+        clip: Box<Animation>,
+        unknown: Vec<String>,
+    },
     Flicker {
         id: JobId,
         scores: Vec<f64>,
@@ -143,6 +150,7 @@ impl Event {
             | Event::ModelReady { id, .. }
             | Event::FramesDone { id, .. }
             | Event::Matted { id, .. }
+            | Event::Generated { id, .. }
             | Event::Flicker { id, .. }
             | Event::Exported { id, .. }
             | Event::PackExported { id, .. }
@@ -182,6 +190,19 @@ impl Emitter {
 
     pub fn id(&self) -> JobId {
         self.id
+    }
+}
+
+#[cfg(test)]
+impl Emitter {
+    /// An emitter outside any worker thread, for tests of `jobs::execute`.
+    pub(crate) fn for_tests(id: JobId, tx: Sender<Event>) -> Emitter {
+        Emitter {
+            tx,
+            waker: Arc::new(|| {}),
+            cancel: Arc::new(AtomicU64::new(NONE)),
+            id,
+        }
     }
 }
 
@@ -382,7 +403,7 @@ mod tests {
     }
 
     #[test]
-    fn generate_answers_not_available_and_wakes_the_ui() {
+    fn generate_without_weights_says_no_default_and_wakes_the_ui() {
         let wakes = Arc::new(AtomicUsize::new(0));
         let w2 = wakes.clone();
         let mut w = Workers::spawn(Arc::new(move || {
@@ -390,15 +411,25 @@ mod tests {
         }))
         .expect("spawn");
         let id = w.next_id();
+        let job = GenerateJob {
+            request: crate::pipeline::generate::GenerateRequest {
+                prompt: "a cat".into(),
+                ..Default::default()
+            },
+            ..GenerateJob::default()
+        };
         w.submit(Job::Generate {
             id,
-            prompt: "a cat".into(),
+            job: Box::new(job),
         });
         let events = collect_until_final(&w, id);
         match events.last() {
             Some(Event::Failed { error, kind, .. }) => {
-                assert!(error.contains("not available yet"), "{error}");
-                assert_eq!(*kind, "unavailable");
+                assert!(
+                    error.contains("no default generator is installed"),
+                    "{error}"
+                );
+                assert_eq!(*kind, "model");
             }
             other => panic!("{other:?}"),
         }

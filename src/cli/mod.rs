@@ -5,6 +5,7 @@ mod bench;
 mod data;
 mod eval;
 mod export;
+mod generate;
 mod info;
 pub(crate) mod matte;
 mod pack;
@@ -65,6 +66,9 @@ pub enum Command {
     /// Convert clips to sticker files, fitted to a platform preset or in the format the output
     /// extension names. Several inputs: OUT is a folder and every input is tried.
     Export(export::ExportArgs),
+    /// Make a transparent animated sticker from a text prompt (the embedded default generator,
+    /// or SD-1.5 + AnimateDiff + LayerDiffuse from your own weight files).
+    Generate(Box<generate::GenerateArgs>),
     /// Cut an opaque clip out of its background with an ILDiff model: a transparent sticker out.
     Matte(matte::MatteArgs),
     /// Measure matting speed and memory on this machine (random weights; with matmul GFLOP/s).
@@ -125,6 +129,7 @@ pub fn run() -> ExitCode {
         Some(Command::Data(args)) => data::run(&args),
         Some(Command::Train(args)) => train::run(&args),
         Some(Command::Matte(args)) => matte::run(&args),
+        Some(Command::Generate(args)) => generate::run(&args),
         Some(Command::Bench(args)) => bench::run(&args),
     };
     match result {

@@ -125,12 +125,25 @@ impl SdVae {
     /// `sample()` returns the mean bit for bit. The real log-variance tensors are still read
     /// (and checked) from the file.
     pub fn new(vb: VarBuilder) -> Result<Self> {
+        Self::with_config(vb, Self::sd15_config())
+    }
+
+    /// [`SdVae::new`] with another layout (a diffusers `vae/config.json`; tests use tiny ones).
+    /// The latent must still have [`LATENT_CHANNELS`] channels at 1/8 (four levels).
+    pub fn with_config(vb: VarBuilder, cfg: AutoEncoderKLConfig) -> Result<Self> {
+        if cfg.latent_channels != LATENT_CHANNELS || cfg.block_out_channels.len() != 4 {
+            bail!(
+                "SD VAE: {} latent channels over {} levels; expected {LATENT_CHANNELS} over 4 (1/8)",
+                cfg.latent_channels,
+                cfg.block_out_channels.len()
+            );
+        }
         let backend = MeanOnly {
             inner: vb.clone(),
             latent_channels: LATENT_CHANNELS,
         };
         let vb = VarBuilder::from_backend(Box::new(backend), vb.dtype(), vb.device().clone());
-        let vae = AutoEncoderKL::new(vb, 3, 3, Self::sd15_config())?;
+        let vae = AutoEncoderKL::new(vb, 3, 3, cfg)?;
         Ok(Self { vae })
     }
 }

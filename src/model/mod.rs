@@ -2,6 +2,7 @@
 //! and knows nothing of files, images, threads or printing; [`weights`] is the one place that
 //! reads weight files and checks them against what a model asks for.
 //!
+//! - [`clip`], [`clip_tokenizer`]: SD-1.5's CLIP text encoder and its BPE tokenizer.
 //! - [`codec`]: latent codecs (SD-1.5 VAE, our small autoencoder) behind [`codec::LatentCodec`].
 //! - [`transparent_decoder`]: LayerDiffuse's RGBA decoder, the base of the ILDiff decoder.
 //! - [`offset_encoder`]: LayerDiffuse's latent-transparency offset encoder and `pad_rgb`.
@@ -19,6 +20,8 @@
 //! - [`weights`]: checked loading, layout manifests, the reference fill rule.
 
 pub mod augment;
+pub mod clip;
+pub mod clip_tokenizer;
 pub mod codec;
 pub mod conv3d;
 pub mod diffusion;

@@ -31,7 +31,7 @@ impl JobPanel<'_> {
                     .hint_text("a cat waving, sticker style")
                     .desired_rows(2),
             );
-            ui.label(egui::RichText::new("Generation arrives with the generation model.").weak());
+            generate_settings(ui, &mut s.generate);
         } else {
             ui.label("Model");
             let mut use_default = s.settings.job.model == ModelChoice::Default;
@@ -135,5 +135,69 @@ impl JobPanel<'_> {
             };
             ui.add(egui::ProgressBar::new(frac).text(text).animate(true));
         }
+    }
+}
+
+/// Prompt-mode settings: negative prompt, weights, sampling, and the unknown-word feedback of
+/// the last run.
+fn generate_settings(ui: &mut egui::Ui, form: &mut crate::app::jobs::GenerateForm) {
+    let r = &mut form.job.request;
+    ui.add(
+        egui::TextEdit::singleline(&mut r.negative)
+            .hint_text("negative prompt (what to avoid)")
+            .desired_width(f32::INFINITY),
+    );
+    ui.horizontal(|ui| {
+        ui.label("Weights");
+        ui.add(
+            egui::TextEdit::singleline(&mut form.dir_text)
+                .hint_text("SD-1.5 folder (empty: built-in default)")
+                .desired_width(170.0),
+        )
+        .on_hover_text(
+            "a diffusers folder with unet/, vae/, text_encoder/, tokenizer/, the AnimateDiff \
+             motion adapter and the LayerDiffuse files; checked before the job starts",
+        );
+        ui.checkbox(&mut form.job.hf_cache, "HF cache")
+            .on_hover_text("fill missing parts from the Hugging Face cache (offline)");
+    });
+    ui.horizontal(|ui| {
+        ui.add(
+            egui::DragValue::new(&mut r.steps)
+                .range(1..=200)
+                .prefix("steps "),
+        );
+        ui.add(
+            egui::DragValue::new(&mut r.frames)
+                .range(1..=64)
+                .prefix("frames "),
+        );
+        ui.add(
+            egui::DragValue::new(&mut r.guidance)
+                .range(0.0..=30.0)
+                .speed(0.1)
+                .prefix("guidance "),
+        );
+    });
+    ui.horizontal(|ui| {
+        ui.add(egui::DragValue::new(&mut r.seed).prefix("seed "));
+        if ui.small_button("new").on_hover_text("a new seed").clicked() {
+            r.seed = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.subsec_nanos() as u64 ^ d.as_secs())
+                .unwrap_or(0);
+        }
+        use crate::pipeline::scheduler::SchedulerKind;
+        ui.selectable_value(&mut r.scheduler, SchedulerKind::Ddim, "DDIM");
+        ui.selectable_value(&mut r.scheduler, SchedulerKind::EulerAncestral, "Euler a");
+    });
+    if !form.unknown.is_empty() {
+        ui.label(
+            egui::RichText::new(format!(
+                "not in the model's vocabulary: {}",
+                form.unknown.join(", ")
+            ))
+            .color(egui::Color32::YELLOW),
+        );
     }
 }

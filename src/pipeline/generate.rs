@@ -1,0 +1,799 @@
+//! Prompt to transparent animated sticker: text conditioning, the sampler over a
+//! [`Denoiser`], latent decoding and transparency decoding, with progress, cancel and frames
+//! streamed as they finish.
+//!
+//! A [`Generator`] is one *model family*, loaded: its [`TextConditioner`] (CLIP for SD-1.5, a
+//! word-vocabulary conditioner for the embedded default), its [`Denoiser`], the
+//! [`LatentCodec`] whose latent space the denoiser works in (with the scale between the codec's
+//! unscaled latent and the diffusion latent), its noise schedule, and the transparency decoder
+//! that turns RGB + latent into RGBA. [`generate`] knows nothing about which family it runs,
+//! so the embedded default plugs in by filling a `Generator` with its own parts.
+//!
+//! Memory stays bounded: classifier-free guidance runs the unconditional and conditional
+//! predictions one after the other (not as one doubled batch), and frames are decoded in
+//! chunks. The same seed gives the same clip on every machine ([`NoiseRng`]).
+
+use std::sync::Arc;
+
+use candle_core::{Device, Tensor};
+use image::RgbaImage;
+
+use super::matte::{MatteOptions, animation_from_matte, matte_clip};
+use super::scheduler::{NoiseRng, NoiseSchedule, Sampler, SchedulerKind, Spacing};
+use crate::media::{Animation, Delay, Frame, LoopCount};
+use crate::model::clip::{ClipTextEncoder, ClipTokenizer};
+use crate::model::diffusion::Denoiser;
+use crate::model::{IldiffDecoder, LatentCodec, TransparentDecoder};
+use crate::{Error, Progress, Result};
+
+/// Progress stage names, in order.
+pub const STAGE_TEXT: &str = "text";
+pub const STAGE_DENOISE: &str = "denoise";
+pub const STAGE_DECODE: &str = "decode latents";
+pub const STAGE_MATTE: &str = "transparency";
+
+/// What to generate.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GenerateRequest {
+    pub prompt: String,
+    /// The negative prompt: its conditioning is the "unconditional" side of guidance.
+    pub negative: String,
+    pub seed: u64,
+    pub steps: usize,
+    /// Frames of the clip (16: AnimateDiff's native window).
+    pub frames: usize,
+    /// Output size in pixels; `None` = the generator's default (512 for SD-1.5).
+    pub size: Option<(u32, u32)>,
+    /// Classifier-free guidance scale; 1 runs the conditional prediction only.
+    pub guidance: f64,
+    pub scheduler: SchedulerKind,
+    /// `None` = the scheduler's default spacing (see [`SchedulerKind::default_spacing`]).
+    pub spacing: Option<Spacing>,
+    /// Playback rate of the result.
+    pub fps: u32,
+}
+
+impl Default for GenerateRequest {
+    fn default() -> Self {
+        Self {
+            prompt: String::new(),
+            negative: String::new(),
+            seed: 0,
+            steps: 25,
+            frames: 16,
+            size: None,
+            guidance: 7.5,
+            scheduler: SchedulerKind::Ddim,
+            spacing: None,
+            fps: 8,
+        }
+    }
+}
+
+/// A prompt's conditioning and what the conditioner could not use.
+#[derive(Debug, Clone)]
+pub struct Conditioning {
+    /// `[1, tokens, dim]`: what the denoiser attends to.
+    pub context: Tensor,
+    /// Words (or pieces) the conditioner does not know: shown to the user, never silently
+    /// dropped.
+    pub unknown: Vec<String>,
+    /// Tokens cut because the prompt is too long.
+    pub truncated: usize,
+}
+
+/// Turns a prompt into a denoiser's context.
+pub trait TextConditioner: Send + Sync {
+    fn encode(&self, prompt: &str) -> Result<Conditioning>;
+
+    /// The words this conditioner knows, for the UI; `None` for an open vocabulary (CLIP).
+    fn vocabulary(&self) -> Option<Vec<String>> {
+        None
+    }
+}
+
+/// SD's text conditioning: CLIP tokenizer + text encoder, last hidden state.
+pub struct ClipConditioner {
+    pub tokenizer: ClipTokenizer,
+    pub encoder: ClipTextEncoder,
+    pub device: Device,
+}
+
+impl TextConditioner for ClipConditioner {
+    fn encode(&self, prompt: &str) -> Result<Conditioning> {
+        let tokens = self.tokenizer.encode(prompt);
+        let context = self
+            .encoder
+            .encode_ids(&tokens.ids, &self.device)
+            .map_err(|e| Error::Model(format!("the text encoder failed: {e}")))?;
+        Ok(Conditioning {
+            context,
+            unknown: tokens.unknown,
+            truncated: tokens.truncated,
+        })
+    }
+}
+
+/// The decoder that makes RGBA from RGB + latent.
+pub enum TransparencyDecoder {
+    /// The ILDiff decoder: temporal context across frames, decoded in windows.
+    Ildiff {
+        model: Box<IldiffDecoder>,
+        window: usize,
+    },
+    /// LayerDiffuse's per-frame decoder, with its 8-pass augmentation when `tta` (the
+    /// published setting; 8x slower). For comparison with ILDiff.
+    LayerDiffuse {
+        decoder: Box<TransparentDecoder>,
+        tta: bool,
+    },
+}
+
+impl TransparencyDecoder {
+    fn latent_channels(&self) -> usize {
+        match self {
+            TransparencyDecoder::Ildiff { model, .. } => model.config().decoder.latent_channels,
+            TransparencyDecoder::LayerDiffuse { decoder, .. } => decoder.config().latent_channels,
+        }
+    }
+
+    fn latent_factor(&self) -> usize {
+        match self {
+            TransparencyDecoder::Ildiff { model, .. } => model.config().decoder.latent_factor(),
+            TransparencyDecoder::LayerDiffuse { decoder, .. } => decoder.config().latent_factor(),
+        }
+    }
+}
+
+/// How a family's diffusion latent relates to its codec's unscaled latent, per channel:
+/// `codec = diffusion * std + mean`. SD-1.5: mean 0, std 1 / 0.18215; the embedded default
+/// normalises each channel by statistics measured on its training data.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LatentNorm {
+    pub mean: Vec<f64>,
+    pub std: Vec<f64>,
+}
+
+impl LatentNorm {
+    /// One scale for every channel (SD's `scaling_factor`): diffusion = codec x `factor`.
+    pub fn scale(factor: f64) -> Self {
+        Self {
+            mean: vec![0.0],
+            std: vec![1.0 / factor],
+        }
+    }
+
+    /// Diffusion latent `[N, C, h, w]` -> codec latent.
+    pub fn to_codec(&self, x: &Tensor) -> Result<Tensor> {
+        let e = err("latent conversion");
+        let c = x.dim(1).map_err(&e)?;
+        let per = |v: &[f64]| -> Result<Tensor> {
+            let vals: Vec<f32> = match v.len() {
+                1 => vec![v[0] as f32; c],
+                n if n == c => v.iter().map(|&a| a as f32).collect(),
+                n => {
+                    return Err(Error::Model(format!(
+                        "latent statistics for {n} channels, the latent has {c}"
+                    )));
+                }
+            };
+            Tensor::from_vec(vals, (1, c, 1, 1), x.device()).map_err(&e)
+        };
+        let (std, mean) = (per(&self.std)?, per(&self.mean)?);
+        x.broadcast_mul(&std)
+            .and_then(|y| y.broadcast_add(&mean))
+            .map_err(e)
+    }
+}
+
+/// One model family, loaded and checked to fit together.
+pub struct Generator {
+    /// Shown in progress and reports ("SD-1.5 + AnimateDiff", "embedded default").
+    pub name: String,
+    pub conditioner: Arc<dyn TextConditioner>,
+    pub denoiser: Arc<dyn Denoiser>,
+    /// Decodes the denoised latents to RGB.
+    pub codec: Arc<dyn LatentCodec>,
+    /// Diffusion latent <-> the codec's unscaled latent.
+    pub latent_norm: LatentNorm,
+    pub schedule: NoiseSchedule,
+    pub decoder: Arc<TransparencyDecoder>,
+    /// Sizes must be multiples of this (64 for SD-1.5: three UNet downsamplings of /8 latents).
+    pub size_multiple: u32,
+    pub default_size: u32,
+    /// Frames decoded per chunk by the codec (bounds memory).
+    pub decode_chunk: usize,
+    /// Frames the denoiser may see at once when it does not window long clips itself; longer
+    /// clips are then denoised in overlapping windows here. `None`: the whole clip at once
+    /// (the SD UNet windows inside `predict_noise`).
+    pub frame_window: Option<usize>,
+    pub device: Device,
+}
+
+/// What [`generate`] returns.
+#[derive(Debug, Clone)]
+pub struct Generated {
+    pub animation: Animation,
+    /// Unknown words of the prompt and the negative prompt.
+    pub unknown: Vec<String>,
+    /// Prompt tokens cut for length.
+    pub truncated: usize,
+}
+
+fn err(what: &'static str) -> impl Fn(candle_core::Error) -> Error {
+    move |e| Error::Model(format!("{what} failed: {e}"))
+}
+
+impl Generator {
+    /// Checks that the parts agree (latent channels and factors) before any work starts.
+    pub fn check(&self) -> Result<()> {
+        let c = self.denoiser.latent_channels();
+        let f = self.denoiser.latent_factor();
+        let dc = self.decoder.latent_channels();
+        let df = self.decoder.latent_factor();
+        if c != dc || f != df || f != self.codec.factor() {
+            return Err(Error::Model(format!(
+                "{}: the parts do not fit: the denoiser makes {c}-channel latents at 1/{f}, the \
+                 codec works at 1/{}, the transparency decoder takes {dc} channels at 1/{df}",
+                self.name,
+                self.codec.factor()
+            )));
+        }
+        if self.size_multiple == 0 || !(self.size_multiple as usize).is_multiple_of(f) {
+            return Err(Error::Model(format!(
+                "{}: size multiple {} is not a multiple of the latent factor {f}",
+                self.name, self.size_multiple
+            )));
+        }
+        Ok(())
+    }
+
+    /// The output size of `request`, checked.
+    pub fn size(&self, request: &GenerateRequest) -> Result<(u32, u32)> {
+        let (w, h) = request
+            .size
+            .unwrap_or((self.default_size, self.default_size));
+        let m = self.size_multiple;
+        if w == 0 || h == 0 || !w.is_multiple_of(m) || !h.is_multiple_of(m) {
+            return Err(Error::Invalid(format!(
+                "size {w}x{h}: {} makes sizes that are positive multiples of {m} (e.g. {})",
+                self.name, self.default_size
+            )));
+        }
+        Ok((w, h))
+    }
+}
+
+/// Shown when no embedded default generator is installed and no user weights were given.
+pub const NO_DEFAULT_GENERATOR: &str = "no default generator is installed (the embedded \
+     text-to-sticker model is not part of this build yet). Point at your own SD-1.5 weights \
+     instead: --model-dir DIR (a diffusers folder with unet/, vae/, text_encoder/, tokenizer/) \
+     with --motion (AnimateDiff motion adapter), --layer-attn \
+     (layer_sd15_transparent_attn.safetensors) and --decoder (an ILDiff checkpoint or \
+     layer_sd15_vae_transparent_decoder.safetensors), or --hf-cache to use such weights already \
+     in the Hugging Face cache";
+
+/// The embedded default generator (its own word conditioner, denoiser, codec and decoder),
+/// used when the user gives no weights. Not in this build yet: an error saying so and how to
+/// use one's own weights, never an untrained stand-in.
+pub fn default_generator(_device: &Device) -> Result<Generator> {
+    Err(Error::Model(NO_DEFAULT_GENERATOR.into()))
+}
+
+/// The denoiser's noise prediction for the whole clip `x` `[frames, C, h, w]`; with a frame
+/// window shorter than the clip, the mean of the predictions of the overlapping windows
+/// (a quarter overlap, [`crate::model::sd::context_windows`]) that contain each frame, for
+/// denoisers that do not window long clips themselves (the SD UNet does).
+fn predict_windowed(
+    denoiser: &dyn Denoiser,
+    x: &Tensor,
+    t: f64,
+    context: &Tensor,
+    window: Option<usize>,
+) -> Result<Tensor> {
+    let e = err("the denoiser");
+    let frames = x.dim(0).map_err(&e)?;
+    let Some(w) = window.filter(|&w| w > 0 && w < frames) else {
+        return denoiser.predict_noise(x, t, context, frames).map_err(e);
+    };
+    let mut sums: Vec<Option<Tensor>> = vec![None; frames];
+    let mut counts = vec![0u32; frames];
+    for range in crate::model::sd::context_windows(frames, w, w / 4) {
+        let start = range.start;
+        let xw = x.narrow(0, start, w).map_err(&e)?;
+        let cw = context.narrow(0, start, w).map_err(&e)?;
+        let eps = denoiser.predict_noise(&xw, t, &cw, w).map_err(&e)?;
+        for k in 0..w {
+            let f = eps.narrow(0, k, 1).map_err(&e)?;
+            let slot = &mut sums[start + k];
+            *slot = Some(match slot.take() {
+                Some(acc) => (acc + f).map_err(&e)?,
+                None => f,
+            });
+            counts[start + k] += 1;
+        }
+    }
+    let parts = sums
+        .into_iter()
+        .zip(counts)
+        .map(|(s, n)| match s {
+            Some(s) => (s / f64::from(n)).map_err(&e),
+            None => Err(Error::Model("a frame outside every window".into())),
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Tensor::cat(&parts, 0).map_err(e)
+}
+
+/// Generates a clip. `on_frames(start, frames)` receives finished RGBA frames as they come
+/// (previews); progress stages are [`STAGE_TEXT`], [`STAGE_DENOISE`] (one unit per step),
+/// [`STAGE_DECODE`] and [`STAGE_MATTE`] (one unit per frame). Cancelling through `progress`
+/// ends with [`Error::Cancelled`].
+pub fn generate(
+    generator: &Generator,
+    request: &GenerateRequest,
+    progress: &mut dyn Progress,
+    on_frames: &mut dyn FnMut(usize, Vec<RgbaImage>),
+) -> Result<Generated> {
+    generator.check()?;
+    let (width, height) = generator.size(request)?;
+    let frames = request.frames;
+    let limits = crate::media::Limits::default();
+    let label = std::path::Path::new("generated clip");
+    limits.check_all(width, height, frames as u64, label)?;
+    if frames == 0 {
+        return Err(Error::Invalid("frames must be at least 1".into()));
+    }
+    if !request.guidance.is_finite() || request.guidance < 0.0 {
+        return Err(Error::Invalid(format!(
+            "guidance must be a number >= 0, got {}",
+            request.guidance
+        )));
+    }
+    if request.fps == 0 || request.fps > 100 {
+        return Err(Error::Invalid(format!(
+            "fps must be 1..=100, got {}",
+            request.fps
+        )));
+    }
+    let spacing = request
+        .spacing
+        .unwrap_or_else(|| request.scheduler.default_spacing());
+    let sampler = Sampler::new(
+        request.scheduler,
+        &generator.schedule,
+        request.steps,
+        spacing,
+    )?;
+    let step = |p: &mut dyn Progress, stage: &str, done: usize, total: usize| {
+        if p.step(stage, done as u64, total as u64) {
+            Ok(())
+        } else {
+            Err(Error::Cancelled)
+        }
+    };
+
+    // Text.
+    let use_cfg = request.guidance != 1.0;
+    step(progress, STAGE_TEXT, 0, 1 + usize::from(use_cfg))?;
+    let cond = generator.conditioner.encode(&request.prompt)?;
+    let mut unknown = cond.unknown.clone();
+    let uncond = if use_cfg {
+        step(progress, STAGE_TEXT, 1, 2)?;
+        let u = generator.conditioner.encode(&request.negative)?;
+        unknown.extend(u.unknown.iter().cloned());
+        Some(u)
+    } else {
+        None
+    };
+    let per_frame = |c: &Conditioning| -> Result<Tensor> {
+        let (_, t, d) = c.context.dims3().map_err(err("text conditioning"))?;
+        c.context
+            .to_device(&generator.device)
+            .and_then(|x| x.broadcast_as((frames, t, d)))
+            .and_then(|x| x.contiguous())
+            .map_err(err("text conditioning"))
+    };
+    let ctx_cond = per_frame(&cond)?;
+    let ctx_uncond = uncond.as_ref().map(per_frame).transpose()?;
+
+    // Denoise.
+    let f = generator.denoiser.latent_factor();
+    let c = generator.denoiser.latent_channels();
+    let shape = (frames, c, height as usize / f, width as usize / f);
+    let mut rng = NoiseRng::new(request.seed);
+    let mut x = (rng.tensor(shape, &generator.device)? * sampler.init_noise_sigma())
+        .map_err(err("sampling"))?;
+    let total = sampler.len();
+    step(progress, STAGE_DENOISE, 0, total)?;
+    for (i, &t) in sampler.timesteps().iter().enumerate() {
+        let input = sampler.scale_model_input(&x, i)?;
+        let predict = |ctx: &Tensor| {
+            predict_windowed(&*generator.denoiser, &input, t, ctx, generator.frame_window)
+        };
+        let e_cond = predict(&ctx_cond)?;
+        let eps = match &ctx_uncond {
+            Some(ctx) => {
+                let e_un = predict(ctx)?;
+                (&e_cond - &e_un)
+                    .and_then(|d| d * request.guidance)
+                    .and_then(|d| d + &e_un)
+                    .map_err(err("guidance"))?
+            }
+            None => e_cond,
+        };
+        let noise = if sampler.needs_noise() {
+            Some(rng.tensor(shape, &generator.device)?)
+        } else {
+            None
+        };
+        x = sampler.step(i, &x, &eps, noise.as_ref())?;
+        step(progress, STAGE_DENOISE, i + 1, total)?;
+    }
+
+    // Latents -> RGB, a chunk at a time.
+    let latent = generator.latent_norm.to_codec(&x)?;
+    let chunk = generator.decode_chunk.max(1);
+    let mut rgb_parts = Vec::with_capacity(frames.div_ceil(chunk));
+    step(progress, STAGE_DECODE, 0, frames)?;
+    let mut start = 0;
+    while start < frames {
+        let n = chunk.min(frames - start);
+        let part = latent
+            .narrow(0, start, n)
+            .and_then(|l| generator.codec.decode(&l))
+            .map_err(err("decoding latents"))?;
+        rgb_parts.push(part);
+        start += n;
+        step(progress, STAGE_DECODE, start, frames)?;
+    }
+    let pixel = Tensor::cat(&rgb_parts, 0).map_err(err("decoding latents"))?;
+    drop(rgb_parts);
+
+    // RGB + latent -> RGBA.
+    let delay = Delay::from_ratio(1, request.fps);
+    let timing = |n: usize| -> Result<Animation> {
+        let blank = Frame::new(RgbaImage::new(width, height), delay);
+        Animation::new(width, height, vec![blank; n], LoopCount::Infinite)
+    };
+    let mut out_frames: Vec<Frame> = Vec::with_capacity(frames);
+    step(progress, STAGE_MATTE, 0, frames)?;
+    match &*generator.decoder {
+        TransparencyDecoder::Ildiff { model, window } => {
+            let window = (*window).max(1);
+            let r = model.temporal_radius();
+            let seg = (window * 2).max(4);
+            let mut start = 0;
+            while start < frames {
+                let end = (start + seg).min(frames);
+                let (lo, hi) = (start.saturating_sub(r), (end + r).min(frames));
+                let px = pixel.narrow(0, lo, hi - lo).map_err(err("matting"))?;
+                let lat = latent.narrow(0, lo, hi - lo).map_err(err("matting"))?;
+                let mut inner = |_: &str, done: u64, _: u64| {
+                    let here = (done as usize).saturating_sub(start - lo).min(end - start);
+                    progress.step(STAGE_MATTE, (start + here) as u64, frames as u64)
+                };
+                let out = matte_clip(model, &px, &lat, &MatteOptions { window }, &mut inner)?;
+                let centre = out
+                    .narrow(0, start - lo, end - start)
+                    .map_err(err("matting"))?;
+                let part = animation_from_matte(&centre, &timing(end - start)?)?;
+                let images: Vec<RgbaImage> = part.frames.into_iter().map(|f| f.image).collect();
+                on_frames(start, images.clone());
+                out_frames.extend(images.into_iter().map(|img| Frame::new(img, delay)));
+                start = end;
+            }
+        }
+        TransparencyDecoder::LayerDiffuse { decoder, tta } => {
+            for i in 0..frames {
+                let px = pixel.narrow(0, i, 1).map_err(err("matting"))?;
+                let lat = latent.narrow(0, i, 1).map_err(err("matting"))?;
+                let y = if *tta {
+                    decoder.decode_tta(&px, &lat)
+                } else {
+                    decoder.decode(&px, &lat)
+                }
+                .map_err(err("LayerDiffuse decoding"))?;
+                let part = animation_from_matte(&y, &timing(1)?)?;
+                let images: Vec<RgbaImage> = part.frames.into_iter().map(|f| f.image).collect();
+                on_frames(i, images.clone());
+                out_frames.extend(images.into_iter().map(|img| Frame::new(img, delay)));
+                step(progress, STAGE_MATTE, i + 1, frames)?;
+            }
+        }
+    }
+    let animation = Animation::new(width, height, out_frames, LoopCount::Infinite)?;
+    Ok(Generated {
+        animation,
+        unknown,
+        truncated: cond.truncated,
+    })
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::model::codec::SmallCodecConfig;
+    use crate::model::{IldiffConfig, SmallCodec};
+    use candle_core::DType;
+    use candle_nn::{VarBuilder, VarMap};
+    use std::sync::Mutex;
+
+    /// A word-vocabulary conditioner for tests: one row per known word (a one-hot over the
+    /// vocabulary, padded to 4 rows); unknown words are reported.
+    pub(crate) struct WordsForTests(pub Vec<&'static str>);
+
+    impl TextConditioner for WordsForTests {
+        fn encode(&self, prompt: &str) -> Result<Conditioning> {
+            let n = self.0.len();
+            let mut rows = vec![0f32; 4 * n];
+            let mut unknown = Vec::new();
+            let mut k = 0;
+            for w in prompt.split_whitespace() {
+                match self.0.iter().position(|v| *v == w) {
+                    Some(i) if k < 4 => {
+                        rows[k * n + i] = 1.0;
+                        k += 1;
+                    }
+                    Some(_) => {}
+                    None => unknown.push(w.to_string()),
+                }
+            }
+            let context = Tensor::from_vec(rows, (1, 4, n), &Device::Cpu)
+                .map_err(err("test conditioning"))?;
+            Ok(Conditioning {
+                context,
+                unknown,
+                truncated: 0,
+            })
+        }
+
+        fn vocabulary(&self) -> Option<Vec<String>> {
+            Some(self.0.iter().map(|s| s.to_string()).collect())
+        }
+    }
+
+    /// eps = 0.1 x + 0.05 * (sum of the context), recording each call's context sum and frames.
+    #[derive(Default)]
+    pub(crate) struct AnalyticForTests {
+        pub calls: Mutex<Vec<(f64, f32, usize)>>,
+    }
+
+    impl Denoiser for AnalyticForTests {
+        fn predict_noise(
+            &self,
+            latents: &Tensor,
+            timestep: f64,
+            context: &Tensor,
+            frames: usize,
+        ) -> candle_core::Result<Tensor> {
+            let sum = context.sum_all()?.to_scalar::<f32>()? / latents.dim(0)? as f32;
+            if let Ok(mut c) = self.calls.lock() {
+                c.push((timestep, sum, frames));
+            }
+            (latents * 0.1)? + f64::from(0.05 * sum)
+        }
+
+        fn latent_channels(&self) -> usize {
+            4
+        }
+    }
+
+    fn codec() -> SmallCodec {
+        let vm = VarMap::new();
+        let vb = VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
+        SmallCodec::new(
+            &SmallCodecConfig {
+                channels: [8, 8, 16],
+                norm_groups: 4,
+            },
+            vb,
+        )
+        .expect("codec")
+    }
+
+    pub(crate) fn tiny_generator(
+        decoder: TransparencyDecoder,
+    ) -> (Generator, Arc<AnalyticForTests>) {
+        let denoiser = Arc::new(AnalyticForTests::default());
+        let g = Generator {
+            name: "test family".into(),
+            conditioner: Arc::new(WordsForTests(vec!["red", "heart", "pulsing", "ugly"])),
+            denoiser: denoiser.clone(),
+            codec: Arc::new(codec()),
+            latent_norm: LatentNorm::scale(0.5),
+            schedule: NoiseSchedule::sd15(),
+            decoder: Arc::new(decoder),
+            size_multiple: 32,
+            default_size: 64,
+            decode_chunk: 3,
+            frame_window: None,
+            device: Device::Cpu,
+        };
+        (g, denoiser)
+    }
+
+    pub(crate) fn tiny_ildiff() -> TransparencyDecoder {
+        let vm = VarMap::new();
+        let vb = VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
+        let mut cfg = IldiffConfig::tiny();
+        cfg.codec = None;
+        let model = IldiffDecoder::new(&cfg, vb).expect("decoder");
+        TransparencyDecoder::Ildiff {
+            model: Box::new(model),
+            window: 2,
+        }
+    }
+
+    fn request() -> GenerateRequest {
+        GenerateRequest {
+            prompt: "red heart pulsing sparkly".into(),
+            negative: "ugly".into(),
+            seed: 5,
+            steps: 3,
+            frames: 5,
+            size: Some((64, 32)),
+            ..GenerateRequest::default()
+        }
+    }
+
+    fn run(g: &Generator, r: &GenerateRequest) -> (Generated, Vec<(usize, usize)>, Vec<String>) {
+        let mut streamed = Vec::new();
+        let mut stages: Vec<String> = Vec::new();
+        let mut progress = |stage: &str, _: u64, _: u64| {
+            if stages.last().map(String::as_str) != Some(stage) {
+                stages.push(stage.to_string());
+            }
+            true
+        };
+        let out = generate(g, r, &mut progress, &mut |s, f| streamed.push((s, f.len())))
+            .expect("generate");
+        (out, streamed, stages)
+    }
+
+    #[test]
+    fn generates_seeded_frames_with_alpha_and_streams_them() {
+        let (g, denoiser) = tiny_generator(tiny_ildiff());
+        let r = request();
+        let (a, streamed, stages) = run(&g, &r);
+        assert_eq!((a.animation.width, a.animation.height), (64, 32));
+        assert_eq!(a.animation.len(), 5);
+        assert_eq!(a.animation.frames[0].delay, Delay::from_ratio(1, 8));
+        assert!(
+            a.animation.has_alpha(),
+            "a random decoder still makes some alpha"
+        );
+        assert_eq!(a.unknown, ["sparkly"]);
+        assert_eq!(streamed.iter().map(|s| s.1).sum::<usize>(), 5);
+        assert_eq!(streamed[0].0, 0);
+        assert_eq!(
+            stages,
+            [STAGE_TEXT, STAGE_DENOISE, STAGE_DECODE, STAGE_MATTE]
+        );
+        // Guidance: conditional then unconditional prediction at every step, all 5 frames.
+        let calls = denoiser.calls.lock().expect("calls").clone();
+        assert_eq!(calls.len(), 6);
+        assert!(calls.iter().all(|c| c.2 == 5));
+        assert_eq!(calls[0].0, 667.0, "DDIM leading, 3 steps: 667, 334, 1");
+        assert_eq!((calls[0].1, calls[1].1), (3.0, 1.0), "prompt then negative");
+        // Same seed, same clip; another seed, another clip.
+        let (b, _, _) = run(&g, &r);
+        assert_eq!(a.animation.frames[3].image, b.animation.frames[3].image);
+        let (c, _, _) = run(
+            &g,
+            &GenerateRequest {
+                seed: 6,
+                ..r.clone()
+            },
+        );
+        assert_ne!(a.animation.frames[3].image, c.animation.frames[3].image);
+        // Guidance 1: one prediction per step.
+        denoiser.calls.lock().expect("calls").clear();
+        let _ = run(
+            &g,
+            &GenerateRequest {
+                guidance: 1.0,
+                ..r.clone()
+            },
+        );
+        assert_eq!(denoiser.calls.lock().expect("calls").len(), 3);
+    }
+
+    #[test]
+    fn euler_a_and_the_layerdiffuse_decoder() {
+        let vm = VarMap::new();
+        let vb = VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
+        let decoder = TransparentDecoder::new(&IldiffConfig::tiny().decoder, vb).expect("ld");
+        let (g, _) = tiny_generator(TransparencyDecoder::LayerDiffuse {
+            decoder: Box::new(decoder),
+            tta: true,
+        });
+        let r = GenerateRequest {
+            scheduler: SchedulerKind::EulerAncestral,
+            frames: 2,
+            ..request()
+        };
+        let (a, streamed, _) = run(&g, &r);
+        assert_eq!(a.animation.len(), 2);
+        assert_eq!(streamed, [(0, 1), (1, 1)], "one frame at a time");
+        let (b, _, _) = run(&g, &r);
+        assert_eq!(a.animation.frames[1].image, b.animation.frames[1].image);
+    }
+
+    #[test]
+    fn cancel_and_bad_requests() {
+        let (g, denoiser) = tiny_generator(tiny_ildiff());
+        let mut stop_in_denoise =
+            |stage: &str, done: u64, _: u64| !(stage == STAGE_DENOISE && done == 1);
+        let e =
+            generate(&g, &request(), &mut stop_in_denoise, &mut |_, _| {}).expect_err("cancelled");
+        assert!(matches!(e, Error::Cancelled), "{e}");
+        assert_eq!(
+            denoiser.calls.lock().expect("calls").len(),
+            2,
+            "stopped after step 1"
+        );
+        for bad in [
+            GenerateRequest {
+                size: Some((64, 40)),
+                ..request()
+            },
+            GenerateRequest {
+                frames: 0,
+                ..request()
+            },
+            GenerateRequest {
+                steps: 0,
+                ..request()
+            },
+            GenerateRequest {
+                guidance: f64::NAN,
+                ..request()
+            },
+        ] {
+            let e = generate(&g, &bad, &mut crate::NoProgress, &mut |_, _| {}).expect_err("bad");
+            assert_eq!(e.kind(), "invalid", "{e}");
+        }
+        let e = generate(
+            &g,
+            &GenerateRequest {
+                size: Some((64, 40)),
+                ..request()
+            },
+            &mut crate::NoProgress,
+            &mut |_, _| {},
+        )
+        .expect_err("size");
+        assert!(e.to_string().contains("multiples of 32"), "{e}");
+        // Parts that do not fit are refused before any work.
+        let (mut g, _) = tiny_generator(tiny_ildiff());
+        g.size_multiple = 12;
+        assert_eq!(g.check().expect_err("multiple").kind(), "model");
+    }
+
+    #[test]
+    fn long_clips_are_denoised_in_overlapping_windows() {
+        let (mut g, denoiser) = tiny_generator(tiny_ildiff());
+        let r = GenerateRequest {
+            frames: 7,
+            guidance: 1.0,
+            steps: 2,
+            ..request()
+        };
+        let (whole, _, _) = run(&g, &r);
+        denoiser.calls.lock().expect("calls").clear();
+        g.frame_window = Some(4);
+        let (windowed, _, _) = run(&g, &r);
+        let calls = denoiser.calls.lock().expect("calls").clone();
+        assert_eq!(calls.len(), 4, "two windows per step");
+        assert!(calls.iter().all(|c| c.2 == 4), "{calls:?}");
+        // This denoiser treats frames independently, so windows change nothing.
+        for (a, b) in whole
+            .animation
+            .frames
+            .iter()
+            .zip(&windowed.animation.frames)
+        {
+            assert_eq!(a.image, b.image);
+        }
+    }
+}

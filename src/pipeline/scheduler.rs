@@ -1,0 +1,448 @@
+//! Diffusion samplers (DDIM, Euler-ancestral) with diffusers' exact timestep and sigma tables,
+//! and the seeded noise they start from.
+//!
+//! What is matched: diffusers' `DDIMScheduler` and `EulerAncestralDiscreteScheduler` built from
+//! SD-1.5's `scheduler_config.json` (scaled-linear betas 0.00085..0.012 over 1000 steps,
+//! `steps_offset` 1, `set_alpha_to_one` false, no sample clipping, epsilon prediction). That
+//! config names no spacing, so each scheduler's own default applies there: **DDIM "leading"**
+//! (t = 901, 801, ..., 1 for 10 steps) and **Euler-a "linspace"** (t = 999, 888, ..., 0); both
+//! are our defaults too, and the other spacings are available. `tests/generate_golden.rs`
+//! checks all four against a diffusers run. Tables are computed in f64; diffusers uses f32,
+//! which is within the golden's tolerance.
+//!
+//! The noise comes from our own seeded generator ([`NoiseRng`]), not candle's (its CPU
+//! generator cannot be seeded): a seed gives the same sticker on every machine.
+
+use candle_core::{DType, Device, Shape, Tensor};
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, Result};
+
+/// Which sampler.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum SchedulerKind {
+    /// Deterministic DDIM (eta = 0): the same seed gives the same clip at any step count.
+    #[default]
+    Ddim,
+    /// Euler-ancestral: fresh noise every step; often sharper at few steps.
+    EulerAncestral,
+}
+
+impl SchedulerKind {
+    /// The name the CLI and settings use.
+    pub fn name(self) -> &'static str {
+        match self {
+            SchedulerKind::Ddim => "ddim",
+            SchedulerKind::EulerAncestral => "euler-a",
+        }
+    }
+
+    /// Parses `ddim` or `euler-a` (also `euler_a`, `euler-ancestral`).
+    pub fn from_name(s: &str) -> Option<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "ddim" => Some(SchedulerKind::Ddim),
+            "euler-a" | "euler_a" | "euler-ancestral" | "euler_ancestral" => {
+                Some(SchedulerKind::EulerAncestral)
+            }
+            _ => None,
+        }
+    }
+
+    /// diffusers' default spacing for this sampler under SD-1.5's config.
+    pub fn default_spacing(self) -> Spacing {
+        match self {
+            SchedulerKind::Ddim => Spacing::Leading,
+            SchedulerKind::EulerAncestral => Spacing::Linspace,
+        }
+    }
+}
+
+/// How inference timesteps are picked from the training steps (diffusers' `timestep_spacing`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Spacing {
+    /// `k * (T / n) + steps_offset`, from the top.
+    Leading,
+    /// `n` evenly spaced values over `0 ..= T - 1`, from the top.
+    Linspace,
+    /// `T - k * T / n - 1`, from the top.
+    Trailing,
+}
+
+/// The training noise schedule.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct NoiseSchedule {
+    pub train_steps: usize,
+    pub beta_start: f64,
+    pub beta_end: f64,
+    /// Betas linear in sqrt (SD's "scaled_linear") rather than linear.
+    pub scaled_linear: bool,
+    /// Added to "leading" timesteps (1 for SD-1.5).
+    pub steps_offset: usize,
+    /// The alpha past the last step: 1 when true, else the first training step's.
+    pub set_alpha_to_one: bool,
+}
+
+impl NoiseSchedule {
+    /// SD-1.5's `scheduler_config.json`.
+    pub fn sd15() -> Self {
+        Self {
+            train_steps: 1000,
+            beta_start: 0.00085,
+            beta_end: 0.012,
+            scaled_linear: true,
+            steps_offset: 1,
+            set_alpha_to_one: false,
+        }
+    }
+
+    /// Cumulative products of `1 - beta`, one per training step.
+    pub fn alphas_cumprod(&self) -> Vec<f64> {
+        let n = self.train_steps;
+        let mut acc = 1.0;
+        (0..n)
+            .map(|i| {
+                let f = if n > 1 {
+                    i as f64 / (n - 1) as f64
+                } else {
+                    0.0
+                };
+                let beta = if self.scaled_linear {
+                    let (a, b) = (self.beta_start.sqrt(), self.beta_end.sqrt());
+                    (a + (b - a) * f).powi(2)
+                } else {
+                    self.beta_start + (self.beta_end - self.beta_start) * f
+                };
+                acc *= 1.0 - beta;
+                acc
+            })
+            .collect()
+    }
+}
+
+/// A sampler prepared for a number of steps.
+#[derive(Debug, Clone)]
+pub struct Sampler {
+    kind: SchedulerKind,
+    timesteps: Vec<f64>,
+    /// Euler: sigma per step plus a final 0. DDIM: unused.
+    sigmas: Vec<f64>,
+    alphas_cumprod: Vec<f64>,
+    final_alpha: f64,
+    step_ratio: usize,
+    /// Euler's initial sigma depends on the spacing (see [`Sampler::init_noise_sigma`]).
+    leading: bool,
+}
+
+fn err(e: candle_core::Error) -> Error {
+    Error::Model(format!("sampling failed: {e}"))
+}
+
+/// Linear interpolation of `ys` (at x = 0, 1, 2, ...) at `x`, clamped at the ends (np.interp).
+fn interp(x: f64, ys: &[f64]) -> f64 {
+    if x <= 0.0 {
+        return ys[0];
+    }
+    let last = ys.len() - 1;
+    if x >= last as f64 {
+        return ys[last];
+    }
+    let i = x.floor() as usize;
+    let f = x - i as f64;
+    ys[i] * (1.0 - f) + ys[i + 1] * f
+}
+
+impl Sampler {
+    /// Prepares `steps` inference steps of `kind` with `spacing` over `schedule`.
+    pub fn new(
+        kind: SchedulerKind,
+        schedule: &NoiseSchedule,
+        steps: usize,
+        spacing: Spacing,
+    ) -> Result<Self> {
+        let t_max = schedule.train_steps;
+        if steps == 0 || steps > t_max {
+            return Err(Error::Invalid(format!(
+                "steps must be 1..={t_max}, got {steps}"
+            )));
+        }
+        let ratio = t_max / steps;
+        let mut timesteps: Vec<f64> = match spacing {
+            Spacing::Leading => (0..steps)
+                .map(|k| (k * ratio + schedule.steps_offset) as f64)
+                .collect(),
+            Spacing::Linspace => (0..steps)
+                .map(|k| {
+                    let v = if steps > 1 {
+                        k as f64 * (t_max - 1) as f64 / (steps - 1) as f64
+                    } else {
+                        0.0
+                    };
+                    // DDIM rounds to integer training steps; Euler keeps the fraction.
+                    if kind == SchedulerKind::Ddim {
+                        v.round()
+                    } else {
+                        v
+                    }
+                })
+                .collect(),
+            Spacing::Trailing => {
+                let r = t_max as f64 / steps as f64;
+                (0..steps)
+                    .map(|k| (t_max as f64 - k as f64 * r).round() - 1.0)
+                    .rev()
+                    .collect()
+            }
+        };
+        timesteps.reverse();
+        let alphas_cumprod = schedule.alphas_cumprod();
+        let sigmas = match kind {
+            SchedulerKind::Ddim => Vec::new(),
+            SchedulerKind::EulerAncestral => {
+                let table: Vec<f64> = alphas_cumprod
+                    .iter()
+                    .map(|a| ((1.0 - a) / a).sqrt())
+                    .collect();
+                let mut s: Vec<f64> = timesteps.iter().map(|&t| interp(t, &table)).collect();
+                s.push(0.0);
+                s
+            }
+        };
+        // Past the last step: alpha 1 or the first training step's.
+        let final_alpha = if schedule.set_alpha_to_one {
+            1.0
+        } else {
+            alphas_cumprod[0]
+        };
+        Ok(Self {
+            kind,
+            timesteps,
+            sigmas,
+            alphas_cumprod,
+            final_alpha,
+            step_ratio: ratio,
+            leading: spacing == Spacing::Leading,
+        })
+    }
+
+    /// The sampler.
+    pub fn kind(&self) -> SchedulerKind {
+        self.kind
+    }
+
+    /// The model timesteps, first to last.
+    pub fn timesteps(&self) -> &[f64] {
+        &self.timesteps
+    }
+
+    /// Steps to run.
+    pub fn len(&self) -> usize {
+        self.timesteps.len()
+    }
+
+    /// Never true for a built sampler (at least one step).
+    pub fn is_empty(&self) -> bool {
+        self.timesteps.is_empty()
+    }
+
+    /// Whether [`Sampler::step`] needs fresh noise.
+    pub fn needs_noise(&self) -> bool {
+        self.kind == SchedulerKind::EulerAncestral
+    }
+
+    /// The factor the unit-variance starting noise is scaled by (diffusers' `init_noise_sigma`:
+    /// Euler's largest sigma for linspace/trailing spacing, sqrt(max^2 + 1) for leading).
+    pub fn init_noise_sigma(&self) -> f64 {
+        match self.kind {
+            SchedulerKind::Ddim => 1.0,
+            SchedulerKind::EulerAncestral => {
+                let max = self.sigmas.iter().copied().fold(0.0, f64::max);
+                if self.leading {
+                    (max * max + 1.0).sqrt()
+                } else {
+                    max
+                }
+            }
+        }
+    }
+
+    /// The model input at step `i` (Euler divides by sqrt(sigma^2 + 1); DDIM passes it as is).
+    pub fn scale_model_input(&self, x: &Tensor, i: usize) -> Result<Tensor> {
+        match self.kind {
+            SchedulerKind::Ddim => Ok(x.clone()),
+            SchedulerKind::EulerAncestral => {
+                let s = self.sigmas[i];
+                (x / (s * s + 1.0).sqrt()).map_err(err)
+            }
+        }
+    }
+
+    /// One step from `x` at step `i` given the predicted noise `eps`; `noise` (unit normal,
+    /// the shape of `x`) is required when [`Sampler::needs_noise`].
+    pub fn step(
+        &self,
+        i: usize,
+        x: &Tensor,
+        eps: &Tensor,
+        noise: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        if i >= self.len() {
+            return Err(Error::Invalid(format!(
+                "step {i} of a {}-step sampler",
+                self.len()
+            )));
+        }
+        match self.kind {
+            SchedulerKind::Ddim => {
+                let t = self.timesteps[i];
+                let a_t = self.alphas_cumprod[t as usize];
+                let prev = t as i64 - self.step_ratio as i64;
+                let a_prev = if prev >= 0 {
+                    self.alphas_cumprod[prev as usize]
+                } else {
+                    self.final_alpha
+                };
+                // x0 = (x - sqrt(1 - a_t) eps) / sqrt(a_t); x_prev = sqrt(a_prev) x0 + sqrt(1 - a_prev) eps
+                let c_x = (a_prev / a_t).sqrt();
+                let c_eps = (1.0 - a_prev).sqrt() - (a_prev * (1.0 - a_t) / a_t).sqrt();
+                (x * c_x).and_then(|a| a + (eps * c_eps)?).map_err(err)
+            }
+            SchedulerKind::EulerAncestral => {
+                let Some(noise) = noise else {
+                    return Err(Error::Invalid(
+                        "Euler-ancestral needs noise for every step".into(),
+                    ));
+                };
+                let (s, s_to) = (self.sigmas[i], self.sigmas[i + 1]);
+                let s_up = (s_to * s_to * (s * s - s_to * s_to) / (s * s)).sqrt();
+                let s_down = (s_to * s_to - s_up * s_up).max(0.0).sqrt();
+                // derivative = (x - x0) / s = eps; x_prev = x + eps (s_down - s) + noise s_up
+                let dt = s_down - s;
+                (eps * dt)
+                    .and_then(|d| x + d)
+                    .and_then(|y| y + (noise * s_up)?)
+                    .map_err(err)
+            }
+        }
+    }
+}
+
+/// A seeded standard-normal generator: SplitMix64 for the bits, Box-Muller for the normals.
+/// Portable and stable across versions, so a sticker's seed reproduces it.
+#[derive(Debug, Clone)]
+pub struct NoiseRng {
+    state: u64,
+    spare: Option<f32>,
+}
+
+impl NoiseRng {
+    pub fn new(seed: u64) -> Self {
+        Self {
+            state: seed,
+            spare: None,
+        }
+    }
+
+    fn next_u64(&mut self) -> u64 {
+        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in (0, 1].
+    fn uniform(&mut self) -> f64 {
+        ((self.next_u64() >> 11) as f64 + 1.0) / (1u64 << 53) as f64
+    }
+
+    /// One standard normal.
+    pub fn normal(&mut self) -> f32 {
+        if let Some(v) = self.spare.take() {
+            return v;
+        }
+        let (u1, u2) = (self.uniform(), self.uniform());
+        let r = (-2.0 * u1.ln()).sqrt();
+        let th = std::f64::consts::TAU * u2;
+        self.spare = Some((r * th.sin()) as f32);
+        (r * th.cos()) as f32
+    }
+
+    /// A tensor of standard normals.
+    pub fn tensor(&mut self, shape: impl Into<Shape>, device: &Device) -> Result<Tensor> {
+        let shape = shape.into();
+        let data: Vec<f32> = (0..shape.elem_count()).map(|_| self.normal()).collect();
+        Tensor::from_vec(data, shape, device)
+            .and_then(|t| t.to_dtype(DType::F32))
+            .map_err(err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timesteps_follow_diffusers() {
+        let sd = NoiseSchedule::sd15();
+        let ddim = Sampler::new(SchedulerKind::Ddim, &sd, 10, Spacing::Leading).expect("ddim");
+        assert_eq!(
+            ddim.timesteps(),
+            &[
+                901.0, 801.0, 701.0, 601.0, 501.0, 401.0, 301.0, 201.0, 101.0, 1.0
+            ]
+        );
+        let e =
+            Sampler::new(SchedulerKind::EulerAncestral, &sd, 4, Spacing::Linspace).expect("euler");
+        assert_eq!(e.timesteps(), &[999.0, 666.0, 333.0, 0.0]);
+        let t = Sampler::new(SchedulerKind::Ddim, &sd, 4, Spacing::Trailing).expect("trailing");
+        assert_eq!(t.timesteps(), &[999.0, 749.0, 499.0, 249.0]);
+        // SD-1.5's largest sigma is about 14.6.
+        assert!(
+            (e.init_noise_sigma() - 14.6146).abs() < 1e-3,
+            "{}",
+            e.init_noise_sigma()
+        );
+        assert!(Sampler::new(SchedulerKind::Ddim, &sd, 0, Spacing::Leading).is_err());
+        assert!(Sampler::new(SchedulerKind::Ddim, &sd, 1001, Spacing::Leading).is_err());
+        let a = sd.alphas_cumprod();
+        assert!((a[0] - (1.0 - 0.00085)).abs() < 1e-12);
+        assert!((a[999] - 0.00466).abs() < 1e-4, "{}", a[999]);
+    }
+
+    #[test]
+    fn ddim_is_exact_on_a_clean_prediction() {
+        // If eps is the true noise, one DDIM step lands exactly on the noised x0 at prev t.
+        let sd = NoiseSchedule::sd15();
+        let s = Sampler::new(SchedulerKind::Ddim, &sd, 10, Spacing::Leading).expect("ddim");
+        let a = sd.alphas_cumprod();
+        let dev = Device::Cpu;
+        let x0 = Tensor::new(&[0.5f32, -1.0, 2.0], &dev).expect("x0");
+        let n = Tensor::new(&[0.3f32, 0.7, -1.1], &dev).expect("n");
+        let noised = |a: f64| (&x0 * a.sqrt()).and_then(|p| p + (&n * (1.0 - a).sqrt())?);
+        let x = noised(a[901]).expect("x");
+        let y = s.step(0, &x, &n, None).expect("step");
+        let want = noised(a[801]).expect("want");
+        let d: Vec<f32> = (y - want).and_then(|d| d.to_vec1()).expect("d");
+        assert!(d.iter().all(|v| v.abs() < 1e-5), "{d:?}");
+    }
+
+    #[test]
+    fn seeded_noise_is_reproducible_and_normal() {
+        let mut a = NoiseRng::new(42);
+        let mut b = NoiseRng::new(42);
+        let xs: Vec<f32> = (0..20000).map(|_| a.normal()).collect();
+        let ys: Vec<f32> = (0..20000).map(|_| b.normal()).collect();
+        assert_eq!(xs, ys);
+        let mean = xs.iter().map(|&v| f64::from(v)).sum::<f64>() / xs.len() as f64;
+        let var = xs
+            .iter()
+            .map(|&v| (f64::from(v) - mean).powi(2))
+            .sum::<f64>()
+            / xs.len() as f64;
+        assert!(
+            mean.abs() < 0.03 && (var - 1.0).abs() < 0.05,
+            "{mean} {var}"
+        );
+        assert_ne!(NoiseRng::new(43).normal(), xs[0]);
+    }
+}
