@@ -110,20 +110,23 @@ impl KeyPrior {
     /// border's agreement with the key.
     pub const CHANNELS: usize = 3;
 
-    /// How far the alpha correction is let through where the border agrees with the key
-    /// completely (logit); where it does not agree at all the gate starts at the opposite logit.
+    /// The gate's fixed logit where the border agrees with the key completely (negated) and
+    /// where it does not agree at all.
     pub const GATE_LOGIT: f64 = 4.0;
+    /// How far the learned part may move the gate's logit either way.
+    pub const GATE_LEARNED: f64 = 2.0;
 
-    /// The decoder's raw output `y` `[B, 5, H, W]` (alpha correction, RGB correction, gate
-    /// logit) on top of the key: alpha = key + σ(g + 4 − 8·agree)·correction, RGB = pixel +
-    /// correction. The fixed part of the gate starts the model closed (keying as is) on flat
-    /// backgrounds, where keying is hard to beat, and open on photos, where it is useless; the
-    /// learned part moves it from there.
+    /// The decoder's raw output `y` `[B, 5, H, W]` (alpha correction, RGB correction, gate) on
+    /// top of the key: alpha = key + σ(4 − 8·agree + 2·tanh g)·tanh(c), RGB = pixel + correction.
+    /// Where the border is flat (keying is hard to beat) the gate stays below σ(−2) ≈ 0.12 and
+    /// where it is busy (photos: keying is useless) above 0.88; the learned part only shifts it
+    /// within that band. An unbounded learned gate opened everywhere in training and the
+    /// correction then ate into the interior of stickers on flat backgrounds.
     pub fn residual(y: &Tensor, key: &Tensor, agree: &Tensor, pixel: &Tensor) -> Result<Tensor> {
-        let logit =
-            ((y.narrow(1, 4, 1)? + Self::GATE_LOGIT)? - (agree * (2.0 * Self::GATE_LOGIT))?)?;
-        let gate = (logit.neg()?.exp()? + 1.0)?.recip()?;
-        let alpha = (key + (gate * y.narrow(1, 0, 1)?)?)?;
+        let learned = (y.narrow(1, 4, 1)?.tanh()? * Self::GATE_LEARNED)?;
+        let fixed = ((agree * (-2.0 * Self::GATE_LOGIT))? + Self::GATE_LOGIT)?;
+        let gate = ((learned + fixed)?.neg()?.exp()? + 1.0)?.recip()?;
+        let alpha = (key + (gate * y.narrow(1, 0, 1)?.tanh()?)?)?;
         let rgb = (pixel + y.narrow(1, 1, 3)?)?;
         Tensor::cat(&[&alpha, &rgb], 1)
     }
