@@ -280,6 +280,20 @@ fn device(common: &CommonArgs) -> anyhow::Result<Device> {
     }
 }
 
+/// Loads an artwork folder and says what it holds (every trainer prints the same line).
+fn load_art(dir: &Path) -> anyhow::Result<ArtLibrary> {
+    let lib = ArtLibrary::load(dir)?;
+    eprintln!(
+        "artwork: {} files ({} train, {} val, {} skipped) in {}",
+        lib.len(),
+        lib.count(Split::Train),
+        lib.count(Split::Val),
+        lib.skipped().len(),
+        dir.display()
+    );
+    Ok(lib)
+}
+
 fn data_config(size: u32, frames: u32, common: &SourceArgs) -> anyhow::Result<DataConfig> {
     let mut data = DataConfig::procedural(size, frames, Split::Train);
     data.photos = common.photos.clone();
@@ -306,15 +320,7 @@ fn data_config(size: u32, frames: u32, common: &SourceArgs) -> anyhow::Result<Da
     let mut sources: Vec<(Arc<dyn ClipSource>, f32)> = Vec::new();
     match &common.art {
         Some(dir) => {
-            let lib = ArtLibrary::load(dir)?;
-            eprintln!(
-                "artwork: {} files ({} train, {} val, {} skipped) in {}",
-                lib.len(),
-                lib.count(Split::Train),
-                lib.count(Split::Val),
-                lib.skipped().len(),
-                dir.display()
-            );
+            let lib = load_art(dir)?;
             let share = common.art_share.clamp(0.0, 1.0);
             sources.push((Arc::new(lib), share));
             if share < 1.0 {
@@ -741,15 +747,7 @@ fn train_generator(args: &GeneratorArgs) -> anyhow::Result<bool> {
     }
     let art = match &c.sources.art {
         Some(dir) => {
-            let lib = ArtLibrary::load(dir)?;
-            eprintln!(
-                "artwork: {} files ({} train, {} val, {} skipped) in {}",
-                lib.len(),
-                lib.count(Split::Train),
-                lib.count(Split::Val),
-                lib.skipped().len(),
-                dir.display()
-            );
+            let lib = load_art(dir)?;
             Some(Arc::new(lib))
         }
         None => None,

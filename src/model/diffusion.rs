@@ -1,7 +1,7 @@
 //! The seam between samplers and denoisers, so one generation pipeline drives both the user's
 //! SD-1.5 + AnimateDiff UNet and the small embedded default without knowing which it has.
 
-use candle_core::{Result, Tensor};
+use candle_core::{Device, Result, Tensor};
 
 /// A noise-prediction network over a batch of video clips in latent space.
 ///
@@ -28,4 +28,22 @@ pub trait Denoiser: Send + Sync {
     fn latent_factor(&self) -> usize {
         8
     }
+}
+
+/// The sinusoidal timestep features of diffusers' `Timesteps(dim, flip_sin_to_cos=True, 0)` for
+/// one timestep per row, `[timesteps.len(), dim]`, computed in f32 in PyTorch's order (cos half
+/// first). Every denoiser here embeds its timestep this way.
+pub fn timestep_features(timesteps: &[f32], dim: usize, device: &Device) -> Result<Tensor> {
+    let half = dim / 2;
+    let log = -(10000f64.ln()) as f32;
+    let mut out = Vec::with_capacity(timesteps.len() * dim);
+    for &t in timesteps {
+        let args: Vec<f32> = (0..half)
+            .map(|i| t * ((log * i as f32) / half as f32).exp())
+            .collect();
+        out.extend(args.iter().map(|a| a.cos()));
+        out.extend(args.iter().map(|a| a.sin()));
+        out.resize(out.len() + dim - 2 * half, 0.0);
+    }
+    Tensor::from_vec(out, (timesteps.len(), dim), device)
 }

@@ -131,13 +131,8 @@ impl KeyPrior {
         Tensor::cat(&[&alpha, &rgb], 1)
     }
 
-    /// `pixel` `[B, 3, H, W]` in [0, 1] -> keyed alpha `[B, 1, H, W]` (no gradient: it is an
-    /// input feature, and sorting has no backward).
-    pub fn alpha(&self, pixel: &Tensor) -> Result<Tensor> {
-        Ok(self.features(pixel)?.0)
-    }
-
-    /// Keyed alpha and the `[B, 3, H, W]` features the decoder reads: the keyed alpha, the
+    /// `pixel` `[B, 3, H, W]` in [0, 1] -> keyed alpha `[B, 1, H, W]` and the `[B, 3, H, W]`
+    /// features the decoder reads (no gradient: they are inputs, and sorting has no backward): the keyed alpha, the
     /// unclamped distance from the key (the clamp hides how *nearly* a pixel matches, which is
     /// what similar-colour backgrounds need), and the share of border pixels within `lo` of
     /// the key, constant over the frame: near 1 on a flat background, where the key can be

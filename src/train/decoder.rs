@@ -66,11 +66,18 @@ pub fn build(cfg: &IldiffConfig, device: &Device) -> Result<(VarMap, IldiffDecod
     Ok((varmap, model))
 }
 
-fn zero_vars(varmap: &VarMap, names: &[&str]) -> Result<()> {
-    let data = varmap
+/// The variables of `varmap`, locked.
+fn lock_vars(
+    varmap: &VarMap,
+) -> Result<std::sync::MutexGuard<'_, std::collections::HashMap<String, candle_core::Var>>> {
+    varmap
         .data()
         .lock()
-        .map_err(|_| Error::Model("the variable map is poisoned".into()))?;
+        .map_err(|_| Error::Model("the variable map is poisoned".into()))
+}
+
+fn zero_vars(varmap: &VarMap, names: &[&str]) -> Result<()> {
+    let data = lock_vars(varmap)?;
     for name in names {
         if let Some(v) = data.get(*name) {
             v.set(&v.as_tensor().zeros_like().map_err(model_err)?)
@@ -87,10 +94,7 @@ fn zero_vars(varmap: &VarMap, names: &[&str]) -> Result<()> {
 /// from the sibling weight.
 pub fn seeded_init(varmap: &VarMap, seed: u64) -> Result<()> {
     use super::synth::{Rng, mix};
-    let data = varmap
-        .data()
-        .lock()
-        .map_err(|_| Error::Model("the variable map is poisoned".into()))?;
+    let data = lock_vars(varmap)?;
     let mut names: Vec<&String> = data.keys().collect();
     names.sort();
     let fan_in = |name: &str| -> usize {
@@ -144,10 +148,7 @@ pub fn icnr_init(varmap: &VarMap, prefix: &str, r: usize) -> Result<()> {
     if r <= 1 {
         return Ok(());
     }
-    let data = varmap
-        .data()
-        .lock()
-        .map_err(|_| Error::Model("the variable map is poisoned".into()))?;
+    let data = lock_vars(varmap)?;
     let rr = r * r;
     for suffix in ["weight", "bias"] {
         let Some(var) = data.get(&format!("{prefix}.{suffix}")) else {
@@ -183,10 +184,7 @@ pub fn icnr_init(varmap: &VarMap, prefix: &str, r: usize) -> Result<()> {
 /// `codec.*`, or a whole trained model to fine-tune). Every tensor of `ck` must land on a
 /// variable of the same shape; the error names the first that does not.
 pub fn load_into(varmap: &VarMap, ck: &Checkpoint, prefix: &str, skip: &str) -> Result<usize> {
-    let data = varmap
-        .data()
-        .lock()
-        .map_err(|_| Error::Model("the variable map is poisoned".into()))?;
+    let data = lock_vars(varmap)?;
     let mut n = 0;
     for name in ck.names() {
         if !skip.is_empty() && name.starts_with(skip) {

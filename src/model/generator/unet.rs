@@ -37,7 +37,7 @@ use candle_nn::{Conv2dConfig, Init, Linear, Module, VarBuilder};
 use serde::{Deserialize, Serialize};
 
 use crate::model::codec::{CODEC_FACTOR, LATENT_CHANNELS};
-use crate::model::diffusion::Denoiser;
+use crate::model::diffusion::{Denoiser, timestep_features};
 use crate::model::fastconv::{
     Activation, FastConv2d, FusedGroupNorm, fast_conv2d, group_norm, upsample_nearest2x,
 };
@@ -532,16 +532,8 @@ impl GenUnet {
 
     /// Sinusoidal features of timesteps `[clips]` -> `[clips, time_dim]` (cos half, sin half).
     fn time_features(&self, t: &Tensor) -> Result<Tensor> {
-        let half = self.cfg.time_dim / 2;
-        let freqs: Vec<f32> = (0..half)
-            .map(|i| (-(10000f64.ln()) * i as f64 / half as f64).exp() as f32)
-            .collect();
-        let freqs = Tensor::new(freqs.as_slice(), t.device())?.unsqueeze(0)?;
-        let args = t
-            .to_dtype(DType::F32)?
-            .unsqueeze(1)?
-            .broadcast_mul(&freqs)?;
-        Tensor::cat(&[args.cos()?, args.sin()?], 1)
+        let ts: Vec<f32> = t.to_dtype(DType::F32)?.to_vec1()?;
+        timestep_features(&ts, self.cfg.time_dim, t.device())
     }
 
     /// Predicts the noise: `x` `[clips * frames, 4, h, w]` (normalised latents, see

@@ -6,13 +6,14 @@
 //! modules regroup the batch into clips. Block wiring follows diffusers exactly, including the
 //! mid block's order (resnet, attention, motion module, resnet).
 
-use candle_core::{DType, Device, Module, Result, Tensor, bail};
+use candle_core::{DType, Module, Result, Tensor, bail};
 use candle_nn::{Linear, VarBuilder};
 use serde::{Deserialize, Serialize};
 
 use super::attention::SpatialTransformer;
 use super::layer_attn::{LayerAttnLayout, layer_attn_prefix};
 use super::motion::{MotionModule, MotionModuleConfig};
+use crate::model::diffusion::timestep_features;
 use crate::model::fastconv::{
     Activation, FastConv2d, FusedGroupNorm, fast_conv2d, group_norm, upsample_nearest2x,
 };
@@ -142,24 +143,6 @@ impl MotionUNetConfig {
             max_frames: self.motion_max_frames,
         }
     }
-}
-
-/// The sinusoidal timestep features of diffusers' `Timesteps(dim, flip_sin_to_cos=True, 0)`,
-/// `[1, dim]`, computed in f32 in PyTorch's order (cos half first).
-pub fn timestep_features(t: f64, dim: usize, device: &Device) -> Result<Tensor> {
-    let half = dim / 2;
-    let log = -(10000f64.ln()) as f32;
-    let t = t as f32;
-    let mut cos = Vec::with_capacity(dim);
-    let mut sin = Vec::with_capacity(half);
-    for i in 0..half {
-        let a = t * ((log * i as f32) / half as f32).exp();
-        cos.push(a.cos());
-        sin.push(a.sin());
-    }
-    cos.extend(sin);
-    cos.resize(dim, 0.0);
-    Tensor::from_vec(cos, (1, dim), device)
 }
 
 /// diffusers' `ResnetBlock2D` (pre-norm, SiLU, time embedding added after the first conv).
@@ -526,7 +509,7 @@ impl MotionUNet {
         let x = x.to_dtype(self.dtype)?;
         let context = context.to_dtype(self.dtype)?;
         let dev = x.device();
-        let t = timestep_features(timestep, self.cfg.block_out_channels[0], dev)?
+        let t = timestep_features(&[timestep as f32], self.cfg.block_out_channels[0], dev)?
             .to_dtype(self.dtype)?;
         let emb = self.time_2.forward(&self.time_1.forward(&t)?.silu()?)?;
         let emb_act = emb.silu()?;
@@ -695,7 +678,7 @@ mod tests {
 
     #[test]
     fn timestep_features_match_diffusers_layout() {
-        let t = timestep_features(10.0, 8, &Device::Cpu).expect("features");
+        let t = timestep_features(&[10.0], 8, &candle_core::Device::Cpu).expect("features");
         let v: Vec<f32> = t.flatten_all().and_then(|t| t.to_vec1()).expect("values");
         // cos first (flip_sin_to_cos), frequencies exp(-ln(1e4) * i / 4).
         for i in 0..4 {
