@@ -10,13 +10,14 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
-use common::{ildiff, stderr};
+use common::{ildiff, ildiff_env, stderr};
 use ildiff::media::{Limits, decode};
 use ildiff::model::clip::{self, ClipTextEncoder};
+use ildiff::model::generator::{GenConfig, GenModel, Vocabulary, save_generator};
 use ildiff::model::sd::{MotionUNet, MotionUNetConfig};
 use ildiff::model::weights::{save_checkpoint, save_ildiff, varmap_tensors};
 use ildiff::model::{IldiffConfig, IldiffDecoder, SdVae};
-use ildiff::pipeline::generate::{GenerateRequest, generate};
+use ildiff::pipeline::generate::{GenerateRequest, embedded_generator, generate};
 use ildiff::pipeline::sd_models::{
     LAYER_ATTN_FILE, MOTION_FILE, SdFiles, discover_hf_cache, load_denoiser,
 };
@@ -115,14 +116,19 @@ fn write_tiny_sd(dir: &Path) {
 fn without_weights_it_says_no_default_generator_is_installed() {
     let dir = tempfile::tempdir().expect("tempdir");
     let out = dir.path().join("heart.webm");
-    let o = ildiff(&[
-        "generate",
-        "a red heart pulsing",
-        "-o",
-        out.to_str().expect("utf8"),
-        "--preset",
-        "telegram",
-    ]);
+    // As on a checkout without the shipped files: the search is pointed at a missing file.
+    let missing = dir.path().join("none.safetensors");
+    let o = ildiff_env(
+        &[
+            "generate",
+            "a red heart pulsing",
+            "-o",
+            out.to_str().expect("utf8"),
+            "--preset",
+            "telegram",
+        ],
+        &[("ILDIFF_DEFAULT_GENERATOR", missing.to_str().expect("utf8"))],
+    );
     let err = stderr(&o);
     assert!(!o.status.success());
     assert!(err.contains("no default generator is installed"), "{err}");
@@ -339,4 +345,146 @@ fn finds_weights_in_a_hub_cache() {
         &[("HF_HUB_CACHE", hub.path().to_str().expect("utf8"))],
     );
     assert!(o.status.success(), "{}", stderr(&o));
+}
+
+/// A tiny word-conditioned generator and a tiny ILDiff decoder (random weights, the residual
+/// projections woken so the output depends on the prompt), written as `ildiff train generator`
+/// and `ildiff train decoder` write them.
+fn write_tiny_embedded(dir: &Path) -> (PathBuf, PathBuf) {
+    let cfg = GenConfig::tiny();
+    let vocab = Vocabulary::new(&["heart".to_string(), "star".to_string()]);
+    let (vm, vb) = fresh();
+    GenModel::new(&cfg, vocab.clone(), vb).expect("generator");
+    for (name, var) in vm.data().lock().expect("lock").iter() {
+        if !name.contains("norm") {
+            let t = Tensor::randn(0f32, 0.3, var.shape(), &Device::Cpu).expect("randn");
+            var.set(&t).expect("set");
+        }
+    }
+    let generator = dir.join("generator.safetensors");
+    save_generator(&vm, &cfg, &vocab, &generator).expect("save generator");
+    let (vm, vb) = fresh();
+    let dcfg = IldiffConfig::tiny();
+    IldiffDecoder::new(&dcfg, vb).expect("decoder");
+    let decoder = dir.join("ildiff.safetensors");
+    save_ildiff(&vm, &dcfg, &decoder).expect("save decoder");
+    (generator, decoder)
+}
+
+#[test]
+fn an_embedded_generator_makes_a_sticker_and_reports_unknown_words() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (generator, decoder) = write_tiny_embedded(dir.path());
+    let run = |out: &Path, prompt: &str, env: &[(&str, &str)], flags: bool| {
+        let mut args = vec![
+            "generate",
+            prompt,
+            "-o",
+            out.to_str().expect("utf8"),
+            "--frames",
+            "4",
+            "--steps",
+            "2",
+            "--seed",
+            "5",
+        ];
+        if flags {
+            args.extend([
+                "--generator",
+                generator.to_str().expect("utf8"),
+                "--decoder",
+                decoder.to_str().expect("utf8"),
+            ]);
+        }
+        ildiff_env(&args, env)
+    };
+    let a = dir.path().join("a.png");
+    let o = run(&a, "a red heart wibble", &[], true);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // "wibble" is in no vocabulary: reported, not dropped silently ("a" is a stop word, "red"
+    // a colour every vocabulary has).
+    let err = stderr(&o);
+    assert!(
+        err.contains("not in the model's vocabulary (ignored): wibble\n"),
+        "{err}"
+    );
+    let back = decode::open(&a, &Limits::default()).expect("read back");
+    // The model's own size (GenConfig::tiny: 32²), 4 frames, with transparency.
+    assert_eq!((back.width, back.height, back.len()), (32, 32, 4));
+    assert!(back.has_alpha());
+
+    // Installed as the default (what a fresh checkout finds in models/default/): no flags.
+    let b = dir.path().join("b.png");
+    let env = [
+        (
+            "ILDIFF_DEFAULT_GENERATOR",
+            generator.to_str().expect("utf8"),
+        ),
+        ("ILDIFF_DEFAULT_MODEL", decoder.to_str().expect("utf8")),
+    ];
+    let o = run(&b, "a red heart wibble", &env, false);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let again = decode::open(&b, &Limits::default()).expect("read back");
+    assert!(
+        back.frames
+            .iter()
+            .zip(&again.frames)
+            .all(|(x, y)| x.image == y.image),
+        "the same generator, prompt and seed give the same sticker"
+    );
+
+    // Another prompt gives another sticker (the words reach the model).
+    let g = embedded_generator(&generator, &decoder, &Device::Cpu).expect("load");
+    let vocab = g.conditioner.vocabulary().expect("a closed vocabulary");
+    assert!(vocab.contains(&"heart".to_string()) && vocab.contains(&"star".to_string()));
+    let request = |prompt: &str| GenerateRequest {
+        prompt: prompt.into(),
+        steps: 2,
+        frames: 4,
+        seed: 5,
+        ..GenerateRequest::default()
+    };
+    let make = |prompt: &str| {
+        generate(
+            &g,
+            &request(prompt),
+            &mut ildiff::NoProgress,
+            &mut |_, _| {},
+        )
+        .expect("generate")
+    };
+    let (heart, star) = (make("heart"), make("star"));
+    assert!(heart.unknown.is_empty());
+    assert!(
+        heart
+            .animation
+            .frames
+            .iter()
+            .zip(&star.animation.frames)
+            .any(|(x, y)| x.image != y.image)
+    );
+}
+
+#[test]
+fn a_generator_that_is_not_one_is_named() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_, decoder) = write_tiny_embedded(dir.path());
+    let out = dir.path().join("x.png");
+    // An ILDiff decoder file passed as the generator.
+    let o = ildiff(&[
+        "generate",
+        "heart",
+        "-o",
+        out.to_str().expect("utf8"),
+        "--generator",
+        decoder.to_str().expect("utf8"),
+        "--decoder",
+        decoder.to_str().expect("utf8"),
+    ]);
+    let err = stderr(&o);
+    assert!(!o.status.success());
+    assert!(err.contains("not an ILDiff generator"), "{err}");
+    assert!(err.contains("ildiff.safetensors"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(!out.exists());
 }

@@ -16,7 +16,10 @@ use super::LimitArgs;
 use super::export::{parse_preset, parse_size};
 use super::progress_bar::Bar;
 use crate::media::presets::{self, FitOptions, Preset};
-use crate::pipeline::generate::{GenerateRequest, Generator, default_generator, generate};
+use crate::pipeline::generate::{
+    GenerateRequest, Generator, default_generator, embedded_generator, generate,
+};
+use crate::pipeline::models::default_model;
 use crate::pipeline::scheduler::SchedulerKind;
 use crate::pipeline::sd_models::{SdFiles, discover_hf_cache, hf_cache_dir, load_denoiser};
 
@@ -81,6 +84,11 @@ pub struct GenerateArgs {
     /// layer_sd15_vae_transparent_decoder.safetensors (decoded with its 8-pass augmentation).
     #[arg(long)]
     pub decoder: Option<PathBuf>,
+    /// A generator file from `ildiff train generator` (its `generator.safetensors`) instead of
+    /// the installed default; its transparency decoder is --decoder, else the default matting
+    /// model (both must share the generator's codec).
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["model_dir", "unet", "motion", "vae", "text_encoder", "tokenizer", "layer_attn", "hf_cache"])]
+    pub generator: Option<PathBuf>,
     /// Fill parts not given from the Hugging Face cache ($HF_HUB_CACHE, $HF_HOME/hub or
     /// ~/.cache/huggingface/hub), offline.
     #[arg(long)]
@@ -127,6 +135,19 @@ pub fn user_files(args: &GenerateArgs) -> SdFiles {
 }
 
 fn generator(args: &GenerateArgs, device: &Device) -> anyhow::Result<Option<Generator>> {
+    if let Some(file) = &args.generator {
+        let decoder = match &args.decoder {
+            Some(d) => d.clone(),
+            None => default_model().ok_or_else(|| {
+                anyhow::anyhow!(
+                    "--generator needs a transparency decoder: give --decoder (an ILDiff \
+                     checkpoint on the generator's codec); no default matting model is installed"
+                )
+            })?,
+        };
+        let g = embedded_generator(file, &decoder, device)?;
+        return Ok((!args.check).then_some(g));
+    }
     let files = user_files(args);
     let user = args.model_dir.is_some() || args.hf_cache || !files.is_empty();
     if !user {

@@ -27,7 +27,10 @@
 //!   `c*·α*`, all three channels, pooled over the pixels with α* > 0 in all frames. `None` when
 //!   α* is 0 everywhere.
 //!
-//! A dataset's figure is the mean of the clips' figures ([`mean_metrics`]).
+//! A dataset's figure is the mean of the clips' figures ([`mean_metrics`]), except PSNR: that is
+//! the PSNR of the clips' mean MSE (pooled, for clips of one size). A mean of per-clip dB
+//! would let one exactly matched clip (100 dB, e.g. colour keying on a 1-bit GIF over a flat
+//! colour) outweigh every other clip of a group.
 
 mod filter;
 mod holes;
@@ -186,7 +189,7 @@ pub fn evaluate_alpha(pred: &[Plane], gt: &[Plane]) -> Result<ClipMetrics> {
     Ok(alpha_metrics(gt.len(), &get))
 }
 
-/// The mean of each figure over clips (`frames` is the total). Optional figures are averaged
+/// The mean of each figure over clips (`frames` is the total; PSNR is that of the mean MSE). Optional figures are averaged
 /// over the clips that have them and stay `None` if none has. `None` for an empty slice.
 pub fn mean_metrics(clips: &[ClipMetrics]) -> Option<ClipMetrics> {
     if clips.is_empty() {
@@ -200,7 +203,7 @@ pub fn mean_metrics(clips: &[ClipMetrics]) -> Option<ClipMetrics> {
     };
     Some(ClipMetrics {
         frames: clips.iter().map(|c| c.frames).sum(),
-        psnr: mean(|c| c.psnr),
+        psnr: psnr(mean(|c| c.mse)),
         ssim: mean(|c| c.ssim),
         sad: mean(|c| c.sad),
         mse: mean(|c| c.mse),

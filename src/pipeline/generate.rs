@@ -13,16 +13,20 @@
 //! predictions one after the other (not as one doubled batch), and frames are decoded in
 //! chunks. The same seed gives the same clip on every machine ([`NoiseRng`]).
 
+use std::path::Path;
 use std::sync::Arc;
 
-use candle_core::{Device, Tensor};
+use candle_core::{DType, Device, Tensor};
 use image::RgbaImage;
 
 use super::matte::{MatteOptions, animation_from_matte, matte_clip};
+use super::models::{default_model, find_installed};
 use super::scheduler::{NoiseRng, NoiseSchedule, Sampler, SchedulerKind, Spacing};
+use super::sd_models::load_decoder;
 use crate::media::{Animation, Delay, Frame, LoopCount};
 use crate::model::clip::{ClipTextEncoder, ClipTokenizer};
 use crate::model::diffusion::Denoiser;
+use crate::model::generator::{WordConditioner, load_generator_on};
 use crate::model::{IldiffDecoder, LatentCodec, TransparentDecoder};
 use crate::{Error, Progress, Result};
 
@@ -264,20 +268,106 @@ impl Generator {
     }
 }
 
+/// Where the embedded default generator is looked for (see
+/// [`crate::pipeline::models::find_installed`]).
+pub const DEFAULT_GENERATOR: &str = "models/default/generator.safetensors";
+
+/// Environment variable naming the default generator file instead.
+pub const DEFAULT_GENERATOR_ENV: &str = "ILDIFF_DEFAULT_GENERATOR";
+
 /// Shown when no embedded default generator is installed and no user weights were given.
-pub const NO_DEFAULT_GENERATOR: &str = "no default generator is installed (the embedded \
-     text-to-sticker model is not part of this build yet). Point at your own SD-1.5 weights \
-     instead: --model-dir DIR (a diffusers folder with unet/, vae/, text_encoder/, tokenizer/) \
-     with --motion (AnimateDiff motion adapter), --layer-attn \
+pub const NO_DEFAULT_GENERATOR: &str = "no default generator is installed \
+     (models/default/generator.safetensors with the default matting model beside it). Point at \
+     your own SD-1.5 weights instead: --model-dir DIR (a diffusers folder with unet/, vae/, \
+     text_encoder/, tokenizer/) with --motion (AnimateDiff motion adapter), --layer-attn \
      (layer_sd15_transparent_attn.safetensors) and --decoder (an ILDiff checkpoint or \
      layer_sd15_vae_transparent_decoder.safetensors), or --hf-cache to use such weights already \
      in the Hugging Face cache";
 
-/// The embedded default generator (its own word conditioner, denoiser, codec and decoder),
-/// used when the user gives no weights. Not in this build yet: an error saying so and how to
-/// use one's own weights, never an untrained stand-in.
-pub fn default_generator(_device: &Device) -> Result<Generator> {
-    Err(Error::Model(NO_DEFAULT_GENERATOR.into()))
+/// The embedded default generator ([`DEFAULT_GENERATOR`]) with the default matting model as
+/// its transparency decoder. When either is missing: an error saying so and how to use one's
+/// own weights, never an untrained stand-in.
+pub fn default_generator(device: &Device) -> Result<Generator> {
+    let missing = || Error::Model(NO_DEFAULT_GENERATOR.into());
+    let path = find_installed(DEFAULT_GENERATOR_ENV, DEFAULT_GENERATOR).ok_or_else(missing)?;
+    let decoder = default_model().ok_or_else(missing)?;
+    embedded_generator(&path, &decoder, device)
+}
+
+/// A generator file written by `ildiff train generator` (word conditioner, latent UNet and its
+/// codec) with an ILDiff checkpoint, which must share that codec's latent space, as the
+/// transparency decoder.
+pub fn embedded_generator(path: &Path, decoder: &Path, device: &Device) -> Result<Generator> {
+    let model = load_generator_on(path, DType::F32, device)?;
+    let decoder = load_decoder(decoder, device)?;
+    let config = model.config.clone();
+    let s = config.schedule;
+    let generator = Generator {
+        name: "embedded default".into(),
+        conditioner: Arc::new(WordPrompts {
+            words: model.conditioner,
+            device: device.clone(),
+        }),
+        denoiser: Arc::new(model.unet),
+        codec: Arc::new(model.codec),
+        latent_norm: LatentNorm {
+            mean: config.latent_mean.to_vec(),
+            std: config.latent_std.to_vec(),
+        },
+        schedule: NoiseSchedule {
+            train_steps: s.train_steps,
+            beta_start: s.beta_start,
+            beta_end: s.beta_end,
+            scaled_linear: true,
+            steps_offset: 1,
+            set_alpha_to_one: false,
+        },
+        decoder: Arc::new(decoder),
+        size_multiple: (crate::model::codec::CODEC_FACTOR * config.unet.size_multiple()) as u32,
+        default_size: config.size as u32,
+        decode_chunk: 8,
+        frame_window: None,
+        device: device.clone(),
+    };
+    generator.check()?;
+    Ok(generator)
+}
+
+/// The embedded default's prompt reader: the closed word vocabulary. Words it does not know
+/// are reported; an empty prompt (the usual negative prompt) is the all-padding context the
+/// model was trained with as its null conditioning (caption dropout).
+struct WordPrompts {
+    words: WordConditioner,
+    device: Device,
+}
+
+impl TextConditioner for WordPrompts {
+    fn encode(&self, prompt: &str) -> Result<Conditioning> {
+        let (mut ids, unknown) = self.words.encode(prompt);
+        let max = self.words.config().max_tokens;
+        let truncated = ids.len().saturating_sub(max);
+        ids.truncate(max);
+        let context = self
+            .words
+            .context(&ids, &self.device)
+            .map_err(err("the word conditioner"))?;
+        Ok(Conditioning {
+            context,
+            unknown,
+            truncated,
+        })
+    }
+
+    fn vocabulary(&self) -> Option<Vec<String>> {
+        Some(
+            self.words
+                .vocabulary()
+                .entries()
+                .iter()
+                .map(|e| e.word.clone())
+                .collect(),
+        )
+    }
 }
 
 /// The denoiser's noise prediction for the whole clip `x` `[frames, C, h, w]`; with a frame

@@ -23,7 +23,15 @@ pub const DEFAULT_MODEL_ENV: &str = "ILDIFF_DEFAULT_MODEL";
 /// beside the executable (and in `../share/ildiff-studio/` for a packaged install), then in the
 /// crate.
 pub fn default_model() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os(DEFAULT_MODEL_ENV) {
+    find_installed(DEFAULT_MODEL_ENV, DEFAULT_MODEL)
+}
+
+/// An installed file: `$env` when set (a path that does not exist means "not installed", which
+/// tests use), else `rel` under the executable's `../share/ildiff-studio/`, beside the
+/// executable, then in the crate. One search for every shipped default, so a packaged install
+/// finds all of them in the same place.
+pub fn find_installed(env: &str, rel: &str) -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os(env) {
         let p = PathBuf::from(p);
         return p.is_file().then_some(p);
     }
@@ -36,10 +44,7 @@ pub fn default_model() -> Option<PathBuf> {
         bases.push(d);
     }
     bases.push(PathBuf::from(env!("CARGO_MANIFEST_DIR")));
-    bases
-        .into_iter()
-        .map(|d| d.join(DEFAULT_MODEL))
-        .find(|p| p.is_file())
+    bases.into_iter().map(|d| d.join(rel)).find(|p| p.is_file())
 }
 
 /// Loads a checkpoint and insists it carries a codec (an RGB clip has to be encoded).

@@ -410,7 +410,7 @@ fn vae_config(weights: &Path) -> Result<AutoEncoderKLConfig> {
 }
 
 /// An ILDiff checkpoint (it carries its configuration) or LayerDiffuse's decoder file.
-fn load_decoder(path: &Path, device: &Device) -> Result<TransparencyDecoder> {
+pub fn load_decoder(path: &Path, device: &Device) -> Result<TransparencyDecoder> {
     let ck = Checkpoint::read(path, DType::F32, device)?;
     match ck.metadata(ILDIFF_CONFIG_KEY) {
         Some(json) => {
