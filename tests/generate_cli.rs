@@ -17,7 +17,9 @@ use ildiff::model::generator::{GenConfig, GenModel, Vocabulary, save_generator};
 use ildiff::model::sd::{MotionUNet, MotionUNetConfig};
 use ildiff::model::weights::{save_checkpoint, save_ildiff, varmap_tensors};
 use ildiff::model::{IldiffConfig, IldiffDecoder, SdVae};
-use ildiff::pipeline::generate::{GenerateRequest, embedded_generator, generate};
+use ildiff::pipeline::generate::{
+    GenerateRequest, embedded_generator, generate, vocabulary_groups,
+};
 use ildiff::pipeline::sd_models::{
     LAYER_ATTN_FILE, MOTION_FILE, SdFiles, discover_hf_cache, load_denoiser,
 };
@@ -437,6 +439,19 @@ fn an_embedded_generator_makes_a_sticker_and_reports_unknown_words() {
     let g = embedded_generator(&generator, &decoder, &Device::Cpu).expect("load");
     let vocab = g.conditioner.vocabulary().expect("a closed vocabulary");
     assert!(vocab.contains(&"heart".to_string()) && vocab.contains(&"star".to_string()));
+    // The prompt panel's list, from the file header alone.
+    let groups = vocabulary_groups(&generator).expect("header");
+    let subjects = &groups
+        .iter()
+        .find(|(g, _)| g == "subjects")
+        .expect("subjects")
+        .1;
+    assert!(subjects.contains(&"heart".to_string()) && subjects.contains(&"star".to_string()));
+    assert!(
+        groups
+            .iter()
+            .any(|(g, w)| g == "colours" && w.contains(&"red".to_string()))
+    );
     let request = |prompt: &str| GenerateRequest {
         prompt: prompt.into(),
         steps: 2,

@@ -21,7 +21,9 @@ use super::worker::{Emitter, Event, Job};
 use crate::media::presets::{self, FitOptions, Preset};
 use crate::media::{Animation, Frame, Limits, decode};
 use crate::model::IldiffDecoder;
-use crate::pipeline::generate::{GenerateRequest, Generator, default_generator, generate};
+use crate::pipeline::generate::{
+    GenerateRequest, Generator, WordGroups, default_generator, generate,
+};
 use crate::pipeline::matte::{
     MatteOptions, STAGE, animation_from_matte, matte_clip, pixels_from_animation,
 };
@@ -87,6 +89,9 @@ pub struct GenerateForm {
     pub dir_text: String,
     /// Words of the last prompt the model did not know.
     pub unknown: Vec<String>,
+    /// The built-in generator's words by group, read once when the prompt panel first shows
+    /// them (`Ok(None)`: none installed; `Err`: the file could not be read).
+    pub vocabulary: Option<std::result::Result<Option<WordGroups>, String>>,
 }
 
 impl GenerateForm {

@@ -291,6 +291,12 @@ pub fn save_checkpoint(
 /// The ILDiff configuration JSON of a checkpoint, read from its header alone (no tensor data is
 /// read), e.g. to describe a file or pick a device before loading it.
 pub fn load_config_from_metadata(path: &Path) -> Result<String> {
+    header_metadata(path, ILDIFF_CONFIG_KEY)?.ok_or_else(|| no_config(path))
+}
+
+/// One metadata entry of a safetensors file, read from its header alone (the size is checked
+/// before the header is read). `None` when the file has no such entry.
+pub fn header_metadata(path: &Path, key: &str) -> Result<Option<String>> {
     use std::io::Read;
     precheck(path)?;
     let mut file = std::fs::File::open(path).map_err(|e| Error::io("opening weights", path, e))?;
@@ -313,12 +319,11 @@ pub fn load_config_from_metadata(path: &Path) -> Result<String> {
             path.display()
         ))
     })?;
-    value
+    Ok(value
         .get("__metadata__")
-        .and_then(|m| m.get(ILDIFF_CONFIG_KEY))
+        .and_then(|m| m.get(key))
         .and_then(serde_json::Value::as_str)
-        .map(str::to_string)
-        .ok_or_else(|| no_config(path))
+        .map(str::to_string))
 }
 
 fn no_config(path: &Path) -> Error {

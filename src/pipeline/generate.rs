@@ -26,7 +26,7 @@ use super::sd_models::load_decoder;
 use crate::media::{Animation, Delay, Frame, LoopCount};
 use crate::model::clip::{ClipTextEncoder, ClipTokenizer};
 use crate::model::diffusion::Denoiser;
-use crate::model::generator::{WordConditioner, load_generator_on};
+use crate::model::generator::{WordConditioner, load_generator_on, read_vocabulary};
 use crate::model::{IldiffDecoder, LatentCodec, TransparentDecoder};
 use crate::{Error, Progress, Result};
 
@@ -292,6 +292,33 @@ pub fn default_generator(device: &Device) -> Result<Generator> {
     let path = find_installed(DEFAULT_GENERATOR_ENV, DEFAULT_GENERATOR).ok_or_else(missing)?;
     let decoder = default_model().ok_or_else(missing)?;
     embedded_generator(&path, &decoder, device)
+}
+
+/// Words by group (subjects, colours, motions), as the prompt panel lists them.
+pub type WordGroups = Vec<(String, Vec<String>)>;
+
+/// The installed default generator's words by group, read from its file header (no weights
+/// are loaded, so the UI can ask): `Ok(None)` when no default generator is installed.
+pub fn default_vocabulary() -> Result<Option<WordGroups>> {
+    match find_installed(DEFAULT_GENERATOR_ENV, DEFAULT_GENERATOR) {
+        Some(path) => vocabulary_groups(&path).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// A generator file's words by group, from its header.
+pub fn vocabulary_groups(path: &Path) -> Result<WordGroups> {
+    let (_, vocab) = read_vocabulary(path)?;
+    Ok(vocab
+        .groups()
+        .into_iter()
+        .map(|(g, words)| {
+            (
+                g.name().to_string(),
+                words.into_iter().map(str::to_string).collect(),
+            )
+        })
+        .collect())
 }
 
 /// A generator file written by `ildiff train generator` (word conditioner, latent UNet and its

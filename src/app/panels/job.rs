@@ -31,7 +31,7 @@ impl JobPanel<'_> {
                     .hint_text("a cat waving, sticker style")
                     .desired_rows(2),
             );
-            generate_settings(ui, &mut s.generate);
+            generate_settings(ui, &mut s.generate, &mut s.prompt);
         } else {
             ui.label("Model");
             let mut use_default = s.settings.job.model == ModelChoice::Default;
@@ -140,7 +140,14 @@ impl JobPanel<'_> {
 
 /// Prompt-mode settings: negative prompt, weights, sampling, and the unknown-word feedback of
 /// the last run.
-fn generate_settings(ui: &mut egui::Ui, form: &mut crate::app::jobs::GenerateForm) {
+fn generate_settings(
+    ui: &mut egui::Ui,
+    form: &mut crate::app::jobs::GenerateForm,
+    prompt: &mut String,
+) {
+    if form.dir_text.trim().is_empty() {
+        vocabulary(ui, form, prompt);
+    }
     let r = &mut form.job.request;
     ui.add(
         egui::TextEdit::singleline(&mut r.negative)
@@ -200,4 +207,42 @@ fn generate_settings(ui: &mut egui::Ui, form: &mut crate::app::jobs::GenerateFor
             .color(egui::Color32::YELLOW),
         );
     }
+}
+
+/// The built-in generator's closed vocabulary, by group; clicking a word adds it to the prompt.
+/// Read from the file header the first time it is shown (a few kB, no weights).
+fn vocabulary(ui: &mut egui::Ui, form: &mut crate::app::jobs::GenerateForm, prompt: &mut String) {
+    let groups = form.vocabulary.get_or_insert_with(|| {
+        crate::pipeline::generate::default_vocabulary().map_err(|e| e.to_string())
+    });
+    let groups = match groups {
+        Ok(Some(g)) => g,
+        Ok(None) => return,
+        Err(e) => {
+            ui.label(egui::RichText::new(e.as_str()).color(egui::Color32::YELLOW));
+            return;
+        }
+    };
+    let total: usize = groups.iter().map(|(_, w)| w.len()).sum();
+    egui::CollapsingHeader::new(format!("Words the built-in model knows ({total})"))
+        .id_salt("vocabulary")
+        .show(ui, |ui| {
+            egui::ScrollArea::vertical()
+                .max_height(160.0)
+                .show(ui, |ui| {
+                    for (group, words) in groups.iter() {
+                        ui.label(egui::RichText::new(group.as_str()).strong());
+                        ui.horizontal_wrapped(|ui| {
+                            for w in words {
+                                if ui.small_button(w.as_str()).clicked() {
+                                    if !prompt.trim().is_empty() {
+                                        prompt.push(' ');
+                                    }
+                                    prompt.push_str(w);
+                                }
+                            }
+                        });
+                    }
+                });
+        });
 }

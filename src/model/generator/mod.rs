@@ -50,7 +50,7 @@ pub use unet::{GenUnet, GenUnetConfig, context_per_clip};
 pub use words::{ConditionerConfig, Entry, PAD, Vocabulary, WordConditioner, WordGroup};
 
 use crate::media::atomic::write_atomic;
-use crate::model::weights::{Checkpoint, varmap_tensors};
+use crate::model::weights::{Checkpoint, header_metadata, varmap_tensors};
 use crate::model::{SmallCodec, SmallCodecConfig};
 use crate::{Error, Result};
 
@@ -286,21 +286,24 @@ fn read_meta(ck: &Checkpoint) -> Result<(GenConfig, Vocabulary)> {
     let json = ck
         .metadata(GENERATOR_KEY)
         .ok_or_else(|| no_meta(ck.source()))?;
+    parse_meta(json, ck.source())
+}
+
+fn parse_meta(json: &str, source: &str) -> Result<(GenConfig, Vocabulary)> {
     let value: serde_json::Value = serde_json::from_str(json)
-        .map_err(|e| Error::Model(format!("invalid generator metadata ({e}): {}", ck.source())))?;
+        .map_err(|e| Error::Model(format!("invalid generator metadata ({e}): {source}")))?;
     let config: GenConfig =
-        serde_json::from_value(value.get("config").cloned().unwrap_or_default()).map_err(|e| {
-            Error::Model(format!("invalid generator config ({e}): {}", ck.source()))
-        })?;
+        serde_json::from_value(value.get("config").cloned().unwrap_or_default())
+            .map_err(|e| Error::Model(format!("invalid generator config ({e}): {source}")))?;
     let vocab_json = value
         .get("vocabulary")
         .map(|v| v.to_string())
         .unwrap_or_default();
-    let vocab = Vocabulary::from_json(&vocab_json)
-        .map_err(|e| Error::Model(format!("{e}: {}", ck.source())))?;
+    let vocab =
+        Vocabulary::from_json(&vocab_json).map_err(|e| Error::Model(format!("{e}: {source}")))?;
     config
         .validate()
-        .map_err(|e| Error::Model(format!("{e}: {}", ck.source())))?;
+        .map_err(|e| Error::Model(format!("{e}: {source}")))?;
     Ok((config, vocab))
 }
 
@@ -325,9 +328,12 @@ pub fn load_generator_on(path: &Path, dtype: DType, device: &Device) -> Result<G
     build_generator(&ck, dtype, device)
 }
 
-/// The vocabulary of a generator file without building the model (for the UI).
+/// The configuration and vocabulary of a generator file from its header alone (no tensor is
+/// read), for the UI.
 pub fn read_vocabulary(path: &Path) -> Result<(GenConfig, Vocabulary)> {
-    read_meta(&Checkpoint::read(path, DType::F32, &Device::Cpu)?)
+    let source = path.display().to_string();
+    let json = header_metadata(path, GENERATOR_KEY)?.ok_or_else(|| no_meta(&source))?;
+    parse_meta(&json, &source)
 }
 
 /// Writes the generator whose variables are `varmap` (names `words.*`, `unet.*`, `codec.*`;
