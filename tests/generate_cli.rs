@@ -503,3 +503,34 @@ fn a_generator_that_is_not_one_is_named() {
     assert!(!err.contains("panicked"), "{err}");
     assert!(!out.exists());
 }
+
+/// The acceptance command on a checkout that ships the default generator (gated on
+/// the file, like the shipped matting model's test): no weight flags, a Telegram video
+/// sticker out, every platform rule checked after writing. Few sampling steps keep the debug
+/// test build quick; the benchmark times the full default.
+#[test]
+fn the_shipped_default_generator_makes_a_telegram_sticker() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let shipped = root.join(ildiff::pipeline::generate::DEFAULT_GENERATOR);
+    if !shipped.is_file() || !root.join(ildiff::pipeline::models::DEFAULT_MODEL).is_file() {
+        eprintln!("no default generator ships yet: {}", shipped.display());
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("heart.webm");
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_ildiff"))
+        .args(["generate", "a red heart pulsing", "-o"])
+        .arg(&out)
+        .args(["--preset", "telegram", "--steps", "4", "--seed", "1", "-q"])
+        .env_remove("ILDIFF_DEFAULT_GENERATOR")
+        .env_remove("ILDIFF_DEFAULT_MODEL")
+        .output()
+        .expect("run ildiff");
+    let err = stderr(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(!err.contains("not in the model's vocabulary"), "{err}");
+    let back = decode::open(&out, &Limits::default()).expect("read back");
+    assert_eq!(back.width.max(back.height), 512, "Telegram's side");
+    assert_eq!(back.len(), 16);
+    assert!(back.has_alpha());
+}

@@ -221,6 +221,9 @@ pub struct DecoderArgs {
     pub w_alpha: f32,
     #[arg(long, default_value_t = LossWeights::default().mse)]
     pub w_mse: f32,
+    /// Weight of the per-clip alpha error in dB (minus PSNR; see `LossWeights::psnr`).
+    #[arg(long, default_value_t = LossWeights::default().psnr)]
+    pub w_psnr: f32,
     #[arg(long, default_value_t = LossWeights::default().grad)]
     pub w_grad: f32,
     #[arg(long, default_value_t = LossWeights::default().rgb)]
@@ -509,6 +512,7 @@ fn train_decoder(args: &DecoderArgs) -> anyhow::Result<bool> {
     let weights = LossWeights {
         alpha: args.w_alpha,
         mse: args.w_mse,
+        psnr: args.w_psnr,
         grad: args.w_grad,
         rgb: args.w_rgb,
         temporal: args.w_temporal,
