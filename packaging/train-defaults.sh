@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Trains the shipped defaults from a clean checkout on the CPU, each stage resumable: the codec
-# (400 steps), the matting decoder (1000 steps) and the prompt generator (4000 steps at 128²),
+# (400 steps), the matting decoder (600 steps) and the prompt generator (4000 steps at 128²),
 # copies them to models/default/ and prints the validation table. Ship the decoder only if it
 # beats colour keying on every background kind (README, Training). Times measured on this
 # 2-core machine are in models/README.md. Usage: bash packaging/train-defaults.sh [WORK_DIR]
@@ -20,13 +20,13 @@ data=(--art "$work/data/art" --photos "$work/data/photos")
 $ildiff train codec -o "$work/codec" --steps 400 --batch 4 --frames 2 --size 128 --lr 2e-3 \
     --warmup 30 --checkpoint-every 100 --workers 1 --seed 1 "${data[@]}" --resume $flags
 $ildiff train decoder -o "$work/default" --codec "$work/codec/codec.safetensors" \
-    --steps 1000 --batch 4 --frames 6 --size 128 --lr 2e-3 --warmup 40 --checkpoint-every 50 \
-    --workers 1 --seed 7 --w-alpha 0.2 --w-mse 2 --w-grad 0.5 "${data[@]}" --resume $flags
+    --steps 600 --batch 4 --frames 6 --size 128 --lr 2e-3 --warmup 40 --checkpoint-every 50 \
+    --workers 1 --seed 7 --w-alpha 0.2 --w-mse 0 --w-psnr 0.05 --w-grad 0.5 "${data[@]}" --resume $flags
 $ildiff train generator -o "$work/gen" --codec "$work/codec/codec.safetensors" --art "$work/data/art" \
     --size 128 --frames 16 --batch 2 --steps 4000 --lr 5e-4 --warmup 100 --checkpoint-every 100 \
     --workers 1 --seed 1 --resume $flags
 mkdir -p models/default
 cp "$work/default/ildiff.safetensors" models/default/ildiff.safetensors
 cp "$work/gen/generator.safetensors" models/default/generator.safetensors
-$ildiff train validate --model default=models/default/ildiff.safetensors --keying --clips 48 \
+$ildiff train validate --model default=models/default/ildiff.safetensors --keying --clips 96 \
     --size 128 --frames 8 "${data[@]}"
