@@ -403,7 +403,7 @@ mod tests {
     }
 
     #[test]
-    fn generate_without_weights_says_no_default_and_wakes_the_ui() {
+    fn generate_with_the_default_finishes_or_says_none_is_installed_and_wakes_the_ui() {
         let wakes = Arc::new(AtomicUsize::new(0));
         let w2 = wakes.clone();
         let mut w = Workers::spawn(Arc::new(move || {
@@ -414,6 +414,8 @@ mod tests {
         let job = GenerateJob {
             request: crate::pipeline::generate::GenerateRequest {
                 prompt: "a cat".into(),
+                steps: 2,
+                frames: 4,
                 ..Default::default()
             },
             ..GenerateJob::default()
@@ -422,16 +424,24 @@ mod tests {
             id,
             job: Box::new(job),
         });
+        let installed = crate::pipeline::generate::default_vocabulary()
+            .expect("readable")
+            .is_some();
         let events = collect_until_final(&w, id);
         match events.last() {
-            Some(Event::Failed { error, kind, .. }) => {
+            Some(Event::Generated { clip, unknown, .. }) if installed => {
+                assert_eq!(clip.len(), 4);
+                assert!(unknown.is_empty(), "{unknown:?}");
+            }
+            Some(Event::Failed { error, kind, .. }) if !installed => {
                 assert!(
                     error.contains("no default generator is installed"),
                     "{error}"
                 );
                 assert_eq!(*kind, "model");
             }
-            other => panic!("{other:?}"),
+            Some(Event::Failed { error, .. }) => panic!("installed: {installed}, failed: {error}"),
+            _ => panic!("installed: {installed}, the job ended with another event"),
         }
         assert!(wakes.load(Ordering::SeqCst) >= 1);
     }
