@@ -22,9 +22,11 @@ strip "$root/usr/bin/ildiff" 2>/dev/null || true
 install -Dm644 packaging/ildiff-studio.desktop "$root/usr/share/applications/ildiff-studio.desktop"
 install -Dm644 packaging/ildiff-studio.png "$root/usr/share/icons/hicolor/256x256/apps/ildiff-studio.png"
 install -Dm644 README.md "$root/usr/share/doc/ildiff-studio/README.md"
-if [ -f models/default/ildiff.safetensors ]; then
-  install -Dm644 models/default/ildiff.safetensors "$root/usr/share/ildiff-studio/models/default/ildiff.safetensors"
-fi
+for f in ildiff generator; do
+  if [ -f "models/default/$f.safetensors" ]; then
+    install -Dm644 "models/default/$f.safetensors" "$root/usr/share/ildiff-studio/models/default/$f.safetensors"
+  fi
+done
 size=$(du -sk "$root/usr" | cut -f1)
 mkdir -p "$root/DEBIAN"
 cat > "$root/DEBIAN/control" <<CONTROL
