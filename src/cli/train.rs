@@ -472,14 +472,7 @@ fn train_codec(args: &CodecArgs) -> anyhow::Result<bool> {
         &mut || save_checkpoint(&varmap_tensors(&varmap), &cfg_json, &out_file).map(|_| ()),
         &mut reporter(c.quiet),
     )?;
-    println!(
-        "codec: {} steps (from {}), last loss {:.4}, {:.0} s of training; {}",
-        summary.steps,
-        summary.resumed_from,
-        summary.last_loss,
-        summary.seconds,
-        out_file.display()
-    );
+    print_summary("codec", &summary, &out_file);
     Ok(true)
 }
 
@@ -562,14 +555,7 @@ fn train_decoder(args: &DecoderArgs) -> anyhow::Result<bool> {
         &mut || save_ildiff(&varmap, &cfg, &out_file).map(|_| ()),
         &mut reporter(c.quiet),
     )?;
-    println!(
-        "decoder: {} steps (from {}), last loss {:.4}, {:.0} s of training; {}",
-        summary.steps,
-        summary.resumed_from,
-        summary.last_loss,
-        summary.seconds,
-        out_file.display()
-    );
+    print_summary("decoder", &summary, &out_file);
     Ok(true)
 }
 
@@ -824,13 +810,18 @@ fn train_generator(args: &GeneratorArgs) -> anyhow::Result<bool> {
         &mut || save_generator(&varmap, &cfg, &vocab, &out_file).map(|_| ()),
         &mut reporter(c.quiet),
     )?;
+    print_summary("generator", &summary, &out_file);
+    Ok(true)
+}
+
+/// The line every training command ends with: steps, where it resumed, last loss, time, file.
+fn print_summary(what: &str, summary: &crate::train::run::Summary, out_file: &Path) {
     println!(
-        "generator: {} steps (from {}), last loss {:.4}, {:.0} s of training; {}",
+        "{what}: {} steps (from {}), last loss {:.4}, {:.0} s of training; {}",
         summary.steps,
         summary.resumed_from,
         summary.last_loss,
         summary.seconds,
         out_file.display()
     );
-    Ok(true)
 }

@@ -47,3 +47,34 @@ pub fn timestep_features(timesteps: &[f32], dim: usize, device: &Device) -> Resu
     }
     Tensor::from_vec(out, (timesteps.len(), dim), device)
 }
+
+/// ᾱ_t, the cumulative products of `1 − β_t` for t = 0..`train_steps`, with betas spaced
+/// linearly from `beta_start` to `beta_end`, or linearly in their square roots when
+/// `scaled_linear` (SD's schedule). One definition for the samplers and for training, so a
+/// model is sampled on exactly the schedule it was trained on.
+pub fn alphas_cumprod(
+    train_steps: usize,
+    beta_start: f64,
+    beta_end: f64,
+    scaled_linear: bool,
+) -> Vec<f64> {
+    let n = train_steps;
+    let mut acc = 1.0;
+    (0..n)
+        .map(|i| {
+            let f = if n > 1 {
+                i as f64 / (n - 1) as f64
+            } else {
+                0.0
+            };
+            let beta = if scaled_linear {
+                let (a, b) = (beta_start.sqrt(), beta_end.sqrt());
+                (a + (b - a) * f).powi(2)
+            } else {
+                beta_start + (beta_end - beta_start) * f
+            };
+            acc *= 1.0 - beta;
+            acc
+        })
+        .collect()
+}

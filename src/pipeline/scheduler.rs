@@ -97,25 +97,12 @@ impl NoiseSchedule {
 
     /// Cumulative products of `1 - beta`, one per training step.
     pub fn alphas_cumprod(&self) -> Vec<f64> {
-        let n = self.train_steps;
-        let mut acc = 1.0;
-        (0..n)
-            .map(|i| {
-                let f = if n > 1 {
-                    i as f64 / (n - 1) as f64
-                } else {
-                    0.0
-                };
-                let beta = if self.scaled_linear {
-                    let (a, b) = (self.beta_start.sqrt(), self.beta_end.sqrt());
-                    (a + (b - a) * f).powi(2)
-                } else {
-                    self.beta_start + (self.beta_end - self.beta_start) * f
-                };
-                acc *= 1.0 - beta;
-                acc
-            })
-            .collect()
+        crate::model::diffusion::alphas_cumprod(
+            self.train_steps,
+            self.beta_start,
+            self.beta_end,
+            self.scaled_linear,
+        )
     }
 }
 

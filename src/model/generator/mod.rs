@@ -99,21 +99,13 @@ impl Default for NoiseSchedule {
 impl NoiseSchedule {
     /// ᾱ_t (the cumulative product of 1 - β) for t = 0..train_steps.
     pub fn alphas_cumprod(&self) -> Vec<f64> {
-        let n = self.train_steps.max(1);
-        let (a, b) = (self.beta_start.sqrt(), self.beta_end.sqrt());
-        let mut acc = 1.0;
-        (0..n)
-            .map(|i| {
-                let f = if n > 1 {
-                    i as f64 / (n - 1) as f64
-                } else {
-                    0.0
-                };
-                let beta = (a + (b - a) * f).powi(2);
-                acc *= 1.0 - beta;
-                acc
-            })
-            .collect()
+        let BetaSchedule::ScaledLinear = self.beta_schedule;
+        crate::model::diffusion::alphas_cumprod(
+            self.train_steps.max(1),
+            self.beta_start,
+            self.beta_end,
+            true,
+        )
     }
 }
 
