@@ -211,6 +211,10 @@ pub struct DecoderArgs {
     /// No colour-key prior input and residual head (ablation; see `KeyPrior`).
     #[arg(long)]
     pub no_key_prior: bool,
+    /// How far the learned gate may move the key prior's gate logit either way (2: at most
+    /// 0.12 of the correction passes where the border is flat; 6: up to 0.88).
+    #[arg(long)]
+    pub gate_learned: Option<f32>,
     /// A distilled student (`train distill`'s student.safetensors) for the layout adapter.
     #[arg(long)]
     pub student: Option<PathBuf>,
@@ -488,6 +492,8 @@ fn decoder_config(args: &DecoderArgs) -> IldiffConfig {
     }
     if args.no_key_prior {
         cfg.decoder.key_prior = None;
+    } else if let (Some(k), Some(g)) = (cfg.decoder.key_prior.as_mut(), args.gate_learned) {
+        k.gate_learned = g;
     }
     cfg
 }

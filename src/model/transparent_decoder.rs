@@ -97,11 +97,20 @@ pub struct TransparentDecoderConfig {
 pub struct KeyPrior {
     pub lo: f32,
     pub hi: f32,
+    /// How far the learned part may move the gate's logit either way (see
+    /// [`KeyPrior::residual`]). Stored in the model's config because it changes what the
+    /// weights mean; checkpoints written before it existed used 2.
+    #[serde(default = "KeyPrior::legacy_gate_learned")]
+    pub gate_learned: f32,
 }
 
 impl Default for KeyPrior {
     fn default() -> Self {
-        Self { lo: 0.06, hi: 0.2 }
+        Self {
+            lo: 0.06,
+            hi: 0.2,
+            gate_learned: Self::legacy_gate_learned(),
+        }
     }
 }
 
@@ -113,17 +122,27 @@ impl KeyPrior {
     /// The gate's fixed logit where the border agrees with the key completely (negated) and
     /// where it does not agree at all.
     pub const GATE_LOGIT: f64 = 4.0;
-    /// How far the learned part may move the gate's logit either way.
-    pub const GATE_LEARNED: f64 = 2.0;
+
+    fn legacy_gate_learned() -> f32 {
+        2.0
+    }
 
     /// The decoder's raw output `y` `[B, 5, H, W]` (alpha correction, RGB correction, gate) on
-    /// top of the key: alpha = key + σ(4 − 8·agree + 2·tanh g)·tanh(c), RGB = pixel + correction.
-    /// Where the border is flat (keying is hard to beat) the gate stays below σ(−2) ≈ 0.12 and
-    /// where it is busy (photos: keying is useless) above 0.88; the learned part only shifts it
-    /// within that band. An unbounded learned gate opened everywhere in training and the
-    /// correction then ate into the interior of stickers on flat backgrounds.
-    pub fn residual(y: &Tensor, key: &Tensor, agree: &Tensor, pixel: &Tensor) -> Result<Tensor> {
-        let learned = (y.narrow(1, 4, 1)?.tanh()? * Self::GATE_LEARNED)?;
+    /// top of the key: alpha = key + σ(4 − 8·agree + L·tanh g)·tanh(c), RGB = pixel +
+    /// correction, with L = `gate_learned`. With L = 2, where the border is flat the gate stays
+    /// below σ(−2) ≈ 0.12 and where it is busy (photos: keying is useless) above 0.88: the
+    /// learned part only shifts it within that band. An unbounded learned gate opened everywhere
+    /// in training (pooled-MSE loss) and the correction then ate into the interior of stickers
+    /// on flat backgrounds; but a gate capped at 0.12 cannot fix what keying gets wrong there
+    /// either (foreground parts the colour of the background), so L is a config field.
+    pub fn residual(
+        &self,
+        y: &Tensor,
+        key: &Tensor,
+        agree: &Tensor,
+        pixel: &Tensor,
+    ) -> Result<Tensor> {
+        let learned = (y.narrow(1, 4, 1)?.tanh()? * f64::from(self.gate_learned))?;
         let fixed = ((agree * (-2.0 * Self::GATE_LOGIT))? + Self::GATE_LOGIT)?;
         let gate = ((learned + fixed)?.neg()?.exp()? + 1.0)?.recip()?;
         let alpha = (key + (gate * y.narrow(1, 0, 1)?.tanh()?)?)?;
@@ -276,6 +295,13 @@ impl TransparentDecoderConfig {
                     self.attention_head_dim
                 );
             }
+        }
+        if let Some(k) = &self.key_prior
+            && !(k.lo >= 0.0 && k.lo < k.hi && k.gate_learned.is_finite() && k.gate_learned >= 0.0)
+        {
+            bail!(
+                "transparent decoder config: key prior needs 0 <= lo < hi and a finite gate_learned >= 0, not {k:?}"
+            );
         }
         Ok(())
     }
@@ -717,7 +743,7 @@ impl TransparentDecoder {
             Some(k) => {
                 let (alpha, feats) = k.features(pixel)?;
                 let agree = feats.narrow(1, 2, 1)?;
-                (Some((alpha, agree)), Tensor::cat(&[pixel, &feats], 1)?)
+                (Some((k, alpha, agree)), Tensor::cat(&[pixel, &feats], 1)?)
             }
             None => (None, pixel.clone()),
         };
@@ -736,7 +762,7 @@ impl TransparentDecoder {
         let x = self.conv_norm_out.forward_act(&x, Activation::Silu)?;
         let y = depth_to_space(&self.conv_out.forward(&x)?, r)?;
         match &key {
-            Some((k, agree)) => KeyPrior::residual(&y, k, agree, pixel),
+            Some((prior, k, agree)) => prior.residual(&y, k, agree, pixel),
             None => Ok(y),
         }
     }
@@ -903,6 +929,42 @@ mod tests {
         let mut cfg = tiny();
         cfg.attention_head_dim = 3;
         assert!(cfg.validate().is_err());
+    }
+
+    #[test]
+    fn the_learned_gate_range_is_the_configs_and_old_configs_keep_theirs() {
+        // A config written before `gate_learned` existed reads back with the range it was
+        // trained with.
+        let old: KeyPrior = serde_json::from_str(r#"{"lo":0.06,"hi":0.2}"#).expect("old json");
+        assert_eq!(old.gate_learned, 2.0);
+        // On a flat border (agree = 1) with the learned gate and the correction saturated, the
+        // correction that passes is σ(−4 + L): 0.12 for L = 2, 0.88 for L = 6.
+        let dev = Device::Cpu;
+        let y = Tensor::new(&[[[[20f32]], [[0.]], [[0.]], [[0.]], [[20.]]]], &dev).expect("y");
+        let zero = Tensor::zeros((1, 1, 1, 1), DType::F32, &dev).expect("zero");
+        let one = zero.ones_like().expect("one");
+        let pixel = Tensor::zeros((1, 3, 1, 1), DType::F32, &dev).expect("pixel");
+        let passed = |l: f32| {
+            let k = KeyPrior {
+                gate_learned: l,
+                ..KeyPrior::default()
+            };
+            let out = k.residual(&y, &zero, &one, &pixel).expect("residual");
+            out.flatten_all()
+                .expect("flat")
+                .to_vec1::<f32>()
+                .expect("vec")[0]
+        };
+        let sig = |x: f32| 1.0 / (1.0 + (-x).exp());
+        assert!((passed(2.0) - sig(-2.0)).abs() < 1e-4, "{}", passed(2.0));
+        assert!((passed(6.0) - sig(2.0)).abs() < 1e-4, "{}", passed(6.0));
+        let mut cfg = tiny();
+        cfg.key_prior = Some(KeyPrior {
+            gate_learned: f32::NAN,
+            ..KeyPrior::default()
+        });
+        let e = cfg.validate().expect_err("NaN gate range");
+        assert!(e.to_string().contains("gate_learned"), "{e}");
     }
 
     #[test]
