@@ -15,7 +15,7 @@ use serde::Serialize;
 
 use crate::media::atomic::write_atomic;
 use crate::model::weights::{Checkpoint, save_checkpoint, save_ildiff, varmap_tensors};
-use crate::model::{IldiffConfig, SmallCodecConfig};
+use crate::model::{IldiffConfig, KeyPrior, SmallCodecConfig};
 use crate::train::dataset::{ClipSource, DataConfig, Loader, MakeFn, Procedural, make_sample};
 use crate::train::decoder::{LossWeights, decoder_loss, load_into, trainable_names};
 use crate::train::run::{Run, Schedule, StepLog};
@@ -81,7 +81,8 @@ pub struct ValidateArgs {
     /// Models to score, as PATH or NAME=PATH (ILDiff checkpoints with a codec).
     #[arg(long = "model")]
     pub models: Vec<String>,
-    /// Also score the colour-keying baseline.
+    /// Also score the colour-keying baseline (fixed ramp) and the adaptive key the CPU default
+    /// starts from, without its network.
     #[arg(long)]
     pub keying: bool,
     /// Validation clips.
@@ -582,8 +583,19 @@ fn validate(args: &ValidateArgs) -> anyhow::Result<bool> {
     );
     let mut reports = Vec::new();
     if args.keying {
-        let preds: Vec<_> = samples.iter().map(|s| colour_key(s, 0.06, 0.2)).collect();
-        reports.push(report("colour keying", &samples, &preds)?);
+        let key =
+            |rule: KeyPrior| -> Vec<_> { samples.iter().map(|s| colour_key(s, &rule)).collect() };
+        reports.push(report(
+            "colour keying",
+            &samples,
+            &key(KeyPrior::default()),
+        )?);
+        // The CPU default's prior alone, so the table shows what the network adds to it.
+        reports.push(report(
+            "adaptive key (prior alone)",
+            &samples,
+            &key(KeyPrior::adaptive()),
+        )?);
     }
     let dev = Device::Cpu;
     for spec in &args.models {

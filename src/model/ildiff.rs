@@ -57,7 +57,7 @@ impl IldiffConfig {
             mid_attention: false,
             latent_inject_level: 2,
             pixel_unshuffle: 2,
-            key_prior: Some(KeyPrior::default()),
+            key_prior: Some(KeyPrior::adaptive()),
             ..TransparentDecoderConfig::official()
         };
         let adapter = LayoutAdapterConfig {

@@ -12,7 +12,7 @@
 //! the decoder can be fine-tuned.
 
 use super::fastconv::{Activation, FastConv2d, FusedGroupNorm, fast_conv2d, group_norm};
-use candle_core::{D, Module, Result, Tensor, bail};
+use candle_core::{D, DType, Module, Result, Tensor, bail};
 use candle_nn::{Conv2dConfig, Init, Linear, VarBuilder};
 use serde::{Deserialize, Serialize};
 
@@ -92,11 +92,16 @@ pub struct TransparentDecoderConfig {
 
 /// A colour-key matte computed inside the model: the key is the per-channel median of each
 /// frame's border pixels, and alpha ramps from 0 to 1 as a pixel's RGB distance from it goes
-/// from `lo` to `hi` — the same rule as the validation's colour-keying baseline.
+/// from `lo` to `hi` — the validation's colour-keying baseline, optionally with a per-frame
+/// `hi` (see [`AdaptiveHi`]).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct KeyPrior {
     pub lo: f32,
     pub hi: f32,
+    /// Widen the ramp per frame with the foreground's contrast; `None` (and in files written
+    /// before it existed) keeps the fixed `lo..hi` ramp.
+    #[serde(default)]
+    pub adaptive: Option<AdaptiveHi>,
     /// How far the learned part may move the gate's logit either way (see
     /// [`KeyPrior::residual`]). Stored in the model's config because it changes what the
     /// weights mean; checkpoints written before it existed used 2.
@@ -104,11 +109,27 @@ pub struct KeyPrior {
     pub gate_learned: f32,
 }
 
+/// A per-frame ramp end: `hi = clamp(share × median distance of the pixels beyond lo, hi,
+/// max)`. A fixed ramp saturates soft parts (a shadow at 40 % over a light background is
+/// already "opaque" at distance 0.2), and the gate keeps the learned correction small on flat
+/// backgrounds, so the key itself must be right there; where the foreground stands far from
+/// the background a wider ramp is, and where it is close (similar colours) the ramp stays
+/// narrow. On 60 training-split composites (30 procedural, 30 artwork; plain and similar
+/// backgrounds) `lo` 0.03, share 0.8 gained 0.5–1.4 dB on each group over the fixed 0.06..0.2.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct AdaptiveHi {
+    pub share: f32,
+    pub max: f32,
+}
+
 impl Default for KeyPrior {
+    /// The fixed ramp of the colour-keying baseline (and of models trained before the
+    /// adaptive ramp).
     fn default() -> Self {
         Self {
             lo: 0.06,
             hi: 0.2,
+            adaptive: None,
             gate_learned: Self::legacy_gate_learned(),
         }
     }
@@ -125,6 +146,42 @@ impl KeyPrior {
 
     fn legacy_gate_learned() -> f32 {
         2.0
+    }
+
+    /// The CPU default's prior: the adaptive ramp from a lower `lo` (see [`AdaptiveHi`]).
+    pub fn adaptive() -> Self {
+        Self {
+            lo: 0.03,
+            hi: 0.2,
+            adaptive: Some(AdaptiveHi {
+                share: 0.8,
+                max: 0.6,
+            }),
+            ..Self::default()
+        }
+    }
+
+    /// The ramp's end for one frame, from its pixels' distances to the key.
+    pub fn frame_hi(&self, dist: &[f32]) -> f32 {
+        let Some(a) = self.adaptive else {
+            return self.hi;
+        };
+        let mut beyond: Vec<f32> = dist
+            .iter()
+            .copied()
+            .filter(|&d| d > self.lo && d.is_finite())
+            .collect();
+        if beyond.is_empty() {
+            return self.hi;
+        }
+        let mid = beyond.len() / 2;
+        let (_, median, _) = beyond.select_nth_unstable_by(mid, f32::total_cmp);
+        (a.share * *median).clamp(self.hi, a.max.max(self.hi))
+    }
+
+    /// Keyed alpha for one distance under a frame's ramp end `hi`.
+    pub fn ramp(&self, d: f32, hi: f32) -> f32 {
+        ((d - self.lo) / (hi - self.lo).max(1e-6)).clamp(0.0, 1.0)
     }
 
     /// The decoder's raw output `y` `[B, 5, H, W]` (alpha correction, RGB correction, gate) on
@@ -189,8 +246,20 @@ impl KeyPrior {
             .sqr()?
             .sum_keepdim(1)?
             .sqrt()?;
-        let span = f64::from((self.hi - self.lo).max(1e-6));
-        let alpha = ((&d - f64::from(self.lo))? / span)?.clamp(0f32, 1f32)?;
+        let span = if self.adaptive.is_some() {
+            let per_frame = d.flatten_from(1)?.to_dtype(DType::F32)?.to_vec2::<f32>()?;
+            let spans: Vec<f32> = per_frame
+                .iter()
+                .map(|f| (self.frame_hi(f) - self.lo).max(1e-6))
+                .collect();
+            Tensor::from_vec(spans, (b, 1, 1, 1), d.device())?.to_dtype(d.dtype())?
+        } else {
+            Tensor::full((self.hi - self.lo).max(1e-6), (b, 1, 1, 1), d.device())?
+                .to_dtype(d.dtype())?
+        };
+        let alpha = (&d - f64::from(self.lo))?
+            .broadcast_div(&span)?
+            .clamp(0f32, 1f32)?;
         let feats = Tensor::cat(&[&alpha, &d, &agree], 1)?;
         Ok((alpha, feats))
     }
@@ -297,7 +366,11 @@ impl TransparentDecoderConfig {
             }
         }
         if let Some(k) = &self.key_prior
-            && !(k.lo >= 0.0 && k.lo < k.hi && k.gate_learned.is_finite() && k.gate_learned >= 0.0)
+            && !(k.lo >= 0.0
+                && k.lo < k.hi
+                && k.gate_learned.is_finite()
+                && k.gate_learned >= 0.0
+                && k.adaptive.is_none_or(|a| a.share > 0.0 && a.max >= k.hi))
         {
             bail!(
                 "transparent decoder config: key prior needs 0 <= lo < hi and a finite gate_learned >= 0, not {k:?}"
@@ -818,7 +891,7 @@ impl TransparentDecoder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::{DType, Device, IndexOp, Var};
+    use candle_core::{Device, IndexOp, Var};
     use candle_nn::VarMap;
 
     /// 5 levels (size multiple 16), attention on the deepest level and the mid block.
@@ -965,6 +1038,59 @@ mod tests {
         });
         let e = cfg.validate().expect_err("NaN gate range");
         assert!(e.to_string().contains("gate_learned"), "{e}");
+    }
+
+    #[test]
+    fn the_adaptive_ramp_follows_the_foregrounds_contrast() {
+        let fixed = KeyPrior::default();
+        let k = KeyPrior::adaptive();
+        // Background pixels (within lo) do not count; the median of the rest sets hi.
+        let frame = |fg: f32| {
+            let mut d = vec![0.01f32; 60];
+            d.extend(std::iter::repeat_n(fg, 40));
+            d
+        };
+        assert_eq!(fixed.frame_hi(&frame(0.5)), fixed.hi);
+        assert!((k.frame_hi(&frame(0.5)) - 0.4).abs() < 1e-6);
+        // Clamped to [hi, max]: a foreground close to the background keeps the narrow ramp.
+        assert_eq!(k.frame_hi(&frame(0.1)), k.hi);
+        assert_eq!(k.frame_hi(&frame(1.2)), 0.6);
+        assert_eq!(k.frame_hi(&[0.0; 16]), k.hi);
+        assert_eq!(k.frame_hi(&[f32::NAN, 0.5]), 0.4);
+        // A 25 % black shadow on white (distance 0.25·√3) beside a black character (√3): the
+        // fixed ramp calls the shadow opaque, the adaptive one keeps it partial.
+        let shadow = 0.25 * 3f32.sqrt();
+        let mut d = vec![3f32.sqrt(); 50];
+        d.extend(std::iter::repeat_n(shadow, 20));
+        let hi = k.frame_hi(&d);
+        assert_eq!(fixed.ramp(shadow, fixed.frame_hi(&d)), 1.0);
+        let a = k.ramp(shadow, hi);
+        assert!(a > 0.25 && a < 0.9, "{a}");
+        // The tensor path uses the same per-frame ramp.
+        let dev = Device::Cpu;
+        let mut raw = vec![1f32; 3 * 64];
+        for c in 0..3 {
+            for y in 2..6 {
+                for x in 2..6 {
+                    raw[c * 64 + y * 8 + x] = 0.0;
+                }
+            }
+            raw[c * 64 + 6 * 8 + 3] = 0.75;
+        }
+        let pixel = Tensor::from_vec(raw, (1, 3, 8, 8), &dev).expect("pixel");
+        let (alpha, _) = k.features(&pixel).expect("features");
+        let alpha = alpha
+            .flatten_all()
+            .and_then(|a| a.to_vec1::<f32>())
+            .expect("alpha");
+        assert_eq!(alpha[0], 0.0);
+        assert_eq!(alpha[3 * 8 + 3], 1.0);
+        let want = k.ramp(shadow, 0.6);
+        assert!(
+            (alpha[6 * 8 + 3] - want).abs() < 1e-5,
+            "{} vs {want}",
+            alpha[6 * 8 + 3]
+        );
     }
 
     #[test]

@@ -569,7 +569,7 @@ mod key_prior {
             .and_then(|a| a.flatten_all())
             .and_then(|a| a.to_vec1())
             .expect("alpha");
-        let keyed: Vec<f32> = colour_key(&sample, key.lo, key.hi)
+        let keyed: Vec<f32> = colour_key(&sample, &key)
             .into_iter()
             .flat_map(|p| p.data)
             .collect();

@@ -12,8 +12,8 @@ use super::Split;
 use super::composite::{Background, Degradation};
 use super::dataset::{DataConfig, Sample, make_sample};
 use crate::eval::{ClipMetrics, Plane, evaluate_alpha, mean_metrics};
-use crate::model::IldiffDecoder;
 use crate::model::codec::LatentCodec;
+use crate::model::{IldiffDecoder, KeyPrior};
 use crate::pipeline::matte::{MatteOptions, matte_clip};
 use crate::{Error, NoProgress, Result};
 
@@ -47,10 +47,12 @@ fn planes(data: &[f32], frames: usize, size: usize) -> Vec<Plane> {
         .collect()
 }
 
-/// A plain colour-keying matte: the background colour is the median of each frame's border
-/// pixels, and alpha ramps from 0 to 1 as a pixel's RGB distance from it goes from `lo` to
-/// `hi`. This is what a designer gets from a "remove background colour" tool.
-pub fn colour_key(sample: &Sample, lo: f32, hi: f32) -> Vec<Plane> {
+/// A colour-keying matte: the background colour is the median of each frame's border pixels,
+/// and alpha ramps from 0 to 1 as a pixel's RGB distance from it goes from `rule.lo` to the
+/// frame's `hi`. With [`KeyPrior::default`] (a fixed 0.06..0.2) this is what a designer gets
+/// from a "remove background colour" tool; with [`KeyPrior::adaptive`] it is the CPU default's
+/// prior alone, without the network.
+pub fn colour_key(sample: &Sample, rule: &KeyPrior) -> Vec<Plane> {
     let s = sample.size;
     let n = s * s;
     (0..sample.frames)
@@ -66,15 +68,14 @@ pub fn colour_key(sample: &Sample, lo: f32, hi: f32) -> Vec<Plane> {
                 v[v.len() / 2]
             };
             let key = [median(r), median(g), median(b)];
-            let data = (0..n)
+            let dist: Vec<f32> = (0..n)
                 .map(|k| {
-                    let d = ((r[k] - key[0]).powi(2)
-                        + (g[k] - key[1]).powi(2)
-                        + (b[k] - key[2]).powi(2))
-                    .sqrt();
-                    ((d - lo) / (hi - lo)).clamp(0.0, 1.0)
+                    ((r[k] - key[0]).powi(2) + (g[k] - key[1]).powi(2) + (b[k] - key[2]).powi(2))
+                        .sqrt()
                 })
                 .collect();
+            let hi = rule.frame_hi(&dist);
+            let data = dist.iter().map(|&d| rule.ramp(d, hi)).collect();
             Plane { w: s, h: s, data }
         })
         .collect()
@@ -200,7 +201,12 @@ mod tests {
         };
         let samples = val_samples(&data, 3, 6).expect("samples");
         // Lossless clips over one flat colour: keying recovers hard alpha well.
-        let preds: Vec<Vec<Plane>> = samples.iter().map(|s| colour_key(s, 0.02, 0.1)).collect();
+        let rule = KeyPrior {
+            lo: 0.02,
+            hi: 0.1,
+            ..KeyPrior::default()
+        };
+        let preds: Vec<Vec<Plane>> = samples.iter().map(|s| colour_key(s, &rule)).collect();
         let r = report("keying", &samples, &preds).expect("report");
         assert_eq!(r.by_background.len(), 1);
         assert_eq!(r.by_background[0].0, "plain");
