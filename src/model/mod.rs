@@ -41,5 +41,7 @@ pub use ildiff::{IldiffConfig, IldiffDecoder};
 pub use layout::{LayoutAdapter, LayoutAdapterConfig};
 pub use offset_encoder::{OffsetEncoder, OffsetEncoderConfig};
 pub use temporal::{TemporalConfig, TemporalStack};
-pub use transparent_decoder::{AdaptiveHi, KeyPrior, TransparentDecoder, TransparentDecoderConfig};
+pub use transparent_decoder::{
+    AdaptiveRamp, KeyPrior, TransparentDecoder, TransparentDecoderConfig,
+};
 pub use weights::{Checkpoint, Manifest};

@@ -92,16 +92,16 @@ pub struct TransparentDecoderConfig {
 
 /// A colour-key matte computed inside the model: the key is the per-channel median of each
 /// frame's border pixels, and alpha ramps from 0 to 1 as a pixel's RGB distance from it goes
-/// from `lo` to `hi` — the validation's colour-keying baseline, optionally with a per-frame
-/// `hi` (see [`AdaptiveHi`]).
+/// from `lo` to `hi` — the validation's colour-keying baseline, optionally with both ends set
+/// per frame (see [`AdaptiveRamp`]).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct KeyPrior {
     pub lo: f32,
     pub hi: f32,
-    /// Widen the ramp per frame with the foreground's contrast; `None` (and in files written
-    /// before it existed) keeps the fixed `lo..hi` ramp.
+    /// Set the ramp per frame from the border's noise and the foreground's contrast; `None`
+    /// (and in files written before it existed) keeps the fixed `lo..hi` ramp.
     #[serde(default)]
-    pub adaptive: Option<AdaptiveHi>,
+    pub adaptive: Option<AdaptiveRamp>,
     /// How far the learned part may move the gate's logit either way (see
     /// [`KeyPrior::residual`]). Stored in the model's config because it changes what the
     /// weights mean; checkpoints written before it existed used 2.
@@ -109,17 +109,25 @@ pub struct KeyPrior {
     pub gate_learned: f32,
 }
 
-/// A per-frame ramp end: `hi = clamp(share × median distance of the pixels beyond lo, hi,
-/// max)`. A fixed ramp saturates soft parts (a shadow at 40 % over a light background is
-/// already "opaque" at distance 0.2), and the gate keeps the learned correction small on flat
-/// backgrounds, so the key itself must be right there; where the foreground stands far from
-/// the background a wider ramp is, and where it is close (similar colours) the ramp stays
-/// narrow. On 60 training-split composites (30 procedural, 30 artwork; plain and similar
-/// backgrounds) `lo` 0.03, share 0.8 gained 0.5–1.4 dB on each group over the fixed 0.06..0.2.
+/// A per-frame ramp, the way a chroma keyer's tolerance and softness are set by hand:
+/// - `lo = clamp(noise × the border distances' noise_quantile, lo, lo_max)`: a compressed or
+///   re-encoded flat background (H.264 blocks, GIF dither, a codec's reconstruction) is not
+///   one colour, and a fixed `lo` turns its noise into a haze of partial alpha;
+/// - `hi = clamp(share × median distance of the pixels beyond lo, hi, hi_max)`: a fixed ramp
+///   saturates soft parts (a 25 % shadow on white is "opaque" at distance 0.2) where the
+///   foreground stands far from the background, and stays narrow where it is close (similar
+///   colours).
+///
+/// The gate keeps the learned correction small on flat backgrounds, so there the key itself
+/// must be right. The constants were chosen on training-split composites (procedural and
+/// artwork, 30 each), never on the validation clips.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct AdaptiveHi {
+pub struct AdaptiveRamp {
     pub share: f32,
-    pub max: f32,
+    pub hi_max: f32,
+    pub noise_quantile: f32,
+    pub noise: f32,
+    pub lo_max: f32,
 }
 
 impl Default for KeyPrior {
@@ -148,40 +156,53 @@ impl KeyPrior {
         2.0
     }
 
-    /// The CPU default's prior: the adaptive ramp from a lower `lo` (see [`AdaptiveHi`]).
+    /// The CPU default's prior: the adaptive ramp (see [`AdaptiveRamp`]).
     pub fn adaptive() -> Self {
         Self {
             lo: 0.03,
             hi: 0.2,
-            adaptive: Some(AdaptiveHi {
+            adaptive: Some(AdaptiveRamp {
                 share: 0.8,
-                max: 0.6,
+                hi_max: 0.6,
+                noise_quantile: 0.75,
+                noise: 1.5,
+                lo_max: 0.12,
             }),
             ..Self::default()
         }
     }
 
-    /// The ramp's end for one frame, from its pixels' distances to the key.
-    pub fn frame_hi(&self, dist: &[f32]) -> f32 {
+    /// One frame's ramp `(lo, hi)` from its border pixels' and all its pixels' distances to
+    /// the key (`dist` is only read by the adaptive ramp).
+    pub fn frame_ramp(&self, border: &[f32], dist: &[f32]) -> (f32, f32) {
         let Some(a) = self.adaptive else {
-            return self.hi;
+            return (self.lo, self.hi);
+        };
+        let mut b: Vec<f32> = border.iter().copied().filter(|d| d.is_finite()).collect();
+        let lo = if b.is_empty() {
+            self.lo
+        } else {
+            let q = ((b.len() - 1) as f32 * a.noise_quantile.clamp(0.0, 1.0)).round() as usize;
+            let (_, v, _) = b.select_nth_unstable_by(q, f32::total_cmp);
+            (a.noise * *v).clamp(self.lo, a.lo_max.max(self.lo))
         };
         let mut beyond: Vec<f32> = dist
             .iter()
             .copied()
-            .filter(|&d| d > self.lo && d.is_finite())
+            .filter(|&d| d > lo && d.is_finite())
             .collect();
+        let floor = self.hi.max(lo + 1e-3);
         if beyond.is_empty() {
-            return self.hi;
+            return (lo, floor);
         }
         let mid = beyond.len() / 2;
         let (_, median, _) = beyond.select_nth_unstable_by(mid, f32::total_cmp);
-        (a.share * *median).clamp(self.hi, a.max.max(self.hi))
+        (lo, (a.share * *median).clamp(floor, a.hi_max.max(floor)))
     }
 
-    /// Keyed alpha for one distance under a frame's ramp end `hi`.
-    pub fn ramp(&self, d: f32, hi: f32) -> f32 {
-        ((d - self.lo) / (hi - self.lo).max(1e-6)).clamp(0.0, 1.0)
+    /// Keyed alpha for one distance under a frame's ramp.
+    pub fn ramp(d: f32, (lo, hi): (f32, f32)) -> f32 {
+        ((d - lo) / (hi - lo).max(1e-6)).clamp(0.0, 1.0)
     }
 
     /// The decoder's raw output `y` `[B, 5, H, W]` (alpha correction, RGB correction, gate) on
@@ -234,31 +255,35 @@ impl KeyPrior {
         let k = sorted.dim(2)?;
         let key = sorted.narrow(2, k / 2, 1)?;
         let border_d = border.broadcast_sub(&key)?.sqr()?.sum_keepdim(1)?.sqrt()?;
-        let agree = border_d
-            .lt(f64::from(self.lo))?
-            .to_dtype(pixel.dtype())?
-            .mean_keepdim(2)?
-            .unsqueeze(3)?
-            .broadcast_as((b, 1, h, w))?
-            .contiguous()?;
         let d = pixel
             .broadcast_sub(&key.unsqueeze(3)?)?
             .sqr()?
             .sum_keepdim(1)?
             .sqrt()?;
-        let span = if self.adaptive.is_some() {
-            let per_frame = d.flatten_from(1)?.to_dtype(DType::F32)?.to_vec2::<f32>()?;
-            let spans: Vec<f32> = per_frame
-                .iter()
-                .map(|f| (self.frame_hi(f) - self.lo).max(1e-6))
-                .collect();
-            Tensor::from_vec(spans, (b, 1, 1, 1), d.device())?.to_dtype(d.dtype())?
-        } else {
-            Tensor::full((self.hi - self.lo).max(1e-6), (b, 1, 1, 1), d.device())?
-                .to_dtype(d.dtype())?
+        // Per frame: the ramp, and the share of border pixels within its `lo` (agreement).
+        let border_v = border_d
+            .flatten_from(1)?
+            .to_dtype(DType::F32)?
+            .to_vec2::<f32>()?;
+        let dist_v = match self.adaptive {
+            Some(_) => d.flatten_from(1)?.to_dtype(DType::F32)?.to_vec2::<f32>()?,
+            None => vec![Vec::new(); b],
         };
-        let alpha = (&d - f64::from(self.lo))?
-            .broadcast_div(&span)?
+        let (mut los, mut spans, mut agrees) = (Vec::new(), Vec::new(), Vec::new());
+        for (bd, dist) in border_v.iter().zip(&dist_v) {
+            let (lo, hi) = self.frame_ramp(bd, dist);
+            los.push(lo);
+            spans.push((hi - lo).max(1e-6));
+            agrees.push(bd.iter().filter(|&&x| x < lo).count() as f32 / bd.len().max(1) as f32);
+        }
+        let per_frame =
+            |v: Vec<f32>| Tensor::from_vec(v, (b, 1, 1, 1), d.device())?.to_dtype(d.dtype());
+        let agree = per_frame(agrees)?
+            .broadcast_as((b, 1, h, w))?
+            .contiguous()?;
+        let alpha = d
+            .broadcast_sub(&per_frame(los)?)?
+            .broadcast_div(&per_frame(spans)?)?
             .clamp(0f32, 1f32)?;
         let feats = Tensor::cat(&[&alpha, &d, &agree], 1)?;
         Ok((alpha, feats))
@@ -370,7 +395,13 @@ impl TransparentDecoderConfig {
                 && k.lo < k.hi
                 && k.gate_learned.is_finite()
                 && k.gate_learned >= 0.0
-                && k.adaptive.is_none_or(|a| a.share > 0.0 && a.max >= k.hi))
+                && k.adaptive.is_none_or(|a| {
+                    a.share > 0.0
+                        && a.hi_max >= k.hi
+                        && a.lo_max >= k.lo
+                        && a.noise >= 0.0
+                        && (0.0..=1.0).contains(&a.noise_quantile)
+                }))
         {
             bail!(
                 "transparent decoder config: key prior needs 0 <= lo < hi and a finite gate_learned >= 0, not {k:?}"
@@ -1041,33 +1072,43 @@ mod tests {
     }
 
     #[test]
-    fn the_adaptive_ramp_follows_the_foregrounds_contrast() {
+    fn the_adaptive_ramp_follows_the_borders_noise_and_the_foregrounds_contrast() {
         let fixed = KeyPrior::default();
         let k = KeyPrior::adaptive();
+        let clean = [0.0f32; 32];
         // Background pixels (within lo) do not count; the median of the rest sets hi.
         let frame = |fg: f32| {
             let mut d = vec![0.01f32; 60];
             d.extend(std::iter::repeat_n(fg, 40));
             d
         };
-        assert_eq!(fixed.frame_hi(&frame(0.5)), fixed.hi);
-        assert!((k.frame_hi(&frame(0.5)) - 0.4).abs() < 1e-6);
-        // Clamped to [hi, max]: a foreground close to the background keeps the narrow ramp.
-        assert_eq!(k.frame_hi(&frame(0.1)), k.hi);
-        assert_eq!(k.frame_hi(&frame(1.2)), 0.6);
-        assert_eq!(k.frame_hi(&[0.0; 16]), k.hi);
-        assert_eq!(k.frame_hi(&[f32::NAN, 0.5]), 0.4);
+        let hi = |border: &[f32], d: &[f32]| k.frame_ramp(border, d).1;
+        assert_eq!(fixed.frame_ramp(&clean, &frame(0.5)), (0.06, 0.2));
+        assert_eq!(k.frame_ramp(&clean, &frame(0.5)), (0.03, 0.4));
+        // Clamped to [hi, hi_max]: a foreground close to the background keeps the narrow ramp.
+        assert_eq!(hi(&clean, &frame(0.1)), k.hi);
+        assert_eq!(hi(&clean, &frame(1.2)), 0.6);
+        assert_eq!(hi(&clean, &[0.0; 16]), k.hi);
+        assert_eq!(hi(&clean, &[f32::NAN, 0.5]), 0.4);
+        // A noisy border raises lo (1.5 × its 75th percentile, at most 0.12): the noise keys
+        // out instead of turning into a haze of partial alpha.
+        let noisy: Vec<f32> = (0..32).map(|i| 0.002 * i as f32).collect();
+        let (lo, _) = k.frame_ramp(&noisy, &frame(0.5));
+        assert!((lo - 1.5 * 0.046).abs() < 1e-5, "{lo}");
+        assert_eq!(k.frame_ramp(&[0.5; 8], &frame(0.5)).0, 0.12);
+        assert!(KeyPrior::ramp(0.06, (lo, 0.4)) == 0.0);
+        assert!(KeyPrior::ramp(0.06, k.frame_ramp(&clean, &frame(0.5))) > 0.0);
         // A 25 % black shadow on white (distance 0.25·√3) beside a black character (√3): the
         // fixed ramp calls the shadow opaque, the adaptive one keeps it partial.
         let shadow = 0.25 * 3f32.sqrt();
         let mut d = vec![3f32.sqrt(); 50];
         d.extend(std::iter::repeat_n(shadow, 20));
-        let hi = k.frame_hi(&d);
-        assert_eq!(fixed.ramp(shadow, fixed.frame_hi(&d)), 1.0);
-        let a = k.ramp(shadow, hi);
+        assert_eq!(KeyPrior::ramp(shadow, fixed.frame_ramp(&clean, &d)), 1.0);
+        let a = KeyPrior::ramp(shadow, k.frame_ramp(&clean, &d));
         assert!(a > 0.25 && a < 0.9, "{a}");
         // The tensor path uses the same per-frame ramp.
         let dev = Device::Cpu;
+        // A black square on white, with one pixel of 25 % shadow.
         let mut raw = vec![1f32; 3 * 64];
         for c in 0..3 {
             for y in 2..6 {
@@ -1078,19 +1119,25 @@ mod tests {
             raw[c * 64 + 6 * 8 + 3] = 0.75;
         }
         let pixel = Tensor::from_vec(raw, (1, 3, 8, 8), &dev).expect("pixel");
-        let (alpha, _) = k.features(&pixel).expect("features");
+        let (alpha, feats) = k.features(&pixel).expect("features");
         let alpha = alpha
             .flatten_all()
             .and_then(|a| a.to_vec1::<f32>())
             .expect("alpha");
         assert_eq!(alpha[0], 0.0);
         assert_eq!(alpha[3 * 8 + 3], 1.0);
-        let want = k.ramp(shadow, 0.6);
+        let want = KeyPrior::ramp(shadow, (0.03, 0.6));
         assert!(
             (alpha[6 * 8 + 3] - want).abs() < 1e-5,
             "{} vs {want}",
             alpha[6 * 8 + 3]
         );
+        // Agreement: the whole border matches the key.
+        let agree = feats
+            .narrow(1, 2, 1)
+            .and_then(|a| a.mean_all())
+            .and_then(|a| a.to_scalar::<f32>());
+        assert_eq!(agree.expect("agree"), 1.0);
     }
 
     #[test]

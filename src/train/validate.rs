@@ -68,14 +68,13 @@ pub fn colour_key(sample: &Sample, rule: &KeyPrior) -> Vec<Plane> {
                 v[v.len() / 2]
             };
             let key = [median(r), median(g), median(b)];
-            let dist: Vec<f32> = (0..n)
-                .map(|k| {
-                    ((r[k] - key[0]).powi(2) + (g[k] - key[1]).powi(2) + (b[k] - key[2]).powi(2))
-                        .sqrt()
-                })
-                .collect();
-            let hi = rule.frame_hi(&dist);
-            let data = dist.iter().map(|&d| rule.ramp(d, hi)).collect();
+            let dist_at = |k: usize| {
+                ((r[k] - key[0]).powi(2) + (g[k] - key[1]).powi(2) + (b[k] - key[2]).powi(2)).sqrt()
+            };
+            let dist: Vec<f32> = (0..n).map(dist_at).collect();
+            let border_dist: Vec<f32> = border.iter().map(|&k| dist[k]).collect();
+            let ramp = rule.frame_ramp(&border_dist, &dist);
+            let data = dist.iter().map(|&d| KeyPrior::ramp(d, ramp)).collect();
             Plane { w: s, h: s, data }
         })
         .collect()
