@@ -119,8 +119,8 @@ pub struct KeyPrior {
 ///   colours).
 ///
 /// The gate keeps the learned correction small on flat backgrounds, so there the key itself
-/// must be right. The constants were chosen on training-split composites (procedural and
-/// artwork, 30 each), never on the validation clips.
+/// must be right. The constants were chosen on training-split composites, never on the
+/// validation clips (`tests/bench/key_ramp_study.py` prints the comparison).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct AdaptiveRamp {
     pub share: f32,
@@ -178,26 +178,13 @@ impl KeyPrior {
         let Some(a) = self.adaptive else {
             return (self.lo, self.hi);
         };
-        let mut b: Vec<f32> = border.iter().copied().filter(|d| d.is_finite()).collect();
-        let lo = if b.is_empty() {
-            self.lo
-        } else {
-            let q = ((b.len() - 1) as f32 * a.noise_quantile.clamp(0.0, 1.0)).round() as usize;
-            let (_, v, _) = b.select_nth_unstable_by(q, f32::total_cmp);
-            (a.noise * *v).clamp(self.lo, a.lo_max.max(self.lo))
-        };
-        let mut beyond: Vec<f32> = dist
-            .iter()
-            .copied()
-            .filter(|&d| d > lo && d.is_finite())
-            .collect();
+        let lo = quantile(border.iter().copied(), a.noise_quantile).map_or(self.lo, |v| {
+            (a.noise * v).clamp(self.lo, a.lo_max.max(self.lo))
+        });
         let floor = self.hi.max(lo + 1e-3);
-        if beyond.is_empty() {
-            return (lo, floor);
-        }
-        let mid = beyond.len() / 2;
-        let (_, median, _) = beyond.select_nth_unstable_by(mid, f32::total_cmp);
-        (lo, (a.share * *median).clamp(floor, a.hi_max.max(floor)))
+        let hi = quantile(dist.iter().copied().filter(|&d| d > lo), 0.5)
+            .map_or(floor, |m| (a.share * m).clamp(floor, a.hi_max.max(floor)));
+        (lo, hi)
     }
 
     /// Keyed alpha for one distance under a frame's ramp.
@@ -292,6 +279,17 @@ impl KeyPrior {
 
 fn one() -> usize {
     1
+}
+
+/// The `q`-quantile (nearest rank, `round((n − 1)·q)`) of the finite values, `None` if there
+/// are none.
+fn quantile(values: impl Iterator<Item = f32>, q: f32) -> Option<f32> {
+    let mut v: Vec<f32> = values.filter(|x| x.is_finite()).collect();
+    if v.is_empty() {
+        return None;
+    }
+    let at = ((v.len() - 1) as f32 * q.clamp(0.0, 1.0)).round() as usize;
+    Some(*v.select_nth_unstable_by(at, f32::total_cmp).1)
 }
 
 impl TransparentDecoderConfig {

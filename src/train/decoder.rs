@@ -3,8 +3,8 @@
 //! codec encodes it, and the decoder learns to recover the foreground's alpha and colour.
 //!
 //! Loss (weights are flags): `w_alpha·L1(α) + w_mse·MSE(α) + w_psnr·dB(α) + w_grad·L1(∇α) +
-//! w_rgb·L1_α(rgb) + w_temporal·L1(Δtα)` (`dB`: see [`LossWeights::psnr`]), where `L1_α` weighs the colour error by the true alpha (colour under α = 0 is
-//! undefined) and `Δt` is the frame-to-frame difference inside a clip: matching the truth's
+//! w_rgb·L1_α(rgb) + w_temporal·L1(Δtα)` (`dB`: see [`LossWeights::psnr`]), where `L1_α`
+//! weighs the colour error by the true alpha (colour under α = 0 is undefined) and `Δt` is the frame-to-frame difference inside a clip: matching the truth's
 //! change, not suppressing change, so real motion is not penalised while flicker is.
 
 use std::path::Path;
@@ -292,9 +292,10 @@ pub fn loss_terms(
     let rgb = y.narrow(1, 1, 3)?;
     let diff = (&a - alpha)?;
     let l_alpha = diff.abs()?.mean_all()?;
-    let l_mse = diff.sqr()?.mean_all()?;
+    let sq = diff.sqr()?;
+    let l_mse = sq.mean_all()?;
     // 10·log10((MSE + floor) / floor): 0 on the truth, 40 dB for a clip that is all wrong.
-    let l_db = (((diff.sqr()?.reshape((clips, ()))?.mean(1)? / DB_FLOOR)? + 1.0)?.log()?
+    let l_db = (((sq.reshape((clips, ()))?.mean(1)? / DB_FLOOR)? + 1.0)?.log()?
         * (10.0 / std::f64::consts::LN_10))?
         .mean_all()?;
     let dx = |x: &Tensor| -> candle_core::Result<Tensor> {
