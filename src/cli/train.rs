@@ -179,6 +179,14 @@ pub struct CodecArgs {
     /// Channels of the three stages.
     #[arg(long, value_delimiter = ',', default_value = "16,32,64")]
     pub channels: Vec<usize>,
+    /// Train on the generator's data instead: artwork and procedural stickers over this flat
+    /// key colour (R,G,B, 0-255), no photos or hard backgrounds. A generator can only paint
+    /// what its codec decodes, so its codec is trained on what it paints.
+    #[arg(long)]
+    pub over_key: Option<String>,
+    /// Extra weight of the sticker's pixels in the reconstruction loss (`1 + w · alpha`).
+    #[arg(long, default_value_t = 0.0)]
+    pub fg_weight: f64,
 }
 
 /// Model shapes `train decoder` can build.
@@ -449,7 +457,32 @@ fn train_codec(args: &CodecArgs) -> anyhow::Result<bool> {
         norm_groups: 8.min(a),
     };
     cfg.validate()?;
-    let data = data_config(c.size, c.frames, &c.sources)?;
+    if !(args.fg_weight.is_finite() && args.fg_weight >= 0.0) {
+        bail!("--fg-weight must be a number >= 0");
+    }
+    let extra = serde_json::json!({
+        "latent_weight": codec_train::LATENT_WEIGHT,
+        "fg_weight": args.fg_weight,
+    });
+    let (data_json, mut loader) = match &args.over_key {
+        None => {
+            let data = data_config(c.size, c.frames, &c.sources)?;
+            let json = data_json(&data, extra);
+            (json, loader(c, data, start_step(c))?)
+        }
+        Some(key) => {
+            let data = key_data(c, parse_key(key)?)?;
+            let mut json = data.to_json();
+            json["over_key"] = serde_json::Value::Bool(true);
+            json["extra"] = extra;
+            let seed = c.seed;
+            let make: Arc<MakeFn> =
+                Arc::new(move |i| crate::train::generator::make_gen_sample(&data, seed, i));
+            let prefetch = (2 * c.batch).max(c.workers);
+            let start = start_step(c) * c.batch as u64;
+            (json, Loader::new(make, start, c.workers.max(1), prefetch)?)
+        }
+    };
     let (varmap, codec) = codec_train::build(&cfg, &dev)?;
     let mut names: Vec<String> = varmap_tensors(&varmap).into_keys().collect();
     names.sort();
@@ -458,27 +491,48 @@ fn train_codec(args: &CodecArgs) -> anyhow::Result<bool> {
         varmap: &varmap,
         trainable: names,
         model_json: serde_json::to_value(&cfg)?,
-        data_json: data_json(
-            &data,
-            serde_json::json!({ "latent_weight": codec_train::LATENT_WEIGHT }),
-        ),
+        data_json,
         schedule: schedule(c)?,
         dir: c.out.clone(),
         terms: codec_train::TERMS.to_vec(),
     };
     write_run_json(&c.out, args)?;
-    let mut loader = loader(c, data, start_step(c))?;
     let cfg_json = serde_json::to_string(&cfg)?;
     let out_file = c.out.join(CODEC_FILE);
     let summary = run.train(
         &mut loader,
         c.resume,
-        &mut |batch| codec_train::codec_loss(&codec, batch, &dev),
+        &mut |batch| codec_train::codec_loss(&codec, batch, args.fg_weight, &dev),
         &mut || save_checkpoint(&varmap_tensors(&varmap), &cfg_json, &out_file).map(|_| ()),
         &mut reporter(c.quiet),
     )?;
     print_summary("codec", &summary, &out_file);
     Ok(true)
+}
+
+/// The generator's samples (artwork share from `--art-share`, procedural otherwise) over a
+/// flat `key`, for `train codec --over-key`.
+fn key_data(c: &CommonArgs, key: [u8; 3]) -> anyhow::Result<crate::train::generator::GenData> {
+    use crate::model::generator::GenConfig;
+    use crate::train::generator::{GenData, build_vocabulary};
+    if c.sources.photos.is_some() || !c.sources.backgrounds.is_empty() {
+        bail!("--over-key paints stickers over the key: --photos and --backgrounds do not apply");
+    }
+    let art = c
+        .sources
+        .art
+        .as_deref()
+        .map(load_art)
+        .transpose()?
+        .map(Arc::new);
+    let mut cfg = GenConfig::default_shape();
+    cfg.frames = c.frames as usize;
+    cfg.size = c.size as usize;
+    cfg.key_colour = key;
+    let vocab = build_vocabulary(art.as_deref(), 0);
+    let mut data = GenData::new(&cfg, Arc::new(vocab), art);
+    data.art_share = c.sources.art_share.clamp(0.0, 1.0);
+    Ok(data)
 }
 
 fn decoder_config(args: &DecoderArgs) -> IldiffConfig {

@@ -211,6 +211,9 @@ pub struct Generator {
     /// clips are then denoised in overlapping windows here. `None`: the whole clip at once
     /// (the SD UNet windows inside `predict_noise`).
     pub frame_window: Option<usize>,
+    /// Share of the noise's variance common to all frames (`GenConfig::frame_noise_share`
+    /// for the embedded default, 0 for SD-1.5): sampling must draw noise as training did.
+    pub frame_noise_share: f64,
     pub device: Device,
 }
 
@@ -322,8 +325,9 @@ pub fn vocabulary_groups(path: &Path) -> Result<WordGroups> {
 }
 
 /// A generator file written by `ildiff train generator` (word conditioner, latent UNet and its
-/// codec) with an ILDiff checkpoint, which must share that codec's latent space, as the
-/// transparency decoder.
+/// codec) with an ILDiff checkpoint as the transparency decoder. The two may have different
+/// codecs of the same shape of latent (4 channels at 1/8): the matting model re-encodes the
+/// decoded frames with its own.
 pub fn embedded_generator(path: &Path, decoder: &Path, device: &Device) -> Result<Generator> {
     let model = load_generator_on(path, DType::F32, device)?;
     let decoder = load_decoder(decoder, device)?;
@@ -354,6 +358,7 @@ pub fn embedded_generator(path: &Path, decoder: &Path, device: &Device) -> Resul
         default_size: config.size as u32,
         decode_chunk: 8,
         frame_window: None,
+        frame_noise_share: config.frame_noise_share,
         device: device.clone(),
     };
     generator.check()?;
@@ -518,7 +523,8 @@ pub fn generate(
     let c = generator.denoiser.latent_channels();
     let shape = (frames, c, height as usize / f, width as usize / f);
     let mut rng = NoiseRng::new(request.seed);
-    let mut x = (rng.tensor(shape, &generator.device)? * sampler.init_noise_sigma())
+    let share = generator.frame_noise_share;
+    let mut x = (rng.clip_tensor(shape, share, &generator.device)? * sampler.init_noise_sigma())
         .map_err(err("sampling"))?;
     let total = sampler.len();
     step(progress, STAGE_DENOISE, 0, total)?;
@@ -539,7 +545,7 @@ pub fn generate(
             None => e_cond,
         };
         let noise = if sampler.needs_noise() {
-            Some(rng.tensor(shape, &generator.device)?)
+            Some(rng.clip_tensor(shape, share, &generator.device)?)
         } else {
             None
         };
@@ -584,7 +590,15 @@ pub fn generate(
                 let end = (start + seg).min(frames);
                 let (lo, hi) = (start.saturating_sub(r), (end + r).min(frames));
                 let px = pixel.narrow(0, lo, hi - lo).map_err(err("matting"))?;
-                let lat = latent.narrow(0, lo, hi - lo).map_err(err("matting"))?;
+                // A matting model with its own codec reads that codec's latents of the frames,
+                // exactly as when it mattes a user's clip: the generator's codec may be
+                // another (trained on what the generator paints), and even the same codec
+                // gives encode(decode(z)) for frames, which is what the model was trained on.
+                let lat = match model.codec() {
+                    Some(codec) => codec.encode(&px),
+                    None => latent.narrow(0, lo, hi - lo),
+                }
+                .map_err(err("matting"))?;
                 let mut inner = |_: &str, done: u64, _: u64| {
                     let here = (done as usize).saturating_sub(start - lo).min(end - start);
                     progress.step(STAGE_MATTE, (start + here) as u64, frames as u64)
@@ -724,6 +738,7 @@ pub(crate) mod tests {
             default_size: 64,
             decode_chunk: 3,
             frame_window: None,
+            frame_noise_share: 0.0,
             device: Device::Cpu,
         };
         (g, denoiser)

@@ -362,11 +362,68 @@ impl NoiseRng {
             .and_then(|t| t.to_dtype(DType::F32))
             .map_err(err)
     }
+
+    /// Noise for a clip `[frames, C, h, w]` whose frames share `share` of the variance:
+    /// `√share · common + √(1 - share) · own` (unit variance either way). `share` 0 draws
+    /// exactly what [`NoiseRng::tensor`] draws, so seeds of independent-noise models keep
+    /// their pictures.
+    pub fn clip_tensor(
+        &mut self,
+        shape: (usize, usize, usize, usize),
+        share: f64,
+        device: &Device,
+    ) -> Result<Tensor> {
+        let own = self.tensor(shape, device)?;
+        if share <= 0.0 {
+            return Ok(own);
+        }
+        let (_, c, h, w) = shape;
+        let common = self.tensor((1, c, h, w), device)?;
+        (own * (1.0 - share).sqrt())
+            .and_then(|o| o.broadcast_add(&(common * share.sqrt())?))
+            .map_err(err)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn clip_noise_shares_the_asked_variance_across_frames() {
+        let dev = Device::Cpu;
+        let shape = (4, 2, 32, 32);
+        // Share 0 is exactly the independent draw.
+        let a = NoiseRng::new(9).clip_tensor(shape, 0.0, &dev).expect("a");
+        let b = NoiseRng::new(9).tensor(shape, &dev).expect("b");
+        let diff: f32 = (a - b)
+            .and_then(|d| d.abs())
+            .and_then(|d| d.max_all())
+            .and_then(|d| d.to_scalar())
+            .expect("diff");
+        assert_eq!(diff, 0.0);
+        for share in [0.3, 0.7] {
+            let t = NoiseRng::new(5).clip_tensor(shape, share, &dev).expect("t");
+            let v: Vec<Vec<f32>> = (0..4)
+                .map(|f| {
+                    t.get(f)
+                        .and_then(|x| x.flatten_all())
+                        .and_then(|x| x.to_vec1())
+                        .expect("frame")
+                })
+                .collect();
+            let n = v[0].len() as f64;
+            let var = v[1].iter().map(|&x| f64::from(x).powi(2)).sum::<f64>() / n;
+            let cov = v[0]
+                .iter()
+                .zip(&v[2])
+                .map(|(&x, &y)| f64::from(x) * f64::from(y))
+                .sum::<f64>()
+                / n;
+            assert!((var - 1.0).abs() < 0.1, "variance {var}");
+            assert!((cov - share).abs() < 0.1, "share {share}: covariance {cov}");
+        }
+    }
 
     #[test]
     fn timesteps_follow_diffusers() {

@@ -212,6 +212,7 @@ impl SdFiles {
             default_size: 512,
             decode_chunk: 2,
             frame_window: None,
+            frame_noise_share: 0.0,
             device: device.clone(),
         };
         generator.check()?;

@@ -31,15 +31,38 @@ pub fn build(cfg: &SmallCodecConfig, device: &Device) -> Result<(VarMap, SmallCo
     Ok((varmap, codec))
 }
 
-/// Reconstruction loss of the batch's composite frames.
-pub fn codec_loss(codec: &SmallCodec, batch: &Batch, device: &Device) -> Result<LossOut> {
+/// Reconstruction loss of the batch's composite frames. With `fg_weight` > 0 a pixel's L1
+/// error counts `1 + fg_weight · alpha` times (normalised by the mean weight): over a flat key
+/// the background is most of the canvas and trivially easy, so an unweighted loss spends the
+/// codec's capacity on it rather than on the sticker.
+pub fn codec_loss(
+    codec: &SmallCodec,
+    batch: &Batch,
+    fg_weight: f64,
+    device: &Device,
+) -> Result<LossOut> {
     let n = batch.clips * batch.frames;
-    let x = Tensor::from_slice(&batch.rgb, (n, 3, batch.size, batch.size), device)
-        .map_err(model_err)?;
+    let s = batch.size;
+    let x = Tensor::from_slice(&batch.rgb, (n, 3, s, s), device).map_err(model_err)?;
+    let weight = if fg_weight > 0.0 && batch.alpha.len() == n * s * s {
+        let a = Tensor::from_slice(&batch.alpha, (n, 1, s, s), device).map_err(model_err)?;
+        let w = ((a * fg_weight).and_then(|w| w + 1.0)).map_err(model_err)?;
+        let mean = w
+            .mean_all()
+            .and_then(|m| m.to_scalar::<f32>())
+            .map_err(model_err)?;
+        Some((w / f64::from(mean)).map_err(model_err)?)
+    } else {
+        None
+    };
     let inner = || -> candle_core::Result<LossOut> {
         let z = codec.encode(&x)?;
         let y = codec.decode_unclipped(&z)?;
-        let recon = (y - &x)?.abs()?.mean_all()?;
+        let err = (y - &x)?.abs()?;
+        let recon = match &weight {
+            Some(w) => err.broadcast_mul(w)?.mean_all()?,
+            None => err.mean_all()?,
+        };
         let lat = z.sqr()?.mean_all()?;
         let total = (&recon + (&lat * LATENT_WEIGHT)?)?;
         let parts = vec![
@@ -82,16 +105,16 @@ mod tests {
             },
         )
         .expect("adam");
-        let first = codec_loss(&codec, &batch, &dev).expect("loss");
+        let first = codec_loss(&codec, &batch, 0.0, &dev).expect("loss");
         let g = first.0.backward().expect("bwd");
         assert_eq!(opt.missing_grads(&g), Vec::<String>::new());
         let l0 = first.1[0].1;
         opt.step(&g).expect("step");
         for _ in 0..19 {
-            let (l, _) = codec_loss(&codec, &batch, &dev).expect("loss");
+            let (l, _) = codec_loss(&codec, &batch, 0.0, &dev).expect("loss");
             opt.step(&l.backward().expect("bwd")).expect("step");
         }
-        let l1 = codec_loss(&codec, &batch, &dev).expect("loss").1[0].1;
+        let l1 = codec_loss(&codec, &batch, 0.0, &dev).expect("loss").1[0].1;
         assert!(l1 < 0.8 * l0, "reconstruction {l0} -> {l1}");
     }
 }

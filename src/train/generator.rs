@@ -505,7 +505,17 @@ pub fn generator_loss(
         let z = model.codec.encode(&x)?.detach();
         let x0 = model.to_diffusion(&z)?;
         let dims = x0.dims().to_vec();
-        let eps = Tensor::from_vec(normals(&mut rng, x0.elem_count()), dims.as_slice(), device)?;
+        let mut eps =
+            Tensor::from_vec(normals(&mut rng, x0.elem_count()), dims.as_slice(), device)?;
+        let share = model.config.frame_noise_share;
+        if share > 0.0 {
+            // Mixed noise: one draw per clip shared by its frames (see `GenConfig`).
+            let per = x0.elem_count() / n;
+            let shared = Tensor::from_vec(normals(&mut rng, clips * per), (clips, 1, per), device)?;
+            eps = ((eps.reshape((clips, frames, per))? * (1.0 - share).sqrt())?
+                .broadcast_add(&(shared * share.sqrt())?)?)
+            .reshape(dims.as_slice())?;
+        }
         let per_frame = |f: &dyn Fn(f64) -> f64| -> candle_core::Result<Tensor> {
             let v: Vec<f32> = ts
                 .iter()

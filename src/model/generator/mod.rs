@@ -132,6 +132,14 @@ pub struct GenConfig {
     pub frames: usize,
     /// Sticker side in pixels it was trained on (latents are size / 8).
     pub size: usize,
+    /// Share `s` of the noise's variance common to all frames of a clip: each frame's noise
+    /// is `√s · shared + √(1 - s) · own` (the "mixed noise" of PYoCo, Ge et al. 2023), in
+    /// training and in sampling alike. Why: frames of a sticker are nearly the same picture,
+    /// and independent noise per frame makes the model invent that sameness from nothing;
+    /// with shared noise the frames start alike. 0 (files written before it existed):
+    /// independent noise.
+    #[serde(default)]
+    pub frame_noise_share: f64,
 }
 
 /// The default key colour: magenta (see the module docs for why).
@@ -151,6 +159,7 @@ impl GenConfig {
             schedule: NoiseSchedule::default(),
             frames: 16,
             size: 256,
+            frame_noise_share: 0.5,
         }
     }
 
@@ -196,6 +205,12 @@ impl GenConfig {
             || self.latent_mean.iter().any(|m| !m.is_finite())
         {
             return bad("latent statistics out of range".into());
+        }
+        if !(0.0..1.0).contains(&self.frame_noise_share) {
+            return bad(format!(
+                "frame_noise_share {} is outside [0, 1)",
+                self.frame_noise_share
+            ));
         }
         let m = 8 * self.unet.size_multiple();
         if self.frames == 0 || self.size == 0 || !self.size.is_multiple_of(m) {

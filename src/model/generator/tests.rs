@@ -149,6 +149,50 @@ fn frames_meet_only_in_the_temporal_layers() {
 }
 
 #[test]
+fn temporal_attention_lets_every_frame_read_every_other_in_any_order() {
+    let cfg = GenConfig::tiny();
+    assert!(!cfg.unet.temporal_attn_levels.is_empty());
+    let (varmap, m) = tiny_model(&cfg);
+    let dev = Device::Cpu;
+    // Only the temporal attention awake (convolutions' projections and cross-attention zero).
+    wake(&varmap, "temporal_attn");
+    let frames = 6;
+    let x = latents(1, frames, 8);
+    let ctx = m.conditioner.null_context(&dev).expect("ctx");
+    let y = m.unet.predict_noise(&x, 400.0, &ctx, frames).expect("y");
+    // No position encoding: reordering the frames reorders the outputs.
+    let perm = [2, 5, 0, 4, 1, 3];
+    let yp = m
+        .unet
+        .predict_noise(&permute_frames(&x, frames, &perm), 400.0, &ctx, frames)
+        .expect("yp");
+    assert!(max_diff(&permute_frames(&y, frames, &perm), &yp) < 1e-4);
+    // ... but frame 0 is read by frame 3, the farthest on the loop (a 3-tap convolution would
+    // need several layers to get there).
+    let far = Tensor::cat(
+        &[latents(1, 1, 8), x.narrow(0, 1, frames - 1).expect("rest")],
+        0,
+    )
+    .expect("cat");
+    let yf = m.unet.predict_noise(&far, 400.0, &ctx, frames).expect("yf");
+    let d3 = max_diff(
+        &y.narrow(0, 3, 1).expect("a"),
+        &yf.narrow(0, 3, 1).expect("b"),
+    );
+    assert!(d3 > 1e-4, "frame 3 did not see frame 0 change ({d3})");
+    // A file written before temporal attention existed reads back without it.
+    let mut json = serde_json::to_value(&cfg.unet).expect("json");
+    json.as_object_mut()
+        .expect("object")
+        .remove("temporal_attn_levels");
+    let old: GenUnetConfig = serde_json::from_value(json).expect("old config");
+    assert!(old.temporal_attn_levels.is_empty());
+    let mut bad = cfg.unet.clone();
+    bad.temporal_attn_levels = vec![7];
+    assert!(bad.validate().is_err());
+}
+
+#[test]
 fn null_conditioning_and_timestep_change_the_prediction() {
     let cfg = GenConfig::tiny();
     let (varmap, m) = tiny_model(&cfg);

@@ -20,7 +20,9 @@
 //! are neighbours), SiLU and a zero-initialised 1x1 projection added back. A fresh model is
 //! therefore an image model run per frame (as AnimateDiff starts its motion modules), and the
 //! temporal layers learn motion from there. Twelve such layers give each pixel a receptive field
-//! of the whole 16-frame loop.
+//! of the whole 16-frame loop. At the levels in `temporal_attn_levels` a temporal
+//! self-attention (each pixel position over all frames of its clip) follows the convolution,
+//! so every frame can read every other directly.
 //!
 //! **Conditioning.** The timestep (sinusoidal embedding -> MLP) plus the mean of the word
 //! context (a linear map; FiLM-like, so even a level without attention knows the prompt) is
@@ -62,6 +64,11 @@ pub struct GenUnetConfig {
     pub context_dim: usize,
     /// Width of the sinusoidal timestep features (the MLP widens them to 4 x channels[0]).
     pub time_dim: usize,
+    /// Levels (indices into `channels`; the last one includes the mid blocks) whose blocks
+    /// also have temporal self-attention after the temporal convolution. Files written before
+    /// it existed have none.
+    #[serde(default)]
+    pub temporal_attn_levels: Vec<usize>,
 }
 
 impl Default for GenUnetConfig {
@@ -78,6 +85,7 @@ impl Default for GenUnetConfig {
             norm_groups: 8,
             context_dim: 128,
             time_dim: 64,
+            temporal_attn_levels: vec![0, 1, 2],
         }
     }
 }
@@ -94,6 +102,7 @@ impl GenUnetConfig {
             norm_groups: 4,
             context_dim: 8,
             time_dim: 8,
+            temporal_attn_levels: vec![1],
         }
     }
 
@@ -125,6 +134,16 @@ impl GenUnetConfig {
                     "generator UNet: {} heads do not divide {c} channels",
                     self.heads
                 );
+            }
+        }
+        for &l in &self.temporal_attn_levels {
+            match self.channels.get(l) {
+                None => bail!("generator UNet: temporal attention level {l} does not exist"),
+                Some(c) if !c.is_multiple_of(self.heads) => bail!(
+                    "generator UNet: {} heads do not divide {c} channels",
+                    self.heads
+                ),
+                Some(_) => {}
             }
         }
         if self.context_dim == 0 || self.time_dim < 2 || !self.time_dim.is_multiple_of(2) {
@@ -302,6 +321,71 @@ impl Temporal {
     }
 }
 
+/// Temporal self-attention: each pixel position attends to the same position in every frame
+/// of its clip, `x + out(attn(GN(x)))`. Why, beside the 3-tap convolution: a convolution
+/// passes content one frame per layer, so a sticker's look drifts along the loop; attention
+/// lets every frame read every other at once, which is what keeps the subject the same
+/// across the clip (AnimateDiff's motion modules are such layers). No position encoding: the
+/// convolution before it already tells neighbours apart, and attention without one treats
+/// the loop's seam like any other pair of frames. Output starts at zero.
+#[derive(Debug, Clone)]
+struct TemporalAttention {
+    heads: usize,
+    norm: FusedGroupNorm,
+    qkv: FastConv2d,
+    out: FastConv2d,
+}
+
+impl TemporalAttention {
+    fn new(
+        c: usize,
+        cfg: &GenUnetConfig,
+        level: usize,
+        cost: &mut Cost,
+        vb: VarBuilder,
+    ) -> Result<Self> {
+        cost.conv(c, 4 * c, 1, level);
+        Ok(Self {
+            heads: cfg.heads,
+            norm: group_norm(cfg.norm_groups, c, 1e-5, vb.pp("norm"))?,
+            qkv: conv(c, 3 * c, 1, 1, vb.pp("qkv"))?,
+            out: zero_conv(c, c, vb.pp("out"))?,
+        })
+    }
+
+    fn forward(&self, x: &Tensor, frames: usize) -> Result<Tensor> {
+        let (n, c, h, w) = x.dims4()?;
+        if frames == 1 {
+            return Ok(x.clone());
+        }
+        let clips = n / frames;
+        // [clips*frames, 3c, h, w] -> [clips*h*w, frames, 3c]
+        let t = self
+            .qkv
+            .forward(&self.norm.forward(x)?)?
+            .reshape((clips, frames, 3 * c, h * w))?
+            .permute((0, 3, 1, 2))?
+            .contiguous()?
+            .reshape((clips * h * w, frames, 3 * c))?;
+        let (q, k, v) = (
+            t.narrow(2, 0, c)?,
+            t.narrow(2, c, c)?,
+            t.narrow(2, 2 * c, c)?,
+        );
+        let a = attend(
+            &q.contiguous()?,
+            &k.contiguous()?,
+            &v.contiguous()?,
+            self.heads,
+        )?
+        .reshape((clips, h * w, frames, c))?
+        .permute((0, 2, 3, 1))?
+        .contiguous()?
+        .reshape((n, c, h, w))?;
+        x + self.out.forward(&a)?
+    }
+}
+
 /// Multi-head attention of a level's pixels to the words (and, in the mid block, first to
 /// the other pixels of the same frame).
 #[derive(Debug, Clone)]
@@ -379,6 +463,7 @@ impl Attention {
 struct Block {
     res: ResBlock,
     temporal: Temporal,
+    temporal_attn: Option<TemporalAttention>,
     attn: Option<Attention>,
 }
 
@@ -396,6 +481,17 @@ impl Block {
         Ok(Self {
             res: ResBlock::new(c_in, c_out, cfg, level, cost, vb.pp("res"))?,
             temporal: Temporal::new(c_out, cfg.norm_groups, level, cost, vb.pp("temporal"))?,
+            temporal_attn: if cfg.temporal_attn_levels.contains(&level) {
+                Some(TemporalAttention::new(
+                    c_out,
+                    cfg,
+                    level,
+                    cost,
+                    vb.pp("temporal_attn"),
+                )?)
+            } else {
+                None
+            },
             attn: attn
                 .map(|with_self| Attention::new(c_out, cfg, with_self, level, cost, vb.pp("attn")))
                 .transpose()?,
@@ -404,7 +500,10 @@ impl Block {
 
     fn forward(&self, x: &Tensor, temb: &Tensor, ctx: &Tensor, frames: usize) -> Result<Tensor> {
         let h = self.res.forward(x, temb)?;
-        let h = self.temporal.forward(&h, frames)?;
+        let mut h = self.temporal.forward(&h, frames)?;
+        if let Some(ta) = &self.temporal_attn {
+            h = ta.forward(&h, frames)?;
+        }
         match &self.attn {
             Some(a) => a.forward(&h, ctx, frames),
             None => Ok(h),
@@ -413,7 +512,7 @@ impl Block {
 }
 
 /// The generator's denoiser (see the module docs). Weight names: `conv_in`, `time.{linear_1,
-/// linear_2,words}`, `down.{i}.blocks.{j}.{res,temporal,attn}`, `down.{i}.downsample`,
+/// linear_2,words}`, `down.{i}.blocks.{j}.{res,temporal,temporal_attn,attn}`, `down.{i}.downsample`,
 /// `mid.{0,1}`, `up.{i}.blocks.{j}`, `norm_out`, `conv_out`.
 #[derive(Debug, Clone)]
 pub struct GenUnet {
