@@ -327,3 +327,65 @@ fn pack_whatsapp_writes_contents_json_tray_and_stickers() {
         assert_eq!((img.width(), img.height()), (512, 512));
     }
 }
+
+/// A codec for the generator: trained on stickers over a flat key, stopped early with
+/// `--stop-after` (schedule of `--steps` kept), then carried on with `--resume`.
+#[test]
+fn codec_over_a_key_stops_after_a_step_and_resumes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("run");
+    let o = out.to_str().expect("utf8");
+    let base = [
+        "train",
+        "codec",
+        "-o",
+        o,
+        "--over-key",
+        "255,0,255",
+        "--fg-weight",
+        "3",
+        "--channels",
+        "8,8,8",
+        "--steps",
+        "3",
+        "--batch",
+        "1",
+        "--frames",
+        "1",
+        "--size",
+        "32",
+        "--warmup",
+        "1",
+        "--checkpoint-every",
+        "10",
+        "-q",
+    ];
+    let steps_in_log = || {
+        std::fs::read_to_string(out.join("log.csv"))
+            .expect("log")
+            .lines()
+            .skip(1)
+            .count()
+    };
+    let mut first = base.to_vec();
+    first.extend(["--stop-after", "2"]);
+    let r = ildiff(&first);
+    assert!(r.status.success(), "{}", stderr(&r));
+    assert_eq!(steps_in_log(), 2, "stopped after step 2");
+    assert!(out.join("codec.safetensors").is_file());
+    let run: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("run.json")).expect("run.json"))
+            .expect("json");
+    assert_eq!(run["args"]["over_key"], "255,0,255");
+    let mut again = base.to_vec();
+    again.push("--resume");
+    let r = ildiff(&again);
+    assert!(r.status.success(), "{}", stderr(&r));
+    assert_eq!(steps_in_log(), 3, "resumed to the schedule's end");
+    // Photos do not belong to a codec over a key.
+    let mut bad = base.to_vec();
+    bad.extend(["--photos", o]);
+    let r = ildiff(&bad);
+    assert!(!r.status.success());
+    assert!(stderr(&r).contains("--over-key"), "{}", stderr(&r));
+}

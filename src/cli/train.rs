@@ -141,6 +141,10 @@ pub struct CommonArgs {
     /// Carry on from the run folder's checkpoint.
     #[arg(long)]
     pub resume: bool,
+    /// Stop after this step (saving a checkpoint), with the learning-rate schedule still that
+    /// of `--steps`: a run stopped early reproducibly, which `--resume` can carry on.
+    #[arg(long)]
+    pub stop_after: Option<u64>,
     /// Data loader threads.
     #[arg(long, default_value_t = 1)]
     pub workers: usize,
@@ -417,8 +421,9 @@ fn start_step_exists(out: &Path) -> bool {
 }
 
 /// Progress line: step, loss terms, speed and ETA, on stderr.
-fn reporter(quiet: bool) -> impl FnMut(&StepLog) -> bool {
+fn reporter(c: &CommonArgs) -> impl FnMut(&StepLog) -> bool {
     let start = Instant::now();
+    let (quiet, stop_after) = (c.quiet, c.stop_after);
     move |s: &StepLog| {
         if !quiet && (s.step.is_multiple_of(10) || s.saved || s.step == s.total) {
             let eta = s.secs_per_step * (s.total - s.step) as f64;
@@ -437,7 +442,7 @@ fn reporter(quiet: bool) -> impl FnMut(&StepLog) -> bool {
             );
             let _ = std::io::stderr().flush();
         }
-        true
+        stop_after.is_none_or(|n| s.step < n)
     }
 }
 
@@ -504,7 +509,7 @@ fn train_codec(args: &CodecArgs) -> anyhow::Result<bool> {
         c.resume,
         &mut |batch| codec_train::codec_loss(&codec, batch, args.fg_weight, &dev),
         &mut || save_checkpoint(&varmap_tensors(&varmap), &cfg_json, &out_file).map(|_| ()),
-        &mut reporter(c.quiet),
+        &mut reporter(c),
     )?;
     print_summary("codec", &summary, &out_file);
     Ok(true)
@@ -614,7 +619,7 @@ fn train_decoder(args: &DecoderArgs) -> anyhow::Result<bool> {
         c.resume,
         &mut |batch| decoder_loss(&model, &codec, batch, &weights, &dev),
         &mut || save_ildiff(&varmap, &cfg, &out_file).map(|_| ()),
-        &mut reporter(c.quiet),
+        &mut reporter(c),
     )?;
     print_summary("decoder", &summary, &out_file);
     Ok(true)
@@ -743,7 +748,7 @@ fn train_distill(args: &DistillArgs) -> anyhow::Result<bool> {
             let keep = all.into_iter().filter(|(n, _)| names.contains(n)).collect();
             save_checkpoint(&keep, &cfg_json, &out_file).map(|_| ())
         },
-        &mut reporter(c.quiet),
+        &mut reporter(c),
     )?;
     println!(
         "distill: {} steps (from {}), last feature MSE {:.4}, {:.0} s of training; {}",
@@ -880,7 +885,7 @@ fn train_generator(args: &GeneratorArgs) -> anyhow::Result<bool> {
             generator_loss(&model, &ac, batch, mix(seed ^ 0x6E7, step), &dev)
         },
         &mut || save_generator(&varmap, &cfg, &vocab, &out_file).map(|_| ()),
-        &mut reporter(c.quiet),
+        &mut reporter(c),
     )?;
     print_summary("generator", &summary, &out_file);
     Ok(true)
