@@ -81,6 +81,67 @@ mod tests {
     use crate::train::dataset::{DataConfig, make_sample};
     use crate::train::optim::{Adam, AdamParams};
 
+    /// The reconstruction error of a codec file on the generator's data (stickers over the
+    /// magenta key: 16 clips of 4 frames at 128² drawn with a seed no training run uses), plain
+    /// L1 in [0, 1] units, for the model card: `ILDIFF_CODEC=file ILDIFF_ART=data/art cargo
+    /// test --lib train::codec::tests::codec_error_over_the_key -- --ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn codec_error_over_the_key() {
+        use crate::model::generator::GenConfig;
+        use crate::model::weights::{Checkpoint, ILDIFF_CONFIG_KEY};
+        use crate::train::generator::{GenData, build_vocabulary, make_gen_sample};
+        use std::sync::Arc;
+        let dev = Device::Cpu;
+        let (Ok(path), Ok(art)) = (std::env::var("ILDIFF_CODEC"), std::env::var("ILDIFF_ART"))
+        else {
+            eprintln!("set ILDIFF_CODEC and ILDIFF_ART");
+            return;
+        };
+        let ck = Checkpoint::read(std::path::Path::new(&path), DType::F32, &dev).expect("read");
+        let cfg: SmallCodecConfig =
+            serde_json::from_str(ck.metadata(ILDIFF_CONFIG_KEY).expect("config")).expect("json");
+        let codec = ck
+            .build("codec", DType::F32, &dev, |vb| SmallCodec::new(&cfg, vb))
+            .expect("codec");
+        let lib =
+            Arc::new(crate::train::ArtLibrary::load(std::path::Path::new(&art)).expect("art"));
+        let gen_cfg = GenConfig {
+            size: 128,
+            frames: 4,
+            ..GenConfig::default_shape()
+        };
+        let vocab = Arc::new(build_vocabulary(Some(&lib), 0));
+        let data = GenData::new(&gen_cfg, vocab, Some(lib));
+        let clips = 16;
+        let (mut all, mut fg) = (0f64, 0f64);
+        for i in 0..clips {
+            // A seed no training run uses.
+            let s = make_gen_sample(&data, 0xE7A1, i).expect("sample");
+            let x = Tensor::from_slice(&s.rgb, (s.frames, 3, s.size, s.size), &dev).expect("x");
+            let y = codec.decode(&codec.encode(&x).expect("enc")).expect("dec");
+            let err = (y - &x).and_then(|d| d.abs()).expect("err");
+            all += f64::from(
+                err.mean_all()
+                    .and_then(|m| m.to_scalar::<f32>())
+                    .expect("l1"),
+            );
+            let a = Tensor::from_slice(&s.alpha, (s.frames, 1, s.size, s.size), &dev).expect("a");
+            let num = err
+                .broadcast_mul(&a)
+                .and_then(|e| e.sum_all())
+                .expect("num");
+            let den = (a.sum_all().expect("den").to_scalar::<f32>().expect("d") * 3.0).max(1.0);
+            fg += f64::from(num.to_scalar::<f32>().expect("n") / den);
+        }
+        let n = clips as f64;
+        println!(
+            "{path}: L1 {:.4} over the canvas, {:.4} over the sticker ({clips} clips)",
+            all / n,
+            fg / n
+        );
+    }
+
     #[test]
     fn every_codec_variable_gets_a_gradient_and_training_lowers_the_loss() {
         let dev = Device::Cpu;

@@ -5,8 +5,15 @@
 //! - [`unet`]: the small factorised space-time latent UNet ([`GenUnet`], a
 //!   [`crate::model::diffusion::Denoiser`]).
 //!
-//! **Latent space.** The small codec's (`crate::model::SmallCodec`: 4 channels, 1/8 size), whose
-//! tensors the model file carries under `codec.` so the generator is self-contained. The UNet
+//! **Latent space.** A small codec's (`crate::model::SmallCodec`: 4 channels, 1/8 size), whose
+//! tensors the model file carries under `codec.` so the generator is self-contained. It need
+//! not be the matting model's codec: the shipped generator has its own, trained on stickers
+//! over the key (`ildiff train codec --over-key`), because the matting model's codec, trained
+//! on photos and hard backgrounds, decoded flat magenta as a dull purple (on the generator's
+//! data, L1 error 0.30 over the canvas and 0.20 over the sticker, against 0.026 and 0.13 for
+//! the generator's own; `train::codec` tests, `codec_error_over_the_key`), and a generator
+//! can only paint what its codec decodes.
+//! The matting model re-encodes the decoded frames with its own codec. The UNet
 //! works on *normalised* latents `(z - mean) / std` per channel ([`GenConfig::latent_mean`],
 //! [`GenConfig::latent_std`], measured on the training data when training starts), the role of
 //! SD's 0.18215: pure noise then has the data's scale, and the sampler needs no constant of its
