@@ -214,6 +214,10 @@ pub struct Generator {
     /// Share of the noise's variance common to all frames (`GenConfig::frame_noise_share`
     /// for the embedded default, 0 for SD-1.5): sampling must draw noise as training did.
     pub frame_noise_share: f64,
+    /// The flat colour the model paints its stickers over (RGB in [0, 1]), when it has one
+    /// (the embedded default): the matte's colours are then unmixed from it exactly (see
+    /// [`unmix_key`]). `None` for SD-1.5, whose background is unknown.
+    pub key_colour: Option<[f32; 3]>,
     pub device: Device,
 }
 
@@ -359,6 +363,7 @@ pub fn embedded_generator(path: &Path, decoder: &Path, device: &Device) -> Resul
         decode_chunk: 8,
         frame_window: None,
         frame_noise_share: config.frame_noise_share,
+        key_colour: Some(config.key_rgb()),
         device: device.clone(),
     };
     generator.check()?;
@@ -444,6 +449,39 @@ fn predict_windowed(
         })
         .collect::<Result<Vec<_>>>()?;
     Tensor::cat(&parts, 0).map_err(e)
+}
+
+/// Alpha below which a pixel keeps the matting model's colour in [`unmix_key`] (dividing by a
+/// tiny alpha would amplify the codec's noise, and such pixels are nearly invisible anyway).
+pub const UNMIX_MIN_ALPHA: f64 = 0.05;
+
+/// Replaces a matte's colours (`[N, 4, h, w]`, alpha first) by the foreground that, laid over
+/// the flat `key` with the matte's alpha, gives the generated frame `pixel` (`[N, 3, h, w]`):
+/// `fg = (pixel - (1 - alpha) key) / alpha`. Why: a generated sticker's edges are blends with
+/// the key, and a matting model that does not know the key leaves a fringe of its colour
+/// (magenta) there; with the key known, the compositing equation gives the colour exactly.
+pub fn unmix_key(matte: &Tensor, pixel: &Tensor, key: [f32; 3]) -> Result<Tensor> {
+    let e = err("unmixing the key colour");
+    let alpha = matte.narrow(1, 0, 1).map_err(&e)?;
+    let rgb = matte.narrow(1, 1, 3).map_err(&e)?;
+    let k = Tensor::new(&key, matte.device())
+        .and_then(|k| k.reshape((1, 3, 1, 1)))
+        .map_err(&e)?;
+    let fg = (|| {
+        let behind = k.broadcast_mul(&(1.0 - &alpha)?)?;
+        let fg = pixel
+            .broadcast_sub(&behind)?
+            .broadcast_div(&alpha.clamp(UNMIX_MIN_ALPHA, 1.0)?)?
+            .clamp(0f32, 1f32)?;
+        let keep = alpha
+            .ge(UNMIX_MIN_ALPHA)?
+            .broadcast_as(rgb.shape())?
+            .contiguous()?;
+        let fg = keep.where_cond(&fg, &rgb)?;
+        Tensor::cat(&[&alpha, &fg], 1)
+    })()
+    .map_err(&e)?;
+    Ok(fg)
 }
 
 /// Generates a clip. `on_frames(start, frames)` receives finished RGBA frames as they come
@@ -604,9 +642,15 @@ pub fn generate(
                     progress.step(STAGE_MATTE, (start + here) as u64, frames as u64)
                 };
                 let out = matte_clip(model, &px, &lat, &MatteOptions { window }, &mut inner)?;
-                let centre = out
+                let mut centre = out
                     .narrow(0, start - lo, end - start)
                     .map_err(err("matting"))?;
+                if let Some(key) = generator.key_colour {
+                    let px = pixel
+                        .narrow(0, start, end - start)
+                        .map_err(err("matting"))?;
+                    centre = unmix_key(&centre, &px, key)?;
+                }
                 let part = animation_from_matte(&centre, &timing(end - start)?)?;
                 let images: Vec<RgbaImage> = part.frames.into_iter().map(|f| f.image).collect();
                 on_frames(start, images.clone());
@@ -739,6 +783,7 @@ pub(crate) mod tests {
             decode_chunk: 3,
             frame_window: None,
             frame_noise_share: 0.0,
+            key_colour: None,
             device: Device::Cpu,
         };
         (g, denoiser)
@@ -780,6 +825,47 @@ pub(crate) mod tests {
         let out = generate(g, r, &mut progress, &mut |s, f| streamed.push((s, f.len())))
             .expect("generate");
         (out, streamed, stages)
+    }
+
+    #[test]
+    fn unmixing_the_key_recovers_the_foreground_of_a_blend() {
+        let dev = Device::Cpu;
+        let key = [1.0f32, 0.0, 1.0];
+        let fg = [0.2f32, 0.6, 0.1];
+        let alphas = [0.0f32, 0.03, 0.3, 0.7, 1.0];
+        let n = alphas.len();
+        // One pixel per alpha: the frame is fg over the key; the matte has the right alpha and
+        // a fringed colour (half key).
+        let mut pixel = vec![0f32; 3 * n];
+        let mut matte = vec![0f32; 4 * n];
+        for (i, &a) in alphas.iter().enumerate() {
+            matte[i] = a;
+            for c in 0..3 {
+                pixel[c * n + i] = a * fg[c] + (1.0 - a) * key[c];
+                matte[(c + 1) * n + i] = 0.5 * fg[c] + 0.5 * key[c];
+            }
+        }
+        let pixel = Tensor::from_vec(pixel, (1, 3, 1, n), &dev).expect("pixel");
+        let matte = Tensor::from_vec(matte, (1, 4, 1, n), &dev).expect("matte");
+        let out: Vec<f32> = unmix_key(&matte, &pixel, key)
+            .and_then(|t| t.flatten_all().map_err(err("flat")))
+            .and_then(|t| t.to_vec1().map_err(err("vec")))
+            .expect("unmix");
+        for (i, &a) in alphas.iter().enumerate() {
+            assert_eq!(out[i], a, "alpha is kept");
+            for c in 0..3 {
+                let got = out[(c + 1) * n + i];
+                let want = if f64::from(a) >= UNMIX_MIN_ALPHA {
+                    fg[c]
+                } else {
+                    0.5 * fg[c] + 0.5 * key[c]
+                };
+                assert!(
+                    (got - want).abs() < 1e-5,
+                    "alpha {a}, channel {c}: {got} vs {want}"
+                );
+            }
+        }
     }
 
     #[test]

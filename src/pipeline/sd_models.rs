@@ -213,6 +213,7 @@ impl SdFiles {
             decode_chunk: 2,
             frame_window: None,
             frame_noise_share: 0.0,
+            key_colour: None,
             device: device.clone(),
         };
         generator.check()?;
