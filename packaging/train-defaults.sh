@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Trains the shipped defaults from a clean checkout on the CPU, each stage resumable: the codec
 # (400 steps), the matting decoder (600 steps), the generator's codec (1250 of a 2000-step
-# schedule) and the prompt generator (4000 steps at 128²),
+# schedule) and the prompt generator (3600 of a 4000-step schedule at 128²),
 # copies them to models/default/ and prints the validation table. Ship the decoder only if it
 # beats colour keying on every background kind (README, Training). Times measured on this
 # 2-core machine are in models/README.md. Usage: bash packaging/train-defaults.sh [WORK_DIR]
@@ -28,7 +28,7 @@ $ildiff train codec -o "$work/gcodec" --over-key 255,0,255 --fg-weight 3 --chann
     --steps 2000 --stop-after 1250 --batch 4 --frames 2 --size 128 --lr 2e-3 --warmup 50 \
     --checkpoint-every 250 --workers 1 --seed 1 --art "$work/data/art" --resume $flags
 $ildiff train generator -o "$work/gen" --codec "$work/gcodec/codec.safetensors" --art "$work/data/art" \
-    --art-share 0.8 --size 128 --frames 16 --batch 2 --steps 4000 --lr 8e-4 --warmup 100 \
+    --art-share 0.8 --size 128 --frames 16 --batch 2 --steps 4000 --stop-after 3600 --lr 8e-4 --warmup 100 \
     --checkpoint-every 100 --workers 1 --seed 1 --resume $flags
 mkdir -p models/default
 cp "$work/default/ildiff.safetensors" models/default/ildiff.safetensors
