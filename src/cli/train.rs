@@ -381,6 +381,11 @@ fn schedule(c: &CommonArgs) -> anyhow::Result<Schedule> {
 fn loader(common: &CommonArgs, data: DataConfig, start_step: u64) -> anyhow::Result<Loader> {
     let seed = common.seed;
     let make: Arc<MakeFn> = Arc::new(move |i| make_sample(&data, seed, i));
+    loader_of(common, make, start_step)
+}
+
+/// A loader of `make`'s samples from the first sample of step `start_step`.
+fn loader_of(common: &CommonArgs, make: Arc<MakeFn>, start_step: u64) -> anyhow::Result<Loader> {
     let prefetch = (2 * common.batch).max(common.workers);
     Ok(Loader::new(
         make,
@@ -483,9 +488,7 @@ fn train_codec(args: &CodecArgs) -> anyhow::Result<bool> {
             let seed = c.seed;
             let make: Arc<MakeFn> =
                 Arc::new(move |i| crate::train::generator::make_gen_sample(&data, seed, i));
-            let prefetch = (2 * c.batch).max(c.workers);
-            let start = start_step(c) * c.batch as u64;
-            (json, Loader::new(make, start, c.workers.max(1), prefetch)?)
+            (json, loader_of(c, make, start_step(c))?)
         }
     };
     let (varmap, codec) = codec_train::build(&cfg, &dev)?;
@@ -872,8 +875,7 @@ fn train_generator(args: &GeneratorArgs) -> anyhow::Result<bool> {
     let start = start_step(c);
     let seed = c.seed;
     let make: Arc<MakeFn> = Arc::new(move |i| make_gen_sample(&data, seed, i));
-    let prefetch = (2 * c.batch).max(c.workers);
-    let mut loader = Loader::new(make, start * c.batch as u64, c.workers.max(1), prefetch)?;
+    let mut loader = loader_of(c, make, start)?;
     let ac = cfg.schedule.alphas_cumprod();
     let out_file = c.out.join(GENERATOR_FILE);
     let mut step = start;

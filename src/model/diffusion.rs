@@ -49,6 +49,13 @@ pub fn timestep_features(timesteps: &[f32], dim: usize, device: &Device) -> Resu
 }
 
 /// ᾱ_t, the cumulative products of `1 − β_t` for t = 0..`train_steps`, with betas spaced
+/// Mixed noise (PYoCo): `√share · common + √(1 - share) · own`, `common` broadcast over the
+/// frames of its clip (e.g. own `[frames, C, h, w]` with common `[1, C, h, w]`). Unit variance
+/// when both are. One definition for training and sampling, which must draw alike.
+pub fn mix_frame_noise(own: &Tensor, common: &Tensor, share: f64) -> Result<Tensor> {
+    (own * (1.0 - share).sqrt())?.broadcast_add(&(common * share.sqrt())?)
+}
+
 /// linearly from `beta_start` to `beta_end`, or linearly in their square roots when
 /// `scaled_linear` (SD's schedule). One definition for the samplers and for training, so a
 /// model is sampled on exactly the schedule it was trained on.

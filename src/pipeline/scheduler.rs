@@ -379,9 +379,7 @@ impl NoiseRng {
         }
         let (_, c, h, w) = shape;
         let common = self.tensor((1, c, h, w), device)?;
-        (own * (1.0 - share).sqrt())
-            .and_then(|o| o.broadcast_add(&(common * share.sqrt())?))
-            .map_err(err)
+        crate::model::diffusion::mix_frame_noise(&own, &common, share).map_err(err)
     }
 }
 

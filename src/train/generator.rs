@@ -512,8 +512,11 @@ pub fn generator_loss(
             // Mixed noise: one draw per clip shared by its frames (see `GenConfig`).
             let per = x0.elem_count() / n;
             let shared = Tensor::from_vec(normals(&mut rng, clips * per), (clips, 1, per), device)?;
-            eps = ((eps.reshape((clips, frames, per))? * (1.0 - share).sqrt())?
-                .broadcast_add(&(shared * share.sqrt())?)?)
+            eps = crate::model::diffusion::mix_frame_noise(
+                &eps.reshape((clips, frames, per))?,
+                &shared,
+                share,
+            )?
             .reshape(dims.as_slice())?;
         }
         let per_frame = |f: &dyn Fn(f64) -> f64| -> candle_core::Result<Tensor> {
