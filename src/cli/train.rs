@@ -3,6 +3,7 @@
 //! `run.json` (the exact arguments), and the inference file (`codec.safetensors` or
 //! `ildiff.safetensors`, `generator.safetensors`), rewritten at every checkpoint.
 
+use std::collections::HashSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -275,6 +276,11 @@ pub struct GeneratorArgs {
     /// Clips encoded to measure the latent mean and spread before training.
     #[arg(long, default_value_t = 16)]
     pub stats_clips: usize,
+    /// Train only on artwork named after these subjects (comma-separated, e.g.
+    /// heart,star,cat), each drawn equally often; pictures of people and skin-tone variants are
+    /// left out. Without it every artwork file is used.
+    #[arg(long, value_delimiter = ',')]
+    pub art_subjects: Vec<String>,
 }
 
 /// File name of a generator run's inference file.
@@ -776,6 +782,44 @@ fn parse_key(text: &str) -> anyhow::Result<[u8; 3]> {
     Ok([r, g, b])
 }
 
+/// Narrows `lib` to `subjects` (see [`ArtLibrary::focus`]) and reports the files each has.
+fn focus_art(lib: &mut ArtLibrary, subjects: &[String], dir: &Path) -> anyhow::Result<()> {
+    use crate::train::generator::{focus_words, stems_of};
+    let subjects: Vec<String> = subjects
+        .iter()
+        .map(|s| s.trim().to_lowercase())
+        .filter(|s| !s.is_empty())
+        .collect();
+    let mut all = lib.files(Split::Train);
+    all.extend(lib.files(Split::Val));
+    let stems: HashSet<String> = stems_of(&all).into_iter().collect();
+    let counts = lib
+        .focus(&subjects, |p| focus_words(p, &stems))
+        .with_context(|| format!("--art-subjects over {}", dir.display()))?;
+    let listed: Vec<String> = counts
+        .iter()
+        .map(|(s, t, v)| format!("{s} {t}+{v}"))
+        .collect();
+    eprintln!(
+        "art focus: {} training + {} validation files (train+val per subject: {})",
+        lib.count(Split::Train),
+        lib.count(Split::Val),
+        listed.join(", ")
+    );
+    let missing: Vec<&str> = counts
+        .iter()
+        .filter(|c| c.1 == 0)
+        .map(|c| c.0.as_str())
+        .collect();
+    if !missing.is_empty() {
+        eprintln!(
+            "warning: no training artwork for {}: the model will not learn them",
+            missing.join(", ")
+        );
+    }
+    Ok(())
+}
+
 fn train_generator(args: &GeneratorArgs) -> anyhow::Result<bool> {
     use crate::model::generator::{GenConfig, save_generator};
     use crate::model::weights::ILDIFF_CONFIG_KEY;
@@ -817,9 +861,13 @@ fn train_generator(args: &GeneratorArgs) -> anyhow::Result<bool> {
     }
     let art = match &c.sources.art {
         Some(dir) => {
-            let lib = load_art(dir)?;
+            let mut lib = load_art(dir)?;
+            if !args.art_subjects.is_empty() {
+                focus_art(&mut lib, &args.art_subjects, dir)?;
+            }
             Some(Arc::new(lib))
         }
+        None if !args.art_subjects.is_empty() => bail!("--art-subjects needs --art"),
         None => None,
     };
     let vocab = build_vocabulary(art.as_deref(), args.subject_words);

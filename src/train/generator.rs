@@ -156,12 +156,92 @@ pub fn dominant_colour(img: &RgbaImage) -> Option<&'static str> {
     (n as f32 >= DOMINANT_SHARE * total as f32).then_some(name)
 }
 
-/// Lower-case stems of artwork files.
+/// Lower-case stems of artwork files, codepoint names spelled out ([`art_stem`]).
 pub fn stems_of(files: &[&Path]) -> Vec<String> {
-    files
+    files.iter().map(|p| art_stem(p)).collect()
+}
+
+/// Code points of emoji sequences that carry no words of their own: joiner, variation
+/// selectors, keycap, tags and regional indicators (flags would spell only letters).
+fn silent(c: u32) -> bool {
+    matches!(c, 0x200d | 0xfe0e | 0xfe0f | 0x20e3)
+        || (0xe0000..=0xe007f).contains(&c)
+        || (0x1f1e6..=0x1f1ff).contains(&c)
+        || is_tone(c)
+}
+
+/// The Fitzpatrick skin-tone modifiers.
+fn is_tone(c: u32) -> bool {
+    (0x1f3fb..=0x1f3ff).contains(&c)
+}
+
+/// Words of Unicode character names that describe the glyph, not the thing drawn
+/// ("HEAVY BLACK HEART" is a red heart in every emoji set).
+const GLYPH_WORDS: [&str; 5] = ["black", "white", "heavy", "sign", "symbol"];
+
+/// The code points of a stem written as a code point sequence (`1f600`, `1f468-200d-1f469`,
+/// `0023-FE0F-20E3`: Twemoji and OpenMoji file names), or None for a stem of words.
+fn codepoints(stem: &str) -> Option<Vec<u32>> {
+    let parts: Vec<&str> = stem.split(['-', '_']).collect();
+    let hex = |p: &&str| (4..=6).contains(&p.len()) && p.chars().all(|c| c.is_ascii_hexdigit());
+    if !parts.iter().all(hex) || !stem.chars().any(|c| c.is_ascii_digit()) {
+        return None;
+    }
+    parts
         .iter()
-        .filter_map(|p| p.file_stem().map(|s| s.to_string_lossy().to_lowercase()))
+        .map(|p| u32::from_str_radix(p, 16).ok())
         .collect()
+}
+
+/// An artwork file's stem as words: lower case, and a code point name spelled out with the
+/// characters' Unicode names (`1f431.svg` -> `cat-face`), skin tones and joiners dropped, so
+/// the two thirds of the artwork named by code point caption with subjects too.
+pub fn art_stem(path: &Path) -> String {
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().to_lowercase())
+        .unwrap_or_default();
+    let Some(cps) = codepoints(&stem) else {
+        return stem;
+    };
+    let words: Vec<String> = cps
+        .into_iter()
+        .filter(|&c| !silent(c))
+        .filter_map(char::from_u32)
+        .filter_map(unicode_names2::name)
+        .flat_map(|n| tokens(&n.to_string()))
+        .filter(|w| !GLYPH_WORDS.contains(&w.as_str()))
+        .collect();
+    if words.is_empty() {
+        stem
+    } else {
+        words.join("-")
+    }
+}
+
+/// Words that make an artwork a picture of people (kissing couples, families, professions):
+/// left out of a subject focus, whose "heart" should not be a couple with a heart.
+const PERSON_WORDS: [&str; 12] = [
+    "man", "woman", "person", "adult", "boy", "girl", "people", "couple", "family", "men", "women",
+    "kiss",
+];
+
+/// An artwork's words for [`ArtLibrary::focus`]: None for skin-tone variants (one design five
+/// times) and pictures of people; `stems` is every stem of the set (see [`strip_tone`]).
+pub fn focus_words(path: &Path, stems: &HashSet<String>) -> Option<Vec<String>> {
+    let raw = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().to_lowercase())
+        .unwrap_or_default();
+    if codepoints(&raw).is_some_and(|cps| cps.into_iter().any(is_tone)) {
+        return None;
+    }
+    let stem = art_stem(path);
+    if strip_tone(&stem, stems) != stem {
+        return None;
+    }
+    let words = tokens(&stem);
+    (!words.iter().any(|w| PERSON_WORDS.contains(&w.as_str()))).then_some(words)
 }
 
 /// The vocabulary of a run: the fixed words plus the `cap` most frequent subject words of the
@@ -237,7 +317,7 @@ impl GenData {
         serde_json::json!({
             "size": self.size,
             "frames": self.frames,
-            "art_files": self.art.as_ref().map(|a| a.len()),
+            "art_files": self.art.as_ref().map(|a| a.count(Split::Train) + a.count(Split::Val)),
             "art_share": self.art_share,
             "key": self.key,
             "caption_drop": self.caption_drop,
@@ -274,11 +354,7 @@ impl GenData {
     /// Caption words of an artwork clip, before dropout: the name's subject and colour words
     /// (motion words in a name describe a pose, not the animation, and are left out).
     pub fn caption_art(&self, spec: &ArtSpec, clip: &Animation) -> Vec<u32> {
-        let stem = spec
-            .file
-            .file_stem()
-            .map(|s| s.to_string_lossy().to_lowercase())
-            .unwrap_or_default();
+        let stem = art_stem(&spec.file);
         let base = strip_tone(&stem, &self.stems);
         let (ids, _) = self.vocab.encode(&tokens(base).join(" "));
         let subjects: Vec<u32> = ids

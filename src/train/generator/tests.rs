@@ -322,3 +322,49 @@ fn bench_default_step() {
         );
     }
 }
+
+#[test]
+fn code_point_names_are_spelled_out_as_words() {
+    let stem = |s: &str| art_stem(Path::new(s));
+    assert_eq!(stem("twemoji/1f431.svg"), "cat-face");
+    // "HEAVY BLACK HEART" draws a red heart: glyph words go, the variation selector too.
+    assert_eq!(stem("openmoji/2764-FE0F.svg"), "heart");
+    // Skin tones and joiners say nothing; "SIGN" is a glyph word.
+    assert_eq!(stem("1f44b-1f3fb.svg"), "waving-hand");
+    assert_eq!(
+        stem("1f469-200d-1f52c.svg"),
+        stem("1f469-200d-1f52c-fe0f.svg")
+    );
+    // Word stems stay as they are, even when every letter is a hex digit.
+    assert_eq!(stem("fluent/Red-Heart.svg"), "red-heart");
+    assert_eq!(stem("face.svg"), "face");
+    assert_eq!(stem("ab-button.svg"), "ab-button");
+    // A code point without a name keeps its stem (nothing to say, nothing invented).
+    assert_eq!(stem("10fffd.svg"), "10fffd");
+    // The vocabulary now gets subjects from code point files.
+    let stems = stems_of(&[Path::new("1f431.svg"), Path::new("1f436.svg")]);
+    let v = Vocabulary::new(&subject_words(&stems, 300, 1));
+    assert!(v.id("cat").is_some() && v.id("dog").is_some());
+}
+
+#[test]
+fn focus_words_leave_out_tone_variants_and_people() {
+    let stems: HashSet<String> = ["waving-hand", "waving-hand-medium", "waving-hand-light"]
+        .map(String::from)
+        .into_iter()
+        .collect();
+    let f = |s: &str| focus_words(Path::new(s), &stems);
+    assert_eq!(
+        f("1f431.svg"),
+        Some(vec!["cat".to_string(), "face".to_string()])
+    );
+    assert_eq!(
+        f("waving-hand.svg"),
+        Some(vec!["waving".into(), "hand".into()])
+    );
+    assert_eq!(f("waving-hand-light.svg"), None);
+    assert_eq!(f("1f44b-1f3fd.svg"), None);
+    // Couple with heart: a picture of people, not of a heart.
+    assert_eq!(f("1f469-200d-2764-fe0f-200d-1f468.svg"), None);
+    assert_eq!(f("kiss-man-man.svg"), None);
+}
