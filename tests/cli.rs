@@ -389,3 +389,110 @@ fn codec_over_a_key_stops_after_a_step_and_resumes() {
     assert!(!r.status.success());
     assert!(stderr(&r).contains("--over-key"), "{}", stderr(&r));
 }
+
+/// `train generator --art-subjects` keeps only artwork named after the subjects (code point
+/// names spelled out) and says what it kept; a subject no file is named after is an error that
+/// names it.
+#[test]
+fn generator_training_focuses_on_named_subjects() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let art = dir.path().join("art");
+    std::fs::create_dir_all(&art).expect("mkdir");
+    let svg = r##"<svg xmlns="http://www.w3.org/2000/svg" width="32" height="32"><circle cx="16" cy="16" r="10" fill="#e02020"/></svg>"##;
+    // Ten hearts by name and ten cat faces by code point (U+1F431 CAT FACE).
+    for i in 0..10 {
+        std::fs::write(art.join(format!("heart-{i}.svg")), svg).expect("write");
+        std::fs::write(art.join(format!("1f431-{i:04}.svg")), svg).expect("write");
+        std::fs::write(art.join(format!("rocket-{i}.svg")), svg).expect("write");
+    }
+    let codec = dir.path().join("codec");
+    let r = ildiff(&[
+        "train",
+        "codec",
+        "-o",
+        codec.to_str().expect("utf8"),
+        "--over-key",
+        "255,0,255",
+        "--channels",
+        "8,8,8",
+        "--steps",
+        "1",
+        "--batch",
+        "1",
+        "--frames",
+        "1",
+        "--size",
+        "32",
+        "--warmup",
+        "1",
+        "-q",
+    ]);
+    assert!(r.status.success(), "{}", stderr(&r));
+    let codec_file = codec.join("codec.safetensors");
+    let out = dir.path().join("gen");
+    let run = |subjects: &str, with_art: bool| {
+        let mut a = vec![
+            "train",
+            "generator",
+            "-o",
+            out.to_str().expect("utf8"),
+            "--arch",
+            "tiny",
+            "--codec",
+            codec_file.to_str().expect("utf8"),
+            "--size",
+            "64",
+            "--frames",
+            "2",
+            "--steps",
+            "1",
+            "--batch",
+            "1",
+            "--warmup",
+            "1",
+            "--stats-clips",
+            "1",
+            "--art-subjects",
+            subjects,
+            "-q",
+        ];
+        if with_art {
+            a.extend(["--art", art.to_str().expect("utf8")]);
+        }
+        ildiff(&a)
+    };
+    let r = run("heart,cat", true);
+    assert!(r.status.success(), "{}", stderr(&r));
+    let err = stderr(&r);
+    let focus = err
+        .lines()
+        .find(|l| l.starts_with("art focus:"))
+        .unwrap_or_else(|| panic!("no focus line in {err}"));
+    // 20 of the 30 files, hearts and cats; no rockets.
+    let kept: usize = focus
+        .split_whitespace()
+        .nth(2)
+        .and_then(|n| n.parse().ok())
+        .expect("training count");
+    let val: usize = focus
+        .split_whitespace()
+        .nth(5)
+        .and_then(|n| n.parse().ok())
+        .expect("validation count");
+    assert_eq!(kept + val, 20, "{focus}");
+    assert!(
+        focus.contains("cat ") && !focus.contains("rocket"),
+        "{focus}"
+    );
+    assert!(out.join("generator.safetensors").is_file());
+    let r = run("unicorn", true);
+    assert!(!r.status.success());
+    assert!(stderr(&r).contains("unicorn"), "{}", stderr(&r));
+    let r = run("heart", false);
+    assert!(!r.status.success());
+    assert!(
+        stderr(&r).contains("--art-subjects needs --art"),
+        "{}",
+        stderr(&r)
+    );
+}

@@ -18,6 +18,11 @@
 //! by (run seed, step), so a resumed run draws what the uninterrupted one would have; the
 //! normalised latent `x0` becomes `√ᾱ_t x0 + √(1-ᾱ_t) ε` and the loss is `MSE(unet(x_t, t,
 //! words), ε)`.
+//!
+//! **Focus.** `--art-subjects` ([`ArtLibrary::focus`] with [`focus_words`]) trains on the
+//! artwork named after a list of subjects only, each subject drawn equally often. A CPU run
+//! sees a few thousand clips: spread over ten thousand files it learns no subject at all,
+//! spread over forty subjects it sees each one a hundred times or more.
 
 use std::collections::HashSet;
 use std::path::Path;

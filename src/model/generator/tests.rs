@@ -495,3 +495,49 @@ fn sample_file() {
         m.key_rgb()
     );
 }
+
+/// How much a trained generator file (`ILDIFF_GEN=path`) listens to its prompt: for pure-noise
+/// inputs at a few timesteps, the relative change of the predicted noise between prompts and
+/// against the null (all-padding) context. Near 0 means the words are ignored.
+/// `ILDIFF_GEN=run/generator.safetensors cargo test --lib model::generator::tests::prompt_sensitivity -- --ignored --nocapture`
+#[test]
+#[ignore]
+fn prompt_sensitivity() {
+    crate::model::fastconv::set_enabled(true);
+    let Ok(path) = std::env::var("ILDIFF_GEN") else {
+        println!("set ILDIFF_GEN to a generator file");
+        return;
+    };
+    let m = load_generator(Path::new(&path)).expect("load");
+    let dev = Device::Cpu;
+    let (frames, side) = (m.config.frames, m.latent_size());
+    let ctx = |p: &str| {
+        let (ids, _) = m.conditioner.encode(p);
+        m.conditioner.context(&ids, &dev).expect("context")
+    };
+    let prompts = ["red heart", "yellow star", "smiling face", "blue fish"];
+    let null = m.conditioner.null_context(&dev).expect("null");
+    let x = latents(1, frames, side);
+    let norm = |t: &Tensor| {
+        t.sqr()
+            .and_then(|s| s.mean_all())
+            .and_then(|s| s.to_scalar::<f32>())
+            .expect("norm")
+            .sqrt()
+    };
+    for t in [900f32, 600.0, 300.0] {
+        let ts = Tensor::new(&[t], &dev).expect("t");
+        let e_null = m.unet.forward(&x, &ts, &null, frames).expect("null pass");
+        let base = norm(&e_null);
+        let e: Vec<Tensor> = prompts
+            .iter()
+            .map(|p| m.unet.forward(&x, &ts, &ctx(p), frames).expect("pass"))
+            .collect();
+        let vs_null: Vec<String> = e
+            .iter()
+            .map(|ei| format!("{:.3}", norm(&(ei - &e_null).expect("d")) / base))
+            .collect();
+        let between = norm(&(&e[0] - &e[1]).expect("d")) / base;
+        println!("t {t}: |e(p) - e(null)| / |e(null)| {vs_null:?}; heart vs star {between:.3}");
+    }
+}

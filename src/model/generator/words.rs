@@ -19,8 +19,9 @@
 //! **Where the words come from.** Colours, motions and modifiers are fixed lists with synonyms
 //! ([`fixed_entries`]). Subjects are the procedural generator's kinds under plain words
 //! ([`SYNTH_SUBJECTS`]) plus the most frequent content words of the training split's named
-//! artwork (Fluent Emoji file names such as `red-heart.svg`; see [`subject_words`]); codepoint
-//! names (Twemoji, OpenMoji) carry no words and train the model without a subject.
+//! artwork (Fluent Emoji file names such as `red-heart.svg`; see [`subject_words`]). Code point
+//! file names (Twemoji, OpenMoji: `1f431.svg`) are spelled out with the characters' Unicode
+//! names before that (`cat-face`; `crate::train::generator::art_stem`).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
