@@ -123,6 +123,9 @@ struct Item {
     svg: bool,
 }
 
+/// Indices of items, one list per focused subject.
+type Pools = Vec<Vec<usize>>;
+
 /// A folder of artwork (`*.svg`, RGBA `*.png`) with a train/val split and a raster cache.
 /// `Sync`: one library can serve several data-loading threads.
 #[derive(Debug)]
@@ -133,7 +136,7 @@ pub struct ArtLibrary {
     val: Vec<usize>,
     /// Per-subject pools after [`ArtLibrary::focus`] (train, val): a clip first picks a subject
     /// uniformly, then a file of it, so a subject with 400 files (faces) does not drown one with 3.
-    groups: Option<(Vec<Vec<usize>>, Vec<Vec<usize>>)>,
+    groups: Option<(Pools, Pools)>,
     skipped: Vec<(PathBuf, String)>,
     cache: Mutex<RasterCache>,
 }
@@ -246,7 +249,7 @@ impl ArtLibrary {
                 })
             })
         };
-        let pools = |split: &[usize]| -> Vec<Vec<usize>> {
+        let pools = |split: &[usize]| -> Pools {
             subjects
                 .iter()
                 .map(|s| split.iter().copied().filter(|&i| matches(i, s)).collect())
@@ -265,7 +268,7 @@ impl ArtLibrary {
                 subjects.join(", ")
             )));
         }
-        let union = |g: &[Vec<usize>]| {
+        let union = |g: &Pools| {
             let mut all: Vec<usize> = g.iter().flatten().copied().collect();
             all.sort_unstable();
             all.dedup();
@@ -273,7 +276,7 @@ impl ArtLibrary {
         };
         self.train = union(&train);
         self.val = union(&val);
-        let keep = |g: Vec<Vec<usize>>| g.into_iter().filter(|p| !p.is_empty()).collect();
+        let keep = |g: Pools| g.into_iter().filter(|p| !p.is_empty()).collect();
         self.groups = Some((keep(train), keep(val)));
         Ok(counts)
     }

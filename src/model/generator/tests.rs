@@ -496,9 +496,12 @@ fn sample_file() {
     );
 }
 
-/// How much a trained generator file (`ILDIFF_GEN=path`) listens to its prompt: for pure-noise
-/// inputs at a few timesteps, the relative change of the predicted noise between prompts and
-/// against the null (all-padding) context. Near 0 means the words are ignored.
+/// How much a trained generator file (`ILDIFF_GEN=path`) listens to its prompt: for one
+/// pure-noise input at a few timesteps, the RMS change of the predicted clean latent x0 (in
+/// units of the normalised latent, whose spread is about 1) between prompts and against the
+/// null (all-padding) context. x0 = (x_t - sqrt(1 - a) eps) / sqrt(a), so a change of the
+/// noise prediction is scaled by sqrt((1 - a) / a): at high noise a small change of eps is a
+/// large change of the picture. Near 0 means the words are ignored.
 /// `ILDIFF_GEN=run/generator.safetensors cargo test --lib model::generator::tests::prompt_sensitivity -- --ignored --nocapture`
 #[test]
 #[ignore]
@@ -518,26 +521,29 @@ fn prompt_sensitivity() {
     let prompts = ["red heart", "yellow star", "smiling face", "blue fish"];
     let null = m.conditioner.null_context(&dev).expect("null");
     let x = latents(1, frames, side);
-    let norm = |t: &Tensor| {
+    let rms = |t: &Tensor| {
         t.sqr()
             .and_then(|s| s.mean_all())
             .and_then(|s| s.to_scalar::<f32>())
-            .expect("norm")
+            .expect("rms")
             .sqrt()
     };
-    for t in [900f32, 600.0, 300.0] {
-        let ts = Tensor::new(&[t], &dev).expect("t");
+    let ac = m.config.schedule.alphas_cumprod();
+    for t in [900usize, 600, 300] {
+        let scale = ((1.0 - ac[t]) / ac[t]).sqrt() as f32;
+        let ts = Tensor::new(&[t as f32], &dev).expect("t");
         let e_null = m.unet.forward(&x, &ts, &null, frames).expect("null pass");
-        let base = norm(&e_null);
         let e: Vec<Tensor> = prompts
             .iter()
             .map(|p| m.unet.forward(&x, &ts, &ctx(p), frames).expect("pass"))
             .collect();
         let vs_null: Vec<String> = e
             .iter()
-            .map(|ei| format!("{:.3}", norm(&(ei - &e_null).expect("d")) / base))
+            .map(|ei| format!("{:.3}", scale * rms(&(ei - &e_null).expect("d"))))
             .collect();
-        let between = norm(&(&e[0] - &e[1]).expect("d")) / base;
-        println!("t {t}: |e(p) - e(null)| / |e(null)| {vs_null:?}; heart vs star {between:.3}");
+        let between = scale * rms(&(&e[0] - &e[1]).expect("d"));
+        println!(
+            "t {t}: RMS change of x0 from the null context {vs_null:?} ({prompts:?}); heart vs star {between:.3}"
+        );
     }
 }
