@@ -234,7 +234,8 @@ impl ArtLibrary {
     /// counts; an error when no training file matches any subject.
     ///
     /// Why: the whole library is ~10 000 files for a few hundred words, so a CPU-sized training
-    /// run sees each file less than once and learns no subject at all.
+    /// run sees each file less than once. (Focusing alone did not make the generator follow its
+    /// prompt; see the generator's model card.)
     pub fn focus(
         &mut self,
         subjects: &[String],
