@@ -119,11 +119,20 @@ fn captions_name_subject_colour_motion_and_extras() {
         words(&v, &d.caption_art(&spec, &blue)),
         ["artist", "blue", "turn", "shadow"]
     );
-    // Codepoint names carry no subject.
+    // Code point names are spelled out (U+1F600 GRINNING FACE); a code point without a name
+    // carries no subject.
     let spec = ArtSpec {
         file: "twemoji/1f600.svg".into(),
         motion: ArtMotion::Walk,
         shadow: false,
+        ..spec
+    };
+    assert_eq!(
+        words(&v, &d.caption_art(&spec, &blue)),
+        ["grinning", "face", "blue", "walk"]
+    );
+    let spec = ArtSpec {
+        file: "twemoji/10fffd.svg".into(),
         ..spec
     };
     assert_eq!(words(&v, &d.caption_art(&spec, &blue)), ["blue", "walk"]);
