@@ -27,6 +27,8 @@ $ildiff train decoder -o "$work/default" --codec "$work/codec/codec.safetensors"
 $ildiff train codec -o "$work/gcodec" --over-key 255,0,255 --fg-weight 3 --channels 32,64,128 \
     --steps 2000 --stop-after 1250 --batch 4 --frames 2 --size 128 --lr 2e-3 --warmup 50 \
     --checkpoint-every 250 --workers 1 --seed 1 --art "$work/data/art" --resume $flags
+# The shipped generator was trained at commit b9a4048; later trainers caption code point
+# artwork (Twemoji, OpenMoji) with Unicode names, so this gives a different vocabulary.
 $ildiff train generator -o "$work/gen" --codec "$work/gcodec/codec.safetensors" --art "$work/data/art" \
     --art-share 0.8 --size 128 --frames 16 --batch 2 --steps 4000 --stop-after 3600 --lr 8e-4 --warmup 100 \
     --checkpoint-every 100 --workers 1 --seed 1 --resume $flags

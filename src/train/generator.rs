@@ -21,8 +21,9 @@
 //!
 //! **Focus.** `--art-subjects` ([`ArtLibrary::focus`] with [`focus_words`]) trains on the
 //! artwork named after a list of subjects only, each subject drawn equally often. A CPU run
-//! sees a few thousand clips: spread over ten thousand files it learns no subject at all,
-//! spread over forty subjects it sees each one a hundred times or more.
+//! sees a few thousand clips: spread over ten thousand files that is less than one look per
+//! file, spread over ten subjects hundreds per subject. (That alone did not make the model
+//! follow its prompt; see the model card.)
 
 use std::collections::HashSet;
 use std::path::Path;
