@@ -328,18 +328,13 @@ fn pack_whatsapp_writes_contents_json_tray_and_stickers() {
     }
 }
 
-/// A codec for the generator: trained on stickers over a flat key, stopped early with
-/// `--stop-after` (schedule of `--steps` kept), then carried on with `--resume`.
-#[test]
-fn codec_over_a_key_stops_after_a_step_and_resumes() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let out = dir.path().join("run");
-    let o = out.to_str().expect("utf8");
-    let base = [
+/// Arguments of a tiny `train codec --over-key` run writing to `out` (3 steps of 32² stills).
+fn tiny_key_codec(out: &str) -> Vec<&str> {
+    vec![
         "train",
         "codec",
         "-o",
-        o,
+        out,
         "--over-key",
         "255,0,255",
         "--fg-weight",
@@ -359,7 +354,17 @@ fn codec_over_a_key_stops_after_a_step_and_resumes() {
         "--checkpoint-every",
         "10",
         "-q",
-    ];
+    ]
+}
+
+/// A codec for the generator: trained on stickers over a flat key, stopped early with
+/// `--stop-after` (schedule of `--steps` kept), then carried on with `--resume`.
+#[test]
+fn codec_over_a_key_stops_after_a_step_and_resumes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("run");
+    let o = out.to_str().expect("utf8");
+    let base = tiny_key_codec(o);
     let steps_in_log = || {
         std::fs::read_to_string(out.join("log.csv"))
             .expect("log")
@@ -406,27 +411,7 @@ fn generator_training_focuses_on_named_subjects() {
         std::fs::write(art.join(format!("rocket-{i}.svg")), svg).expect("write");
     }
     let codec = dir.path().join("codec");
-    let r = ildiff(&[
-        "train",
-        "codec",
-        "-o",
-        codec.to_str().expect("utf8"),
-        "--over-key",
-        "255,0,255",
-        "--channels",
-        "8,8,8",
-        "--steps",
-        "1",
-        "--batch",
-        "1",
-        "--frames",
-        "1",
-        "--size",
-        "32",
-        "--warmup",
-        "1",
-        "-q",
-    ]);
+    let r = ildiff(&tiny_key_codec(codec.to_str().expect("utf8")));
     assert!(r.status.success(), "{}", stderr(&r));
     let codec_file = codec.join("codec.safetensors");
     let out = dir.path().join("gen");

@@ -441,6 +441,17 @@ fn bench_default_sticker() {
     );
 }
 
+/// The trained generator file named by `ILDIFF_GEN`, with the fast convolutions the CLI uses;
+/// None (and a hint) when it is unset.
+fn trained_file() -> Option<GenModel> {
+    crate::model::fastconv::set_enabled(true);
+    let Ok(path) = std::env::var("ILDIFF_GEN") else {
+        println!("set ILDIFF_GEN to a generator file");
+        return None;
+    };
+    Some(load_generator(Path::new(&path)).expect("load"))
+}
+
 /// Samples a trained generator file (`ILDIFF_GEN=path`) and writes the decoded frames of
 /// `ILDIFF_PROMPT` (default "red heart pulsing") side by side to `ILDIFF_OUT` (default
 /// /tmp/generator-sample.png); prints the mean border colour, which should be near the key.
@@ -449,14 +460,11 @@ fn bench_default_sticker() {
 #[ignore]
 fn sample_file() {
     use crate::model::codec::LatentCodec;
-    crate::model::fastconv::set_enabled(true);
-    let Ok(path) = std::env::var("ILDIFF_GEN") else {
-        println!("set ILDIFF_GEN to a generator file");
+    let Some(m) = trained_file() else {
         return;
     };
     let prompt = std::env::var("ILDIFF_PROMPT").unwrap_or_else(|_| "red heart pulsing".into());
     let out = std::env::var("ILDIFF_OUT").unwrap_or_else(|_| "/tmp/generator-sample.png".into());
-    let m = load_generator(Path::new(&path)).expect("load");
     let (ids, unknown) = m.conditioner.encode(&prompt);
     println!("prompt ids {ids:?}, unknown {unknown:?}");
     let (frames, side) = (m.config.frames, m.latent_size());
@@ -506,12 +514,9 @@ fn sample_file() {
 #[test]
 #[ignore]
 fn prompt_sensitivity() {
-    crate::model::fastconv::set_enabled(true);
-    let Ok(path) = std::env::var("ILDIFF_GEN") else {
-        println!("set ILDIFF_GEN to a generator file");
+    let Some(m) = trained_file() else {
         return;
     };
-    let m = load_generator(Path::new(&path)).expect("load");
     let dev = Device::Cpu;
     let (frames, side) = (m.config.frames, m.latent_size());
     let ctx = |p: &str| {
