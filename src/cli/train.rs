@@ -281,6 +281,18 @@ pub struct GeneratorArgs {
     /// left out. Without it every artwork file is used.
     #[arg(long, value_delimiter = ',')]
     pub art_subjects: Vec<String>,
+    /// Noise schedule: `zero-snr` (SD-1.5's betas rescaled to end in pure noise, v-prediction)
+    /// or `sd15` (SD-1.5's own, epsilon prediction: the first shipped generator's, whose
+    /// layout came from the seed rather than the prompt).
+    #[arg(long, value_enum, default_value_t = GenSchedule::ZeroSnr)]
+    pub schedule: GenSchedule,
+}
+
+/// The generator's noise schedules (see `GeneratorArgs::schedule`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+pub enum GenSchedule {
+    ZeroSnr,
+    Sd15,
 }
 
 /// File name of a generator run's inference file.
@@ -821,7 +833,7 @@ fn focus_art(lib: &mut ArtLibrary, subjects: &[String], dir: &Path) -> anyhow::R
 }
 
 fn train_generator(args: &GeneratorArgs) -> anyhow::Result<bool> {
-    use crate::model::generator::{GenConfig, save_generator};
+    use crate::model::generator::{GenConfig, NoiseSchedule, save_generator};
     use crate::model::weights::ILDIFF_CONFIG_KEY;
     use crate::train::generator::{
         GenData, TERMS, build, build_vocabulary, generator_loss, latent_stats, make_gen_sample,
@@ -842,6 +854,10 @@ fn train_generator(args: &GeneratorArgs) -> anyhow::Result<bool> {
     cfg.frames = c.frames as usize;
     cfg.size = c.size as usize;
     cfg.key_colour = parse_key(&args.key)?;
+    cfg.schedule = match args.schedule {
+        GenSchedule::ZeroSnr => NoiseSchedule::zero_snr_v(),
+        GenSchedule::Sd15 => NoiseSchedule::default(),
+    };
     let codec_ck = Checkpoint::read(&args.codec, DType::F32, &dev)?;
     let codec_json = codec_ck.metadata(ILDIFF_CONFIG_KEY).with_context(|| {
         format!(

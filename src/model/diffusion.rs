@@ -2,6 +2,50 @@
 //! SD-1.5 + AnimateDiff UNet and the small embedded default without knowing which it has.
 
 use candle_core::{Device, Result, Tensor};
+use serde::{Deserialize, Serialize};
+
+/// What a denoiser's output means. Samplers and training must agree on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Prediction {
+    /// The added noise ε (SD-1.5's choice).
+    #[default]
+    Epsilon,
+    /// The velocity `v = √ᾱ ε − √(1−ᾱ) x0` (Salimans & Ho 2022). Why: at zero terminal SNR the
+    /// input is pure noise, so ε = x_t says nothing, while v = −x0 asks for the whole picture.
+    #[serde(rename = "v_prediction")]
+    V,
+}
+
+impl Prediction {
+    /// How much the clean estimate x0 moves per unit of model output at cumulative alpha `a`
+    /// (`√((1−ᾱ)/ᾱ)` for ε, `√(1−ᾱ)` for v): turns a change of output into a change of picture.
+    pub fn x0_per_output(self, a: f64) -> f64 {
+        match self {
+            Prediction::Epsilon => ((1.0 - a) / a).sqrt(),
+            Prediction::V => (1.0 - a).sqrt(),
+        }
+    }
+}
+
+/// Lin et al. 2023's rescaling ("Common Diffusion Noise Schedules and Sample Steps are
+/// Flawed"): shifts and scales √ᾱ so the last step is pure noise (ᾱ = 0) and the first is
+/// unchanged. Why: SD-1.5's schedule ends at ᾱ = 0.0047, so its "pure noise" still carries
+/// 7 % of the picture; a model learns to read the coarse layout from that leak, and at
+/// sampling time the seed's noise, not the prompt, decides the layout.
+pub fn rescale_zero_terminal_snr(alphas_cumprod: &[f64]) -> Vec<f64> {
+    let (Some(&first), Some(&last)) = (alphas_cumprod.first(), alphas_cumprod.last()) else {
+        return Vec::new();
+    };
+    let (s0, st) = (first.sqrt(), last.sqrt());
+    if s0 <= st {
+        return alphas_cumprod.to_vec();
+    }
+    alphas_cumprod
+        .iter()
+        .map(|a| ((a.sqrt() - st) * s0 / (s0 - st)).max(0.0).powi(2))
+        .collect()
+}
 
 /// A noise-prediction network over a batch of video clips in latent space.
 ///
@@ -84,4 +128,31 @@ pub fn alphas_cumprod(
             acc
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zero_terminal_snr_rescaling_ends_at_pure_noise() {
+        let ac = alphas_cumprod(1000, 0.00085, 0.012, true);
+        let z = rescale_zero_terminal_snr(&ac);
+        assert_eq!(z.len(), 1000);
+        assert!((z[0] - ac[0]).abs() < 1e-12, "first step kept");
+        assert_eq!(z[999], 0.0);
+        assert!(z.windows(2).all(|w| w[1] < w[0]), "still decreasing");
+        // The rescaling removes the leak at the end and leaves the start almost as it was.
+        assert!(ac[999] > 0.004 && z[998] < 1e-4, "{} {}", ac[999], z[998]);
+        assert!((z[100] / ac[100] - 1.0).abs() < 0.05);
+    }
+
+    #[test]
+    fn x0_moves_with_the_output_as_the_prediction_says() {
+        // eps: x0 = (x_t - sqrt(1 - a) eps) / sqrt(a); v: x0 = sqrt(a) x_t - sqrt(1 - a) v.
+        assert!((Prediction::Epsilon.x0_per_output(0.5) - 1.0).abs() < 1e-12);
+        assert!((Prediction::Epsilon.x0_per_output(0.2) - 2.0).abs() < 1e-12);
+        assert!((Prediction::V.x0_per_output(0.75) - 0.5).abs() < 1e-12);
+        assert!((Prediction::V.x0_per_output(0.0) - 1.0).abs() < 1e-12);
+    }
 }

@@ -51,7 +51,7 @@ pub struct GenerateRequest {
     /// Classifier-free guidance scale; 1 runs the conditional prediction only.
     pub guidance: f64,
     pub scheduler: SchedulerKind,
-    /// `None` = the scheduler's default spacing (see [`SchedulerKind::default_spacing`]).
+    /// `None` = the schedule's default spacing (see [`NoiseSchedule::default_spacing`]).
     pub spacing: Option<Spacing>,
     /// Playback rate of the result.
     pub fps: u32,
@@ -356,6 +356,8 @@ pub fn embedded_generator(path: &Path, decoder: &Path, device: &Device) -> Resul
             scaled_linear: true,
             steps_offset: 1,
             set_alpha_to_one: false,
+            prediction: s.prediction,
+            zero_terminal_snr: s.zero_terminal_snr,
         },
         decoder: Arc::new(decoder),
         size_multiple: (crate::model::codec::CODEC_FACTOR * config.unet.size_multiple()) as u32,
@@ -517,7 +519,7 @@ pub fn generate(
     }
     let spacing = request
         .spacing
-        .unwrap_or_else(|| request.scheduler.default_spacing());
+        .unwrap_or_else(|| generator.schedule.default_spacing(request.scheduler));
     let sampler = Sampler::new(
         request.scheduler,
         &generator.schedule,

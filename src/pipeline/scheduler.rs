@@ -16,6 +16,7 @@
 use candle_core::{DType, Device, Shape, Tensor};
 use serde::{Deserialize, Serialize};
 
+use crate::model::diffusion::{Prediction, rescale_zero_terminal_snr};
 use crate::{Error, Result};
 
 /// Which sampler.
@@ -80,6 +81,10 @@ pub struct NoiseSchedule {
     pub steps_offset: usize,
     /// The alpha past the last step: 1 when true, else the first training step's.
     pub set_alpha_to_one: bool,
+    /// What the denoiser's output means (ε for SD-1.5).
+    pub prediction: Prediction,
+    /// ᾱ rescaled to reach 0 at the last step (see [`rescale_zero_terminal_snr`]).
+    pub zero_terminal_snr: bool,
 }
 
 impl NoiseSchedule {
@@ -92,19 +97,41 @@ impl NoiseSchedule {
             scaled_linear: true,
             steps_offset: 1,
             set_alpha_to_one: false,
+            prediction: Prediction::Epsilon,
+            zero_terminal_snr: false,
         }
     }
 
     /// Cumulative products of `1 - beta`, one per training step.
     pub fn alphas_cumprod(&self) -> Vec<f64> {
-        crate::model::diffusion::alphas_cumprod(
+        let ac = crate::model::diffusion::alphas_cumprod(
             self.train_steps,
             self.beta_start,
             self.beta_end,
             self.scaled_linear,
-        )
+        );
+        if self.zero_terminal_snr {
+            rescale_zero_terminal_snr(&ac)
+        } else {
+            ac
+        }
+    }
+
+    /// The spacing a request that names none gets: the sampler's diffusers default, except
+    /// "trailing" at zero terminal SNR, whose first step must be the last training step (the
+    /// only pure-noise one; Lin et al. 2023).
+    pub fn default_spacing(&self, kind: SchedulerKind) -> Spacing {
+        if self.zero_terminal_snr {
+            Spacing::Trailing
+        } else {
+            kind.default_spacing()
+        }
     }
 }
+
+/// The smallest ᾱ Euler's sigma table takes: at zero terminal SNR the last ᾱ is 0 and its sigma
+/// infinite, so it is clamped as diffusers does (2⁻²⁴, sigma 4096).
+const EULER_MIN_ALPHA: f64 = 1.0 / 16_777_216.0;
 
 /// A sampler prepared for a number of steps.
 #[derive(Debug, Clone)]
@@ -118,6 +145,7 @@ pub struct Sampler {
     step_ratio: usize,
     /// Euler's initial sigma depends on the spacing (see [`Sampler::init_noise_sigma`]).
     leading: bool,
+    prediction: Prediction,
 }
 
 fn err(e: candle_core::Error) -> Error {
@@ -187,7 +215,10 @@ impl Sampler {
             SchedulerKind::EulerAncestral => {
                 let table: Vec<f64> = alphas_cumprod
                     .iter()
-                    .map(|a| ((1.0 - a) / a).sqrt())
+                    .map(|a| {
+                        let a = a.max(EULER_MIN_ALPHA);
+                        ((1.0 - a) / a).sqrt()
+                    })
                     .collect();
                 let mut s: Vec<f64> = timesteps.iter().map(|&t| interp(t, &table)).collect();
                 s.push(0.0);
@@ -208,6 +239,7 @@ impl Sampler {
             final_alpha,
             step_ratio: ratio,
             leading: spacing == Spacing::Leading,
+            prediction: schedule.prediction,
         })
     }
 
@@ -263,13 +295,14 @@ impl Sampler {
         }
     }
 
-    /// One step from `x` at step `i` given the predicted noise `eps`; `noise` (unit normal,
+    /// One step from `x` at step `i` given the model's (guided) output `out` (ε or v, as the
+    /// schedule says) for the input [`Sampler::scale_model_input`] gave; `noise` (unit normal,
     /// the shape of `x`) is required when [`Sampler::needs_noise`].
     pub fn step(
         &self,
         i: usize,
         x: &Tensor,
-        eps: &Tensor,
+        out: &Tensor,
         noise: Option<&Tensor>,
     ) -> Result<Tensor> {
         if i >= self.len() {
@@ -288,10 +321,21 @@ impl Sampler {
                 } else {
                     self.final_alpha
                 };
-                // x0 = (x - sqrt(1 - a_t) eps) / sqrt(a_t); x_prev = sqrt(a_prev) x0 + sqrt(1 - a_prev) eps
-                let c_x = (a_prev / a_t).sqrt();
-                let c_eps = (1.0 - a_prev).sqrt() - (a_prev * (1.0 - a_t) / a_t).sqrt();
-                (x * c_x).and_then(|a| a + (eps * c_eps)?).map_err(err)
+                let (c_x, c_out) = match self.prediction {
+                    // x0 = (x - sqrt(1 - a_t) eps) / sqrt(a_t); x_prev = sqrt(a_prev) x0 + sqrt(1 - a_prev) eps
+                    Prediction::Epsilon => (
+                        (a_prev / a_t).sqrt(),
+                        (1.0 - a_prev).sqrt() - (a_prev * (1.0 - a_t) / a_t).sqrt(),
+                    ),
+                    // x0 = sqrt(a_t) x - sqrt(1 - a_t) v; eps = sqrt(1 - a_t) x + sqrt(a_t) v:
+                    // no division, so a_t = 0 (zero terminal SNR) is fine.
+                    Prediction::V => {
+                        let (sa, sb) = (a_t.sqrt(), (1.0 - a_t).sqrt());
+                        let (pa, pb) = (a_prev.sqrt(), (1.0 - a_prev).sqrt());
+                        (pa * sa + pb * sb, pb * sa - pa * sb)
+                    }
+                };
+                (x * c_x).and_then(|a| a + (out * c_out)?).map_err(err)
             }
             SchedulerKind::EulerAncestral => {
                 let Some(noise) = noise else {
@@ -300,6 +344,17 @@ impl Sampler {
                     ));
                 };
                 let (s, s_to) = (self.sigmas[i], self.sigmas[i + 1]);
+                let eps = match self.prediction {
+                    Prediction::Epsilon => out.clone(),
+                    // The model saw x / sqrt(s^2 + 1) = sqrt(a) x0 + sqrt(1 - a) eps with
+                    // a = 1 / (s^2 + 1); eps = sqrt(1 - a) x_in + sqrt(a) v.
+                    Prediction::V => {
+                        let k = s * s + 1.0;
+                        (x * (s / k))
+                            .and_then(|a| a + (out / k.sqrt())?)
+                            .map_err(err)?
+                    }
+                };
                 let s_up = (s_to * s_to * (s * s - s_to * s_to) / (s * s)).sqrt();
                 let s_down = (s_to * s_to - s_up * s_up).max(0.0).sqrt();
                 // derivative = (x - x0) / s = eps; x_prev = x + eps (s_down - s) + noise s_up
@@ -466,6 +521,154 @@ mod tests {
         let want = noised(a[801]).expect("want");
         let d: Vec<f32> = (y - want).and_then(|d| d.to_vec1()).expect("d");
         assert!(d.iter().all(|v| v.abs() < 1e-5), "{d:?}");
+    }
+
+    fn zero_snr_v() -> NoiseSchedule {
+        NoiseSchedule {
+            prediction: Prediction::V,
+            zero_terminal_snr: true,
+            ..NoiseSchedule::sd15()
+        }
+    }
+
+    fn vec(t: &Tensor) -> Vec<f32> {
+        t.to_vec1().expect("vec")
+    }
+
+    #[test]
+    fn ddim_v_is_exact_from_pure_noise() {
+        // At zero terminal SNR the first trailing step is t = 999 with alpha 0: the input is the
+        // noise alone and the exact v is -x0. One DDIM step must land on the noised x0 at the
+        // next step (the eps form would divide by sqrt(0)).
+        let sch = zero_snr_v();
+        let a = sch.alphas_cumprod();
+        assert_eq!(a[999], 0.0);
+        assert_eq!(
+            sch.default_spacing(SchedulerKind::Ddim),
+            Spacing::Trailing,
+            "zero SNR starts at the last step"
+        );
+        let s = Sampler::new(SchedulerKind::Ddim, &sch, 4, Spacing::Trailing).expect("ddim");
+        assert_eq!(s.timesteps(), &[999.0, 749.0, 499.0, 249.0]);
+        let dev = Device::Cpu;
+        let x0 = Tensor::new(&[0.5f32, -1.0, 2.0], &dev).expect("x0");
+        let n = Tensor::new(&[0.3f32, 0.7, -1.1], &dev).expect("n");
+        let noised = |a: f64| (&x0 * a.sqrt()).and_then(|p| p + (&n * (1.0 - a).sqrt())?);
+        let v_of = |a: f64| (&n * a.sqrt()).and_then(|p| p - (&x0 * (1.0 - a).sqrt())?);
+        let mut x = noised(a[999]).expect("x");
+        for (i, (t, next)) in [(999, 749), (749, 499), (499, 249)].into_iter().enumerate() {
+            x = s.step(i, &x, &v_of(a[t]).expect("v"), None).expect("step");
+            let want = vec(&noised(a[next]).expect("want"));
+            let got = vec(&x);
+            assert!(
+                got.iter().zip(&want).all(|(g, w)| (g - w).abs() < 1e-5),
+                "step {i}: {got:?} vs {want:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn v_and_eps_outputs_of_one_oracle_step_alike() {
+        // The same exact model, asked for eps or for v, must move both samplers to the same
+        // place: the v conversions (DDIM in closed form, Euler through the scaled input) agree
+        // with the eps path diffusers' goldens check.
+        let eps_s = NoiseSchedule::sd15();
+        let v_s = NoiseSchedule {
+            prediction: Prediction::V,
+            ..eps_s
+        };
+        let dev = Device::Cpu;
+        let x0 = Tensor::new(&[0.5f32, -1.0, 2.0, 0.1], &dev).expect("x0");
+        let n = Tensor::new(&[0.3f32, 0.7, -1.1, 1.9], &dev).expect("n");
+        let fresh = Tensor::new(&[-0.4f32, 0.2, 1.3, -0.8], &dev).expect("fresh");
+        for kind in [SchedulerKind::Ddim, SchedulerKind::EulerAncestral] {
+            let spacing = kind.default_spacing();
+            let se = Sampler::new(kind, &eps_s, 5, spacing).expect("eps");
+            let sv = Sampler::new(kind, &v_s, 5, spacing).expect("v");
+            let mut x = (&n * se.init_noise_sigma()).expect("x");
+            for i in 0..se.len() {
+                // The exact eps and v for this input, given that the data is x0.
+                let input = vec(&se.scale_model_input(&x, i).expect("in"));
+                let (x0v, nv) = (vec(&x0), vec(&n));
+                let t = se.timesteps()[i];
+                let a = if kind == SchedulerKind::Ddim {
+                    eps_s.alphas_cumprod()[t as usize]
+                } else {
+                    1.0 / (se.sigmas[i] * se.sigmas[i] + 1.0)
+                };
+                let (sa, sb) = (a.sqrt(), (1.0 - a).sqrt());
+                let eps: Vec<f32> = input
+                    .iter()
+                    .zip(&x0v)
+                    .map(|(&xi, &x0i)| ((f64::from(xi) - sa * f64::from(x0i)) / sb) as f32)
+                    .collect();
+                let v: Vec<f32> = eps
+                    .iter()
+                    .zip(&x0v)
+                    .map(|(&e, &x0i)| (sa * f64::from(e) - sb * f64::from(x0i)) as f32)
+                    .collect();
+                let _ = nv;
+                let noise = se.needs_noise().then_some(&fresh);
+                let ye = se
+                    .step(i, &x, &Tensor::new(eps.as_slice(), &dev).expect("e"), noise)
+                    .expect("eps step");
+                let yv = sv
+                    .step(i, &x, &Tensor::new(v.as_slice(), &dev).expect("v"), noise)
+                    .expect("v step");
+                let (ge, gv) = (vec(&ye), vec(&yv));
+                assert!(
+                    ge.iter()
+                        .zip(&gv)
+                        .all(|(a, b)| (a - b).abs() < 1e-3 * (1.0 + a.abs())),
+                    "{kind:?} step {i}: {ge:?} vs {gv:?}"
+                );
+                x = ye;
+            }
+            // Both end near the data.
+            let end = vec(&x);
+            let x0v = vec(&x0);
+            assert!(
+                end.iter().zip(&x0v).all(|(a, b)| (a - b).abs() < 0.15),
+                "{kind:?}: {end:?} vs {x0v:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn euler_clamps_the_infinite_sigma_of_zero_snr() {
+        let s = Sampler::new(
+            SchedulerKind::EulerAncestral,
+            &zero_snr_v(),
+            10,
+            Spacing::Trailing,
+        )
+        .expect("euler");
+        assert!(
+            (s.init_noise_sigma() - 4096.0).abs() < 1.0,
+            "{}",
+            s.init_noise_sigma()
+        );
+        // From pure noise with the exact v (= -x0 up to the clamp), the first step moves to the
+        // data's side: the result is finite and correlates with x0.
+        let dev = Device::Cpu;
+        let x0 = Tensor::new(&[0.5f32, -1.0, 2.0], &dev).expect("x0");
+        let n = Tensor::new(&[0.3f32, 0.7, -1.1], &dev).expect("n");
+        let x = (&n * s.init_noise_sigma()).expect("x");
+        let v = x0.neg().expect("v");
+        let zero = n.zeros_like().expect("z");
+        let y = vec(&s.step(0, &x, &v, Some(&zero)).expect("step"));
+        let sig = s.sigmas[1];
+        // Deterministic part of Euler-a from pure noise: x0 + sigma_down * n; with zero fresh
+        // noise the result is x0 + s_down n, whose distance from x0 is at most sigma_next |n|.
+        let x0v = vec(&x0);
+        let nv = vec(&n);
+        for k in 0..3 {
+            assert!(y[k].is_finite());
+            assert!(
+                (f64::from(y[k] - x0v[k])).abs() <= sig * f64::from(nv[k].abs()) + 1e-2,
+                "{k}: {y:?}"
+            );
+        }
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Training the embedded generator ([`crate::model::generator`]): captioned sticker clips
 //! composited over the key colour, encoded by a frozen trained codec, and the UNet taught to
-//! predict the noise (epsilon) added with SD-1.5's schedule.
+//! predict the noise (ε) or the velocity (v), as the model's schedule says.
 //!
 //! **Samples.** Sample `i` is a function of the run seed (as in [`super::dataset`]): a
 //! procedural clip ([`super::synth`]; subject, motion and extras known from its `ClipSpec`) or
@@ -17,7 +17,9 @@
 //! **Loss.** Per clip a timestep `t` ~ U{0..999} and Gaussian noise, both from a generator seeded
 //! by (run seed, step), so a resumed run draws what the uninterrupted one would have; the
 //! normalised latent `x0` becomes `√ᾱ_t x0 + √(1-ᾱ_t) ε` and the loss is `MSE(unet(x_t, t,
-//! words), ε)`.
+//! words), target)` with target ε, or `v = √ᾱ_t ε − √(1-ᾱ_t) x0` for the zero-terminal-SNR
+//! schedule new generators use (at t = 999 there, x_t is pure noise and v = −x0: only the words
+//! can say what to draw).
 //!
 //! **Focus.** `--art-subjects` ([`ArtLibrary::focus`] with [`focus_words`]) trains on the
 //! artwork named after a list of subjects only, each subject drawn equally often. A CPU run
@@ -41,10 +43,11 @@ use super::{Background, Degradation, Split};
 use crate::media::Animation;
 use crate::model::codec::LatentCodec;
 use crate::model::generator::words::{SYNTH_SUBJECTS, strip_tone, subject_words, tokens};
-use crate::model::generator::{GenConfig, GenModel, PAD, Vocabulary, WordGroup};
+use crate::model::generator::{GenConfig, GenModel, PAD, Prediction, Vocabulary, WordGroup};
 use crate::{Error, Result};
 
-/// Column names of [`generator_loss`]'s terms.
+/// Column names of [`generator_loss`]'s terms. The one term keeps its first name, `eps_mse`,
+/// so older runs' logs and checkpoints still read; with v-prediction it is the MSE to v.
 pub const TERMS: [&str; 1] = ["eps_mse"];
 
 /// Subject words kept from one artwork name (in name order).
@@ -561,8 +564,8 @@ fn normals(rng: &mut Rng, n: usize) -> Vec<f32> {
         .collect()
 }
 
-/// The epsilon-prediction loss of one batch; `noise_seed` fixes the timesteps and noise
-/// (derive it from the run seed and the step).
+/// The prediction loss of one batch (MSE to ε or to v, as the model's schedule says);
+/// `noise_seed` fixes the timesteps and noise (derive it from the run seed and the step).
 pub fn generator_loss(
     model: &GenModel,
     alphas_cumprod: &[f64],
@@ -618,8 +621,13 @@ pub fn generator_loss(
             clips,
             device,
         )?;
+        let target = match model.config.schedule.prediction {
+            Prediction::Epsilon => eps,
+            // v = sqrt(a) eps - sqrt(1 - a) x0
+            Prediction::V => (eps.broadcast_mul(&a)? - x0.broadcast_mul(&b)?)?,
+        };
         let pred = model.unet.forward(&xt, &t, &ctx, frames)?;
-        let mse = (pred - eps)?.sqr()?.mean_all()?;
+        let mse = (pred - target)?.sqr()?.mean_all()?;
         let v = mse.to_scalar::<f32>()?;
         Ok((mse, vec![(TERMS[0], v)]))
     };

@@ -19,9 +19,11 @@
 //! SD's 0.18215: pure noise then has the data's scale, and the sampler needs no constant of its
 //! own. [`GenModel::to_diffusion`] / [`GenModel::from_diffusion`] convert.
 //!
-//! **Noise schedule.** SD-1.5's: 1000 training steps, betas scaled-linear from 0.00085 to
-//! 0.012, **epsilon** prediction ([`NoiseSchedule`]), so the DDIM and Euler-ancestral samplers
-//! written for SD-1.5 drive this model unchanged.
+//! **Noise schedule.** SD-1.5's betas (1000 training steps, scaled-linear from 0.00085 to
+//! 0.012), which the DDIM and Euler-ancestral samplers written for SD-1.5 know. New generators
+//! rescale them to zero terminal SNR and predict v ([`NoiseSchedule::zero_snr_v`]): with SD's
+//! own ending (ᾱ = 0.0047, **epsilon** prediction, what the first shipped generator used) the
+//! model read the layout from the seed's noise and ignored the prompt.
 //!
 //! **Transparency (a simplification of LayerDiffuse).** LayerDiffuse encodes transparency as a
 //! small *offset* added to the SD latent of the premultiplied-over-grey image, so that the
@@ -64,13 +66,7 @@ use crate::{Error, Result};
 /// Metadata key of a generator file's configuration and vocabulary.
 pub const GENERATOR_KEY: &str = "ildiff_generator";
 
-/// What the network predicts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Prediction {
-    /// The added noise (SD-1.5's choice).
-    Epsilon,
-}
+pub use crate::model::diffusion::Prediction;
 
 /// The diffusion process the model was trained with (a sampler must use the same).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -81,6 +77,11 @@ pub struct NoiseSchedule {
     /// Always "scaled_linear": betas = linspace(√start, √end, steps)².
     pub beta_schedule: BetaSchedule,
     pub prediction: Prediction,
+    /// ᾱ rescaled to reach 0 at the last step
+    /// ([`crate::model::diffusion::rescale_zero_terminal_snr`]); false in files written
+    /// before it existed.
+    #[serde(default)]
+    pub zero_terminal_snr: bool,
 }
 
 /// How betas are spaced.
@@ -99,20 +100,36 @@ impl Default for NoiseSchedule {
             beta_end: 0.012,
             beta_schedule: BetaSchedule::ScaledLinear,
             prediction: Prediction::Epsilon,
+            zero_terminal_snr: false,
         }
     }
 }
 
 impl NoiseSchedule {
+    /// SD-1.5's betas rescaled to zero terminal SNR, with v-prediction: what new generators
+    /// train with (see [`crate::model::diffusion::rescale_zero_terminal_snr`] for why).
+    pub fn zero_snr_v() -> Self {
+        Self {
+            prediction: Prediction::V,
+            zero_terminal_snr: true,
+            ..Self::default()
+        }
+    }
+
     /// ᾱ_t (the cumulative product of 1 - β) for t = 0..train_steps.
     pub fn alphas_cumprod(&self) -> Vec<f64> {
         let BetaSchedule::ScaledLinear = self.beta_schedule;
-        crate::model::diffusion::alphas_cumprod(
+        let ac = crate::model::diffusion::alphas_cumprod(
             self.train_steps.max(1),
             self.beta_start,
             self.beta_end,
             true,
-        )
+        );
+        if self.zero_terminal_snr {
+            crate::model::diffusion::rescale_zero_terminal_snr(&ac)
+        } else {
+            ac
+        }
     }
 }
 
@@ -163,7 +180,7 @@ impl GenConfig {
             key_colour: DEFAULT_KEY,
             latent_mean: [0.0; 4],
             latent_std: [1.0; 4],
-            schedule: NoiseSchedule::default(),
+            schedule: NoiseSchedule::zero_snr_v(),
             frames: 16,
             size: 256,
             frame_noise_share: 0.5,
