@@ -10,6 +10,13 @@
 //! checks all four against a diffusers run. Tables are computed in f64; diffusers uses f32,
 //! which is within the golden's tolerance.
 //!
+//! Beyond diffusers' SD-1.5 setup, a schedule may predict **v** and be rescaled to **zero
+//! terminal SNR** (the embedded generator's, see `crate::model::diffusion::rescale_zero_terminal_snr`):
+//! DDIM then steps in closed form from x0 and ε recovered from v (no division by √ᾱ, which is 0
+//! at the last step), Euler-ancestral converts v to ε through its scaled input and clamps the
+//! infinite last sigma as diffusers does, and a request that names no spacing gets "trailing",
+//! whose first step is the last training step.
+//!
 //! The noise comes from our own seeded generator ([`NoiseRng`]), not candle's (its CPU
 //! generator cannot be seeded): a seed gives the same sticker on every machine.
 

@@ -649,9 +649,9 @@ fn layout_leak() {
             .collect();
         let guess = centred(&preds);
         let (mut matched, mut others) = (0f32, 0f32);
-        for i in 0..clips {
-            for j in 0..clips {
-                let c = corr(&guess[i], &truth[j]);
+        for (i, g) in guess.iter().enumerate() {
+            for (j, x) in truth.iter().enumerate() {
+                let c = corr(g, x);
                 if i == j {
                     matched += c / clips as f32;
                 } else {
