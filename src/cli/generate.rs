@@ -52,6 +52,11 @@ pub struct GenerateArgs {
     /// Classifier-free guidance scale (1 = no guidance).
     #[arg(long, default_value_t = GenerateRequest::default().guidance)]
     pub guidance: f64,
+    /// Guidance rescale φ in [0, 1]: pulls the guided prediction's spread back toward the
+    /// conditional one's (default: 0.7 for the embedded generator's zero-SNR schedule, 0 for
+    /// SD-1.5).
+    #[arg(long)]
+    pub guidance_rescale: Option<f64>,
     /// Sampler: ddim or euler-a.
     #[arg(long, default_value = "ddim", value_parser = parse_scheduler)]
     pub scheduler: SchedulerKind,
@@ -181,6 +186,7 @@ pub fn run(args: &GenerateArgs) -> anyhow::Result<bool> {
         frames: args.frames,
         size: args.size,
         guidance: args.guidance,
+        guidance_rescale: args.guidance_rescale,
         scheduler: args.scheduler,
         spacing: None,
         fps: args.fps,

@@ -50,6 +50,9 @@ pub struct GenerateRequest {
     pub size: Option<(u32, u32)>,
     /// Classifier-free guidance scale; 1 runs the conditional prediction only.
     pub guidance: f64,
+    /// Guidance rescale φ in [0, 1] (see [`rescale_guidance`]); `None` = the schedule's
+    /// default ([`NoiseSchedule::default_guidance_rescale`]).
+    pub guidance_rescale: Option<f64>,
     pub scheduler: SchedulerKind,
     /// `None` = the schedule's default spacing (see [`NoiseSchedule::default_spacing`]).
     pub spacing: Option<Spacing>,
@@ -67,6 +70,7 @@ impl Default for GenerateRequest {
             frames: 16,
             size: None,
             guidance: 7.5,
+            guidance_rescale: None,
             scheduler: SchedulerKind::Ddim,
             spacing: None,
             fps: 8,
@@ -409,6 +413,30 @@ impl TextConditioner for WordPrompts {
     }
 }
 
+/// Guidance rescale (Lin et al. 2023, §3.4): the guided output's spread is pulled back toward
+/// the conditional output's, `φ · guided · σ(cond) / σ(guided) + (1 − φ) · guided`, over the whole
+/// clip. Why: at zero terminal SNR a large guidance scale inflates the prediction far beyond
+/// anything seen in training (over-saturated colours, or a sticker shrunk to specks); φ = 0
+/// leaves guidance as is.
+pub fn rescale_guidance(guided: &Tensor, cond: &Tensor, phi: f64) -> Result<Tensor> {
+    if phi <= 0.0 {
+        return Ok(guided.clone());
+    }
+    let std = |t: &Tensor| -> candle_core::Result<f64> {
+        let mean = t.mean_all()?;
+        let var = t.broadcast_sub(&mean)?.sqr()?.mean_all()?;
+        Ok(f64::from(var.to_scalar::<f32>()?).sqrt())
+    };
+    let run = || -> candle_core::Result<Tensor> {
+        let (sc, sg) = (std(cond)?, std(guided)?);
+        if sg <= f64::EPSILON {
+            return Ok(guided.clone());
+        }
+        guided * (phi * sc / sg + (1.0 - phi))
+    };
+    run().map_err(err("guidance rescale"))
+}
+
 /// The denoiser's noise prediction for the whole clip `x` `[frames, C, h, w]`; with a frame
 /// window shorter than the clip, the mean of the predictions of the overlapping windows
 /// (a quarter overlap, [`crate::model::sd::context_windows`]) that contain each frame, for
@@ -511,6 +539,14 @@ pub fn generate(
             request.guidance
         )));
     }
+    let rescale = request
+        .guidance_rescale
+        .unwrap_or_else(|| generator.schedule.default_guidance_rescale());
+    if !(0.0..=1.0).contains(&rescale) {
+        return Err(Error::Invalid(format!(
+            "guidance rescale must be in [0, 1], got {rescale}"
+        )));
+    }
     if request.fps == 0 || request.fps > 100 {
         return Err(Error::Invalid(format!(
             "fps must be 1..=100, got {}",
@@ -577,10 +613,11 @@ pub fn generate(
         let eps = match &ctx_uncond {
             Some(ctx) => {
                 let e_un = predict(ctx)?;
-                (&e_cond - &e_un)
+                let guided = (&e_cond - &e_un)
                     .and_then(|d| d * request.guidance)
                     .and_then(|d| d + &e_un)
-                    .map_err(err("guidance"))?
+                    .map_err(err("guidance"))?;
+                rescale_guidance(&guided, &e_cond, rescale)?
             }
             None => e_cond,
         };
@@ -830,6 +867,40 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn guidance_rescale_pulls_the_spread_back_to_the_conditional_ones() {
+        let dev = Device::Cpu;
+        let cond = Tensor::new(&[1.0f32, -1.0, 0.5, -0.5], &dev).expect("cond");
+        let guided = Tensor::new(&[4.0f32, -3.0, 2.5, -1.5], &dev).expect("guided");
+        let spread = |t: &Tensor| {
+            let v: Vec<f32> = t.to_vec1().expect("v");
+            let m = v.iter().sum::<f32>() / v.len() as f32;
+            (v.iter().map(|x| (x - m).powi(2)).sum::<f32>() / v.len() as f32).sqrt()
+        };
+        // phi 0: unchanged; phi 1: the conditional spread, same direction.
+        let same = rescale_guidance(&guided, &cond, 0.0).expect("0");
+        assert_eq!(
+            same.to_vec1::<f32>().expect("v"),
+            guided.to_vec1::<f32>().expect("v")
+        );
+        let full = rescale_guidance(&guided, &cond, 1.0).expect("1");
+        assert!((spread(&full) - spread(&cond)).abs() < 1e-5);
+        let ratio: Vec<f32> = (&full / &guided).and_then(|r| r.to_vec1()).expect("ratio");
+        assert!(
+            ratio
+                .iter()
+                .all(|r| (r - ratio[0]).abs() < 1e-6 && *r > 0.0)
+        );
+        // In between: a blend of the two.
+        let half = rescale_guidance(&guided, &cond, 0.5).expect("0.5");
+        let want = (spread(&full) + spread(&guided)) / 2.0;
+        assert!(
+            (spread(&half) - want).abs() < 1e-4,
+            "{} vs {want}",
+            spread(&half)
+        );
+    }
+
+    #[test]
     fn unmixing_the_key_recovers_the_foreground_of_a_blend() {
         let dev = Device::Cpu;
         let key = [1.0f32, 0.0, 1.0];
@@ -967,6 +1038,10 @@ pub(crate) mod tests {
             },
             GenerateRequest {
                 guidance: f64::NAN,
+                ..request()
+            },
+            GenerateRequest {
+                guidance_rescale: Some(1.5),
                 ..request()
             },
         ] {
