@@ -52,11 +52,10 @@ pub struct GenerateArgs {
     /// Classifier-free guidance scale (1 = no guidance).
     #[arg(long, default_value_t = GenerateRequest::default().guidance)]
     pub guidance: f64,
-    /// Guidance rescale φ in [0, 1]: pulls the guided prediction's spread back toward the
-    /// conditional one's (default: 0.7 for the embedded generator's zero-SNR schedule, 0 for
-    /// SD-1.5).
-    #[arg(long)]
-    pub guidance_rescale: Option<f64>,
+    /// Guidance rescale φ in [0, 1] (Lin et al. 2023): pulls the guided prediction's spread
+    /// back toward the conditional one's; 0 = plain guidance.
+    #[arg(long, default_value_t = 0.0)]
+    pub guidance_rescale: f64,
     /// Sampler: ddim or euler-a.
     #[arg(long, default_value = "ddim", value_parser = parse_scheduler)]
     pub scheduler: SchedulerKind,

@@ -124,13 +124,6 @@ impl NoiseSchedule {
         }
     }
 
-    /// The guidance rescale φ a request that names none gets
-    /// (`crate::pipeline::generate::rescale_guidance`): 0.7 at zero terminal SNR, Lin et al.'s
-    /// choice, else 0 (SD-1.5 as diffusers runs it).
-    pub fn default_guidance_rescale(&self) -> f64 {
-        if self.zero_terminal_snr { 0.7 } else { 0.0 }
-    }
-
     /// The spacing a request that names none gets: the sampler's diffusers default, except
     /// "trailing" at zero terminal SNR, whose first step must be the last training step (the
     /// only pure-noise one; Lin et al. 2023).
