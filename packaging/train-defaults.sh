@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Trains the shipped defaults from a clean checkout on the CPU, each stage resumable: the codec
 # (400 steps), the matting decoder (600 steps), the generator's codec (1250 of a 2000-step
-# schedule) and the prompt generator (3600 of a 4000-step schedule at 128²),
+# schedule) and the prompt generator (3000 steps at 128²),
 # copies them to models/default/ and prints the validation table. Ship the decoder only if it
 # beats colour keying on every background kind (README, Training). Times measured on this
 # 2-core machine are in models/README.md. Usage: bash packaging/train-defaults.sh [WORK_DIR]
@@ -27,13 +27,14 @@ $ildiff train decoder -o "$work/default" --codec "$work/codec/codec.safetensors"
 $ildiff train codec -o "$work/gcodec" --over-key 255,0,255 --fg-weight 3 --channels 32,64,128 \
     --steps 2000 --stop-after 1250 --batch 4 --frames 2 --size 128 --lr 2e-3 --warmup 50 \
     --checkpoint-every 250 --workers 1 --seed 1 --art "$work/data/art" --resume $flags
-# The shipped generator was trained at commit b9a4048; later trainers caption code point
-# artwork (Twemoji, OpenMoji) with Unicode names, so this gives a different vocabulary.
-$ildiff train generator -o "$work/gen" --codec "$work/gcodec/codec.safetensors" --art "$work/data/art" \
-    --art-share 0.8 --size 128 --frames 16 --batch 2 --steps 4000 --stop-after 3600 --lr 8e-4 --warmup 100 \
-    --checkpoint-every 100 --workers 1 --seed 1 --resume $flags
+# The prompt generator: the artwork of 10 subjects, zero-terminal-SNR schedule with v-prediction
+# (the trainer's default --schedule).
+$ildiff train generator -o "$work/gen10z" --codec "$work/gcodec/codec.safetensors" --art "$work/data/art" \
+    --art-share 0.9 --art-subjects heart,star,cat,face,fish,flower,dog,sun,moon,cloud --size 128 \
+    --frames 16 --batch 2 --steps 3000 --lr 8e-4 --warmup 100 --checkpoint-every 100 --workers 1 \
+    --seed 1 --resume $flags
 mkdir -p models/default
 cp "$work/default/ildiff.safetensors" models/default/ildiff.safetensors
-cp "$work/gen/generator.safetensors" models/default/generator.safetensors
+cp "$work/gen10z/generator.safetensors" models/default/generator.safetensors
 $ildiff train validate --model default=models/default/ildiff.safetensors --keying --clips 96 \
     --size 128 --frames 8 "${data[@]}"
