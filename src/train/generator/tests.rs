@@ -236,6 +236,50 @@ fn a_tiny_training_run_lowers_the_loss() {
     assert!(generator_loss(&model, &ac, &bad, 7, &dev).is_err());
 }
 
+/// The loss target follows the schedule: with a UNet that outputs zeros the loss is the mean
+/// square of the target. With latents scaled up 100× (a tiny `latent_std`), ε keeps unit size
+/// while v = √ᾱ ε − √(1−ᾱ) x0 carries the huge x0.
+#[test]
+fn the_loss_target_is_epsilon_or_v_as_the_schedule_says() {
+    use crate::model::generator::NoiseSchedule;
+    let dev = Device::Cpu;
+    let base = GenConfig::tiny();
+    let d = data(&base);
+    let batch = Batch::stack(&[make_gen_sample(&d, 2, 0).expect("a")]).expect("batch");
+    let loss_with = |schedule: NoiseSchedule| {
+        let cfg = GenConfig {
+            schedule,
+            latent_std: [0.01; 4],
+            ..base.clone()
+        };
+        let (varmap, model) = build(&cfg, (*d.vocab).clone(), &dev).expect("build");
+        for name in trainable_names(&varmap) {
+            let data = varmap.data().lock().expect("lock");
+            let v = &data[&name];
+            v.set(&v.zeros_like().expect("zeros")).expect("set");
+        }
+        let model = GenModel {
+            config: cfg.clone(),
+            ..model
+        };
+        let ac = cfg.schedule.alphas_cumprod();
+        // Several noise seeds, so several timesteps, averaged.
+        (0..6u64)
+            .map(|k| {
+                generator_loss(&model, &ac, &batch, k, &dev)
+                    .expect("loss")
+                    .1[0]
+                    .1
+            })
+            .sum::<f32>()
+            / 6.0
+    };
+    let eps = loss_with(NoiseSchedule::default());
+    let v = loss_with(NoiseSchedule::zero_snr_v());
+    assert!((eps - 1.0).abs() < 0.3, "eps target: {eps}");
+    assert!(v > 100.0, "v target carries x0: {v}");
+}
+
 #[test]
 fn the_training_loop_writes_a_loadable_generator() {
     crate::model::fastconv::set_enabled(true);
