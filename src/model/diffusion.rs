@@ -92,7 +92,6 @@ pub fn timestep_features(timesteps: &[f32], dim: usize, device: &Device) -> Resu
     Tensor::from_vec(out, (timesteps.len(), dim), device)
 }
 
-/// ᾱ_t, the cumulative products of `1 − β_t` for t = 0..`train_steps`, with betas spaced
 /// Mixed noise (PYoCo): `√share · common + √(1 - share) · own`, `common` broadcast over the
 /// frames of its clip (e.g. own `[frames, C, h, w]` with common `[1, C, h, w]`). Unit variance
 /// when both are. One definition for training and sampling, which must draw alike.
@@ -100,18 +99,21 @@ pub fn mix_frame_noise(own: &Tensor, common: &Tensor, share: f64) -> Result<Tens
     (own * (1.0 - share).sqrt())?.broadcast_add(&(common * share.sqrt())?)
 }
 
+/// ᾱ_t, the cumulative products of `1 − β_t` for t = 0..`train_steps`, with betas spaced
 /// linearly from `beta_start` to `beta_end`, or linearly in their square roots when
-/// `scaled_linear` (SD's schedule). One definition for the samplers and for training, so a
+/// `scaled_linear` (SD's schedule), then rescaled to end at 0 when `zero_terminal_snr`
+/// ([`rescale_zero_terminal_snr`]). One definition for the samplers and for training, so a
 /// model is sampled on exactly the schedule it was trained on.
 pub fn alphas_cumprod(
     train_steps: usize,
     beta_start: f64,
     beta_end: f64,
     scaled_linear: bool,
+    zero_terminal_snr: bool,
 ) -> Vec<f64> {
     let n = train_steps;
     let mut acc = 1.0;
-    (0..n)
+    let ac: Vec<f64> = (0..n)
         .map(|i| {
             let f = if n > 1 {
                 i as f64 / (n - 1) as f64
@@ -127,7 +129,12 @@ pub fn alphas_cumprod(
             acc *= 1.0 - beta;
             acc
         })
-        .collect()
+        .collect();
+    if zero_terminal_snr {
+        rescale_zero_terminal_snr(&ac)
+    } else {
+        ac
+    }
 }
 
 #[cfg(test)]
@@ -136,8 +143,9 @@ mod tests {
 
     #[test]
     fn zero_terminal_snr_rescaling_ends_at_pure_noise() {
-        let ac = alphas_cumprod(1000, 0.00085, 0.012, true);
-        let z = rescale_zero_terminal_snr(&ac);
+        let ac = alphas_cumprod(1000, 0.00085, 0.012, true, false);
+        let z = alphas_cumprod(1000, 0.00085, 0.012, true, true);
+        assert_eq!(z, rescale_zero_terminal_snr(&ac));
         assert_eq!(z.len(), 1000);
         assert!((z[0] - ac[0]).abs() < 1e-12, "first step kept");
         assert_eq!(z[999], 0.0);

@@ -119,17 +119,13 @@ impl NoiseSchedule {
     /// ᾱ_t (the cumulative product of 1 - β) for t = 0..train_steps.
     pub fn alphas_cumprod(&self) -> Vec<f64> {
         let BetaSchedule::ScaledLinear = self.beta_schedule;
-        let ac = crate::model::diffusion::alphas_cumprod(
+        crate::model::diffusion::alphas_cumprod(
             self.train_steps.max(1),
             self.beta_start,
             self.beta_end,
             true,
-        );
-        if self.zero_terminal_snr {
-            crate::model::diffusion::rescale_zero_terminal_snr(&ac)
-        } else {
-            ac
-        }
+            self.zero_terminal_snr,
+        )
     }
 }
 

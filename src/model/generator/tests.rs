@@ -364,6 +364,22 @@ fn bench_default_pass() {
     }
 }
 
+/// The clean latent and the noise that a model output `out` (ε or v, as `prediction` says)
+/// implies for the input `x` at cumulative alpha `a`, for the diagnostics below.
+fn x0_and_eps(prediction: Prediction, x: &Tensor, out: Tensor, a: f64) -> (Tensor, Tensor) {
+    let (sa, sb) = (a.sqrt(), (1.0 - a).sqrt());
+    let scaled = |t: &Tensor, k: f64| (t * k).expect("scale");
+    match prediction {
+        // x0 = (x - sqrt(1 - a) eps) / sqrt(a)
+        Prediction::Epsilon => (((x - scaled(&out, sb)).expect("x") / sa).expect("x0"), out),
+        // x0 = sqrt(a) x - sqrt(1 - a) v; eps = sqrt(1 - a) x + sqrt(a) v
+        Prediction::V => (
+            (scaled(x, sa) - scaled(&out, sb)).expect("x0"),
+            (scaled(x, sb) + scaled(&out, sa)).expect("eps"),
+        ),
+    }
+}
+
 /// A plain guided DDIM (eta 0) over `ts` descending, the null and prompt contexts batched as
 /// two clips per pass, for the benchmark and the sample check below (the product's samplers
 /// live in the generation pipeline).
@@ -400,17 +416,7 @@ fn ddim(
         );
         let eps = (&u + ((c - &u).expect("d") * guidance).expect("g")).expect("cfg");
         let (a_t, a_prev) = (ac[t], ts.get(k + 1).map_or(1.0, |&p| ac[p]));
-        let (sa, sb) = (a_t.sqrt(), (1.0 - a_t).sqrt());
-        let (x0, eps) = match m.config.schedule.prediction {
-            Prediction::Epsilon => (
-                ((&x - (&eps * sb).expect("e")).expect("x") / sa).expect("x0"),
-                eps,
-            ),
-            Prediction::V => (
-                ((&x * sa).expect("a") - (&eps * sb).expect("b")).expect("x0"),
-                ((&x * sb).expect("a") + (&eps * sa).expect("b")).expect("eps"),
-            ),
-        };
+        let (x0, eps) = x0_and_eps(m.config.schedule.prediction, &x, eps, a_t);
         x = ((x0 * a_prev.sqrt()).expect("a") + (eps * (1.0 - a_prev).sqrt()).expect("b"))
             .expect("x");
     }
@@ -638,13 +644,7 @@ fn layout_leak() {
                     ((x * a.sqrt()).expect("a") + (&n * (1.0 - a).sqrt()).expect("b")).expect("xt");
                 let ts = Tensor::new(&[t as f32], &dev).expect("t");
                 let out = m.unet.forward(&xt, &ts, &null, frames).expect("pass");
-                let (sa, sb) = (a.sqrt(), (1.0 - a).sqrt());
-                match cfg.schedule.prediction {
-                    Prediction::Epsilon => {
-                        ((&xt - (out * sb).expect("e")).expect("d") / sa).expect("x0")
-                    }
-                    Prediction::V => ((&xt * sa).expect("a") - (out * sb).expect("b")).expect("x0"),
-                }
+                x0_and_eps(cfg.schedule.prediction, &xt, out, a).0
             })
             .collect();
         let guess = centred(&preds);
