@@ -31,7 +31,7 @@ impl Prediction {
 /// Lin et al. 2023's rescaling ("Common Diffusion Noise Schedules and Sample Steps are
 /// Flawed"): shifts and scales √ᾱ so the last step is pure noise (ᾱ = 0) and the first is
 /// unchanged. Why: SD-1.5's schedule ends at ᾱ = 0.0047, so its "pure noise" still carries
-/// 7 % of the picture; a model learns to read the coarse layout from that leak, and at
+/// 7 % of the picture; a model can learn to read the coarse layout from that leak, and then at
 /// sampling time the seed's noise, not the prompt, decides the layout.
 pub fn rescale_zero_terminal_snr(alphas_cumprod: &[f64]) -> Vec<f64> {
     let (Some(&first), Some(&last)) = (alphas_cumprod.first(), alphas_cumprod.last()) else {
