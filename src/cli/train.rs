@@ -286,6 +286,11 @@ pub struct GeneratorArgs {
     /// layout came from the seed rather than the prompt).
     #[arg(long, value_enum, default_value_t = GenSchedule::ZeroSnr)]
     pub schedule: GenSchedule,
+    /// Write a GPU training kit into the output folder instead of training: the fresh model
+    /// with its measured latent statistics (`init.safetensors`) and the artwork as sprites with
+    /// their caption words (`kit.json`, `sprites/`), for `packaging/gpu/train_generator.py`.
+    #[arg(long)]
+    pub export_kit: bool,
 }
 
 /// The generator's noise schedules (see `GeneratorArgs::schedule`).
@@ -294,6 +299,9 @@ pub enum GenSchedule {
     ZeroSnr,
     Sd15,
 }
+
+/// File name of a GPU training kit's fresh model (`train generator --export-kit`).
+pub const KIT_INIT_FILE: &str = "init.safetensors";
 
 /// File name of a generator run's inference file.
 pub const GENERATOR_FILE: &str = "generator.safetensors";
@@ -925,6 +933,21 @@ fn train_generator(args: &GeneratorArgs) -> anyhow::Result<bool> {
             .ids_of(crate::model::generator::WordGroup::Subject)
             .len()
     );
+    if args.export_kit {
+        std::fs::create_dir_all(&c.out).with_context(|| format!("creating {}", c.out.display()))?;
+        let init = c.out.join(KIT_INIT_FILE);
+        save_generator(&varmap, &cfg, &vocab, &init)?;
+        // Room for the largest pose: fill up to 0.65 of the side, zoom +20 %.
+        let side = (c.size as f32 * 0.82).ceil() as u32;
+        let (n, failed) = crate::train::generator::export_kit(&data, &c.out, side)?;
+        println!(
+            "generator kit: {n} sprites ({failed} files left out), {} and {} in {}",
+            KIT_INIT_FILE,
+            crate::train::generator::KIT_FILE,
+            c.out.display()
+        );
+        return Ok(true);
+    }
     let run = Run {
         kind: "generator",
         varmap: &varmap,

@@ -282,6 +282,11 @@ impl ArtLibrary {
         Ok(counts)
     }
 
+    /// The folder the library was loaded from.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
     /// Usable artwork files.
     pub fn len(&self) -> usize {
         self.items.len()
@@ -302,6 +307,37 @@ impl ArtLibrary {
             .iter()
             .map(|&i| self.items[i].path.as_path())
             .collect()
+    }
+
+    /// The files of one split grouped as a clip draws them: one group per focused subject
+    /// (see [`ArtLibrary::focus`]; a file may be in several), or one group of every file when
+    /// the library is not focused. For exporting the draw to another trainer.
+    pub fn pools(&self, split: Split) -> Vec<Vec<&Path>> {
+        let paths = |g: &[usize]| g.iter().map(|&i| self.items[i].path.as_path()).collect();
+        match &self.groups {
+            Some((t, v)) => match split {
+                Split::Train => t,
+                Split::Val => v,
+            }
+            .iter()
+            .map(|g| paths(g))
+            .collect(),
+            None => vec![paths(self.indices(split))],
+        }
+    }
+
+    /// The premultiplied raster of a file of the library, its content's long side `side` px
+    /// (at most [`MAX_RASTER`]), cropped to the visible content plus a clear 1 px border: what
+    /// clips are drawn from.
+    pub fn sprite(&self, file: &Path, side: u32) -> Result<Arc<RgbaImage>> {
+        let idx = self
+            .items
+            .iter()
+            .position(|it| it.path == file)
+            .ok_or_else(|| {
+                Error::Invalid(format!("{} is not in the art library", file.display()))
+            })?;
+        self.raster(idx, side.clamp(16, MAX_RASTER))
     }
 
     /// Files that were skipped while loading, with the reason.

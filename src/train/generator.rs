@@ -363,27 +363,7 @@ impl GenData {
     /// Caption words of an artwork clip, before dropout: the name's subject and colour words
     /// (motion words in a name describe a pose, not the animation, and are left out).
     pub fn caption_art(&self, spec: &ArtSpec, clip: &Animation) -> Vec<u32> {
-        let stem = art_stem(&spec.file);
-        let base = strip_tone(&stem, &self.stems);
-        let (ids, _) = self.vocab.encode(&tokens(base).join(" "));
-        let subjects: Vec<u32> = ids
-            .iter()
-            .copied()
-            .filter(|&i| self.group(i) == Some(WordGroup::Subject))
-            .take(MAX_SUBJECT_WORDS)
-            .collect();
-        let named = ids
-            .iter()
-            .copied()
-            .find(|&i| self.group(i) == Some(WordGroup::Colour));
-        let colour = named.or_else(|| {
-            clip.frames
-                .first()
-                .and_then(|f| dominant_colour(&f.image))
-                .and_then(|w| self.id(w))
-        });
-        let mut out = subjects;
-        out.extend(colour);
+        let mut out = self.caption_file(&spec.file, clip.frames.first().map(|f| &f.image));
         out.extend(self.id(art_motion_word(spec.motion)));
         let size = if spec.fill < 0.4 {
             Some("small")
@@ -403,6 +383,26 @@ impl GenData {
             }
         }
         self.dedup(out.into_iter())
+    }
+
+    /// The words an artwork file brings whatever its animation: the name's subject words and
+    /// colour, else the dominant colour of `look` (straight alpha; a frame or the artwork).
+    pub fn caption_file(&self, file: &Path, look: Option<&RgbaImage>) -> Vec<u32> {
+        let stem = art_stem(file);
+        let base = strip_tone(&stem, &self.stems);
+        let (ids, _) = self.vocab.encode(&tokens(base).join(" "));
+        let mut out: Vec<u32> = ids
+            .iter()
+            .copied()
+            .filter(|&i| self.group(i) == Some(WordGroup::Subject))
+            .take(MAX_SUBJECT_WORDS)
+            .collect();
+        let named = ids
+            .iter()
+            .copied()
+            .find(|&i| self.group(i) == Some(WordGroup::Colour));
+        out.extend(named.or_else(|| look.and_then(dominant_colour).and_then(|w| self.id(w))));
+        out
     }
 
     fn dedup(&self, ids: impl Iterator<Item = u32>) -> Vec<u32> {
@@ -454,6 +454,120 @@ impl GenData {
             }
         }
     }
+}
+
+/// File name of a GPU training kit's description (see [`export_kit`]).
+pub const KIT_FILE: &str = "kit.json";
+
+/// Writes the artwork half of a *GPU training kit* into `dir`: every training file of
+/// `data`'s library rasterised with its long side `side` px (straight-alpha PNGs under
+/// `sprites/`) and [`KIT_FILE`], which holds each sprite's caption words ([`GenData::caption_file`]),
+/// the focus pools a clip draws from, the word ids of the motions and modifiers, and the data
+/// settings. Why: `packaging/gpu/train_generator.py` animates, composites and encodes the
+/// clips on a GPU, where rendering SVGs is not possible, so the words and rasters must come
+/// from here to mean what they mean to this trainer. Files that fail to rasterise are left
+/// out (and counted). Returns (sprites written, files left out).
+pub fn export_kit(data: &GenData, dir: &Path, side: u32) -> Result<(usize, usize)> {
+    let lib = data
+        .art
+        .as_ref()
+        .ok_or_else(|| Error::Invalid("a GPU training kit needs artwork (--art)".into()))?;
+    let sprites_dir = dir.join("sprites");
+    std::fs::create_dir_all(&sprites_dir)
+        .map_err(|e| Error::io("create folder", &sprites_dir, e))?;
+    let pools = lib.pools(Split::Train);
+    let mut index: std::collections::HashMap<&Path, usize> = std::collections::HashMap::new();
+    let mut sprites = Vec::new();
+    let mut failed = 0usize;
+    let mut pool_ids: Vec<Vec<usize>> = Vec::new();
+    for pool in &pools {
+        let mut ids = Vec::new();
+        for &file in pool {
+            if let Some(&i) = index.get(file) {
+                ids.push(i);
+                continue;
+            }
+            let Ok(raster) = lib.sprite(file, side) else {
+                failed += 1;
+                continue;
+            };
+            let straight = unpremultiply(&raster);
+            let i = sprites.len();
+            let name = format!("sprites/{i:05}.png");
+            let mut bytes = Vec::new();
+            straight
+                .write_to(
+                    &mut std::io::Cursor::new(&mut bytes),
+                    image::ImageFormat::Png,
+                )
+                .map_err(|e| Error::Model(format!("encode sprite {}: {e}", file.display())))?;
+            crate::media::atomic::write_atomic(&dir.join(&name), &bytes)?;
+            let rel = file.strip_prefix(lib.root()).unwrap_or(file);
+            sprites.push(serde_json::json!({
+                "png": name,
+                "file": rel.display().to_string(),
+                "words": data.caption_file(file, Some(&straight)),
+            }));
+            index.insert(file, i);
+            ids.push(i);
+        }
+        if !ids.is_empty() {
+            pool_ids.push(ids);
+        }
+    }
+    if sprites.is_empty() {
+        return Err(Error::Invalid(
+            "no artwork could be rasterised for the kit".into(),
+        ));
+    }
+    let motions: Vec<serde_json::Value> = ArtMotion::ALL
+        .iter()
+        .map(|&m| {
+            serde_json::json!({
+                "motion": serde_json::to_value(m).unwrap_or_default(),
+                "word": data.id(art_motion_word(m)),
+            })
+        })
+        .collect();
+    let modifiers: serde_json::Map<String, serde_json::Value> =
+        ["glowing", "shadow", "trails", "small", "big"]
+            .iter()
+            .map(|w| (w.to_string(), serde_json::json!(data.id(w))))
+            .collect();
+    let kit = serde_json::json!({
+        "size": data.size,
+        "frames": data.frames,
+        "key": data.key,
+        "max_tokens": data.max_tokens,
+        "pad": PAD,
+        "caption_drop": data.caption_drop,
+        "word_drop": data.word_drop,
+        "sprite_side": side,
+        "motions": motions,
+        "modifiers": modifiers,
+        "pools": pool_ids,
+        "sprites": sprites,
+    });
+    let text = serde_json::to_string_pretty(&kit)
+        .map_err(|e| Error::Model(format!("kit description: {e}")))?;
+    crate::media::atomic::write_atomic(&dir.join(KIT_FILE), text.as_bytes())?;
+    Ok((sprites.len(), failed))
+}
+
+/// Straight alpha from a premultiplied raster.
+fn unpremultiply(img: &RgbaImage) -> RgbaImage {
+    let mut out = img.clone();
+    for p in out.pixels_mut() {
+        let a = u32::from(p[3]);
+        if a == 0 {
+            *p = image::Rgba([0, 0, 0, 0]);
+            continue;
+        }
+        for c in 0..3 {
+            p[c] = ((u32::from(p[c]) * 255 + a / 2) / a).min(255) as u8;
+        }
+    }
+    out
 }
 
 /// Sample `index` of a run seeded `seed`: the clip over the key colour (`rgb`), its alpha, and

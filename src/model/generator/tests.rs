@@ -665,3 +665,39 @@ fn layout_leak() {
         );
     }
 }
+
+/// The PyTorch port that trains generators on a GPU (`packaging/gpu/train_generator.py`) must
+/// compute what this crate computes, or a model trained there means something else here. The
+/// case (perturbed weights, latents, timesteps, words, an RGB batch and the port's outputs)
+/// comes from `python3 packaging/gpu/train_generator.py KIT OUT --parity DIR`.
+#[test]
+#[ignore = "needs ILDIFF_PARITY=DIR from train_generator.py --parity DIR"]
+fn torch_parity() {
+    let Ok(dir) = std::env::var("ILDIFF_PARITY") else {
+        panic!("set ILDIFF_PARITY to a folder written by train_generator.py --parity");
+    };
+    let dir = std::path::PathBuf::from(dir);
+    let model = load_generator(&dir.join("generator.safetensors")).expect("generator");
+    let case =
+        candle_core::safetensors::load(dir.join("case.safetensors"), &Device::Cpu).expect("case");
+    let get = |k: &str| case.get(k).unwrap_or_else(|| panic!("{k} missing")).clone();
+    let frames = 4;
+    let ids = get("ids").to_dtype(DType::U32).expect("ids");
+    let ctx = model.conditioner.context_batch(&ids).expect("context");
+    let out = model
+        .unet
+        .forward(&get("x"), &get("t"), &ctx, frames)
+        .expect("unet");
+    let want = get("out");
+    let scale = values(&want).iter().fold(0f32, |m, v| m.max(v.abs()));
+    let d = max_diff(&out, &want);
+    println!("UNet: max |diff| {d:.2e} of max |out| {scale:.3}");
+    assert!(
+        d <= 1e-3 * scale.max(1.0),
+        "UNet differs: {d} (scale {scale})"
+    );
+    let z = crate::model::codec::LatentCodec::encode(&model.codec, &get("rgb")).expect("encode");
+    let dz = max_diff(&z, &get("z"));
+    println!("codec encoder: max |diff| {dz:.2e}");
+    assert!(dz <= 1e-3, "codec encoder differs: {dz}");
+}
