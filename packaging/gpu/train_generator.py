@@ -632,6 +632,8 @@ def main():
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--est-steps", type=int, default=0,
                     help="steps the cosine decay spans (0: estimated from the first 20 steps and --minutes)")
+    ap.add_argument("--resume", metavar="DIR",
+                    help="start from DIR/generator-raw.safetensors, its EMA from DIR/generator.safetensors")
     ap.add_argument("--no-amp", action="store_true", help="train in float32 (no bfloat16 autocast)")
     ap.add_argument("--parity", metavar="DIR", help="write a parity case for the Rust test and exit")
     ap.add_argument("--samples", type=int, default=0, help="write N rendered training clips (PNG strips) and exit")
@@ -665,9 +667,17 @@ def main():
           f"prediction {'v' if v_pred else 'eps'}, zero SNR {config['schedule'].get('zero_terminal_snr')}",
           flush=True)
 
+    if args.resume:
+        raw, _, _ = read_generator(os.path.join(args.resume, "generator-raw.safetensors"))
+        gen.load_state_dict({k: v for k, v in raw.items() if k.startswith(("words.", "unet."))})
+        print(f"resumed from {args.resume}", flush=True)
     opt = torch.optim.AdamW(gen.parameters(), lr=args.lr, betas=(0.9, 0.999), weight_decay=0.0)
     live = list(gen.state_dict().values())
     ema = {k: v.detach().clone().float() for k, v in gen.state_dict().items()}
+    if args.resume:
+        avg, _, _ = read_generator(os.path.join(args.resume, "generator.safetensors"))
+        for k in ema:
+            ema[k].copy_(avg[k])
     ema_list = list(ema.values())
     ema_gen = Generator(config, tensors["words.embed.weight"].shape[0]).to(device)
 
@@ -689,9 +699,9 @@ def main():
         elapsed = time.time() - t_start
         if elapsed > budget or (args.max_steps and step >= args.max_steps):
             break
-        if total == 0 and step == 20:
-            total = max(100, int(budget / (elapsed / 20)))
-            print(f"20 steps in {elapsed:.1f} s: the cosine spans {total} steps", flush=True)
+        if total == 0 and step == 100:
+            total = max(200, int(budget / (elapsed / 100)))
+            print(f"100 steps in {elapsed:.1f} s: the cosine spans {total} steps", flush=True)
         span = total if total else 10**9
         if step < args.warmup:
             lr = args.lr * (step + 1) / args.warmup
@@ -732,7 +742,7 @@ def main():
         opt.step()
         step += 1
         with torch.no_grad():
-            d = min(args.ema, (1 + step) / (10 + step))
+            d = args.ema if args.resume else min(args.ema, (1 + step) / (10 + step))
             torch._foreach_lerp_(ema_list, live, 1 - d)
         window.append(loss.item())
         if step % 50 == 0:
