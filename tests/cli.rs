@@ -481,3 +481,141 @@ fn generator_training_focuses_on_named_subjects() {
         stderr(&r)
     );
 }
+
+/// `train generator --export-kit` writes what the GPU trainer needs instead of training: a
+/// loadable fresh model with measured latent statistics, and every focused training file as a
+/// sprite whose caption words are the ones this crate's trainer would use.
+#[test]
+fn generator_kit_holds_sprites_captions_and_a_loadable_model() {
+    use ildiff::model::generator::{load_generator, read_vocabulary};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let art = dir.path().join("art");
+    std::fs::create_dir_all(&art).expect("mkdir");
+    let disc = |fill: &str| {
+        format!(
+            r##"<svg xmlns="http://www.w3.org/2000/svg" width="40" height="40"><rect x="4" y="10" width="32" height="20" fill="{fill}"/></svg>"##
+        )
+    };
+    for i in 0..6 {
+        std::fs::write(art.join(format!("red-heart-{i}.svg")), disc("#e02020")).expect("write");
+        std::fs::write(art.join(format!("1f431-{i:04}.svg")), disc("#2040e0")).expect("write");
+        std::fs::write(art.join(format!("rocket-{i}.svg")), disc("#20e020")).expect("write");
+    }
+    let codec = dir.path().join("codec");
+    let r = ildiff(&tiny_key_codec(codec.to_str().expect("utf8")));
+    assert!(r.status.success(), "{}", stderr(&r));
+    let kit = dir.path().join("kit");
+    let r = ildiff(&[
+        "train",
+        "generator",
+        "-o",
+        kit.to_str().expect("utf8"),
+        "--export-kit",
+        "--arch",
+        "tiny",
+        "--codec",
+        codec.join("codec.safetensors").to_str().expect("utf8"),
+        "--art",
+        art.to_str().expect("utf8"),
+        "--art-subjects",
+        "heart,cat",
+        "--art-share",
+        "1",
+        "--size",
+        "64",
+        "--frames",
+        "2",
+        "--stats-clips",
+        "2",
+        "-q",
+    ]);
+    assert!(r.status.success(), "{}", stderr(&r));
+    assert!(
+        !kit.join("generator.safetensors").exists(),
+        "a kit run must not train"
+    );
+    let init = kit.join("init.safetensors");
+    let model = load_generator(&init).expect("the kit's model loads");
+    assert_eq!((model.config.size, model.config.frames), (64, 2));
+    assert_ne!(model.config.latent_std, [1.0; 4], "statistics measured");
+    let (_, vocab) = read_vocabulary(&init).expect("vocabulary");
+    let id = |w: &str| {
+        vocab
+            .id(w)
+            .unwrap_or_else(|| panic!("{w} not in the vocabulary"))
+    };
+
+    let v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(kit.join("kit.json")).expect("kit.json"))
+            .expect("json");
+    assert_eq!(v["size"], 64);
+    assert_eq!(v["frames"], 2);
+    let sprites = v["sprites"].as_array().expect("sprites");
+    let pools = v["pools"].as_array().expect("pools");
+    assert_eq!(pools.len(), 2, "one pool per subject: {pools:?}");
+    let mut seen = std::collections::HashSet::new();
+    for p in pools {
+        for i in p.as_array().expect("pool") {
+            let i = i.as_u64().expect("index") as usize;
+            assert!(i < sprites.len());
+            seen.insert(i);
+        }
+    }
+    assert_eq!(
+        seen.len(),
+        sprites.len(),
+        "every sprite is drawn from a pool"
+    );
+    assert!(
+        (8..=12).contains(&sprites.len()),
+        "hearts and cats of the training split, no rockets: {}",
+        sprites.len()
+    );
+    let (mut hearts, mut cats) = (0, 0);
+    for s in sprites {
+        let file = s["file"].as_str().expect("file");
+        assert!(!file.contains("rocket"), "{file}");
+        let words: Vec<u32> = s["words"]
+            .as_array()
+            .expect("words")
+            .iter()
+            .map(|w| w.as_u64().expect("id") as u32)
+            .collect();
+        let png = image::open(kit.join(s["png"].as_str().expect("png")))
+            .expect("sprite decodes")
+            .to_rgba8();
+        // Long side ceil(0.82 * 64) = 53 px of content plus the clear border.
+        let long = png.width().max(png.height());
+        assert!(
+            (52..=56).contains(&long),
+            "{file}: {}x{}",
+            png.width(),
+            png.height()
+        );
+        let centre = png.get_pixel(png.width() / 2, png.height() / 2);
+        assert_eq!(centre[3], 255, "{file}: straight alpha, opaque inside");
+        if file.contains("heart") {
+            hearts += 1;
+            assert!(
+                words.contains(&id("heart")) && words.contains(&id("red")),
+                "{file}: {words:?}"
+            );
+            assert!(centre[0] > 200 && centre[2] < 60, "{file}: {centre:?}");
+        } else {
+            cats += 1;
+            // Named by code point; blue from the picture, since the name has no colour.
+            assert!(
+                words.contains(&id("cat")) && words.contains(&id("blue")),
+                "{file}: {words:?}"
+            );
+        }
+    }
+    assert!(hearts > 0 && cats > 0, "{hearts} hearts, {cats} cats");
+    for m in v["motions"].as_array().expect("motions") {
+        assert!(m["word"].as_u64().is_some(), "motion without a word: {m}");
+    }
+    assert_eq!(
+        v["modifiers"]["glowing"].as_u64(),
+        Some(u64::from(id("glowing")))
+    );
+}
