@@ -82,9 +82,10 @@ mod tests {
     use crate::train::optim::{Adam, AdamParams};
 
     /// The reconstruction error of a codec file on the generator's data (stickers over the
-    /// magenta key: 16 clips of 4 frames at 128² drawn with a seed no training run uses), plain
-    /// L1 in [0, 1] units, for the model card: `ILDIFF_CODEC=file ILDIFF_ART=data/art cargo
-    /// test --lib train::codec::tests::codec_error_over_the_key -- --ignored --nocapture`.
+    /// magenta key: 16 clips of 4 frames at 128², or `ILDIFF_CODEC_SIZE`, drawn with a seed no
+    /// training run uses), plain L1 in [0, 1] units, for the model card: `ILDIFF_CODEC=file
+    /// ILDIFF_ART=data/art cargo test --lib train::codec::tests::codec_error_over_the_key --
+    /// --ignored --nocapture`.
     #[test]
     #[ignore]
     fn codec_error_over_the_key() {
@@ -106,8 +107,13 @@ mod tests {
             .expect("codec");
         let lib =
             Arc::new(crate::train::ArtLibrary::load(std::path::Path::new(&art)).expect("art"));
+        // The generator trains at 256² now; its codec was trained at 128².
+        let size = std::env::var("ILDIFF_CODEC_SIZE")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(128);
         let gen_cfg = GenConfig {
-            size: 128,
+            size,
             frames: 4,
             ..GenConfig::default_shape()
         };
@@ -136,7 +142,7 @@ mod tests {
         }
         let n = clips as f64;
         println!(
-            "{path}: L1 {:.4} over the canvas, {:.4} over the sticker ({clips} clips)",
+            "{path}: L1 {:.4} over the canvas, {:.4} over the sticker ({clips} clips at {size}²)",
             all / n,
             fg / n
         );
