@@ -634,6 +634,8 @@ def main():
                     help="steps the cosine decay spans (0: estimated from the first 20 steps and --minutes)")
     ap.add_argument("--resume", metavar="DIR",
                     help="start from DIR/generator-raw.safetensors, its EMA from DIR/generator.safetensors")
+    ap.add_argument("--profile", action="store_true",
+                    help="time the phases of each step (synchronises the GPU: slower) and print them")
     ap.add_argument("--no-amp", action="store_true", help="train in float32 (no bfloat16 autocast)")
     ap.add_argument("--parity", metavar="DIR", help="write a parity case for the Rust test and exit")
     ap.add_argument("--samples", type=int, default=0, help="write N rendered training clips (PNG strips) and exit")
@@ -687,6 +689,7 @@ def main():
         save_generator(os.path.join(args.out, "generator-raw.safetensors"), gen, tensors, meta)
         print(f"saved ({tag})", flush=True)
 
+    phases = {}
     log = open(os.path.join(args.out, "log.csv"), "w")
     log.write("step,seconds,loss,lr\n")
     t_start = time.time()
@@ -710,10 +713,13 @@ def main():
             lr = args.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * prog)))
         for g in opt.param_groups:
             g["lr"] = lr
+        mark = phase_timer(args.profile, device, phases)
         params = [pose_params(kit, kit.draw_sprite(rng), rng) for _ in range(args.batch)]
         ids = torch.tensor([caption(kit, p, rng) for p in params], device=device, dtype=torch.long)
         with torch.no_grad():
+            mark("draw")
             clips = render_batch(kit, params)  # [B, T, 4, S, S] premultiplied
+            mark("render")
             rgb = clips[:, :, :3] + kit.key.reshape(1, 1, 3, 1, 1) * (1 - clips[:, :, 3:4])
             rgb = rgb.reshape(-1, 3, kit.size, kit.size).clamp(0, 1)
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
@@ -732,6 +738,7 @@ def main():
             sa, sb = a.sqrt(), (1 - a).sqrt()
             xt = sa * x0 + sb * eps
             target = sa * eps - sb * x0 if v_pred else eps
+        mark("encode+noise")
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
             ctx = gen.words.embed(ids)
             pred = gen.unet(xt, t, ctx, T)
@@ -744,12 +751,17 @@ def main():
         with torch.no_grad():
             d = args.ema if args.resume else min(args.ema, (1 + step) / (10 + step))
             torch._foreach_lerp_(ema_list, live, 1 - d)
+        mark("forward+backward+step+ema")
         window.append(loss.item())
         if step % 50 == 0:
             m = sum(window) / len(window)
             window = []
             el = time.time() - t_start
             print(f"step {step} {el:.0f} s loss {m:.4f} lr {lr:.2e}", flush=True)
+            if args.profile:
+                print("  ms per step: " + ", ".join(f"{k} {v / 50 * 1e3:.1f}" for k, v in phases.items()),
+                      flush=True)
+                phases.clear()
             log.write(f"{step},{el:.1f},{m:.5f},{lr:.3e}\n")
             log.flush()
         if time.time() - last_save > args.save_every:
@@ -757,6 +769,22 @@ def main():
             last_save = time.time()
     save(f"final, step {step}")
     print(f"done: {step} steps, {args.batch} clips each, {time.time() - t_start:.0f} s", flush=True)
+
+
+def phase_timer(on, device, phases):
+    """A function that adds the time since its last call to `phases[name]` (no-op unless on)."""
+    if not on:
+        return lambda name: None
+    last = [time.time()]
+
+    def mark(name):
+        if device == "cuda":
+            torch.cuda.synchronize()
+        now = time.time()
+        phases[name] = phases.get(name, 0.0) + now - last[0]
+        last[0] = now
+
+    return mark
 
 
 def parity(out_dir, gen, enc, config, tensors, meta):
