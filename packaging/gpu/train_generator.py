@@ -375,18 +375,16 @@ class Kit:
         ims = [np.asarray(Image.open(os.path.join(kit_dir, s["png"])).convert("RGBA"), dtype=np.float32) / 255.0
                for s in sprites]
         side = max(max(im.shape[:2]) for im in ims)
-        n = len(sprites)
-        tex = torch.zeros(n, 4, side, side, dtype=torch.float16)
-        self.wh = torch.zeros(n, 2)
+        tex = torch.zeros(len(sprites), 4, side, side, dtype=torch.float16)
+        # Sprite sizes stay on the host: poses are planned there, every step.
+        self.wh = [(im.shape[1], im.shape[0]) for im in ims]
         for i, im in enumerate(ims):
             h, w = im.shape[:2]
             a = im[..., 3:4]
             pm = np.concatenate([im[..., :3] * a, a], axis=2)  # premultiplied
             tex[i, :, :h, :w] = torch.from_numpy(pm).permute(2, 0, 1)
-            self.wh[i, 0], self.wh[i, 1] = w, h
         self.tex = tex.to(device)
         self.tex_side = side
-        self.wh = self.wh.to(device)
         self.device = device
 
     def draw_sprite(self, rng):
@@ -404,11 +402,11 @@ def pose_params(kit, idx, rng):
     trails = motion in TRAVELS and rng.random() < 0.3
     w = h = float(kit.size)
     side = min(w, h)
-    rw, rh = float(kit.wh[idx, 0]) - 2.0, float(kit.wh[idx, 1]) - 2.0
+    pw, ph = map(float, kit.wh[idx])
+    rw, rh = pw - 2.0, ph - 2.0
     long = max(rw, rh, 1.0)
     k = fill * side / long
     cw, ch = rw * k, rh * k
-    pw, ph = float(kit.wh[idx, 0]), float(kit.wh[idx, 1])
     pivot = (pw / 2.0, ph - 1.0) if motion in ON_BASE else (pw / 2.0, ph / 2.0)
     if motion == "spin":
         grow = math.sqrt(cw * cw + ch * ch) / max(cw, ch, 1.0)
@@ -542,31 +540,34 @@ def render_batch(kit, params, ss=2):
 
     sel = lambda key: torch.tensor([p[key] for p in params for _ in range(T)], device=dev)  # noqa: E731
     alpha = body[:, 3:4]
-    shadow_on = sel("shadow").bool()
-    if shadow_on.any():
-        off = torch.tensor([[round(p["shadow_off"][0]), round(p["shadow_off"][1])] for p in params
-                            for _ in range(T)], device=dev)
+    # Which clips have which extra is decided on the host: reading it back from the GPU would
+    # stall every step.
+    if any(p["shadow"] for p in params):
         sh = torch.zeros_like(alpha)
-        for i in torch.nonzero(shadow_on).flatten().tolist():
-            ox, oy = int(off[i, 0]), int(off[i, 1])
-            sh[i] = torch.roll(alpha[i], (oy, ox), dims=(1, 2))
+        for c, p in enumerate(params):
+            if not p["shadow"]:
+                continue
+            # One whole-pixel offset per clip (art.rs `shift`), clear where it comes from outside.
+            ox, oy = round(p["shadow_off"][0]), round(p["shadow_off"][1])
+            rows = slice(c * T, (c + 1) * T)
+            s = torch.roll(alpha[rows], (oy, ox), dims=(2, 3))
             if oy > 0:
-                sh[i, :, :oy] = 0
+                s[:, :, :oy] = 0
             elif oy < 0:
-                sh[i, :, oy:] = 0
+                s[:, :, oy:] = 0
             if ox > 0:
-                sh[i, :, :, :ox] = 0
+                s[..., :ox] = 0
             elif ox < 0:
-                sh[i, :, :, ox:] = 0
+                s[..., ox:] = 0
+            sh[rows] = s
         sh = box_blur3(sh, max(1, math.ceil(0.02 * S)))
-        op = sel("shadow_opacity").float() * shadow_on.float()
+        op = sel("shadow_opacity").float() * sel("shadow").float()
         out = over(out, flat(sh, torch.zeros(1, 3, 1, 1, device=dev), op[:, None, None, None]))
-    glow_on = sel("glow").bool()
-    if glow_on.any():
+    if any(p["glow"] for p in params):
         g = (box_blur3(alpha, max(1, math.ceil(0.025 * S))) * 2.5).clamp(max=1.0)
         col = torch.tensor([p["glow_colour"] for p in params for _ in range(T)], device=dev,
                            dtype=torch.float32)[:, :, None, None]
-        op = sel("glow_opacity").float() * glow_on.float()
+        op = sel("glow_opacity").float() * sel("glow").float()
         out = over(out, flat(g, col, op[:, None, None, None]))
     if any(p["trails"] for p in params):
         trail_on = sel("trails").float()[:, None, None, None]
@@ -752,9 +753,9 @@ def main():
             d = args.ema if args.resume else min(args.ema, (1 + step) / (10 + step))
             torch._foreach_lerp_(ema_list, live, 1 - d)
         mark("forward+backward+step+ema")
-        window.append(loss.item())
+        window.append(loss.detach())  # no .item() here: it would wait for the GPU every step
         if step % 50 == 0:
-            m = sum(window) / len(window)
+            m = torch.stack(window).mean().item()
             window = []
             el = time.time() - t_start
             print(f"step {step} {el:.0f} s loss {m:.4f} lr {lr:.2e}", flush=True)

@@ -415,9 +415,9 @@ impl TextConditioner for WordPrompts {
 /// Guidance rescale (Lin et al. 2023, §3.4): the guided output's spread is pulled back toward
 /// the conditional output's, `φ · guided · σ(cond) / σ(guided) + (1 − φ) · guided`, over the whole
 /// clip. Why: Lin et al. found that at zero terminal SNR a large guidance scale over-exposes
-/// the picture. It is off by default: on the embedded generator φ = 0.7 lowered the same-prompt
-/// nearest-neighbour share from 0.25 to 0.17 (24 stickers) and did not bring back the stickers
-/// that guidance shrinks (models/README.md).
+/// the picture. It is off by default: on the 128² embedded generator φ = 0.7 lowered the
+/// same-prompt nearest-neighbour share from 0.25 to 0.17 (24 stickers) and did not bring back
+/// the stickers that guidance shrinks (models/README.md).
 pub fn rescale_guidance(guided: &Tensor, cond: &Tensor, phi: f64) -> Result<Tensor> {
     if phi <= 0.0 {
         return Ok(guided.clone());

@@ -491,7 +491,8 @@ pub fn export_kit(data: &GenData, dir: &Path, side: u32) -> Result<(usize, usize
                 failed += 1;
                 continue;
             };
-            let straight = unpremultiply(&raster);
+            let mut straight = (*raster).clone();
+            crate::media::animation::unpremultiply(&mut straight);
             let i = sprites.len();
             let name = format!("sprites/{i:05}.png");
             let mut bytes = Vec::new();
@@ -552,22 +553,6 @@ pub fn export_kit(data: &GenData, dir: &Path, side: u32) -> Result<(usize, usize
         .map_err(|e| Error::Model(format!("kit description: {e}")))?;
     crate::media::atomic::write_atomic(&dir.join(KIT_FILE), text.as_bytes())?;
     Ok((sprites.len(), failed))
-}
-
-/// Straight alpha from a premultiplied raster.
-fn unpremultiply(img: &RgbaImage) -> RgbaImage {
-    let mut out = img.clone();
-    for p in out.pixels_mut() {
-        let a = u32::from(p[3]);
-        if a == 0 {
-            *p = image::Rgba([0, 0, 0, 0]);
-            continue;
-        }
-        for c in 0..3 {
-            p[c] = ((u32::from(p[c]) * 255 + a / 2) / a).min(255) as u8;
-        }
-    }
-    out
 }
 
 /// Sample `index` of a run seeded `seed`: the clip over the key colour (`rgb`), its alpha, and

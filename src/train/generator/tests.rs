@@ -258,10 +258,6 @@ fn the_loss_target_is_epsilon_or_v_as_the_schedule_says() {
             let v = &data[&name];
             v.set(&v.zeros_like().expect("zeros")).expect("set");
         }
-        let model = GenModel {
-            config: cfg.clone(),
-            ..model
-        };
         let ac = cfg.schedule.alphas_cumprod();
         // Several noise seeds, so several timesteps, averaged.
         (0..6u64)
