@@ -59,9 +59,28 @@ pub enum Error {
     /// A model could not be built or loaded (bad tensor name/shape, bad config).
     #[error("model error: {0}")]
     Model(String),
+    /// A tensor operation failed (bad shape, missing weight, out of memory). The source keeps
+    /// candle's own error, so its chain reaches the user; `context` says what was being done.
+    #[error("{context} failed: {source}")]
+    Candle {
+        context: String,
+        #[source]
+        source: candle_core::Error,
+    },
     /// The job was cancelled by the user through a `Progress` implementation.
     #[error("cancelled")]
     Cancelled,
+}
+
+/// A bare `?` on a candle result: the context is only "a tensor operation"; prefer
+/// [`Error::candle`] where there is a better word for what was being done.
+impl From<candle_core::Error> for Error {
+    fn from(source: candle_core::Error) -> Self {
+        Error::Candle {
+            context: "a tensor operation".into(),
+            source,
+        }
+    }
 }
 
 impl Error {
@@ -70,6 +89,15 @@ impl Error {
         Error::Io {
             action,
             path: path.as_ref().to_path_buf(),
+            source,
+        }
+    }
+
+    /// For `map_err`: wraps a candle error with what was being done (`"matting"`). Returns a
+    /// closure so the context string is only allocated when there is an error.
+    pub fn candle(context: &'static str) -> impl FnOnce(candle_core::Error) -> Error {
+        move |source| Error::Candle {
+            context: context.to_string(),
             source,
         }
     }
@@ -106,7 +134,7 @@ impl Error {
             Error::ToolMissing { .. } => "tool-missing",
             Error::Tool { .. } => "tool",
             Error::Invalid(_) => "invalid",
-            Error::Model(_) => "model",
+            Error::Model(_) | Error::Candle { .. } => "model",
             Error::Cancelled => "cancelled",
         }
     }

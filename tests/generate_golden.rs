@@ -84,8 +84,8 @@ fn golden_dir() -> PathBuf {
 
 #[test]
 fn clip_tokenizer_matches_transformers() {
-    use ildiff::model::clip::ClipTokenizer;
-    let tok = ClipTokenizer::from_dir(&golden_dir().join("clip_tiny")).expect("tokenizer");
+    let tok = ildiff::model::weights::read_clip_tokenizer(&golden_dir().join("clip_tiny"))
+        .expect("tokenizer");
     let text = std::fs::read_to_string(golden_dir().join("clip_tokens.json")).expect("json");
     let v: serde_json::Value = serde_json::from_str(&text).expect("parse");
     let cases = v["cases"].as_array().expect("cases");

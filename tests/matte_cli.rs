@@ -210,3 +210,89 @@ fn matte_uses_the_shipped_default_model() {
     assert!(bg < 0.2, "background alpha {bg:.3}");
     assert!(hole < 0.3, "hole alpha {hole:.3}");
 }
+
+/// `ildiff matte` and the studio's re-matte job run the same pipeline: on the same clip and
+/// model they write byte-identical frames, and the frames the job streams while it runs are
+/// those of its result.
+#[test]
+fn the_studio_rematte_and_the_cli_give_identical_frames() {
+    use ildiff::media::presets::{self, FitOptions};
+    use ildiff::media::{Limits, decode};
+    use ildiff::pipeline::matte::MatteOptions;
+    use ildiff::worker::jobs::MatteRequest;
+    use ildiff::worker::{Event, Job, Workers};
+    use std::sync::Arc;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let model = dir.path().join("tiny.safetensors");
+    write_checkpoint(&model, true);
+    let gif = common::ffmpeg_clip(dir.path(), "in.gif", "48x40", 10, 1.1, &[]);
+    let cli_out = dir.path().join("cli.png");
+    let o = ildiff(&[
+        "matte",
+        "-q",
+        gif.to_str().expect("utf8"),
+        "-o",
+        cli_out.to_str().expect("utf8"),
+        "--model",
+        model.to_str().expect("utf8"),
+        "--window",
+        "3",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+
+    let clip = decode::open(&gif, &Limits::default()).expect("decode");
+    assert!(clip.len() > 6, "several windows: {}", clip.len());
+    let mut workers = Workers::spawn(Arc::new(|| {})).expect("workers");
+    let id = workers.next_id();
+    workers.submit(Job::Matte {
+        id,
+        request: MatteRequest {
+            clip: Arc::new(clip),
+            model: Some(model),
+            options: MatteOptions::window(3),
+        },
+    });
+    let mut streamed = Vec::new();
+    let studio = loop {
+        match workers.recv_timeout(std::time::Duration::from_secs(120)) {
+            Some(Event::FramesDone { start, frames, .. }) => {
+                assert_eq!(start, streamed.len(), "windows arrive in order");
+                streamed.extend(frames);
+            }
+            Some(Event::Matted { clip, .. }) => break clip,
+            Some(e) if e.is_final() => panic!("{e:?}"),
+            Some(_) => {}
+            None => panic!("the re-matte did not finish"),
+        }
+    };
+    assert_eq!(streamed.len(), studio.len());
+    assert!(
+        studio
+            .frames
+            .iter()
+            .zip(&streamed)
+            .all(|(f, s)| f.image == *s)
+    );
+    let studio_out = dir.path().join("studio.png");
+    presets::export(
+        &studio,
+        None,
+        &studio_out,
+        &FitOptions::default(),
+        None,
+        &mut ildiff::NoProgress,
+    )
+    .expect("export");
+    let a = decode::open(&cli_out, &Limits::default()).expect("cli output");
+    let b = decode::open(&studio_out, &Limits::default()).expect("studio output");
+    assert_eq!(a.len(), b.len());
+    for (i, (fa, fb)) in a.frames.iter().zip(&b.frames).enumerate() {
+        assert_eq!(fa.delay, fb.delay, "frame {i}");
+        assert!(fa.image == fb.image, "frame {i} differs");
+    }
+    // The matte is not trivial: the alpha varies.
+    let alphas: std::collections::BTreeSet<u8> =
+        a.frames[0].image.pixels().map(|p| p.0[3]).collect();
+    assert!(alphas.len() > 1);
+}

@@ -452,7 +452,7 @@ fn errors_are_notes_not_crashes() {
     app(&mut h).studio.notes.clear();
     app(&mut h).studio.generate_mode = false;
     app(&mut h).studio.choose_model(None);
-    if ildiff::app::jobs::default_model().is_none() {
+    if ildiff::pipeline::models::default_model().is_none() {
         app(&mut h).studio.run_job();
         let e = has_error(app(&mut h)).expect("error");
         assert!(e.contains("no trained default model is installed"), "{e}");

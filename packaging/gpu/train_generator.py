@@ -44,7 +44,7 @@ LATENT_CHANNELS = 4
 
 
 # ----------------------------------------------------------------------------------------
-# The model (names as in src/model/generator/unet.rs, words.rs and src/model/codec.rs)
+# The model (names as in src/model/generator/unet.rs, words.rs and src/model/ildiff/codec.rs)
 # ----------------------------------------------------------------------------------------
 
 

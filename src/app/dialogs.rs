@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use crossbeam_channel::{Receiver, Sender, unbounded};
 
-use super::worker::Waker;
+use crate::worker::Waker;
 
 /// What a dialog was for, with its answer.
 #[derive(Debug, Clone, PartialEq)]

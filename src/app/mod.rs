@@ -3,15 +3,13 @@
 //! Layout: import bar on top, the pack on the left, job and export panels on the right, the
 //! timeline with its flicker curve at the bottom and the preview canvas in the middle. Each
 //! panel is its own module with a `ui(&mut self, ui)` method over the shared [`Studio`] state;
-//! the work happens on the workers of [`worker`], which know nothing about egui.
+//! the work happens on the workers of [`crate::worker`], which know nothing about egui.
 
 pub mod dialogs;
-pub mod jobs;
 pub mod panels;
 pub mod settings;
 pub mod state;
 pub mod textures;
-pub mod worker;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -65,7 +63,7 @@ impl StudioApp {
     /// The app on context `ctx` (the workers and dialogs wake it with `request_repaint`).
     pub fn new(ctx: &egui::Context, options: StudioOptions) -> std::io::Result<StudioApp> {
         let repaint = ctx.clone();
-        let waker: worker::Waker = Arc::new(move || repaint.request_repaint());
+        let waker: crate::worker::Waker = Arc::new(move || repaint.request_repaint());
         let dir = options.config_dir.clone().or_else(settings::default_dir);
         let mut studio = Studio::new(dir.as_deref(), waker.clone())?;
         if let Some(v) = options.view {

@@ -82,15 +82,8 @@ impl PreviewMode {
     }
 }
 
-/// Processing size of a re-matte job.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-pub enum Quality {
-    /// Native resolution.
-    #[default]
-    Full,
-    /// Half resolution, scaled back up: about 4× faster, for quick looks.
-    Draft,
-}
+/// The matte's processing size; it lives with the matte, the studio only stores the choice.
+pub use crate::pipeline::matte::Quality;
 
 /// Re-matte defaults.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -9,12 +9,14 @@ use std::time::{Duration, Instant};
 
 use image::RgbaImage;
 
-use super::jobs::{ExportRequest, MatteRequest, NO_DEFAULT_MODEL, default_model};
 use super::settings::{ModelChoice, Settings, SettingsStore};
-use super::worker::{Event, Job, JobId, Waker, Workers};
 use crate::media::pack::{PackReport, PackSpec, PackSticker, StickerSource};
 use crate::media::presets::{ExportReport, FitOptions};
 use crate::media::{Animation, Limits};
+use crate::pipeline::matte::MatteOptions;
+use crate::pipeline::models::{NO_DEFAULT_MODEL, default_model};
+use crate::worker::jobs::{ExportRequest, MatteRequest};
+use crate::worker::{Event, Job, JobId, Waker, Workers};
 
 static NEXT_CLIP: AtomicU64 = AtomicU64::new(1);
 
@@ -352,7 +354,7 @@ pub struct Studio {
     pub prompt: String,
     pub generate_mode: bool,
     /// Prompt-mode settings (weights, steps, seed, ...) and unknown-word feedback.
-    pub generate: crate::app::jobs::GenerateForm,
+    pub generate: crate::app::panels::job::GenerateForm,
     pub limits: Limits,
     /// Preview zoom (1 = fit) and pan in points.
     pub zoom: f32,
@@ -514,8 +516,11 @@ impl Studio {
         let request = MatteRequest {
             clip: st.source.anim.clone(),
             model,
-            window: self.settings.job.window.max(1),
-            quality: self.settings.job.quality,
+            options: MatteOptions {
+                window: self.settings.job.window.max(1),
+                quality: self.settings.job.quality,
+                plate: None,
+            },
         };
         let clip_id = st.source.id;
         let id = self.workers.next_id();
@@ -1057,7 +1062,7 @@ fn sticker_name(prompt: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::app::jobs::tests::clip;
+    use crate::worker::jobs::tests::clip;
 
     /// A studio with one 4-frame sticker and a matte job `id` running on it.
     fn matting() -> (Studio, JobId) {

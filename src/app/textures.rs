@@ -16,8 +16,8 @@ use eframe::egui::{self, ColorImage, TextureHandle, TextureId, TextureOptions};
 use image::RgbaImage;
 
 use crate::app::state::{Pixels, Shown};
-use crate::app::worker::Waker;
 use crate::eval::{Plane, temporal_diff};
+use crate::worker::Waker;
 
 /// What a texture shows of a frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -12,11 +12,11 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use clap::Args;
 
-use super::matte::encode_clip;
 use crate::NoProgress;
+use crate::media::{Animation, Delay, Frame, LoopCount};
 use crate::model::weights::{Checkpoint, varmap_tensors};
 use crate::model::{IldiffConfig, IldiffDecoder, TransparentDecoder, TransparentDecoderConfig};
-use crate::pipeline::matte::{MatteOptions, matte_clip};
+use crate::pipeline::matte::{MatteOptions, matte_animation, stage_times};
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
@@ -128,33 +128,56 @@ fn random_model(cfg: &IldiffConfig, device: &Device) -> anyhow::Result<IldiffDec
 fn bench_default(args: &BenchArgs, size: usize, device: &Device) -> anyhow::Result<()> {
     let cfg = IldiffConfig::cpu_default();
     let model = random_model(&cfg, device)?;
-    let Some(codec) = model.codec() else {
-        anyhow::bail!("the default configuration has no codec");
-    };
     let t = args.frames.max(1);
-    let pixel = Tensor::rand(0f32, 1.0, (t, 3, size, size), device)?;
+    let clip = noise_clip(size as u32, t)?;
+    let options = MatteOptions::window(args.window.max(1));
     let reset = reset_peak();
     let cpu0 = cpu_secs();
     let start = Instant::now();
-    let latent = encode_clip(codec, &pixel, args.window)?;
-    let encoded = start.elapsed().as_secs_f64();
-    let options = MatteOptions {
-        window: args.window.max(1),
-    };
-    matte_clip(&model, &pixel, &latent, &options, &mut NoProgress)?;
+    matte_animation(&model, &clip, &options, &mut NoProgress, &mut |_, _| {})?;
     let total = start.elapsed().as_secs_f64();
     println!(
         "default (small codec + narrow decoder + adapter N={}) {size}x{size}, {t} frames, window {}: \
-         {:.2} frames/s wall ({:.2} s; codec encode {:.2} s), {}, {}",
+         {:.2} frames/s wall ({:.2} s), {}, {}",
         cfg.temporal_radius(),
         options.window,
         t as f64 / total,
         total,
-        encoded,
         cpu_text(cpu0, t, threads()),
         mem_text(reset)
     );
+    // Where the time goes: the same windows one after another, each stage timed.
+    let stages = stage_times(&model, &clip, &options)?;
+    let all = stages.total().max(1e-9);
+    let share = |s: f64| format!("{:.0} % ({s:.2} s)", 100.0 * s / all);
+    println!(
+        "  stages, sequential {all:.2} s: decoder {}, adapter {}, codec encode {}, pixels {}, \
+         to frames {}",
+        share(stages.decoder),
+        share(stages.adapter),
+        share(stages.codec),
+        share(stages.pixels),
+        share(stages.frames)
+    );
     Ok(())
+}
+
+/// An opaque clip of `t` frames of uniform noise (speed does not depend on the content).
+fn noise_clip(size: u32, t: usize) -> anyhow::Result<Animation> {
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let frames = (0..t)
+        .map(|_| {
+            let img = image::RgbaImage::from_fn(size, size, |_, _| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                let [r, g, b, ..] = state.to_le_bytes();
+                image::Rgba([r, g, b, 255])
+            });
+            Frame::new(img, Delay::from_millis(40))
+        })
+        .collect();
+    Ok(Animation::new(size, size, frames, LoopCount::Infinite)?)
 }
 
 fn bench_official(args: &BenchArgs, size: usize, device: &Device) -> anyhow::Result<()> {

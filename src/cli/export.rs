@@ -228,11 +228,9 @@ fn export_one(args: &ExportArgs, input: &Path, bar: &mut Bar) -> anyhow::Result<
     let out = output_for(args, input)?;
     let anim = decode::open(input, &args.limits.limits())?;
     let opts = args.fit.options();
-    let report = match args.preset {
-        Some(p) => presets::fit_to_preset(&anim, p, &opts, &out, bar),
-        None => presets::export_plain(&anim, &out, &opts, plain_encoding(args, &out), bar),
-    }
-    .with_context(|| format!("exporting {} to {}", input.display(), out.display()))?;
+    let plain = plain_encoding(args, &out);
+    let report = presets::export(&anim, args.preset, &out, &opts, plain, bar)
+        .with_context(|| format!("exporting {} to {}", input.display(), out.display()))?;
     Ok(report)
 }
 

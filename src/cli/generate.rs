@@ -16,12 +16,9 @@ use super::LimitArgs;
 use super::export::{parse_preset, parse_size};
 use super::progress_bar::Bar;
 use crate::media::presets::{self, FitOptions, Preset};
-use crate::pipeline::generate::{
-    GenerateRequest, Generator, default_generator, embedded_generator, generate,
-};
-use crate::pipeline::models::default_model;
+use crate::pipeline::generate::{GenerateRequest, Generator, GeneratorChoice, generate};
 use crate::pipeline::scheduler::SchedulerKind;
-use crate::pipeline::sd_models::{SdFiles, discover_hf_cache, hf_cache_dir, load_denoiser};
+use crate::pipeline::sd_models::SdFiles;
 
 #[derive(Debug, Args)]
 pub struct GenerateArgs {
@@ -112,8 +109,8 @@ fn parse_scheduler(s: &str) -> Result<SchedulerKind, String> {
         .ok_or_else(|| format!("unknown scheduler `{s}`; use ddim or euler-a"))
 }
 
-/// The user's weight files from the options (folder, then single files over it, then the
-/// cache for what is still missing). Empty when none were given.
+/// The user's weight files from the options (folder, then single files over it; the cache
+/// fills what is still missing in [`GeneratorChoice::user`]). Empty when none were given.
 pub fn user_files(args: &GenerateArgs) -> SdFiles {
     let base = args
         .model_dir
@@ -129,40 +126,24 @@ pub fn user_files(args: &GenerateArgs) -> SdFiles {
         layer_attn: args.layer_attn.clone(),
         decoder: args.decoder.clone(),
     };
-    let files = base.overridden_by(singles);
-    if args.hf_cache
-        && let Some(hub) = hf_cache_dir()
-    {
-        return discover_hf_cache(&hub).overridden_by(files);
-    }
-    files
+    base.overridden_by(singles)
 }
 
+/// The generator the options choose, or `None` after `--check` has checked the user's weights.
 fn generator(args: &GenerateArgs, device: &Device) -> anyhow::Result<Option<Generator>> {
-    if let Some(file) = &args.generator {
-        let decoder = match &args.decoder {
-            Some(d) => d.clone(),
-            None => default_model().ok_or_else(|| {
-                anyhow::anyhow!(
-                    "--generator needs a transparency decoder: give --decoder (an ILDiff \
-                     checkpoint on the generator's codec); no default matting model is installed"
-                )
-            })?,
-        };
-        let g = embedded_generator(file, &decoder, device)?;
-        return Ok((!args.check).then_some(g));
-    }
-    let files = user_files(args);
-    let user = args.model_dir.is_some() || args.hf_cache || !files.is_empty();
-    if !user {
-        return Ok(Some(default_generator(device)?));
-    }
-    files.check()?;
-    if args.check {
+    let choice = match &args.generator {
+        Some(file) => GeneratorChoice::File {
+            generator: file.clone(),
+            decoder: args.decoder.clone(),
+        },
+        None => GeneratorChoice::user(user_files(args), args.model_dir.is_some(), args.hf_cache),
+    };
+    // The default has no files to check: `--check` alone generates as before.
+    if args.check && choice != GeneratorChoice::Default {
+        choice.check(device)?;
         return Ok(None);
     }
-    let denoiser = load_denoiser(&files, device)?;
-    Ok(Some(files.load(denoiser, device)?))
+    Ok(Some(choice.load(device)?))
 }
 
 pub fn run(args: &GenerateArgs) -> anyhow::Result<bool> {
@@ -189,11 +170,8 @@ pub fn run(args: &GenerateArgs) -> anyhow::Result<bool> {
         scheduler: args.scheduler,
         spacing: None,
         fps: args.fps,
+        limits: args.limits.limits(),
     };
-    let (w, h) = generator.size(&request)?;
-    args.limits
-        .limits()
-        .check_all(w, h, request.frames as u64, &args.output)?;
     let mut bar = Bar::new(args.quiet);
     let out = generate(&generator, &request, &mut bar, &mut |_, _| {})
         .with_context(|| format!("generating \"{}\" with {}", args.prompt, generator.name))?;
@@ -211,10 +189,14 @@ pub fn run(args: &GenerateArgs) -> anyhow::Result<bool> {
         );
     }
     let opts = FitOptions::default();
-    let report = match args.preset {
-        Some(p) => presets::fit_to_preset(&out.animation, p, &opts, &args.output, &mut bar),
-        None => presets::export_plain(&out.animation, &args.output, &opts, None, &mut bar),
-    }
+    let report = presets::export(
+        &out.animation,
+        args.preset,
+        &args.output,
+        &opts,
+        None,
+        &mut bar,
+    )
     .with_context(|| format!("writing {}", args.output.display()))?;
     bar.finish();
     println!("seed {seed}");

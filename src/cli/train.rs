@@ -698,7 +698,7 @@ fn validate(args: &ValidateArgs) -> anyhow::Result<bool> {
                 (n, p)
             }
         };
-        let model = super::matte::load_model(&path)?;
+        let model = crate::pipeline::models::load_model(&path)?;
         let t0 = Instant::now();
         let preds = samples
             .iter()

@@ -2,7 +2,6 @@
 //! Depends on nothing above it (no models, no UI).
 
 pub mod animation;
-pub mod atomic;
 pub mod decode;
 pub mod encode;
 pub mod ffmpeg;
@@ -10,6 +9,10 @@ pub mod format;
 pub mod limits;
 pub mod pack;
 pub mod presets;
+
+/// The atomic write lives in [`crate::fsutil`] (the model layer saves checkpoints with it and
+/// must not depend on media); this name keeps media's callers unchanged.
+pub use crate::fsutil as atomic;
 
 pub use animation::{Animation, Delay, Fit, Frame, LoopCount};
 pub use format::Format;

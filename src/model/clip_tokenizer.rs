@@ -1,5 +1,6 @@
-//! CLIP's byte-level BPE tokenizer, read from the user's `tokenizer/vocab.json` and
-//! `tokenizer/merges.txt` (the files every diffusers SD-1.5 folder carries).
+//! CLIP's byte-level BPE tokenizer, built from the user's `tokenizer/vocab.json` and
+//! `tokenizer/merges.txt` (the files every diffusers SD-1.5 folder carries; read by
+//! [`crate::model::weights::read_clip_tokenizer`]).
 //!
 //! Written here rather than taken from the `tokenizers` crate, which would pull in a large
 //! dependency tree for ~200 lines. It follows Hugging Face's fast `CLIPTokenizer`:
@@ -11,7 +12,6 @@
 //! practice) and ftfy's mojibake repair.
 
 use std::collections::HashMap;
-use std::path::Path;
 
 use crate::{Error, Result};
 
@@ -74,42 +74,6 @@ fn bytes_to_unicode() -> [char; 256] {
 }
 
 impl ClipTokenizer {
-    /// Reads `vocab.json` and `merges.txt`; `pad` overrides the padding token (SD-1.5 pads with
-    /// `<|endoftext|>`, SD-2 with `!`).
-    pub fn from_files(vocab: &Path, merges: &Path, pad: Option<&str>) -> Result<Self> {
-        let v = std::fs::read_to_string(vocab)
-            .map_err(|e| Error::io("reading the tokenizer vocabulary", vocab, e))?;
-        let m = std::fs::read_to_string(merges)
-            .map_err(|e| Error::io("reading the tokenizer merges", merges, e))?;
-        let vocab_map: HashMap<String, u32> = serde_json::from_str(&v).map_err(|e| {
-            Error::Model(format!(
-                "the tokenizer vocabulary is not a JSON object of token -> id ({e}): {}",
-                vocab.display()
-            ))
-        })?;
-        Self::new(vocab_map, &m, pad)
-            .map_err(|e| Error::Model(format!("{e}: {} / {}", vocab.display(), merges.display())))
-    }
-
-    /// Reads a diffusers `tokenizer/` folder (`vocab.json`, `merges.txt`, and the pad token from
-    /// `special_tokens_map.json` when present).
-    pub fn from_dir(dir: &Path) -> Result<Self> {
-        let pad = std::fs::read_to_string(dir.join("special_tokens_map.json"))
-            .ok()
-            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-            .and_then(|v| {
-                let p = v.get("pad_token")?;
-                p.as_str()
-                    .or_else(|| p.get("content").and_then(serde_json::Value::as_str))
-                    .map(str::to_string)
-            });
-        Self::from_files(
-            &dir.join("vocab.json"),
-            &dir.join("merges.txt"),
-            pad.as_deref(),
-        )
-    }
-
     /// Builds a tokenizer from a vocabulary and the text of a merges file (first line
     /// `#version: ...` is skipped when present).
     pub fn new(vocab: HashMap<String, u32>, merges: &str, pad: Option<&str>) -> Result<Self> {
@@ -397,12 +361,15 @@ pub(crate) mod tests {
         let m = dir.path().join("merges.txt");
         std::fs::write(&v, "[1, 2]").expect("write");
         std::fs::write(&m, TINY_MERGES).expect("write");
-        let e = ClipTokenizer::from_files(&v, &m, None).expect_err("bad vocab");
+        let e =
+            crate::model::weights::read_clip_tokenizer_files(&v, &m, None).expect_err("bad vocab");
         assert!(e.to_string().contains("vocab.json"), "{e}");
         std::fs::write(&v, r#"{"a": 1}"#).expect("write");
-        let e = ClipTokenizer::from_files(&v, &m, None).expect_err("no specials");
+        let e = crate::model::weights::read_clip_tokenizer_files(&v, &m, None)
+            .expect_err("no specials");
         assert!(e.to_string().contains("<|startoftext|>"), "{e}");
-        let e = ClipTokenizer::from_dir(&dir.path().join("nowhere")).expect_err("missing");
+        let e = crate::model::weights::read_clip_tokenizer(&dir.path().join("nowhere"))
+            .expect_err("missing");
         assert!(e.to_string().contains("vocab.json"), "{e}");
     }
 }

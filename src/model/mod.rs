@@ -10,7 +10,8 @@
 //! - [`conv3d`]: 3x3x3 convolution from conv2d (candle has none), PyTorch weight layout.
 //! - [`generator`]: the embedded default text-to-sticker model (words, latent video UNet).
 //! - [`fastconv`]: conv2d with an im2col + gemm backward, for training on the CPU.
-//! - [`ildiff`]: the ILDiff decoder = layout adapter + transparent decoder.
+//! - [`ildiff`]: the ILDiff decoder = layout adapter + transparent decoder; its folder holds
+//!   the matting model's parts (the modules below re-exported from it).
 //! - [`layout`]: ILDiff's layout adapter (SAM-distilled student CNN + temporal layers +
 //!   zero-initialised injection).
 //! - [`temporal`]: ILDiff's temporal modeling layers (residual 3-D conv blocks).
@@ -19,22 +20,18 @@
 //! - [`sd`]: SD-1.5's UNet with AnimateDiff motion modules and LayerDiffuse attention.
 //! - [`weights`]: checked loading, layout manifests, the reference fill rule.
 
-pub mod augment;
 pub mod clip;
 pub mod clip_tokenizer;
-pub mod codec;
-pub mod conv3d;
 pub mod diffusion;
 pub mod fastconv;
 pub mod generator;
 pub mod ildiff;
-pub mod layout;
-pub mod offset_encoder;
-pub mod sam;
 pub mod sd;
-pub mod temporal;
-pub mod transparent_decoder;
 pub mod weights;
+
+pub use ildiff::{
+    augment, codec, conv3d, layout, offset_encoder, sam, temporal, transparent_decoder,
+};
 
 pub use codec::{LatentCodec, SdVae, SmallCodec, SmallCodecConfig};
 pub use ildiff::{IldiffConfig, IldiffDecoder};

@@ -6,6 +6,9 @@
 //! wrong download. Tensors the model never asked for are an error too, because a file trained
 //! with a different configuration would otherwise load "successfully" and decode garbage.
 //!
+//! The tokenizer's vocabulary files are read here too: this module is the model layer's one
+//! door to the file system.
+//!
 //! The fill rule (see `reference/README.md`) rebuilds the weights behind the golden vectors
 //! exactly, so numeric tests need no weight files.
 
@@ -20,9 +23,56 @@ use candle_nn::{VarBuilder, VarMap};
 use safetensors::{SafeTensorError, SafeTensors};
 use serde::{Deserialize, Serialize};
 
+use super::clip_tokenizer::ClipTokenizer;
 use super::ildiff::{IldiffConfig, IldiffDecoder};
-use crate::media::atomic::write_atomic;
+use crate::fsutil::write_atomic;
 use crate::{Error, Result};
+
+/// Writes a weight file whose bytes the caller has checked, atomically: the one way the
+/// model layer writes a file.
+pub fn write_weights(path: &Path, bytes: &[u8]) -> Result<u64> {
+    write_atomic(path, bytes)
+}
+
+/// A CLIP tokenizer from `vocab.json` and `merges.txt`; `pad` overrides the padding token (SD-1.5 pads with
+/// `<|endoftext|>`, SD-2 with `!`).
+pub fn read_clip_tokenizer_files(
+    vocab: &Path,
+    merges: &Path,
+    pad: Option<&str>,
+) -> Result<ClipTokenizer> {
+    let v = std::fs::read_to_string(vocab)
+        .map_err(|e| Error::io("reading the tokenizer vocabulary", vocab, e))?;
+    let m = std::fs::read_to_string(merges)
+        .map_err(|e| Error::io("reading the tokenizer merges", merges, e))?;
+    let vocab_map: HashMap<String, u32> = serde_json::from_str(&v).map_err(|e| {
+        Error::Model(format!(
+            "the tokenizer vocabulary is not a JSON object of token -> id ({e}): {}",
+            vocab.display()
+        ))
+    })?;
+    ClipTokenizer::new(vocab_map, &m, pad)
+        .map_err(|e| Error::Model(format!("{e}: {} / {}", vocab.display(), merges.display())))
+}
+
+/// A CLIP tokenizer from a diffusers `tokenizer/` folder (`vocab.json`, `merges.txt`, and
+/// the pad token from `special_tokens_map.json` when present).
+pub fn read_clip_tokenizer(dir: &Path) -> Result<ClipTokenizer> {
+    let pad = std::fs::read_to_string(dir.join("special_tokens_map.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .and_then(|v| {
+            let p = v.get("pad_token")?;
+            p.as_str()
+                .or_else(|| p.get("content").and_then(serde_json::Value::as_str))
+                .map(str::to_string)
+        });
+    read_clip_tokenizer_files(
+        &dir.join("vocab.json"),
+        &dir.join("merges.txt"),
+        pad.as_deref(),
+    )
+}
 
 /// A tensor-name -> shape layout, in the JSON format of `reference/manifests/`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

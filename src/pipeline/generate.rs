@@ -57,6 +57,8 @@ pub struct GenerateRequest {
     pub spacing: Option<Spacing>,
     /// Playback rate of the result.
     pub fps: u32,
+    /// Caps on the clip's size and length (the CLI's `--max-*` flags).
+    pub limits: crate::media::Limits,
 }
 
 impl Default for GenerateRequest {
@@ -73,6 +75,7 @@ impl Default for GenerateRequest {
             scheduler: SchedulerKind::Ddim,
             spacing: None,
             fps: 8,
+            limits: crate::media::Limits::default(),
         }
     }
 }
@@ -112,7 +115,7 @@ impl TextConditioner for ClipConditioner {
         let context = self
             .encoder
             .encode_ids(&tokens.ids, &self.device)
-            .map_err(|e| Error::Model(format!("the text encoder failed: {e}")))?;
+            .map_err(err("the text encoder"))?;
         Ok(Conditioning {
             context,
             unknown: tokens.unknown,
@@ -235,7 +238,10 @@ pub struct Generated {
 }
 
 fn err(what: &'static str) -> impl Fn(candle_core::Error) -> Error {
-    move |e| Error::Model(format!("{what} failed: {e}"))
+    move |source| Error::Candle {
+        context: what.into(),
+        source,
+    }
 }
 
 impl Generator {
@@ -302,6 +308,75 @@ pub fn default_generator(device: &Device) -> Result<Generator> {
     let path = find_installed(DEFAULT_GENERATOR_ENV, DEFAULT_GENERATOR).ok_or_else(missing)?;
     let decoder = default_model().ok_or_else(missing)?;
     embedded_generator(&path, &decoder, device)
+}
+
+/// Which weights generate from: the one choice the CLI and the studio both make.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GeneratorChoice {
+    /// The installed default generator with the default matting model.
+    Default,
+    /// A generator file from `ildiff train generator` and its transparency decoder (`None` =
+    /// the default matting model).
+    File {
+        generator: std::path::PathBuf,
+        decoder: Option<std::path::PathBuf>,
+    },
+    /// The user's SD-1.5 + AnimateDiff + LayerDiffuse files.
+    Sd(super::sd_models::SdFiles),
+}
+
+impl GeneratorChoice {
+    /// The user's SD files, with what is still missing filled from the Hugging Face cache
+    /// when `hf_cache`; [`GeneratorChoice::Default`] when the user gave nothing at all.
+    pub fn user(files: super::sd_models::SdFiles, folder_given: bool, hf_cache: bool) -> Self {
+        use super::sd_models::{discover_hf_cache, hf_cache_dir};
+        let given = folder_given || hf_cache || !files.is_empty();
+        let files = match hf_cache.then(hf_cache_dir).flatten() {
+            Some(hub) => discover_hf_cache(&hub).overridden_by(files),
+            None => files,
+        };
+        if given {
+            GeneratorChoice::Sd(files)
+        } else {
+            GeneratorChoice::Default
+        }
+    }
+
+    /// Checks the weights without generating: every SD file's tensor names and shapes (before
+    /// anything heavy is loaded), or a generator file by loading it.
+    pub fn check(&self, device: &Device) -> Result<()> {
+        match self {
+            GeneratorChoice::Sd(files) => files.check(),
+            other => other.load(device).map(drop),
+        }
+    }
+
+    /// Loads the generator. SD files are checked first, so a wrong download is named before
+    /// gigabytes are read; a missing default is an error saying how to use one's own weights.
+    pub fn load(&self, device: &Device) -> Result<Generator> {
+        match self {
+            GeneratorChoice::Default => default_generator(device),
+            GeneratorChoice::File { generator, decoder } => {
+                let decoder = match decoder {
+                    Some(d) => d.clone(),
+                    None => default_model().ok_or_else(|| {
+                        Error::Model(
+                            "--generator needs a transparency decoder: give --decoder (an \
+                             ILDiff checkpoint on the generator's codec); no default matting \
+                             model is installed"
+                                .into(),
+                        )
+                    })?,
+                };
+                embedded_generator(generator, &decoder, device)
+            }
+            GeneratorChoice::Sd(files) => {
+                files.check()?;
+                let denoiser = super::sd_models::load_denoiser(files, device)?;
+                files.load(denoiser, device)
+            }
+        }
+    }
 }
 
 /// Words by group (subjects, colours, motions), as the prompt panel lists them.
@@ -527,9 +602,10 @@ pub fn generate(
     generator.check()?;
     let (width, height) = generator.size(request)?;
     let frames = request.frames;
-    let limits = crate::media::Limits::default();
     let label = std::path::Path::new("generated clip");
-    limits.check_all(width, height, frames as u64, label)?;
+    request
+        .limits
+        .check_all(width, height, frames as u64, label)?;
     if frames == 0 {
         return Err(Error::Invalid("frames must be at least 1".into()));
     }
@@ -678,7 +754,7 @@ pub fn generate(
                     let here = (done as usize).saturating_sub(start - lo).min(end - start);
                     progress.step(STAGE_MATTE, (start + here) as u64, frames as u64)
                 };
-                let out = matte_clip(model, &px, &lat, &MatteOptions { window }, &mut inner)?;
+                let out = matte_clip(model, &px, &lat, &MatteOptions::window(window), &mut inner)?;
                 let mut centre = out
                     .narrow(0, start - lo, end - start)
                     .map_err(err("matting"))?;
@@ -862,6 +938,34 @@ pub(crate) mod tests {
         let out = generate(g, r, &mut progress, &mut |s, f| streamed.push((s, f.len())))
             .expect("generate");
         (out, streamed, stages)
+    }
+
+    /// The limits a request carries (the CLI's `--max-*`) are the ones checked, not the
+    /// defaults: 5 frames pass the defaults but not a cap of 4, and a cap raised to the
+    /// request's size passes.
+    #[test]
+    fn the_requests_limits_are_the_ones_checked() {
+        let (g, _) = tiny_generator(tiny_ildiff());
+        let capped = GenerateRequest {
+            limits: crate::media::Limits {
+                max_frames: 4,
+                ..crate::media::Limits::default()
+            },
+            ..request()
+        };
+        let e = generate(&g, &capped, &mut crate::NoProgress, &mut |_, _| {})
+            .expect_err("over the cap");
+        assert_eq!(e.kind(), "limits", "{e}");
+        let exact = GenerateRequest {
+            limits: crate::media::Limits {
+                max_frames: 5,
+                max_side: 64,
+                max_bytes: 5 * 64 * 32 * 4,
+            },
+            ..request()
+        };
+        let out = generate(&g, &exact, &mut crate::NoProgress, &mut |_, _| {}).expect("at the cap");
+        assert_eq!(out.animation.len(), 5);
     }
 
     #[test]

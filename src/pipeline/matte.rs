@@ -1,45 +1,159 @@
-//! Windowed ILDiff decoding of a clip of any length and size.
+//! The matte: an opaque clip in, a transparent clip out, through an ILDiff checkpoint.
+//! [`matte_animation`] is the whole job (`ildiff matte` and the studio's re-matte both call
+//! it, so they give the same bytes); [`matte_clip`] is the same loop over tensors (training
+//! validation, the generator, the benchmark). There is one windowing loop, [`run_windows`].
 //!
 //! The adapter's temporal layers make frame t depend on frames `t - r ..= t + r` (r =
-//! [`IldiffDecoder::temporal_radius`]), and on nothing else: the student encoder, the norms and
-//! the decoder work frame by frame. So a clip is decoded in windows of `window` output frames,
-//! each given `r` frames of context on both sides (fewer at the clip ends, where the zero
-//! temporal padding of a single pass applies anyway); the context outputs are dropped. The
-//! result equals one pass over the whole clip while the activations held at once stay bounded:
-//! the adapter's temporal stack sees at most `window + 2r` frames and the decoder `window`.
-//! Student features are per frame, so those of the context frames are kept from the previous
-//! window rather than recomputed.
+//! [`IldiffDecoder::temporal_radius`]), and on nothing else: the codec, the student encoder,
+//! the norms and the decoder work frame by frame. So a clip is decoded in windows of `window`
+//! output frames, each given `r` frames of context on both sides (fewer at the clip ends, where
+//! the zero temporal padding of a single pass applies anyway); the context outputs are
+//! dropped. The result equals one pass over the whole clip while the activations held at once
+//! stay bounded: the adapter's temporal stack sees at most `window + 2r` frames and the decoder
+//! `window`. Student features are per frame, so those of the context frames are kept from the
+//! previous window rather than recomputed.
+//!
+//! Both cores work: a window's preparation (its pixels, the codec encode, the adapter's
+//! features and temporal stack) runs on a second thread one window ahead of the decoder,
+//! through a queue of one window. candle's CPU ops are mostly single-threaded outside
+//! matmul, so one thread alone keeps about one core busy. Each window is computed exactly as
+//! in a sequential run (same batches, same order), so the result does not depend on timing.
 //!
 //! Sizes that are not a multiple of the decoder's are mirror-padded per window and cropped back,
 //! like [`crate::model::TransparentDecoder::decode`].
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
 use candle_core::{DType, Device, Tensor};
 use image::RgbaImage;
+use serde::{Deserialize, Serialize};
 
 use crate::media::{Animation, Frame};
 use crate::model::IldiffDecoder;
 use crate::model::augment::{crop, mirror_pad};
+use crate::model::codec::LatentCodec;
 use crate::{Error, Progress, Result};
 
-/// Progress stage name reported by [`matte_clip`].
+/// Progress stage name reported by [`matte_clip`] and [`matte_animation`].
 pub const STAGE: &str = "matte";
 
-/// How [`matte_clip`] splits a clip.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Processing size of a matte.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum Quality {
+    /// Native resolution.
+    #[default]
+    Full,
+    /// Half resolution, scaled back up: about 4× faster, for quick looks.
+    Draft,
+}
+
+/// How a clip is matted.
+#[derive(Debug, Clone, PartialEq)]
 pub struct MatteOptions {
     /// Output frames per window (at least 1). Larger windows recompute less temporal context
     /// but hold more activations.
     pub window: usize,
+    /// Processing size ([`matte_animation`] only; [`matte_clip`] takes tensors as they are).
+    pub quality: Quality,
+    /// The clip's background plate (the scene without the subject), for models that read
+    /// one. The hook for per-clip plates: `None` until the decoder takes a plate input, and
+    /// [`matte_animation`] refuses one rather than ignore it silently.
+    pub plate: Option<Arc<RgbaImage>>,
+}
+
+impl MatteOptions {
+    /// The defaults with `window` output frames per window.
+    pub fn window(window: usize) -> Self {
+        Self {
+            window,
+            ..Self::default()
+        }
+    }
 }
 
 impl Default for MatteOptions {
     fn default() -> Self {
-        Self { window: 8 }
+        Self {
+            window: 8,
+            quality: Quality::Full,
+            plate: None,
+        }
     }
 }
 
-fn model_err(e: candle_core::Error) -> Error {
-    Error::Model(format!("matting failed: {e}"))
+/// Mattes an opaque clip with `model` (which must carry a codec): each window's frames go
+/// through the codec and the decoder, and `on_frames(start, frames)` receives every finished
+/// window (live previews) before the rest is done. Draft quality works at half size and scales
+/// the result back. Reports `(STAGE, frames done, frames)`; stops with [`Error::Cancelled`]
+/// when `progress` says so. Frame timing and loop count are the clip's.
+pub fn matte_animation(
+    model: &IldiffDecoder,
+    clip: &Animation,
+    options: &MatteOptions,
+    progress: &mut dyn Progress,
+    on_frames: &mut dyn FnMut(usize, &[RgbaImage]),
+) -> Result<Animation> {
+    if clip.is_empty() {
+        return Err(Error::Invalid("the clip has no frames".into()));
+    }
+    let Some(codec) = model.codec() else {
+        return Err(Error::Model(
+            "the checkpoint has no codec, so it cannot encode an RGB clip".into(),
+        ));
+    };
+    if options.plate.is_some() {
+        return Err(Error::Invalid(
+            "this matting model takes no background plate".into(),
+        ));
+    }
+    let draft;
+    let work = match options.quality {
+        Quality::Full => clip,
+        Quality::Draft => {
+            draft = clip.resize_exact(
+                clip.width.div_ceil(2).max(1),
+                clip.height.div_ceil(2).max(1),
+            )?;
+            &draft
+        }
+    };
+    let source = FrameSource {
+        clip: work,
+        codec,
+        device: Device::Cpu,
+    };
+    let plan = Plan::new(
+        model,
+        work.len(),
+        work.height as usize,
+        work.width as usize,
+        options,
+    )?;
+    let mut frames: Vec<Frame> = Vec::with_capacity(clip.len());
+    run_windows(model, &plan, &source, progress, &mut |start, matte| {
+        let images: Vec<RgbaImage> = images_from_matte(&matte)?
+            .into_iter()
+            .map(|img| {
+                if (img.width(), img.height()) == (clip.width, clip.height) {
+                    img
+                } else {
+                    crate::media::animation::resize_rgba(&img, clip.width, clip.height)
+                }
+            })
+            .collect();
+        on_frames(start, &images);
+        let delays = clip.frames[start..start + images.len()].iter();
+        frames.extend(
+            images
+                .into_iter()
+                .zip(delays)
+                .map(|(img, src)| Frame::new(img, src.delay)),
+        );
+        Ok(())
+    })?;
+    Animation::new(clip.width, clip.height, frames, clip.loops)
 }
 
 /// Mattes one clip: `pixel` `[T, 3, H, W]` (decoded RGB in [0, 1]) and `latent`
@@ -68,37 +182,232 @@ pub fn matte_clip(
             pixel.dims()
         )));
     }
-    let window = options.window.max(1);
-    let r = model.temporal_radius();
-    let m = cfg.size_multiple();
-    let (ph, pw) = (h.div_ceil(m) * m, w.div_ceil(m) * m);
-    let pad = |x: &Tensor, ph: usize, pw: usize| -> Result<Tensor> {
-        let (_, _, xh, xw) = x.dims4().map_err(model_err)?;
-        mirror_pad(x, ph - xh, pw - xw).map_err(model_err)
-    };
-    let total = t as u64;
-    if !progress.step(STAGE, 0, total) {
-        return Err(Error::Cancelled);
+    let plan = Plan::new(model, t, h, w, options)?;
+    let mut outputs = Vec::with_capacity(t.div_ceil(plan.window));
+    run_windows(
+        model,
+        &plan,
+        &TensorSource { pixel, latent },
+        progress,
+        &mut |_, y| {
+            outputs.push(y);
+            Ok(())
+        },
+    )?;
+    Tensor::cat(&outputs, 0).map_err(Error::candle("matting"))
+}
+
+/// Where a window's inputs come from: whole-clip tensors, or an animation's frames encoded
+/// window by window (so the whole clip never exists as a tensor).
+trait WindowSource: Sync {
+    /// RGB `[hi - lo, 3, H, W]` in [0, 1] of frames `lo..hi`.
+    fn pixels(&self, lo: usize, hi: usize) -> Result<Tensor>;
+    /// Unscaled latent of frames `start..end`, whose RGB is `rgb`.
+    fn latent(&self, start: usize, end: usize, rgb: &Tensor) -> Result<Tensor>;
+}
+
+struct TensorSource<'a> {
+    pixel: &'a Tensor,
+    latent: &'a Tensor,
+}
+
+impl WindowSource for TensorSource<'_> {
+    fn pixels(&self, lo: usize, hi: usize) -> Result<Tensor> {
+        narrow(self.pixel, lo, hi - lo)
     }
 
-    // Student features of frames `cached.0 ..`, kept for the next window's context.
-    let mut cached: Option<(usize, Tensor)> = None;
-    let mut outputs = Vec::with_capacity(t.div_ceil(window));
-    let mut start = 0;
-    while start < t {
-        let end = (start + window).min(t);
-        let (lo, hi) = (start.saturating_sub(r), (end + r).min(t));
-        let frames = pad(&narrow(pixel, lo, hi - lo)?, ph, pw)?;
-        let centre = frames
-            .narrow(0, start - lo, end - start)
-            .map_err(model_err)?;
-        let lat = pad(&narrow(latent, start, end - start)?, ph / f, pw / f)?;
-        let extra = match model.adapter() {
+    fn latent(&self, start: usize, end: usize, _: &Tensor) -> Result<Tensor> {
+        narrow(self.latent, start, end - start)
+    }
+}
+
+struct FrameSource<'a> {
+    clip: &'a Animation,
+    codec: &'a crate::model::SmallCodec,
+    device: Device,
+}
+
+impl WindowSource for FrameSource<'_> {
+    fn pixels(&self, lo: usize, hi: usize) -> Result<Tensor> {
+        pixels_of_frames(
+            &self.clip.frames[lo..hi],
+            self.clip.width,
+            self.clip.height,
+            &self.device,
+        )
+    }
+
+    /// The codec's latent of exactly this window's frames: the same batches as
+    /// [`crate::pipeline::models::encode_clip`] with `chunk` = the window.
+    fn latent(&self, _: usize, _: usize, rgb: &Tensor) -> Result<Tensor> {
+        self.codec
+            .encode_any_size(rgb)
+            .map_err(Error::candle("encoding the clip"))
+    }
+}
+
+/// The geometry of a windowed matte.
+struct Plan {
+    frames: usize,
+    h: usize,
+    w: usize,
+    window: usize,
+    radius: usize,
+    /// Latent downscale factor.
+    factor: usize,
+    /// Padded frame size (a multiple of the decoder's).
+    ph: usize,
+    pw: usize,
+}
+
+impl Plan {
+    fn new(
+        model: &IldiffDecoder,
+        frames: usize,
+        h: usize,
+        w: usize,
+        options: &MatteOptions,
+    ) -> Result<Plan> {
+        if frames == 0 || h == 0 || w == 0 {
+            return Err(Error::Invalid(format!(
+                "cannot matte {frames} frames of {w}x{h}"
+            )));
+        }
+        let cfg = &model.config().decoder;
+        let m = cfg.size_multiple();
+        Ok(Plan {
+            frames,
+            h,
+            w,
+            window: options.window.max(1),
+            radius: model.temporal_radius(),
+            factor: cfg.latent_factor(),
+            ph: h.div_ceil(m) * m,
+            pw: w.div_ceil(m) * m,
+        })
+    }
+
+    /// Start frames of the windows, in order.
+    fn starts(&self) -> impl Iterator<Item = usize> + use<> {
+        (0..self.frames).step_by(self.window)
+    }
+}
+
+/// One window's decoder inputs, padded: output frames `start..end`.
+struct Prepared {
+    start: usize,
+    end: usize,
+    centre: Tensor,
+    latent: Tensor,
+    extra: Option<Tensor>,
+}
+
+/// Stage one of a window: pixels, latent, the adapter's features and injection. Keeps the
+/// student features of the last window for the next one's context.
+struct Preparer<'a> {
+    model: &'a IldiffDecoder,
+    plan: &'a Plan,
+    /// Student features of frames `cached.0 ..`.
+    cached: Option<(usize, Tensor)>,
+    /// Seconds spent per stage (read by [`stage_times`]).
+    times: StageTimes,
+}
+
+impl<'a> Preparer<'a> {
+    fn new(model: &'a IldiffDecoder, plan: &'a Plan) -> Self {
+        Preparer {
+            model,
+            plan,
+            cached: None,
+            times: StageTimes::default(),
+        }
+    }
+}
+
+/// Seconds a sequential matte spends in each stage, so `ildiff bench` can say where the time
+/// goes (see [`stage_times`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct StageTimes {
+    /// Frames to an RGB tensor, mirror padding.
+    pub pixels: f64,
+    /// The codec's encode.
+    pub codec: f64,
+    /// The layout adapter: student features and the temporal stack.
+    pub adapter: f64,
+    /// The transparent decoder, crop and clamp.
+    pub decoder: f64,
+    /// The matte tensor to RGBA frames.
+    pub frames: f64,
+}
+
+impl StageTimes {
+    pub fn total(&self) -> f64 {
+        self.pixels + self.codec + self.adapter + self.decoder + self.frames
+    }
+}
+
+/// Runs [`matte_animation`]'s windows one after another on this thread, timing each stage.
+pub fn stage_times(
+    model: &IldiffDecoder,
+    clip: &Animation,
+    options: &MatteOptions,
+) -> Result<StageTimes> {
+    let Some(codec) = model.codec() else {
+        return Err(Error::Model("the checkpoint has no codec".into()));
+    };
+    let source = FrameSource {
+        clip,
+        codec,
+        device: Device::Cpu,
+    };
+    let plan = Plan::new(
+        model,
+        clip.len(),
+        clip.height as usize,
+        clip.width as usize,
+        options,
+    )?;
+    let mut preparer = Preparer::new(model, &plan);
+    for start in plan.starts() {
+        let prepared = preparer.prepare(&source, start)?;
+        let t = Instant::now();
+        let matte = decode(model, &plan, &prepared)?;
+        preparer.times.decoder += t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        images_from_matte(&matte)?;
+        preparer.times.frames += t.elapsed().as_secs_f64();
+    }
+    Ok(preparer.times)
+}
+
+impl Preparer<'_> {
+    fn prepare(&mut self, source: &dyn WindowSource, start: usize) -> Result<Prepared> {
+        let p = self.plan;
+        let err = Error::candle("matting");
+        let end = (start + p.window).min(p.frames);
+        let (lo, hi) = (
+            start.saturating_sub(p.radius),
+            (end + p.radius).min(p.frames),
+        );
+        let t = Instant::now();
+        let rgb = source.pixels(lo, hi)?;
+        self.times.pixels += t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        let latent = source.latent(start, end, &narrow(&rgb, start - lo, end - start)?)?;
+        self.times.codec += t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        let frames = pad(&rgb, p.ph, p.pw)?;
+        drop(rgb);
+        let centre = narrow(&frames, start - lo, end - start)?;
+        let latent = pad(&latent, p.ph / p.factor, p.pw / p.factor)?;
+        self.times.pixels += t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        let extra = match self.model.adapter() {
             Some(adapter) => {
                 // Reuse the features of this window's first frames from the previous window.
-                let reuse = match cached.take() {
+                let reuse = match self.cached.take() {
                     Some((c_lo, c)) => {
-                        let c_hi = c_lo + c.dim(0).map_err(model_err)?;
+                        let c_hi = c_lo + c.dim(0).map_err(Error::candle("matting"))?;
                         (c_lo <= lo && lo < c_hi).then_some((c_lo, c_hi, c))
                     }
                     None => None,
@@ -108,40 +417,128 @@ pub fn matte_clip(
                         let kept = narrow(&c, lo - c_lo, c_hi - lo)?;
                         if c_hi < hi {
                             let new = narrow(&frames, c_hi - lo, hi - c_hi)?;
-                            let new = adapter.features(&new).map_err(model_err)?;
-                            Tensor::cat(&[&kept, &new], 0).map_err(model_err)?
+                            let new = adapter.features(&new).map_err(Error::candle("matting"))?;
+                            Tensor::cat(&[&kept, &new], 0).map_err(Error::candle("matting"))?
                         } else {
                             kept
                         }
                     }
-                    None => adapter.features(&frames).map_err(model_err)?,
+                    None => adapter
+                        .features(&frames)
+                        .map_err(Error::candle("matting"))?,
                 };
                 let extra = adapter
                     .inject(&feats, hi - lo)
                     .and_then(|e| e.narrow(0, start - lo, end - start))
-                    .map_err(model_err)?;
-                cached = Some((lo, feats));
+                    .map_err(err)?;
+                self.cached = Some((lo, feats));
                 Some(extra)
             }
             None => None,
         };
-        let out = model
-            .decoder()
-            .forward_with_extra(&centre, &lat, extra.as_ref())
-            .and_then(|y| crop(&y, h, w))
-            .and_then(|y| y.clamp(0f32, 1f32))
-            .map_err(model_err)?;
-        outputs.push(out);
-        if !progress.step(STAGE, end as u64, total) {
-            return Err(Error::Cancelled);
-        }
-        start = end;
+        self.times.adapter += t.elapsed().as_secs_f64();
+        Ok(Prepared {
+            start,
+            end,
+            centre,
+            latent,
+            extra,
+        })
     }
-    Tensor::cat(&outputs, 0).map_err(model_err)
+}
+
+/// Stage two of a window: the decoder, cropped back and clamped: `[n, 4, H, W]`.
+fn decode(model: &IldiffDecoder, plan: &Plan, p: &Prepared) -> Result<Tensor> {
+    model
+        .decoder()
+        .forward_with_extra(&p.centre, &p.latent, p.extra.as_ref())
+        .and_then(|y| crop(&y, plan.h, plan.w))
+        .and_then(|y| y.clamp(0f32, 1f32))
+        .map_err(Error::candle("matting"))
+}
+
+/// The windowing loop: prepares window k + 1 on a second thread while window k decodes, and
+/// hands each decoded window to `sink(start, matte)` in order. Reports `(STAGE, frames done,
+/// frames)` at the start and after each window.
+fn run_windows(
+    model: &IldiffDecoder,
+    plan: &Plan,
+    source: &dyn WindowSource,
+    progress: &mut dyn Progress,
+    sink: &mut dyn FnMut(usize, Tensor) -> Result<()>,
+) -> Result<()> {
+    let total = plan.frames as u64;
+    if !progress.step(STAGE, 0, total) {
+        return Err(Error::Cancelled);
+    }
+    let mut finish = |p: &Prepared, progress: &mut dyn Progress| -> Result<()> {
+        sink(p.start, decode(model, plan, p)?)?;
+        if progress.step(STAGE, p.end as u64, total) {
+            Ok(())
+        } else {
+            Err(Error::Cancelled)
+        }
+    };
+    if plan.frames <= plan.window {
+        // One window: nothing to overlap.
+        let prepared = Preparer::new(model, plan).prepare(source, 0)?;
+        return finish(&prepared, progress);
+    }
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        // One prepared window waits while the next is being prepared: memory stays at about
+        // three windows' inputs and two windows' activations.
+        let (tx, rx) = crossbeam_channel::bounded::<Result<Prepared>>(1);
+        let stop = &stop;
+        let prep = std::thread::Builder::new()
+            .name("ildiff-matte-prep".into())
+            .spawn_scoped(scope, move || {
+                let mut preparer = Preparer::new(model, plan);
+                for start in plan.starts() {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let window = preparer.prepare(source, start);
+                    let failed = window.is_err();
+                    if tx.send(window).is_err() || failed {
+                        break;
+                    }
+                }
+            });
+        let result = match prep {
+            Ok(_) => (|| -> Result<()> {
+                for _ in plan.starts() {
+                    let prepared = rx.recv().map_err(|_| {
+                        Error::Model("the matting thread stopped without a result".into())
+                    })??;
+                    finish(&prepared, progress)?;
+                }
+                Ok(())
+            })(),
+            // No second thread: the same windows, one after the other.
+            Err(_) => (|| -> Result<()> {
+                let mut preparer = Preparer::new(model, plan);
+                for start in plan.starts() {
+                    finish(&preparer.prepare(source, start)?, progress)?;
+                }
+                Ok(())
+            })(),
+        };
+        // On cancel or error, the preparing thread stops at its next window (the scope joins
+        // it; a panic there is re-raised here).
+        stop.store(true, Ordering::Relaxed);
+        drop(rx);
+        result
+    })
+}
+
+fn pad(x: &Tensor, ph: usize, pw: usize) -> Result<Tensor> {
+    let (_, _, xh, xw) = x.dims4().map_err(Error::candle("matting"))?;
+    mirror_pad(x, ph - xh, pw - xw).map_err(Error::candle("matting"))
 }
 
 fn narrow(x: &Tensor, start: usize, len: usize) -> Result<Tensor> {
-    x.narrow(0, start, len).map_err(model_err)
+    x.narrow(0, start, len).map_err(Error::candle("matting"))
 }
 
 fn shape_err(pixel: &Tensor, what: &str) -> Error {
@@ -154,10 +551,14 @@ fn shape_err(pixel: &Tensor, what: &str) -> Error {
 /// The RGB of an animation's frames as `[T, 3, H, W]` f32 in [0, 1] (alpha ignored: the
 /// matting input is an opaque clip).
 pub fn pixels_from_animation(anim: &Animation, device: &Device) -> Result<Tensor> {
-    let (w, h) = (anim.width as usize, anim.height as usize);
+    pixels_of_frames(&anim.frames, anim.width, anim.height, device)
+}
+
+fn pixels_of_frames(frames: &[Frame], width: u32, height: u32, device: &Device) -> Result<Tensor> {
+    let (w, h) = (width as usize, height as usize);
     let plane = w * h;
-    let mut data = vec![0f32; anim.frames.len() * 3 * plane];
-    for (i, frame) in anim.frames.iter().enumerate() {
+    let mut data = vec![0f32; frames.len() * 3 * plane];
+    for (i, frame) in frames.iter().enumerate() {
         let base = i * 3 * plane;
         for (p, px) in frame.image.pixels().enumerate() {
             for ch in 0..3 {
@@ -165,13 +566,43 @@ pub fn pixels_from_animation(anim: &Animation, device: &Device) -> Result<Tensor
             }
         }
     }
-    Tensor::from_vec(data, (anim.frames.len(), 3, h, w), device).map_err(model_err)
+    Tensor::from_vec(data, (frames.len(), 3, h, w), device).map_err(Error::candle("matting"))
+}
+
+/// The frames of a matte `[T, 4, H, W]` (alpha, straight RGB in [0, 1]) as straight RGBA.
+pub fn images_from_matte(matte: &Tensor) -> Result<Vec<RgbaImage>> {
+    let err = Error::candle("reading the matte");
+    let (t, c, h, w) = matte.dims4().map_err(Error::candle("reading the matte"))?;
+    if c != 4 {
+        return Err(Error::Invalid(format!(
+            "matte is {:?}, expected [T, 4, H, W]",
+            matte.dims()
+        )));
+    }
+    let values: Vec<f32> = matte
+        .to_dtype(DType::F32)
+        .and_then(|m| m.flatten_all())
+        .and_then(|m| m.to_vec1())
+        .map_err(err)?;
+    let plane = h * w;
+    let to_u8 = |v: f32| (v.clamp(0.0, 1.0) * 255.0).round() as u8;
+    Ok((0..t)
+        .map(|i| {
+            let base = i * 4 * plane;
+            let mut img = RgbaImage::new(w as u32, h as u32);
+            for (p, px) in img.pixels_mut().enumerate() {
+                let at = |ch: usize| to_u8(values[base + ch * plane + p]);
+                px.0 = [at(1), at(2), at(3), at(0)];
+            }
+            img
+        })
+        .collect())
 }
 
 /// An animation from a matte `[T, 4, H, W]` (alpha, straight RGB in [0, 1]) with the timing of
 /// `timing` (same frame count and size).
 pub fn animation_from_matte(matte: &Tensor, timing: &Animation) -> Result<Animation> {
-    let (t, c, h, w) = matte.dims4().map_err(model_err)?;
+    let (t, c, h, w) = matte.dims4().map_err(Error::candle("reading the matte"))?;
     if (t, c, h, w)
         != (
             timing.len(),
@@ -188,32 +619,16 @@ pub fn animation_from_matte(matte: &Tensor, timing: &Animation) -> Result<Animat
             timing.width
         )));
     }
-    let values: Vec<f32> = matte
-        .to_dtype(DType::F32)
-        .and_then(|m| m.flatten_all())
-        .and_then(|m| m.to_vec1())
-        .map_err(model_err)?;
-    let plane = h * w;
-    let to_u8 = |v: f32| (v.clamp(0.0, 1.0) * 255.0).round() as u8;
-    let frames = timing
-        .frames
-        .iter()
-        .enumerate()
-        .map(|(i, src)| {
-            let base = i * 4 * plane;
-            let mut img = RgbaImage::new(timing.width, timing.height);
-            for (p, px) in img.pixels_mut().enumerate() {
-                let at = |ch: usize| to_u8(values[base + ch * plane + p]);
-                px.0 = [at(1), at(2), at(3), at(0)];
-            }
-            Frame::new(img, src.delay)
-        })
+    let frames = images_from_matte(matte)?
+        .into_iter()
+        .zip(&timing.frames)
+        .map(|(img, src)| Frame::new(img, src.delay))
         .collect();
     Animation::new(timing.width, timing.height, frames, timing.loops)
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::media::{Delay, LoopCount};
     use crate::model::ildiff::tests::{awake, inputs, tiny, values};
@@ -279,7 +694,7 @@ mod tests {
             &model,
             &pixel,
             &latent,
-            &MatteOptions { window: 4 },
+            &MatteOptions::window(4),
             &mut progress,
         )
         .expect("windowed");
@@ -316,7 +731,7 @@ mod tests {
             &model,
             &pixel,
             &latent,
-            &MatteOptions { window: 2 },
+            &MatteOptions::window(2),
             &mut crate::NoProgress,
         )
         .expect("matte");
@@ -338,7 +753,7 @@ mod tests {
             &model,
             &pixel,
             &latent,
-            &MatteOptions { window: 2 },
+            &MatteOptions::window(2),
             &mut stop_after_first,
         )
         .expect_err("cancelled");
@@ -362,6 +777,132 @@ mod tests {
         )
         .expect_err("empty clip");
         assert_eq!(e.kind(), "invalid");
+    }
+
+    /// A tiny checkpoint with a codec (random weights; tests only).
+    pub(crate) fn write_tiny_model(path: &std::path::Path) {
+        use crate::model::codec::SmallCodecConfig;
+        use candle_nn::{VarBuilder, VarMap};
+        let mut cfg = tiny();
+        cfg.codec = Some(SmallCodecConfig {
+            channels: [8, 8, 16],
+            norm_groups: 4,
+        });
+        let varmap = VarMap::new();
+        let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+        IldiffDecoder::new(&cfg, vb).expect("build");
+        crate::model::weights::save_ildiff(&varmap, &cfg, path).expect("save");
+    }
+
+    /// An opaque test clip of 50 ms frames.
+    pub(crate) fn clip(frames: usize, w: u32, h: u32) -> Animation {
+        let frames = (0..frames)
+            .map(|i| {
+                let img = RgbaImage::from_fn(w, h, |x, y| {
+                    image::Rgba([(x * 7 + i as u32 * 20) as u8, (y * 5) as u8, 90, 255])
+                });
+                Frame::new(img, Delay::from_millis(50))
+            })
+            .collect();
+        Animation::new(w, h, frames, LoopCount::Infinite).expect("clip")
+    }
+
+    fn tiny_model() -> (tempfile::TempDir, IldiffDecoder) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("tiny.safetensors");
+        write_tiny_model(&path);
+        let model = crate::pipeline::models::load_model(&path).expect("load");
+        (dir, model)
+    }
+
+    #[test]
+    fn animation_matte_equals_the_tensor_matte_and_streams_every_window() {
+        let (_dir, model) = tiny_model();
+        let anim = clip(11, 32, 24);
+        let options = MatteOptions::window(3);
+        let mut streamed = Vec::new();
+        let mut done = Vec::new();
+        let mut progress = |_: &str, d: u64, _: u64| {
+            done.push(d);
+            true
+        };
+        let out = matte_animation(&model, &anim, &options, &mut progress, &mut |s, f| {
+            streamed.push((s, f.to_vec()))
+        })
+        .expect("matte");
+        assert_eq!(done, [0, 3, 6, 9, 11]);
+        assert_eq!((out.width, out.height, out.len()), (32, 24, 11));
+        assert_eq!(out.loops, anim.loops);
+        let starts: Vec<usize> = streamed.iter().map(|s| s.0).collect();
+        assert_eq!(starts, [0, 3, 6, 9]);
+        let flat: Vec<RgbaImage> = streamed.into_iter().flat_map(|s| s.1).collect();
+        assert!(out.frames.iter().zip(&flat).all(|(f, s)| f.image == *s));
+        // The whole clip as tensors, encoded in the same batches: the same bytes.
+        let pixel = pixels_from_animation(&anim, &Device::Cpu).expect("pixels");
+        let codec = model.codec().expect("codec");
+        let latent = crate::pipeline::models::encode_clip(codec, &pixel, 3).expect("latent");
+        let whole =
+            matte_clip(&model, &pixel, &latent, &options, &mut crate::NoProgress).expect("whole");
+        let whole = animation_from_matte(&whole, &anim).expect("anim");
+        for (a, b) in out.frames.iter().zip(&whole.frames) {
+            assert!(a.image == b.image);
+            assert_eq!(a.delay, b.delay);
+        }
+    }
+
+    #[test]
+    fn draft_keeps_the_size_plates_are_refused_and_cancel_stops() {
+        let (_dir, model) = tiny_model();
+        let anim = clip(5, 40, 36);
+        let draft = MatteOptions {
+            window: 2,
+            quality: Quality::Draft,
+            plate: None,
+        };
+        let out = matte_animation(
+            &model,
+            &anim,
+            &draft,
+            &mut crate::NoProgress,
+            &mut |_, _| {},
+        )
+        .expect("draft");
+        assert_eq!((out.width, out.height, out.len()), (40, 36, 5));
+        let mut calls = 0;
+        let mut stop_second = |_: &str, _: u64, _: u64| {
+            calls += 1;
+            calls < 2
+        };
+        let e = matte_animation(&model, &anim, &draft, &mut stop_second, &mut |_, _| {})
+            .expect_err("cancelled");
+        assert!(matches!(e, Error::Cancelled), "{e}");
+        let plate = MatteOptions {
+            plate: Some(Arc::new(RgbaImage::new(40, 36))),
+            ..MatteOptions::default()
+        };
+        let e = matte_animation(
+            &model,
+            &anim,
+            &plate,
+            &mut crate::NoProgress,
+            &mut |_, _| {},
+        )
+        .expect_err("no plate input");
+        assert_eq!(e.kind(), "invalid");
+        let empty = Animation {
+            frames: Vec::new(),
+            ..anim
+        };
+        assert!(
+            matte_animation(
+                &model,
+                &empty,
+                &draft,
+                &mut crate::NoProgress,
+                &mut |_, _| {}
+            )
+            .is_err()
+        );
     }
 
     #[test]

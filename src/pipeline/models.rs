@@ -26,6 +26,20 @@ pub fn default_model() -> Option<PathBuf> {
     find_installed(DEFAULT_MODEL_ENV, DEFAULT_MODEL)
 }
 
+/// The one message for "no model given and none installed", in the terminal and the studio.
+pub const NO_DEFAULT_MODEL: &str = "no trained default model is installed \
+     (models/default/ildiff.safetensors); choose an ILDiff checkpoint: --model PATH in the \
+     terminal, the model file in the studio's job panel. Untrained weights are never used, \
+     because their matte would be meaningless.";
+
+/// `path`, or the installed default when `None`; [`NO_DEFAULT_MODEL`] when there is none.
+pub fn model_or_default(path: Option<&Path>) -> Result<PathBuf> {
+    match path {
+        Some(p) => Ok(p.to_path_buf()),
+        None => default_model().ok_or_else(|| Error::Model(NO_DEFAULT_MODEL.into())),
+    }
+}
+
 /// An installed file: `$env` when set (a path that does not exist means "not installed", which
 /// tests use), else `rel` under the executable's `../share/ildiff-studio/`, beside the
 /// executable, then in the crate. One search for every shipped default, so a packaged install
@@ -62,7 +76,7 @@ pub fn load_model(path: &Path) -> Result<IldiffDecoder> {
 
 /// Encodes `pixel` `[T, 3, H, W]` with `codec`, `chunk` frames at a time to bound memory.
 pub fn encode_clip(codec: &SmallCodec, pixel: &Tensor, chunk: usize) -> Result<Tensor> {
-    let err = |e: candle_core::Error| Error::Model(format!("encoding the clip failed: {e}"));
+    let err = |e| Error::candle("encoding the clip")(e);
     let t = pixel.dim(0).map_err(err)?;
     let mut parts = Vec::with_capacity(t.div_ceil(chunk.max(1)));
     let mut start = 0;

@@ -152,8 +152,11 @@ pub struct Sampler {
     prediction: Prediction,
 }
 
-fn err(e: candle_core::Error) -> Error {
-    Error::Model(format!("sampling failed: {e}"))
+fn err(source: candle_core::Error) -> Error {
+    Error::Candle {
+        context: "sampling".into(),
+        source,
+    }
 }
 
 /// Linear interpolation of `ys` (at x = 0, 1, 2, ...) at `x`, clamped at the ends (np.interp).

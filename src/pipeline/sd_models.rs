@@ -21,7 +21,7 @@ use candle_transformers::models::stable_diffusion::vae::AutoEncoderKLConfig;
 
 use super::generate::{ClipConditioner, Generator, LatentNorm, TransparencyDecoder};
 use super::scheduler::NoiseSchedule;
-use crate::model::clip::{self, ClipTextEncoder, ClipTokenizer};
+use crate::model::clip::{self, ClipTextEncoder};
 use crate::model::codec::SD_SCALING_FACTOR;
 use crate::model::diffusion::Denoiser;
 use crate::model::sd::{MotionUNet, MotionUNetConfig};
@@ -170,7 +170,8 @@ impl SdFiles {
             p.clone()
                 .ok_or_else(|| Error::Model(format!("missing --{flag}")))
         };
-        let tokenizer = ClipTokenizer::from_dir(&need(&self.tokenizer, "tokenizer")?)?;
+        let tokenizer =
+            crate::model::weights::read_clip_tokenizer(&need(&self.tokenizer, "tokenizer")?)?;
         let te = need(&self.text_encoder, "text-encoder")?;
         let encoder = ClipTextEncoder::load(&te, &text_config(&te)?, DType::F32, device)?;
         let vae_path = need(&self.vae, "vae")?;
@@ -511,7 +512,7 @@ fn placeholders(path: &Path) -> Result<(Checkpoint, HashMap<String, String>)> {
 fn check_part(files: &SdFiles, flag: &str, path: &Path) -> Result<()> {
     let cpu = Device::Cpu;
     match flag {
-        "tokenizer" => ClipTokenizer::from_dir(path).map(|_| ()),
+        "tokenizer" => crate::model::weights::read_clip_tokenizer(path).map(|_| ()),
         "text-encoder" => {
             let (ck, _) = placeholders(path)?;
             let cfg = text_config(path)?;

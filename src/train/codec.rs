@@ -18,8 +18,11 @@ pub const TERMS: [&str; 2] = ["recon_l1", "latent_l2"];
 /// Weight of the latent penalty.
 pub const LATENT_WEIGHT: f64 = 1e-3;
 
-fn model_err(e: candle_core::Error) -> Error {
-    Error::Model(format!("codec training: {e}"))
+fn model_err(source: candle_core::Error) -> Error {
+    Error::Candle {
+        context: "codec training".into(),
+        source,
+    }
 }
 
 /// A fresh codec on its own `VarMap` (names `encoder.*`, `decoder.*`).

@@ -60,8 +60,11 @@ pub const TERMS: [&str; 5] = ["alpha_l1", "alpha_grad", "rgb_l1", "temporal", "a
 /// finite, bounded gradient.
 pub const DB_FLOOR: f64 = 1e-4;
 
-fn model_err(e: candle_core::Error) -> Error {
-    Error::Model(format!("decoder training: {e}"))
+fn model_err(source: candle_core::Error) -> Error {
+    Error::Candle {
+        context: "decoder training".into(),
+        source,
+    }
 }
 
 /// Builds the model on a fresh `VarMap` (random init; zero-initialised injections stay zero).

@@ -30,8 +30,11 @@ impl Teacher for SamTeacher {
     }
 }
 
-fn model_err(e: candle_core::Error) -> Error {
-    Error::Model(format!("distillation: {e}"))
+fn model_err(source: candle_core::Error) -> Error {
+    Error::Candle {
+        context: "distillation".into(),
+        source,
+    }
 }
 
 /// The student (the adapter with a distillation head) on a fresh `VarMap`, tensors under

@@ -56,8 +56,11 @@ pub const MAX_SUBJECT_WORDS: usize = 4;
 /// Share of opaque pixels one colour class must cover to name the clip's colour.
 pub const DOMINANT_SHARE: f32 = 0.45;
 
-fn model_err(e: candle_core::Error) -> Error {
-    Error::Model(format!("generator training: {e}"))
+fn model_err(source: candle_core::Error) -> Error {
+    Error::Candle {
+        context: "generator training".into(),
+        source,
+    }
 }
 
 /// The vocabulary word of a procedural subject.

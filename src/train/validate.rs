@@ -86,7 +86,10 @@ pub fn model_alpha(model: &IldiffDecoder, sample: &Sample, device: &Device) -> R
         .codec()
         .ok_or_else(|| Error::Model("the model has no codec to encode clips with".into()))?;
     let (t, s) = (sample.frames, sample.size);
-    let err = |e: candle_core::Error| Error::Model(format!("validation: {e}"));
+    let err = |source| Error::Candle {
+        context: "validation".into(),
+        source,
+    };
     let pixel = Tensor::from_slice(&sample.rgb, (t, 3, s, s), device).map_err(err)?;
     let latent = codec.encode_any_size(&pixel).map_err(err)?;
     let out = matte_clip(

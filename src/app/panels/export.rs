@@ -275,7 +275,7 @@ mod tests {
     fn live_check_flags_what_the_exporter_must_change() {
         // 40 frames of 50 ms = 2 s at 20 fps, 64×48.
         let facts = |a: &Animation| ClipFacts::of(a, 0, a.len() - 1);
-        let anim = facts(&crate::app::jobs::tests::clip(40, 64, 48));
+        let anim = facts(&crate::worker::jobs::tests::clip(40, 64, 48));
         let checks = live_check(&anim, &Preset::Telegram.rules(), Fit::Contain);
         let get = |n: &str| checks.iter().find(|c| c.name == n).expect("check").clone();
         assert!(!get("dimensions").ok, "Telegram wants a 512 side");
@@ -289,9 +289,9 @@ mod tests {
         let line = live_check(&anim, &Preset::Line.rules(), Fit::Contain);
         let frames = line.iter().find(|c| c.name == "frames").expect("frames");
         assert!(!frames.ok, "LINE allows 5–20 frames: {frames:?}");
-        let long = facts(&crate::app::jobs::tests::clip(80, 64, 48)); // 4 s
+        let long = facts(&crate::worker::jobs::tests::clip(80, 64, 48)); // 4 s
         assert!((long.duration_secs - 4.0).abs() < 1e-9 && (long.fps() - 20.0).abs() < 1e-9);
-        let trimmed = ClipFacts::of(&crate::app::jobs::tests::clip(80, 64, 48), 10, 29);
+        let trimmed = ClipFacts::of(&crate::worker::jobs::tests::clip(80, 64, 48), 10, 29);
         assert_eq!(trimmed.frames, 20);
         assert!((trimmed.duration_secs - 1.0).abs() < 1e-9);
         let c = live_check(&long, &Preset::Telegram.rules(), Fit::Contain);

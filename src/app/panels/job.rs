@@ -11,6 +11,32 @@ use crate::app::dialogs::Dialogs;
 use crate::app::panels::{heading, short_duration};
 use crate::app::settings::{ModelChoice, Quality};
 use crate::app::state::{JobKind, ModelStatus, Studio};
+use crate::pipeline::generate::WordGroups;
+use crate::worker::jobs::GenerateJob;
+
+/// The job panel's prompt-mode settings and the last run's word feedback.
+#[derive(Debug, Clone, Default)]
+pub struct GenerateForm {
+    pub job: GenerateJob,
+    /// Text of the SD-1.5 folder field (empty = the embedded default).
+    pub dir_text: String,
+    /// Words of the last prompt the model did not know.
+    pub unknown: Vec<String>,
+    /// The built-in generator's words by group, read once when the prompt panel first shows
+    /// them (`Ok(None)`: none installed; `Err`: the file could not be read).
+    pub vocabulary: Option<std::result::Result<Option<WordGroups>, String>>,
+}
+
+impl GenerateForm {
+    /// The job to submit for `prompt`.
+    pub fn job_for(&self, prompt: &str) -> GenerateJob {
+        let dir = self.dir_text.trim();
+        let mut job = self.job.clone();
+        job.request.prompt = prompt.to_string();
+        job.model_dir = (!dir.is_empty()).then(|| PathBuf::from(dir));
+        job
+    }
+}
 
 pub struct JobPanel<'a> {
     pub studio: &'a mut Studio,
@@ -140,11 +166,7 @@ impl JobPanel<'_> {
 
 /// Prompt-mode settings: negative prompt, weights, sampling, and the unknown-word feedback of
 /// the last run.
-fn generate_settings(
-    ui: &mut egui::Ui,
-    form: &mut crate::app::jobs::GenerateForm,
-    prompt: &mut String,
-) {
+fn generate_settings(ui: &mut egui::Ui, form: &mut GenerateForm, prompt: &mut String) {
     if form.dir_text.trim().is_empty() {
         vocabulary(ui, form, prompt);
     }
@@ -211,7 +233,7 @@ fn generate_settings(
 
 /// The built-in generator's closed vocabulary, by group; clicking a word adds it to the prompt.
 /// Read from the file header the first time it is shown (a few kB, no weights).
-fn vocabulary(ui: &mut egui::Ui, form: &mut crate::app::jobs::GenerateForm, prompt: &mut String) {
+fn vocabulary(ui: &mut egui::Ui, form: &mut GenerateForm, prompt: &mut String) {
     let groups = form.vocabulary.get_or_insert_with(|| {
         crate::pipeline::generate::default_vocabulary().map_err(|e| e.to_string())
     });

@@ -188,7 +188,7 @@ mod tests {
 
     #[test]
     fn frame_at_follows_the_real_delays_and_loops() {
-        let anim = crate::app::jobs::tests::clip(3, 4, 4); // 50 ms frames
+        let anim = crate::worker::jobs::tests::clip(3, 4, 4); // 50 ms frames
         assert_eq!(frame_at(&anim, 0.0).0, 0);
         assert_eq!(frame_at(&anim, 0.06).0, 1);
         assert_eq!(frame_at(&anim, 0.149).0, 2);

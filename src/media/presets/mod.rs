@@ -14,12 +14,31 @@ pub mod rules;
 use std::fmt;
 use std::str::FromStr;
 
+use crate::Progress;
 use crate::error::{Error, Result};
-use crate::media::{Fit, Format};
+use crate::media::encode::Encoding;
+use crate::media::{Animation, Fit, Format};
 
 pub use autofit::{Probe, export_plain, fit_to_preset, fit_with_rules, search_best};
 pub use report::{ExportReport, RuleCheck};
 pub use rules::{AlphaRule, CanvasRule, LoopRule, Rules};
+
+/// Writes `anim` to `out`, the one export call of the CLI and the studio: fitted to `preset`'s
+/// rules and checked ([`fit_to_preset`]), or with no preset a plain export whose format the
+/// extension picks and whose encoder settings are `plain` (`None` = the format's defaults).
+pub fn export(
+    anim: &Animation,
+    preset: Option<Preset>,
+    out: &std::path::Path,
+    opts: &FitOptions,
+    plain: Option<Encoding>,
+    progress: &mut dyn Progress,
+) -> Result<ExportReport> {
+    match preset {
+        Some(p) => fit_to_preset(anim, p, opts, out, progress),
+        None => export_plain(anim, out, opts, plain, progress),
+    }
+}
 
 /// A target platform and sticker kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

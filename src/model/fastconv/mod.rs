@@ -17,15 +17,12 @@ mod gn;
 mod kernels;
 
 use std::cell::Cell;
-use std::time::Instant;
 
-use candle_core::{DType, Device, Module, Result, Tensor, bail};
-use candle_nn::{AdamW, Conv2d, Conv2dConfig, Optimizer, ParamsAdamW, VarBuilder, VarMap};
+use candle_core::{DType, Module, Result, Tensor, bail};
+use candle_nn::{Conv2d, Conv2dConfig, VarBuilder};
 
 pub use gn::{Activation, FusedGroupNorm, group_norm, group_norm_act};
 use kernels::{Conv, ConvGeom, Upsample2x};
-
-use super::transparent_decoder::{TransparentDecoder, TransparentDecoderConfig};
 
 thread_local! {
     /// Per-thread switch for the fast ops. On by default; a thread-local, so switching it off
@@ -195,105 +192,11 @@ pub fn upsample_nearest2x(x: &Tensor) -> Result<Tensor> {
     x.contiguous()?.apply_op1(Upsample2x)
 }
 
-/// The narrow decoder the `train_step` benchmark trains: [`TransparentDecoderConfig`] with
-/// levels of 16, 32, 64 and 128 channels, one resnet per down block and no attention (so the
-/// PyTorch twin in `tests/bench/train_step_torch.py` stays short and convs dominate).
-pub fn bench_decoder_config() -> TransparentDecoderConfig {
-    TransparentDecoderConfig {
-        block_out_channels: vec![16, 32, 64, 128],
-        layers_per_block: 1,
-        norm_groups: 8,
-        attn_levels: vec![],
-        mid_attention: false,
-        ..TransparentDecoderConfig::official()
-    }
-}
-
-/// Times `steps` training steps (forward, L1 loss, backward, AdamW update) of a
-/// [`TransparentDecoder`] built from `cfg` on random `[batch, 3, size, size]` inputs, after one
-/// untimed warm-up step, and returns each step's milliseconds. `fast` picks fastconv's ops or
-/// candle's own conv2d and GroupNorm (set for this thread during the call, then restored). Lives in
-/// the library so the benchmark and an ignored test (cheap test-profile build) share it.
-pub fn train_step_bench(
-    cfg: &TransparentDecoderConfig,
-    batch: usize,
-    size: usize,
-    steps: usize,
-    fast: bool,
-) -> Result<Vec<f64>> {
-    let prev = set_enabled(fast);
-    let result = (|| {
-        let dev = Device::Cpu;
-        let varmap = VarMap::new();
-        let vb = VarBuilder::from_varmap(&varmap, DType::F32, &dev);
-        let model = TransparentDecoder::new(cfg, vb)?;
-        let params = ParamsAdamW {
-            lr: 1e-4,
-            ..Default::default()
-        };
-        let mut opt = AdamW::new(varmap.all_vars(), params)?;
-        let f = cfg.latent_factor();
-        let pixel = Tensor::rand(0f32, 1f32, (batch, cfg.in_channels, size, size), &dev)?;
-        let latent_shape = (batch, cfg.latent_channels, size / f, size / f);
-        let latent = Tensor::randn(0f32, 1f32, latent_shape, &dev)?;
-        let target = Tensor::rand(0f32, 1f32, (batch, cfg.out_channels, size, size), &dev)?;
-        let mut times = Vec::with_capacity(steps);
-        for i in 0..=steps {
-            let t = Instant::now();
-            let out = model.forward(&pixel, &latent)?;
-            let loss = (out - &target)?.abs()?.mean_all()?;
-            opt.backward_step(&loss)?;
-            if i > 0 {
-                times.push(t.elapsed().as_secs_f64() * 1e3);
-            }
-        }
-        Ok(times)
-    })();
-    set_enabled(prev);
-    result
-}
-
-/// Times `iters` inference forwards (no gradients) of a [`TransparentDecoder`] built from
-/// `cfg` with fresh random weights on random `[batch, 3, size, size]` inputs, after one
-/// untimed warm-up, and returns each forward's milliseconds. `fast` as in
-/// [`train_step_bench`].
-pub fn forward_bench(
-    cfg: &TransparentDecoderConfig,
-    batch: usize,
-    size: usize,
-    iters: usize,
-    fast: bool,
-) -> Result<Vec<f64>> {
-    let prev = set_enabled(fast);
-    let result = (|| {
-        let dev = Device::Cpu;
-        let varmap = VarMap::new();
-        let vb = VarBuilder::from_varmap(&varmap, DType::F32, &dev);
-        let model = TransparentDecoder::new(cfg, vb)?;
-        let f = cfg.latent_factor();
-        let pixel = Tensor::rand(0f32, 1f32, (batch, cfg.in_channels, size, size), &dev)?;
-        let latent_shape = (batch, cfg.latent_channels, size / f, size / f);
-        let latent = Tensor::randn(0f32, 1f32, latent_shape, &dev)?;
-        let mut times = Vec::with_capacity(iters);
-        for i in 0..=iters {
-            let t = Instant::now();
-            let out = model.forward(&pixel, &latent)?;
-            // Read one value so the work cannot be skipped.
-            out.flatten_all()?.get(0)?.to_scalar::<f32>()?;
-            if i > 0 {
-                times.push(t.elapsed().as_secs_f64() * 1e3);
-            }
-        }
-        Ok(times)
-    })();
-    set_enabled(prev);
-    result
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use candle_core::{Device, Var};
+    use candle_nn::VarMap;
 
     fn rand(shape: &[usize], seed: u64) -> Tensor {
         // Small deterministic LCG so failures reproduce.
@@ -708,31 +611,5 @@ mod tests {
         let b = gn3.forward_act(&xt, Activation::Silu).expect("candle");
         set_enabled(prev);
         assert!(max_rel(&a, &b) < 1e-5);
-    }
-
-    /// Figures for the report, not a check: `cargo test --lib model::fastconv::tests::
-    /// train_step_figures -- --ignored --nocapture` (test profile; the real bench is
-    /// `cargo bench --bench train_step`). Prints the min over the timed steps. candle's conv at
-    /// 256 px takes minutes a step, so it runs only with `ILDIFF_BENCH_CANDLE_256=1`.
-    #[test]
-    #[ignore]
-    fn train_step_figures() {
-        let cfg = bench_decoder_config();
-        let candle_256 = std::env::var_os("ILDIFF_BENCH_CANDLE_256").is_some();
-        let runs = [
-            (128, true, 2),
-            (128, false, 1),
-            (256, true, 1),
-            (256, false, 1),
-        ];
-        for (size, fast, steps) in runs {
-            if size == 256 && !fast && !candle_256 {
-                continue;
-            }
-            let t = train_step_bench(&cfg, 8, size, steps, fast).expect("bench");
-            let min = t.iter().cloned().fold(f64::INFINITY, f64::min);
-            let name = if fast { "fastconv" } else { "candle" };
-            println!("train_step {size}x{size} batch 8 {name}: min {min:.0} ms/step of {t:.0?}");
-        }
     }
 }

@@ -58,7 +58,6 @@ use serde::{Deserialize, Serialize};
 pub use unet::{GenUnet, GenUnetConfig, context_per_clip};
 pub use words::{ConditionerConfig, Entry, PAD, Vocabulary, WordConditioner, WordGroup};
 
-use crate::media::atomic::write_atomic;
 use crate::model::weights::{Checkpoint, header_metadata, varmap_tensors};
 use crate::model::{SmallCodec, SmallCodecConfig};
 use crate::{Error, Result};
@@ -420,7 +419,7 @@ pub fn save_tensors(
     let ck = Checkpoint::from_bytes(&bytes, "the generator to save", DType::F32, &Device::Cpu)?;
     build_generator(&ck, DType::F32, &Device::Cpu)
         .map_err(|e| Error::Model(format!("not saving {}: {e}", path.display())))?;
-    write_atomic(path, &bytes)
+    super::weights::write_weights(path, &bytes)
 }
 
 #[cfg(test)]

@@ -30,7 +30,7 @@
 //! `nn.Conv3d(C, C, 3, padding=1)`, `nn.GroupNorm` applied per frame and `nn.Conv3d(C, C, 1)`
 //! loads into it.
 
-use super::fastconv::{Activation, FastConv2d, FusedGroupNorm, group_norm};
+use crate::model::fastconv::{Activation, FastConv2d, FusedGroupNorm, group_norm};
 use candle_core::{Module, Result, Tensor, bail};
 use candle_nn::{Conv2dConfig, Init, VarBuilder};
 use serde::{Deserialize, Serialize};

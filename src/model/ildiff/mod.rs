@@ -5,15 +5,29 @@
 //! Tensor names: the decoder's under their official names at the root (so an official
 //! LayerDiffuse file is the decoder part of a checkpoint as is) and the adapter's under
 //! `adapter.`. The configuration travels inside the checkpoint (see
-//! [`super::weights::save_ildiff`]), so a file is self-describing.
+//! [`crate::model::weights::save_ildiff`]), so a file is self-describing.
+
+//!
+//! The matting model's parts live in this folder: [`transparent_decoder`], [`layout`],
+//! [`temporal`], [`conv3d`], [`codec`], [`offset_encoder`], [`sam`] and [`augment`]
+//! (re-exported at `crate::model::*`, where the rest of the crate names them).
+
+pub mod augment;
+pub mod codec;
+pub mod conv3d;
+pub mod layout;
+pub mod offset_encoder;
+pub mod sam;
+pub mod temporal;
+pub mod transparent_decoder;
 
 use candle_core::{Result, Tensor, bail};
 use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
-use super::codec::{SmallCodec, SmallCodecConfig};
-use super::layout::{LayoutAdapter, LayoutAdapterConfig};
-use super::transparent_decoder::{KeyPrior, TransparentDecoder, TransparentDecoderConfig};
+use self::codec::{SmallCodec, SmallCodecConfig};
+use self::layout::{LayoutAdapter, LayoutAdapterConfig};
+use self::transparent_decoder::{KeyPrior, TransparentDecoder, TransparentDecoderConfig};
 
 /// Shape of an ILDiff decoder.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -119,8 +133,8 @@ impl IldiffConfig {
         self.decoder.validate()?;
         if let Some(c) = &self.codec {
             c.validate()?;
-            if self.decoder.latent_factor() != super::codec::CODEC_FACTOR
-                || self.decoder.latent_channels != super::codec::LATENT_CHANNELS
+            if self.decoder.latent_factor() != codec::CODEC_FACTOR
+                || self.decoder.latent_channels != codec::LATENT_CHANNELS
             {
                 bail!("ILDiff config: the codec's latents do not fit the decoder's latent input");
             }

@@ -14,7 +14,9 @@ use std::thread::JoinHandle;
 use crossbeam_channel::{Receiver, Sender, unbounded};
 use image::RgbaImage;
 
-use super::jobs::{self, ExportRequest, GenerateJob, MatteRequest};
+pub mod jobs;
+
+use self::jobs::{ExportRequest, GenerateJob, MatteRequest};
 use crate::Progress;
 use crate::media::pack::{PackReport, PackSpec};
 use crate::media::presets::{ExportReport, Preset};

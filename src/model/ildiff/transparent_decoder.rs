@@ -11,7 +11,7 @@
 //! Attention and normalisation are written with plain tensor ops (no fused softmax or norm) so
 //! the decoder can be fine-tuned.
 
-use super::fastconv::{Activation, FastConv2d, FusedGroupNorm, fast_conv2d, group_norm};
+use crate::model::fastconv::{Activation, FastConv2d, FusedGroupNorm, fast_conv2d, group_norm};
 use candle_core::{D, DType, Module, Result, Tensor, bail};
 use candle_nn::{Conv2dConfig, Init, Linear, VarBuilder};
 use serde::{Deserialize, Serialize};
@@ -638,7 +638,7 @@ impl UpBlock {
             }
         }
         if let Some(u) = &self.upsampler {
-            x = u.forward(&super::fastconv::upsample_nearest2x(&x)?)?;
+            x = u.forward(&crate::model::fastconv::upsample_nearest2x(&x)?)?;
         }
         Ok(x)
     }

@@ -5,7 +5,7 @@
 //! pixels filled with smooth colour) and predicts an offset that replaces the posterior noise:
 //! `latent = mean + std * 300 * offset` ([`offset_latent`]).
 
-use super::fastconv::{FastConv2d, fast_conv2d};
+use crate::model::fastconv::{FastConv2d, fast_conv2d};
 use candle_core::{Module, Result, Tensor, bail};
 use candle_nn::{Conv2dConfig, Init, VarBuilder};
 use serde::{Deserialize, Serialize};

@@ -1,5 +1,6 @@
-//! Atomic output: every file is written to a temporary file in the target folder and renamed
-//! into place only when complete, so a failed or cancelled export never leaves a half-written file.
+//! Atomic output, a core utility below both `media` and `model`: every file is written to a
+//! temporary file in the target folder and renamed into place only when complete, so a failed
+//! or cancelled export never leaves a half-written file.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

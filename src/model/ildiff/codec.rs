@@ -19,7 +19,7 @@ use candle_core::{DType, Module, Result, Shape, Tensor, bail};
 use candle_nn::var_builder::SimpleBackend;
 use candle_nn::{Conv2dConfig, VarBuilder};
 
-use super::fastconv::{Activation, FastConv2d, FusedGroupNorm, fast_conv2d};
+use crate::model::fastconv::{Activation, FastConv2d, FusedGroupNorm, fast_conv2d};
 use candle_transformers::models::stable_diffusion::vae::{AutoEncoderKL, AutoEncoderKLConfig};
 use serde::{Deserialize, Serialize};
 
@@ -92,7 +92,7 @@ fn check_latent(latent: &Tensor, who: &str) -> Result<()> {
 
 /// The SD-1.5 VAE. Weights: the diffusers file `vae/diffusion_pytorch_model.safetensors`
 /// (names `encoder.*`, `decoder.*`, `quant_conv.*`, `post_quant_conv.*`; see
-/// `reference/manifests/sd15_vae.json`), loaded through [`super::weights::Checkpoint::build`]
+/// `reference/manifests/sd15_vae.json`), loaded through [`crate::model::weights::Checkpoint::build`]
 /// so a wrong file names the offending tensor.
 pub struct SdVae {
     vae: AutoEncoderKL,
@@ -253,7 +253,7 @@ impl ConvNorm {
     fn new(c_in: usize, c_out: usize, stride: usize, g: usize, vb: VarBuilder) -> Result<Self> {
         Ok(Self {
             conv: conv3x3(c_in, c_out, stride, vb.pp("conv"))?,
-            norm: super::fastconv::group_norm(g, c_out, 1e-5, vb.pp("norm"))?,
+            norm: crate::model::fastconv::group_norm(g, c_out, 1e-5, vb.pp("norm"))?,
         })
     }
 
@@ -336,7 +336,7 @@ impl SmallCodec {
         check_latent(latent, "small codec")?;
         let mut x = self.dec_in.forward(latent)?;
         for s in &self.dec {
-            x = s.forward(&super::fastconv::upsample_nearest2x(&x)?)?;
+            x = s.forward(&crate::model::fastconv::upsample_nearest2x(&x)?)?;
         }
         (self.dec_out.forward(&x)? + 1.0)? * 0.5
     }
@@ -364,7 +364,7 @@ mod tests {
     use candle_core::{Device, Var};
     use candle_nn::VarMap;
 
-    const SD15_VAE: &str = include_str!("../../tests/reference/manifests/sd15_vae.json");
+    const SD15_VAE: &str = include_str!("../../../tests/reference/manifests/sd15_vae.json");
 
     #[test]
     fn every_sd_vae_tensor_resolves_with_its_shape() {

@@ -126,7 +126,7 @@ impl Conv3d {
             padding: 1,
             ..Default::default()
         };
-        let y = super::fastconv::conv2d(
+        let y = crate::model::fastconv::conv2d(
             x,
             &self.stacked,
             cfg.padding,

@@ -22,7 +22,7 @@
 //! norm2,conv2}`, `feature_norm`, `distill` (optional), `temporal.blocks.{k}.*` (see
 //! [`super::temporal`]), `inject`.
 
-use super::fastconv::{Activation, FastConv2d, FusedGroupNorm, fast_conv2d, group_norm};
+use crate::model::fastconv::{Activation, FastConv2d, FusedGroupNorm, fast_conv2d, group_norm};
 use candle_core::{Module, Result, Tensor, bail};
 use candle_nn::{Conv2dConfig, VarBuilder};
 use serde::{Deserialize, Serialize};
