@@ -13,17 +13,19 @@
 //! `window`. Student features are per frame, so those of the context frames are kept from the
 //! previous window rather than recomputed.
 //!
-//! Both cores work: a window's preparation (its pixels, the codec encode, the adapter's
-//! features and temporal stack) runs on a second thread one window ahead of the decoder,
-//! through a queue of one window. candle's CPU ops are mostly single-threaded outside
-//! matmul, so one thread alone keeps about one core busy. Each window is computed exactly as
-//! in a sequential run (same batches, same order), so the result does not depend on timing.
+//! Both cores work: two threads matte windows at once. A window's preparation (its pixels,
+//! the codec encode, the adapter's features and temporal stack) runs in window order under a
+//! lock, its decoding in parallel with the other thread's window. candle's CPU ops are mostly
+//! single-threaded outside matmul, so one thread alone keeps about one core busy. Each window
+//! is computed exactly as in a sequential run (same batches, same order of preparation), so the
+//! result does not depend on timing.
 //!
 //! Sizes that are not a multiple of the decoder's are mirror-padded per window and cropped back,
 //! like [`crate::model::TransparentDecoder::decode`].
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
@@ -457,8 +459,15 @@ fn decode(model: &IldiffDecoder, plan: &Plan, p: &Prepared) -> Result<Tensor> {
         .map_err(Error::candle("matting"))
 }
 
-/// The windowing loop: prepares window k + 1 on a second thread while window k decodes, and
-/// hands each decoded window to `sink(start, matte)` in order. Reports `(STAGE, frames done,
+/// Threads that matte windows at once. Two keep a two-core machine busy (candle's CPU ops are
+/// mostly single-threaded outside matmul); each holds one window's activations, so more would
+/// mostly cost memory.
+const WORKERS: usize = 2;
+
+/// The windowing loop. Worker threads take windows in order: each prepares its window under a
+/// lock (preparation keeps the previous window's features, so it runs in window order), then
+/// decodes it while the other worker prepares and decodes the next. The calling thread hands
+/// the decoded windows to `sink(start, matte)` in order and reports `(STAGE, frames done,
 /// frames)` at the start and after each window.
 fn run_windows(
     model: &IldiffDecoder,
@@ -471,61 +480,89 @@ fn run_windows(
     if !progress.step(STAGE, 0, total) {
         return Err(Error::Cancelled);
     }
-    let mut finish = |p: &Prepared, progress: &mut dyn Progress| -> Result<()> {
-        sink(p.start, decode(model, plan, p)?)?;
-        if progress.step(STAGE, p.end as u64, total) {
+    let starts: Vec<usize> = plan.starts().collect();
+    let end_of = |k: usize| (starts[k] + plan.window).min(plan.frames);
+    let mut deliver = |k: usize, matte: Tensor, progress: &mut dyn Progress| -> Result<()> {
+        sink(starts[k], matte)?;
+        if progress.step(STAGE, end_of(k) as u64, total) {
             Ok(())
         } else {
             Err(Error::Cancelled)
         }
     };
-    if plan.frames <= plan.window {
-        // One window: nothing to overlap.
-        let prepared = Preparer::new(model, plan).prepare(source, 0)?;
-        return finish(&prepared, progress);
+    let sequential = |deliver: &mut dyn FnMut(usize, Tensor, &mut dyn Progress) -> Result<()>,
+                      progress: &mut dyn Progress|
+     -> Result<()> {
+        let mut preparer = Preparer::new(model, plan);
+        for (k, &start) in starts.iter().enumerate() {
+            let prepared = preparer.prepare(source, start)?;
+            deliver(k, decode(model, plan, &prepared)?, progress)?;
+        }
+        Ok(())
+    };
+    if starts.len() == 1 {
+        return sequential(&mut deliver, progress);
     }
+    // The preparer and the index of the next window to prepare.
+    let queue = Mutex::new((Preparer::new(model, plan), 0usize));
     let stop = AtomicBool::new(false);
     std::thread::scope(|scope| {
-        // One prepared window waits while the next is being prepared: memory stays at about
-        // three windows' inputs and two windows' activations.
-        let (tx, rx) = crossbeam_channel::bounded::<Result<Prepared>>(1);
-        let stop = &stop;
-        let prep = std::thread::Builder::new()
-            .name("ildiff-matte-prep".into())
-            .spawn_scoped(scope, move || {
-                let mut preparer = Preparer::new(model, plan);
-                for start in plan.starts() {
-                    if stop.load(Ordering::Relaxed) {
-                        break;
-                    }
-                    let window = preparer.prepare(source, start);
-                    let failed = window.is_err();
-                    if tx.send(window).is_err() || failed {
-                        break;
+        let (tx, rx) = crossbeam_channel::bounded::<(usize, Result<Tensor>)>(WORKERS);
+        let mut spawned = 0;
+        for i in 0..WORKERS {
+            let tx = tx.clone();
+            let (queue, stop, starts) = (&queue, &stop, &starts);
+            let worker = move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let (k, prepared) = {
+                        let Ok(mut guard) = queue.lock() else { return };
+                        let (preparer, next) = &mut *guard;
+                        if *next == starts.len() {
+                            return;
+                        }
+                        *next += 1;
+                        (*next - 1, preparer.prepare(source, starts[*next - 1]))
+                    };
+                    let matte = prepared.and_then(|p| decode(model, plan, &p));
+                    let failed = matte.is_err();
+                    if tx.send((k, matte)).is_err() || failed {
+                        return;
                     }
                 }
-            });
-        let result = match prep {
-            Ok(_) => (|| -> Result<()> {
-                for _ in plan.starts() {
-                    let prepared = rx.recv().map_err(|_| {
-                        Error::Model("the matting thread stopped without a result".into())
-                    })??;
-                    finish(&prepared, progress)?;
+            };
+            let name = format!("ildiff-matte-{i}");
+            if std::thread::Builder::new()
+                .name(name)
+                .spawn_scoped(scope, worker)
+                .is_ok()
+            {
+                spawned += 1;
+            }
+        }
+        drop(tx);
+        let result = if spawned == 0 {
+            // No thread could be started: the same windows on this thread.
+            sequential(&mut deliver, progress)
+        } else {
+            // Windows finish out of order; hand them on in order.
+            let mut done: BTreeMap<usize, Tensor> = BTreeMap::new();
+            let mut next = 0;
+            (|| -> Result<()> {
+                while next < starts.len() {
+                    let (k, matte) = rx.recv().map_err(|_| {
+                        Error::Model("the matting threads stopped without a result".into())
+                    })?;
+                    done.insert(k, matte?);
+                    while let Some(matte) = done.remove(&next) {
+                        deliver(next, matte, progress)?;
+                        next += 1;
+                    }
                 }
                 Ok(())
-            })(),
-            // No second thread: the same windows, one after the other.
-            Err(_) => (|| -> Result<()> {
-                let mut preparer = Preparer::new(model, plan);
-                for start in plan.starts() {
-                    finish(&preparer.prepare(source, start)?, progress)?;
-                }
-                Ok(())
-            })(),
+            })()
         };
-        // On cancel or error, the preparing thread stops at its next window (the scope joins
-        // it; a panic there is re-raised here).
+        // On cancel or error the workers stop before their next window (the scope joins them;
+        // a panic there is re-raised here).
         stop.store(true, Ordering::Relaxed);
         drop(rx);
         result
