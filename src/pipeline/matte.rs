@@ -295,10 +295,8 @@ impl Plan {
     }
 }
 
-/// One window's decoder inputs, padded: output frames `start..end`.
+/// One window's decoder inputs, padded.
 struct Prepared {
-    start: usize,
-    end: usize,
     centre: Tensor,
     latent: Tensor,
     extra: Option<Tensor>,
@@ -440,8 +438,6 @@ impl Preparer<'_> {
         };
         self.times.adapter += t.elapsed().as_secs_f64();
         Ok(Prepared {
-            start,
-            end,
             centre,
             latent,
             extra,
