@@ -114,6 +114,8 @@ pub struct ExportSettings {
     /// Extension of plain exports (`png`, `webp`, `gif`, `webm`).
     pub plain_extension: String,
     pub fit: Fit,
+    /// A clip longer than the preset allows: cut it or play it faster.
+    pub time: crate::media::presets::TimeFit,
     /// Decode the written file back and show it, so compression artefacts are visible.
     pub preview_export: bool,
     pub folder: Option<PathBuf>,
@@ -125,6 +127,7 @@ impl Default for ExportSettings {
             preset: Some(Preset::Telegram),
             plain_extension: "png".into(),
             fit: Fit::Contain,
+            time: crate::media::presets::TimeFit::Cut,
             preview_export: true,
             folder: None,
         }

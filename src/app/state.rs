@@ -606,6 +606,7 @@ impl Studio {
     fn fit_options(&self) -> FitOptions {
         FitOptions {
             fit: self.settings.export.fit,
+            time: self.settings.export.time,
             ..FitOptions::default()
         }
     }
@@ -656,6 +657,7 @@ impl Studio {
                     source: StickerSource::Animation(a),
                     emoji: st.emoji.split_whitespace().map(str::to_string).collect(),
                     name: st.name.clone(),
+                    accessibility_text: String::new(),
                 }),
                 Err(e) => {
                     let msg = format!("cannot export {}: {e}", st.name);

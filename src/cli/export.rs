@@ -69,6 +69,16 @@ pub struct FitArgs {
     /// How to place the clip on a canvas of another aspect ratio.
     #[arg(long, value_enum, default_value_t = FitMode::Contain)]
     pub fit: FitMode,
+    /// A clip longer than the preset allows: `cut` keeps the start, `speed` plays all of it
+    /// faster. The report says which was used.
+    #[arg(long, value_enum, default_value_t = FitTimeArg::Cut)]
+    pub fit_time: FitTimeArg,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum FitTimeArg {
+    Cut,
+    Speed,
 }
 
 impl FitArgs {
@@ -81,6 +91,10 @@ impl FitArgs {
                 FitMode::Contain => Fit::Contain,
                 FitMode::Cover => Fit::Cover,
                 FitMode::Stretch => Fit::Stretch,
+            },
+            time: match self.fit_time {
+                FitTimeArg::Cut => crate::media::presets::TimeFit::Cut,
+                FitTimeArg::Speed => crate::media::presets::TimeFit::Speed,
             },
         }
     }

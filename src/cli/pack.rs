@@ -1,5 +1,6 @@
 //! `ildiff pack`: several stickers into one ready-to-upload folder per platform, with icons and
-//! the manifest each platform's tooling expects.
+//! the manifest each platform's tooling expects; with `--from`, an existing pack (another app's
+//! or ours) converted for other platforms, keeping names, emoji and order.
 
 use std::path::PathBuf;
 
@@ -10,27 +11,33 @@ use super::LimitArgs;
 use super::export::{FitArgs, parse_preset};
 use super::progress_bar::Bar;
 use crate::media::pack::{self, PackSpec, PackSticker, StickerSource};
+use crate::media::pack_import;
 use crate::media::presets::Preset;
 
 #[derive(Debug, Args)]
 pub struct PackArgs {
     /// The stickers, in pack order (files or folders of PNG frames).
-    #[arg(required = true)]
+    #[arg(required_unless_present = "from", conflicts_with = "from")]
     pub inputs: Vec<PathBuf>,
+    /// Convert this pack instead: a WhatsApp folder or `.wastickers`, a LINE ZIP or folder,
+    /// a folder of Telegram `.webm`/`.webp` files, a Signal or Discord folder, or a pack
+    /// folder written by `ildiff pack`. Names, emoji and order are kept.
+    #[arg(long, value_name = "PACK")]
+    pub from: Option<PathBuf>,
     /// Folder to write into; each platform gets its own sub-folder.
     #[arg(short, long)]
     pub output: PathBuf,
     /// Platforms, comma-separated (e.g. `whatsapp,telegram,line`).
     #[arg(long, required = true, value_delimiter = ',', value_parser = parse_preset)]
     pub platform: Vec<Preset>,
-    /// Pack title.
-    #[arg(long, default_value = "My stickers")]
-    pub name: String,
-    /// Publisher shown by the platform.
-    #[arg(long, default_value = "ILDiff Studio")]
-    pub author: String,
+    /// Pack title (default: the converted pack's, else "My stickers").
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Publisher shown by the platform (default: the converted pack's, else "ILDiff Studio").
+    #[arg(long)]
+    pub author: Option<String>,
     /// Emoji for each sticker in order, comma-separated per sticker: `--emoji 😀,😂 --emoji 🐱`.
-    /// Stickers without one get 🙂.
+    /// Stickers without one (here or in the converted pack) get 🙂.
     #[arg(long)]
     pub emoji: Vec<String>,
     /// Picture for the tray/tab icons (default: the first sticker).
@@ -48,38 +55,72 @@ pub struct PackArgs {
     pub limits: LimitArgs,
 }
 
+/// Emoji for a sticker with none: a neutral face every platform accepts.
+const DEFAULT_EMOJI: &str = "🙂";
+
 pub fn run(args: &PackArgs) -> anyhow::Result<bool> {
-    if args.emoji.len() > args.inputs.len() {
+    // Kept alive until the export ends: a ZIP's stickers are extracted into its scratch folder.
+    let imported = match &args.from {
+        Some(p) => Some(pack_import::read_pack(p)?),
+        None => None,
+    };
+    let (mut stickers, from_name, from_author, from_icon) = match &imported {
+        Some(pack) => {
+            if !args.quiet && !args.json {
+                eprintln!(
+                    "read {} ({}): {} sticker(s)",
+                    pack.name,
+                    pack.kind,
+                    pack.stickers.len()
+                );
+            }
+            (
+                pack.stickers.clone(),
+                Some(pack.name.clone()),
+                Some(pack.author.clone()),
+                pack.tray_icon.clone(),
+            )
+        }
+        None => (
+            args.inputs
+                .iter()
+                .map(|p| PackSticker::new(StickerSource::Path(p.clone()), Vec::new()))
+                .collect::<Vec<_>>(),
+            None,
+            None,
+            None,
+        ),
+    };
+    if args.emoji.len() > stickers.len() {
         bail!(
             "{} --emoji lists were given for {} stickers",
             args.emoji.len(),
-            args.inputs.len()
+            stickers.len()
         );
     }
-    let stickers = args
-        .inputs
-        .iter()
-        .enumerate()
-        .map(|(i, p)| PackSticker {
-            source: StickerSource::Path(p.clone()),
-            emoji: args
-                .emoji
-                .get(i)
-                .map(|e| {
-                    e.split(',')
-                        .map(|s| s.trim().to_string())
-                        .filter(|s| !s.is_empty())
-                        .collect()
-                })
-                .unwrap_or_else(|| vec!["🙂".to_string()]),
-            name: String::new(),
-        })
-        .collect();
+    for (i, s) in stickers.iter_mut().enumerate() {
+        if let Some(e) = args.emoji.get(i) {
+            s.emoji = e
+                .split(',')
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect();
+        }
+        if s.emoji.is_empty() {
+            s.emoji = vec![DEFAULT_EMOJI.to_string()];
+        }
+    }
+    let pick = |given: &Option<String>, from: Option<String>, default: &str| {
+        given
+            .clone()
+            .or(from.filter(|s| !s.trim().is_empty()))
+            .unwrap_or_else(|| default.to_string())
+    };
     let spec = PackSpec {
-        name: args.name.clone(),
-        author: args.author.clone(),
+        name: pick(&args.name, from_name, "My stickers"),
+        author: pick(&args.author, from_author, "ILDiff Studio"),
         stickers,
-        tray_icon: args.icon.clone().map(StickerSource::Path),
+        tray_icon: args.icon.clone().map(StickerSource::Path).or(from_icon),
         options: args.fit.options(),
         limits: args.limits.limits(),
     };

@@ -8,6 +8,7 @@ pub mod ffmpeg;
 pub mod format;
 pub mod limits;
 pub mod pack;
+pub mod pack_import;
 pub mod presets;
 
 /// The atomic write lives in [`crate::fsutil`] (the model layer saves checkpoints with it and

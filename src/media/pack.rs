@@ -5,8 +5,11 @@
 //! - `whatsapp/contents.json` + `whatsapp/<identifier>/{01.webp.., tray.png}`: the `assets`
 //!   layout of WhatsApp's sticker sample app (WhatsApp/stickers), so the folder drops in as is.
 //! - `telegram/` (or `telegram-emoji/`, `telegram-static/`): `01.webm..`, `icon.webm` (100×100,
-//!   ≤ 32 KB, the set thumbnail) and `pack.json` (title, author, emoji and file per sticker).
-//! - `line/`: `01.png..`, `main.png` (240×240), `tab.png` (96×74) and `<name>.zip` of them.
+//!   ≤ 32 KB, the set thumbnail; emoji sets get none, Telegram takes no thumbnail file for them)
+//!   and `pack.json` (title, author, emoji and file per sticker).
+//! - `line/`: `01.png..`, `main.png` (240×240, an APNG that moves, as LINE asks of animated
+//!   sets), `tab.png` (96×74), `<name>.zip` of them and `manifest.json` (names and emoji, which
+//!   LINE's ZIP has no place for, so a pack converted through LINE keeps them).
 //! - `discord/`, `signal/`: the stickers and `manifest.json`.
 //!
 //! Pack-level rules (sticker count, emoji count, WhatsApp's all-animated-or-all-static) are
@@ -76,6 +79,20 @@ pub struct PackSticker {
     pub emoji: Vec<String>,
     /// Display name (Discord's sticker name); empty = taken from the file name.
     pub name: String,
+    /// What a screen reader says for the sticker (WhatsApp's `accessibility_text`); empty = none.
+    pub accessibility_text: String,
+}
+
+impl PackSticker {
+    /// A sticker with emoji and nothing else set.
+    pub fn new(source: StickerSource, emoji: Vec<String>) -> Self {
+        PackSticker {
+            source,
+            emoji,
+            name: String::new(),
+            accessibility_text: String::new(),
+        }
+    }
 }
 
 /// A pack to export.
@@ -104,6 +121,8 @@ pub struct PackItem {
     /// File name inside the pack folder.
     pub file: String,
     pub emoji: Vec<String>,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub accessibility_text: String,
     pub report: ExportReport,
 }
 
@@ -126,10 +145,13 @@ pub struct PackReport {
     pub stickers: Vec<PackItem>,
     pub icons: Vec<ExportReport>,
     pub manifest: Option<PathBuf>,
+    /// LINE's submission ZIP, or WhatsApp's `.wastickers`.
     pub zip: Option<PathBuf>,
     pub failures: Vec<PackFailure>,
     /// Pack-level problems found after writing (too few stickers left, a failed rule).
     pub problems: Vec<String>,
+    /// Advice that does not stop the pack (WhatsApp's first-frame guidance).
+    pub warnings: Vec<String>,
     /// True when every sticker and icon was written and passes its rules.
     pub complete: bool,
 }
@@ -183,6 +205,9 @@ impl fmt::Display for PackReport {
         for p in &self.problems {
             writeln!(f, "problem: {p}")?;
         }
+        for w in &self.warnings {
+            writeln!(f, "warning: {w}")?;
+        }
         Ok(())
     }
 }
@@ -226,10 +251,11 @@ fn pack_rules(preset: Preset) -> PackRules {
             emoji: (1, 20),
             max_text: 64,
         },
+        // Discord's "Create Guild Sticker" requires `tags` (made from the emoji's name).
         Preset::Discord => PackRules {
             count: (1, 60),
             counts: None,
-            emoji: (0, usize::MAX),
+            emoji: (1, usize::MAX),
             max_text: usize::MAX,
         },
         Preset::Signal => PackRules {
@@ -286,8 +312,22 @@ pub fn validate(spec: &PackSpec, preset: Preset) -> Result<()> {
     if preset == Preset::WhatsApp && spec.author.trim().is_empty() {
         problems.push("WhatsApp packs need a publisher (author)".into());
     }
+    let kinds: Vec<Option<bool>> = if preset == Preset::WhatsApp {
+        spec.stickers
+            .iter()
+            .map(|s| s.source.animated(&spec.limits))
+            .collect()
+    } else {
+        Vec::new()
+    };
     for (i, s) in spec.stickers.iter().enumerate() {
-        let k = s.emoji.iter().filter(|e| !e.trim().is_empty()).count();
+        let given: Vec<&str> = s
+            .emoji
+            .iter()
+            .map(|e| e.trim())
+            .filter(|e| !e.is_empty())
+            .collect();
+        let k = given.len();
         if k < pr.emoji.0 || k > pr.emoji.1 {
             problems.push(format!(
                 "sticker {} has {k} emoji; {preset} needs {}–{}",
@@ -296,13 +336,48 @@ pub fn validate(spec: &PackSpec, preset: Preset) -> Result<()> {
                 pr.emoji.1
             ));
         }
+        let fake: Vec<String> = given
+            .iter()
+            .filter(|e| !is_emoji(e))
+            .map(|e| format!("`{e}`"))
+            .collect();
+        if !fake.is_empty() {
+            problems.push(format!(
+                "sticker {}: {} is not an emoji (give one emoji per entry, e.g. 😀)",
+                i + 1,
+                fake.join(", ")
+            ));
+        }
+        if preset == Preset::Discord && !s.name.trim().is_empty() {
+            let n = s.name.trim().chars().count();
+            if !(DISCORD_NAME.0..=DISCORD_NAME.1).contains(&n) {
+                problems.push(format!(
+                    "sticker {} is named `{}` ({n} characters); Discord sticker names have {}–{}",
+                    i + 1,
+                    s.name.trim(),
+                    DISCORD_NAME.0,
+                    DISCORD_NAME.1
+                ));
+            }
+        }
+        if preset == Preset::WhatsApp {
+            let n = s.accessibility_text.chars().count();
+            let animated = kinds.get(i).copied().flatten().unwrap_or(true);
+            let max = if animated {
+                WA_A11Y_ANIMATED
+            } else {
+                WA_A11Y_STATIC
+            };
+            if n > max {
+                problems.push(format!(
+                    "sticker {}'s accessibility text is {n} characters; WhatsApp allows {max} for {} stickers",
+                    i + 1,
+                    if animated { "animated" } else { "static" }
+                ));
+            }
+        }
     }
     if preset == Preset::WhatsApp {
-        let kinds: Vec<Option<bool>> = spec
-            .stickers
-            .iter()
-            .map(|s| s.source.animated(&spec.limits))
-            .collect();
         let stills: Vec<String> = kinds
             .iter()
             .enumerate()
@@ -327,6 +402,43 @@ pub fn validate(spec: &PackSpec, preset: Preset) -> Result<()> {
     }
 }
 
+/// Discord sticker names: 2–30 characters ("Create Guild Sticker").
+const DISCORD_NAME: (usize, usize) = (2, 30);
+/// Discord `tags`: at most 200 characters, and at least the 2 a name needs.
+const DISCORD_TAGS: (usize, usize) = (2, 200);
+/// WhatsApp's `accessibility_text` limits (its sample app's validator: 125 static, 255 animated).
+const WA_A11Y_STATIC: usize = 125;
+const WA_A11Y_ANIMATED: usize = 255;
+
+/// True when `s` is exactly one emoji in Unicode's list (qualified or not, any skin tone).
+/// Platforms index stickers by emoji, and a letter or word there is dropped or refused.
+pub fn is_emoji(s: &str) -> bool {
+    emojis::get(s.trim()).is_some()
+}
+
+/// Discord's `tags` for a sticker: the name of its first emoji (`grinning`), the form Discord's
+/// own picker suggests; `None` when the sticker has no real emoji.
+pub fn discord_tags(emoji: &[String]) -> Option<String> {
+    let e = emoji.iter().find_map(|e| emojis::get(e.trim()))?;
+    let name = e
+        .shortcode()
+        .map(str::to_string)
+        .unwrap_or_else(|| e.name().replace(' ', "_"));
+    let tags: String = name.chars().take(DISCORD_TAGS.1).collect();
+    (tags.chars().count() >= DISCORD_TAGS.0).then_some(tags)
+}
+
+/// A Discord sticker name of 2–30 characters: `name` cut to 30, or `sticker NN` when shorter
+/// than 2 (a one-letter file name).
+pub fn discord_name(name: &str, index: usize) -> String {
+    let n: String = name.trim().chars().take(DISCORD_NAME.1).collect();
+    if n.chars().count() >= DISCORD_NAME.0 {
+        n
+    } else {
+        format!("sticker {index:02}")
+    }
+}
+
 /// Prefixes progress stages with the item being made ("sticker 2/8: encode crf 31").
 struct Scoped<'a> {
     inner: &'a mut dyn Progress,
@@ -340,7 +452,8 @@ impl Progress for Scoped<'_> {
     }
 }
 
-/// `"My Pack!"` → `"My_Pack"`: WhatsApp identifiers allow letters, digits, `_`, `-`, `.`.
+/// `"My Pack!"` → `"My_Pack"`: WhatsApp identifiers allow letters, digits, `_`, `-`, `.` and
+/// must be *under* 128 characters, so at most 127 are kept.
 pub fn identifier(name: &str) -> String {
     let mut out = String::new();
     for c in name.trim().chars() {
@@ -350,11 +463,17 @@ pub fn identifier(name: &str) -> String {
             out.push('_');
         }
     }
-    let out: String = out.trim_matches('_').chars().take(128).collect();
+    let out: String = out
+        .trim_matches('_')
+        .chars()
+        .take(WA_IDENTIFIER_MAX)
+        .collect();
     if out.is_empty() { "pack".into() } else { out }
 }
 
 const KB: u64 = 1000;
+/// WhatsApp: "The identifier should be less than 128 characters".
+const WA_IDENTIFIER_MAX: usize = 127;
 
 /// A still PNG icon of exactly `width × height` under `cap` bytes.
 fn icon_rules(title: &'static str, width: u32, height: u32, cap: u64) -> Rules {
@@ -383,15 +502,25 @@ fn icons_for(preset: Preset) -> Vec<(&'static str, Rules)> {
             "tray.png",
             icon_rules("WhatsApp tray icon", 96, 96, 50 * KB),
         )],
+        // LINE's animation guideline: the main image of an animated set is itself a 240×240
+        // APNG (same frame, play and size rules as a sticker).
         Preset::Line => vec![
             (
                 "main.png",
-                icon_rules("LINE main image", 240, 240, 300 * KB),
+                Rules {
+                    title: "LINE main image",
+                    canvas: CanvasRule::Exact {
+                        width: 240,
+                        height: 240,
+                    },
+                    ..Preset::Line.rules()
+                },
             ),
             ("tab.png", icon_rules("LINE tab image", 96, 74, 300 * KB)),
         ],
-        // Telegram's set thumbnail: 100×100, ≤ 32 KB; a video for video sets.
-        Preset::Telegram | Preset::TelegramEmoji => vec![(
+        // Telegram's set thumbnail: 100×100, ≤ 32 KB; a video for video sets. Custom emoji
+        // sets take no thumbnail file (setStickerSetThumbnail: the first emoji stands in).
+        Preset::Telegram => vec![(
             "icon.webm",
             Rules {
                 title: "Telegram set thumbnail",
@@ -403,7 +532,7 @@ fn icons_for(preset: Preset) -> Vec<(&'static str, Rules)> {
             "icon.png",
             icon_rules("Telegram set thumbnail", 100, 100, 32 * KB),
         )],
-        Preset::Discord | Preset::Signal => Vec::new(),
+        Preset::TelegramEmoji | Preset::Discord | Preset::Signal => Vec::new(),
     }
 }
 
@@ -440,15 +569,16 @@ pub fn export_pack(
         zip: None,
         failures: Vec::new(),
         problems: Vec::new(),
+        warnings: Vec::new(),
         complete: false,
     };
-    let icons = icons_for(preset);
-    let mut icons_done = icons.is_empty();
+    // Icons still to make; an icon source that is a still image cannot make a moving icon, which
+    // then comes from the first sticker like every icon without a source.
+    let mut icons = icons_for(preset);
     if let Some(src) = &spec.tray_icon {
         match src.load(&spec.limits) {
             Ok(anim) => {
-                make_icons(&anim, &icons, &files_dir, spec, &mut report, progress)?;
-                icons_done = true;
+                make_icons(&anim, &mut icons, &files_dir, spec, &mut report, progress)?;
             }
             // Recorded; the icons then come from the first sticker instead.
             Err(e) => report.failures.push(PackFailure {
@@ -490,16 +620,21 @@ pub fn export_pack(
                         .problems
                         .push(format!("{what} was written but breaks its rules"));
                 }
+                if preset == Preset::WhatsApp
+                    && let Some(w) = first_frame_warning(&anim, &spec.options, &file)
+                {
+                    report.warnings.push(w);
+                }
                 report.stickers.push(PackItem {
                     index,
                     name,
                     file,
                     emoji: sticker.emoji.clone(),
+                    accessibility_text: sticker.accessibility_text.clone(),
                     report: r,
                 });
-                if !icons_done {
-                    make_icons(&anim, &icons, &files_dir, spec, &mut report, progress)?;
-                    icons_done = true;
+                if !icons.is_empty() {
+                    make_icons(&anim, &mut icons, &files_dir, spec, &mut report, progress)?;
                 }
             }
             Err(Error::Cancelled) => return Err(Error::Cancelled),
@@ -510,10 +645,12 @@ pub fn export_pack(
             }),
         }
     }
-    if !icons_done {
-        report
-            .problems
-            .push("no icon was made: no sticker could be read".into());
+    if !icons.is_empty() {
+        let names: Vec<&str> = icons.iter().map(|(n, _)| *n).collect();
+        report.problems.push(format!(
+            "{} not made: no sticker could be read",
+            names.join(", ")
+        ));
     }
 
     // libwebp folds identical frames together, so a sticker that barely moves can come back
@@ -546,22 +683,50 @@ pub fn export_pack(
     if preset == Preset::Line {
         report.zip = Some(write_line_zip(spec, &dir, &report)?);
     }
+    if preset == Preset::WhatsApp {
+        report.zip = write_wastickers(spec, &ident, &dir, &files_dir, &mut report)?;
+    }
     report.complete = report.failures.is_empty()
         && report.problems.is_empty()
         && report.icons.iter().all(|i| i.passed);
     Ok(report)
 }
 
-/// Makes every icon of the platform from `anim`; failures are recorded, cancel is returned.
+/// WhatsApp asks that the first frame of an animated sticker be the complete image (it is
+/// what shows where animation is off). Warns when the first frame covers less than half of
+/// what the fullest frame covers (alpha summed).
+fn first_frame_warning(anim: &Animation, opts: &FitOptions, file: &str) -> Option<String> {
+    let a = match opts.trim {
+        Some((s, e)) => anim.cut(s, e),
+        None => anim.clone(),
+    };
+    let cover = |f: &crate::media::Frame| -> u64 { f.image.pixels().map(|p| p[3] as u64).sum() };
+    let first = cover(a.frames.first()?);
+    let most = a.frames.iter().map(cover).max()?;
+    if a.len() < 2 || most == 0 || first * 2 >= most {
+        return None;
+    }
+    Some(format!(
+        "{file}: the first frame shows {:.0} % of the fullest frame; WhatsApp shows the first frame where animation is off, so it should be the complete image",
+        first as f64 * 100.0 / most as f64
+    ))
+}
+
+/// Makes the icons of `icons` that `anim` can make (a moving icon needs a moving clip) and
+/// removes them from the list; failures are recorded, cancel is returned.
 fn make_icons(
     anim: &Animation,
-    icons: &[(&'static str, Rules)],
+    icons: &mut Vec<(&'static str, Rules)>,
     dir: &Path,
     spec: &PackSpec,
     report: &mut PackReport,
     progress: &mut dyn Progress,
 ) -> Result<()> {
-    for (file, rules) in icons {
+    let (now, later): (Vec<_>, Vec<_>) = std::mem::take(icons)
+        .into_iter()
+        .partition(|(_, rules)| !rules.animated || anim.len() > 1);
+    *icons = later;
+    for (file, rules) in &now {
         let mut scoped = Scoped {
             inner: progress,
             prefix: (*file).to_string(),
@@ -626,6 +791,8 @@ struct WaPack<'a> {
 struct WaSticker<'a> {
     image_file: &'a str,
     emojis: &'a [String],
+    #[serde(skip_serializing_if = "str::is_empty")]
+    accessibility_text: &'a str,
 }
 
 #[derive(Serialize)]
@@ -655,7 +822,24 @@ fn write_manifest(
     report: &PackReport,
 ) -> Result<Option<PathBuf>> {
     let json = match preset {
-        Preset::Line => return Ok(None),
+        // LINE's ZIP carries no names or emoji; this file (outside the ZIP) keeps them so the
+        // pack can be converted onwards.
+        Preset::Line => {
+            let m = SimpleManifest {
+                name: Some(&spec.name),
+                title: None,
+                author: &spec.author,
+                kind: Some("animation sticker"),
+                icon: icon_file(report, "main.png"),
+                cover: None,
+                stickers: report
+                    .stickers
+                    .iter()
+                    .map(|s| serde_json::json!({"file": s.file, "emoji": s.emoji, "name": s.name}))
+                    .collect(),
+            };
+            serde_json::to_string_pretty(&m)
+        }
         Preset::WhatsApp => {
             let contents = WaContents {
                 android_play_store_link: "",
@@ -678,6 +862,7 @@ fn write_manifest(
                         .map(|s| WaSticker {
                             image_file: &s.file,
                             emojis: &s.emoji,
+                            accessibility_text: &s.accessibility_text,
                         })
                         .collect(),
                 }],
@@ -712,14 +897,15 @@ fn write_manifest(
                 kind: None,
                 icon: None,
                 cover: None,
-                // Discord's API takes `name` (2–30 characters) and `tags` (the emoji).
+                // Discord's API takes `name` (2–30 characters) and `tags` (the emoji's name,
+                // 2–200 characters); the emoji themselves are kept for converting onwards.
                 stickers: report
                     .stickers
                     .iter()
                     .map(|s| {
-                        let name: String = s.name.chars().take(30).collect();
-                        let tags = s.emoji.join(",");
-                        serde_json::json!({"file": s.file, "name": name, "tags": tags})
+                        let name = discord_name(&s.name, s.index);
+                        let tags = discord_tags(&s.emoji).unwrap_or_default();
+                        serde_json::json!({"file": s.file, "name": name, "tags": tags, "emoji": s.emoji})
                     })
                     .collect(),
             };
@@ -787,6 +973,102 @@ fn write_line_zip(spec: &PackSpec, dir: &Path, report: &PackReport) -> Result<Pa
     Ok(zip_path)
 }
 
+/// Why a written WhatsApp pack may not become a `.wastickers` (empty = it may): the file goes to
+/// sticker-maker apps that pass it straight to WhatsApp, which refuses a pack with any fault.
+pub fn wastickers_problems(report: &PackReport) -> Vec<String> {
+    let mut out = Vec::new();
+    let pr = pack_rules(Preset::WhatsApp);
+    let n = report.stickers.len();
+    if !pr.count_ok(n) {
+        out.push(format!("{n} sticker(s) written; WhatsApp needs 3–30"));
+    }
+    for s in &report.stickers {
+        if !s.report.passed {
+            out.push(format!("{} breaks a WhatsApp rule", s.file));
+        }
+        let k = s.emoji.iter().filter(|e| is_emoji(e)).count();
+        if !(pr.emoji.0..=pr.emoji.1).contains(&k) {
+            out.push(format!("{} has {k} emoji; WhatsApp needs 1–3", s.file));
+        }
+    }
+    let animated = report
+        .stickers
+        .iter()
+        .filter(|s| s.report.frames > 1)
+        .count();
+    if animated != 0 && animated != n {
+        out.push("the stickers are not all animated or all static".into());
+    }
+    match report.icons.iter().find(|i| i.path.ends_with("tray.png")) {
+        Some(t) if t.passed => {}
+        _ => out.push("no tray icon that passes 96×96, ≤ 50 KB".into()),
+    }
+    if !report.failures.is_empty() {
+        out.push(format!("{} item(s) failed", report.failures.len()));
+    }
+    out
+}
+
+/// Writes `<identifier>.wastickers` beside `contents.json`: a ZIP of `title.txt`, `author.txt`,
+/// `tray.png` and the WebP stickers, the layout sticker-maker apps import. Only a pack that passes
+/// [`wastickers_problems`] is zipped; otherwise the reasons join the report's problems.
+fn write_wastickers(
+    spec: &PackSpec,
+    ident: &str,
+    dir: &Path,
+    files_dir: &Path,
+    report: &mut PackReport,
+) -> Result<Option<PathBuf>> {
+    let problems = wastickers_problems(report);
+    if !problems.is_empty() {
+        report.problems.push(format!(
+            "no .wastickers was written: {}",
+            problems.join("; ")
+        ));
+        return Ok(None);
+    }
+    let path = dir.join(format!("{ident}.wastickers"));
+    let mut entries: Vec<(String, Vec<u8>)> = vec![
+        ("title.txt".into(), spec.name.trim().as_bytes().to_vec()),
+        ("author.txt".into(), spec.author.trim().as_bytes().to_vec()),
+    ];
+    let mut files = vec!["tray.png".to_string()];
+    files.extend(report.stickers.iter().map(|s| s.file.clone()));
+    for name in files {
+        let src = files_dir.join(&name);
+        let bytes = std::fs::read(&src).map_err(|e| Error::io("read pack file", &src, e))?;
+        entries.push((name, bytes));
+    }
+    write_zip(&path, &entries)?;
+    Ok(Some(path))
+}
+
+/// Writes a ZIP of `(name, bytes)` atomically. WebP and PNG are already compressed, so they
+/// are stored; text is deflated.
+fn write_zip(path: &Path, entries: &[(String, Vec<u8>)]) -> Result<()> {
+    let mut tmp = AtomicFile::new(path)?;
+    {
+        let mut zip = zip::ZipWriter::new(tmp.file());
+        let zerr = |e: zip::result::ZipError| {
+            Error::io("write zip", path, std::io::Error::other(e.to_string()))
+        };
+        for (name, bytes) in entries {
+            let method = if name.ends_with(".txt") || name.ends_with(".json") {
+                zip::CompressionMethod::Deflated
+            } else {
+                zip::CompressionMethod::Stored
+            };
+            let opts = zip::write::SimpleFileOptions::default().compression_method(method);
+            zip.start_file(name.as_str(), opts).map_err(zerr)?;
+            zip.write_all(bytes)
+                .map_err(|e| Error::io("write zip", path, e))?;
+        }
+        zip.finish().map_err(zerr)?;
+    }
+    tmp.commit()?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -814,6 +1096,7 @@ mod tests {
                     source: StickerSource::Animation(anim(frames)),
                     emoji: emoji.iter().map(|e| e.to_string()).collect(),
                     name: String::new(),
+                    accessibility_text: String::new(),
                 })
                 .collect(),
             tray_icon: None,
@@ -831,16 +1114,18 @@ mod tests {
         let err = validate(&spec(5, 3, &[]), Preset::Line).expect_err("line count");
         assert!(err.to_string().contains("8, 16, 24"), "{err}");
         assert!(validate(&spec(16, 3, &[]), Preset::Line).is_ok());
-        assert!(validate(&spec(1, 3, &[]), Preset::Discord).is_ok());
+        assert!(validate(&spec(1, 3, &["😀"]), Preset::Discord).is_ok());
     }
 
     #[test]
     fn emoji_and_text_rules() {
         let err = validate(&spec(3, 3, &[]), Preset::WhatsApp).expect_err("no emoji");
         assert!(err.to_string().contains("sticker 1 has 0 emoji"), "{err}");
-        let err =
-            validate(&spec(3, 3, &["a", "b", "c", "d"]), Preset::WhatsApp).expect_err("four emoji");
+        // WhatsApp/stickers README: "add up to a maximum of three emoji for each sticker".
+        let err = validate(&spec(3, 3, &["😀", "🎉", "🐱", "🍕"]), Preset::WhatsApp)
+            .expect_err("four emoji");
         assert!(err.to_string().contains("4 emoji"), "{err}");
+        assert!(validate(&spec(3, 3, &["😀", "🎉", "🐱"]), Preset::WhatsApp).is_ok());
         let err = validate(&spec(1, 3, &[]), Preset::Telegram).expect_err("tg needs emoji");
         assert_eq!(err.kind(), "invalid");
         let mut s = spec(3, 3, &["😀"]);
@@ -869,7 +1154,98 @@ mod tests {
         assert_eq!(identifier("My Pack!"), "My_Pack");
         assert_eq!(identifier("  a/b\\c  "), "a_b_c");
         assert_eq!(identifier("日本"), "pack");
-        assert_eq!(identifier(&"x".repeat(300)).len(), 128);
+        // WhatsApp/stickers README: "The identifier should be less than 128 characters".
+        assert_eq!(identifier(&"x".repeat(300)).len(), 127);
+        assert_eq!(identifier(&"x".repeat(127)).len(), 127);
+    }
+
+    #[test]
+    fn only_real_emoji_pass() {
+        // Every platform indexes stickers by emoji; letters are not emoji (the old tests used
+        // "a", "b", "c" and passed).
+        let err = validate(&spec(3, 3, &["a"]), Preset::WhatsApp).expect_err("letter");
+        assert!(err.to_string().contains("`a` is not an emoji"), "{err}");
+        let err = validate(&spec(1, 3, &["smile"]), Preset::Telegram).expect_err("word");
+        assert!(err.to_string().contains("`smile` is not an emoji"), "{err}");
+        // Two emoji in one entry are two entries, not one emoji.
+        assert!(!is_emoji("😀😀"));
+        // Unqualified, skin-tone and ZWJ forms are real emoji.
+        for e in ["❤", "❤️", "👍🏽", "👩‍💻", "🏳️‍🌈", " 😀 "] {
+            assert!(is_emoji(e), "{e}");
+        }
+        assert!(validate(&spec(3, 3, &["❤", "👍🏽"]), Preset::WhatsApp).is_ok());
+    }
+
+    #[test]
+    fn discord_tags_are_emoji_names_and_names_have_two_characters() {
+        // Discord "Create Guild Sticker": name 2–30 characters; tags 2–200 characters, the
+        // name of a Unicode emoji.
+        assert_eq!(discord_tags(&["😀".into()]).as_deref(), Some("grinning"));
+        assert_eq!(
+            discord_tags(&["x".into(), "🐱".into()]).as_deref(),
+            Some("cat")
+        );
+        assert_eq!(discord_tags(&["x".into()]), None);
+        for e in emojis::iter() {
+            let t = discord_tags(&[e.as_str().to_string()]).expect("tag");
+            assert!((2..=200).contains(&t.chars().count()), "{e}: {t}");
+        }
+        assert_eq!(discord_name("a", 3), "sticker 03");
+        assert_eq!(discord_name("ok", 3), "ok");
+        assert_eq!(discord_name(&"y".repeat(40), 1).chars().count(), 30);
+        let mut s = spec(1, 3, &["😀"]);
+        s.stickers[0].name = "x".into();
+        let err = validate(&s, Preset::Discord).expect_err("short name");
+        assert!(err.to_string().contains("2–30"), "{err}");
+        let err = validate(&spec(1, 3, &[]), Preset::Discord).expect_err("no tags");
+        assert!(err.to_string().contains("0 emoji"), "{err}");
+    }
+
+    #[test]
+    fn whatsapp_accessibility_text_limits() {
+        // WhatsApp's sample-app validator: accessibility_text ≤ 125 characters for static
+        // stickers, ≤ 255 for animated ones.
+        let mut s = spec(3, 3, &["😀"]);
+        s.stickers[0].accessibility_text = "é".repeat(255);
+        assert!(validate(&s, Preset::WhatsApp).is_ok());
+        s.stickers[0].accessibility_text = "é".repeat(256);
+        let err = validate(&s, Preset::WhatsApp).expect_err("long");
+        assert!(err.to_string().contains("256 characters"), "{err}");
+        let mut still = spec(3, 1, &["😀"]);
+        still.stickers[2].accessibility_text = "a".repeat(126);
+        let err = validate(&still, Preset::WhatsApp).expect_err("static");
+        assert!(err.to_string().contains("125 for static"), "{err}");
+    }
+
+    #[test]
+    fn first_frame_should_be_the_complete_image() {
+        // WhatsApp/stickers: the first frame of an animated sticker should be the complete image.
+        let mut a = anim(4);
+        a.frames[0].image = RgbaImage::new(8, 8);
+        let w = first_frame_warning(&a, &FitOptions::default(), "01.webp").expect("warn");
+        assert!(w.contains("01.webp") && w.contains("0 %"), "{w}");
+        assert!(first_frame_warning(&anim(4), &FitOptions::default(), "01.webp").is_none());
+    }
+
+    #[test]
+    fn pack_icons_per_platform() {
+        // Telegram custom emoji sets take no thumbnail file.
+        assert!(icons_for(Preset::TelegramEmoji).is_empty());
+        assert_eq!(icons_for(Preset::Telegram)[0].0, "icon.webm");
+        // LINE animation guideline: the main image of an animated set is a 240×240 APNG.
+        let line = icons_for(Preset::Line);
+        let (file, main) = &line[0];
+        assert_eq!(*file, "main.png");
+        assert!(main.animated);
+        assert_eq!(
+            main.canvas,
+            CanvasRule::Exact {
+                width: 240,
+                height: 240
+            }
+        );
+        assert_eq!(main.frame_range, Some((5, 20)));
+        assert!(!line[1].1.animated);
     }
 
     #[test]

@@ -9,7 +9,7 @@ use eframe::egui;
 use crate::app::dialogs::Dialogs;
 use crate::app::panels::heading;
 use crate::app::state::{JobKind, Studio};
-use crate::media::presets::{Preset, Rules};
+use crate::media::presets::{Preset, Rules, TimeFit};
 use crate::media::{Animation, Fit, Format};
 
 pub struct ExportPanel<'a> {
@@ -161,6 +161,13 @@ impl ExportPanel<'_> {
             ui.selectable_value(&mut ex.fit, Fit::Contain, "contain");
             ui.selectable_value(&mut ex.fit, Fit::Cover, "cover");
             ui.selectable_value(&mut ex.fit, Fit::Stretch, "stretch");
+        });
+        ui.horizontal(|ui| {
+            ui.label("Too long");
+            ui.selectable_value(&mut ex.time, TimeFit::Cut, "cut")
+                .on_hover_text("keep the start, drop the rest");
+            ui.selectable_value(&mut ex.time, TimeFit::Speed, "speed up")
+                .on_hover_text("play the whole clip faster");
         });
         ui.horizontal(|ui| {
             ui.label("Folder");

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use super::report::{self, ExportReport};
 use super::rules::{self, LoopRule, Rules, frame_target, group_digits, plays_for};
-use super::{FitOptions, Preset};
+use super::{FitOptions, Preset, TimeFit};
 use crate::error::{Error, Result};
 use crate::media::atomic::{parent_dir, write_atomic};
 use crate::media::encode::{self, Encoding, GifOptions};
@@ -53,6 +53,107 @@ pub fn search_best<T>(
     Ok(best)
 }
 
+/// The probes of one round of [`search_best_parallel`]: `lo` is the highest index known to
+/// fit (-1: none), `hi` the lowest known not to (`count`: none). With a seed the first round
+/// checks the seed and the step above it (a right seed ends the search there); with only one
+/// bound known it gallops away from it, steps growing ×3; with both it splits the gap in three.
+fn next_probes(lo: i64, hi: i64, count: u32, seed: Option<u32>, round: u32) -> Vec<u32> {
+    let inside = |i: i64| i > lo && i < hi;
+    let gallop = 2 * 3i64.pow(round.saturating_sub(1).min(20));
+    let top = count as i64;
+    let mut out: Vec<i64> = match seed {
+        Some(s) if round == 0 => {
+            let s = (s as i64).min(top - 1);
+            vec![s, s + 1]
+        }
+        Some(_) if lo >= 0 && hi >= top => vec![lo + gallop, lo + 2 * gallop],
+        Some(_) if lo < 0 && hi < top => vec![hi - gallop, hi - 2 * gallop],
+        _ => Vec::new(),
+    };
+    out.retain(|&i| inside(i));
+    if out.is_empty() {
+        // Split the unknown gap (lo, hi) in three.
+        let w = hi - lo - 1;
+        out = match w {
+            ..=0 => Vec::new(),
+            1 => vec![lo + 1],
+            2 => vec![lo + 1, lo + 2],
+            _ => vec![lo + (w + 1) / 3, lo + (2 * w + 2) / 3],
+        };
+        out.retain(|&i| inside(i));
+    }
+    out.sort_unstable();
+    out.dedup();
+    out.into_iter().map(|i| i as u32).collect()
+}
+
+/// [`search_best`] for two cores: each round evaluates up to two knob positions at once (one on
+/// a named helper thread), starting from `seed` (a size model's guess) when given. Ends with
+/// the highest position that fits and the one above it known not to (or the top), so on a
+/// ladder whose size grows with the index it picks exactly what the one-at-a-time search and
+/// an exhaustive scan pick. `before_round` sees each round's positions (progress, cancel).
+pub fn search_best_parallel<T: Send>(
+    count: u32,
+    cap: u64,
+    seed: Option<u32>,
+    mut before_round: impl FnMut(&[u32]) -> Result<()>,
+    eval: impl Fn(u32) -> Result<(u64, T)> + Sync,
+) -> Result<Option<Probe<T>>> {
+    let (mut lo, mut hi) = (-1i64, count as i64);
+    let mut best: Option<Probe<T>> = None;
+    let mut round = 0;
+    while hi - lo > 1 {
+        let probes = next_probes(lo, hi, count, seed, round);
+        round += 1;
+        if probes.is_empty() {
+            break;
+        }
+        before_round(&probes)?;
+        let results = eval_pair(&probes, &eval)?;
+        for (&i, (size, value)) in probes.iter().zip(results) {
+            let i64_ = i as i64;
+            if size <= cap {
+                if i64_ > lo {
+                    lo = i64_;
+                    best = Some(Probe {
+                        index: i,
+                        size,
+                        value,
+                    });
+                }
+            } else if i64_ < hi {
+                hi = i64_;
+            }
+        }
+        // A ladder that is not monotone here: trust the fit, search above it.
+        if hi <= lo {
+            hi = count as i64;
+        }
+    }
+    Ok(best)
+}
+
+/// Evaluates one or two positions, the second on a helper thread.
+fn eval_pair<T: Send>(
+    probes: &[u32],
+    eval: &(impl Fn(u32) -> Result<(u64, T)> + Sync),
+) -> Result<Vec<(u64, T)>> {
+    match probes {
+        [a, b] => std::thread::scope(|scope| {
+            let helper = std::thread::Builder::new()
+                .name("ildiff-fit-probe".into())
+                .spawn_scoped(scope, || eval(*b))
+                .map_err(|e| Error::Invalid(format!("cannot start a probe thread: {e}")))?;
+            let first = eval(*a);
+            let second = helper
+                .join()
+                .map_err(|_| Error::Invalid("a probe thread panicked".into()))?;
+            Ok(vec![first?, second?])
+        }),
+        _ => probes.iter().map(|&i| eval(i)).collect(),
+    }
+}
+
 /// Probes [`search_best`] makes at most for `count` positions.
 fn search_steps(count: u32) -> u64 {
     (u32::BITS - count.leading_zeros()) as u64
@@ -63,7 +164,7 @@ fn search_steps(count: u32) -> u64 {
 enum Ladder {
     /// CRF 63 (index 0) down to 4.
     Crf,
-    /// WebP lossy quality 0..=100.
+    /// WebP lossy: colour and alpha quality together (see [`Ladder::knob`]).
     WebPQuality,
     /// APNG palette 2..=256 colours.
     ApngPalette,
@@ -75,11 +176,47 @@ impl Ladder {
     const CRF_BEST: u8 = 4;
     const CRF_WORST: u8 = 63;
 
+    /// WebP colour quality above which alpha stays lossless: down to here colours still look
+    /// clean, so the alpha plane (the edges a sticker is judged on) is the next thing to give.
+    const WEBP_KEEP_ALPHA_FROM: u32 = 50;
+    /// Alpha quality steps between lossless and 0.
+    const WEBP_ALPHA_STEP: u32 = 5;
+
     fn count(self) -> u32 {
         match self {
             Ladder::Crf => (Self::CRF_WORST - Self::CRF_BEST + 1) as u32,
-            Ladder::WebPQuality => 101,
+            // q 0..49 at alpha 0, alpha 0..95 at q 50, q 50..100 at lossless alpha.
+            Ladder::WebPQuality => {
+                Self::WEBP_KEEP_ALPHA_FROM
+                    + 100 / Self::WEBP_ALPHA_STEP
+                    + (101 - Self::WEBP_KEEP_ALPHA_FROM)
+            }
             Ladder::ApngPalette | Ladder::GifColors => 255,
+        }
+    }
+
+    /// Knob index → setting, index 0 the smallest. WebP's path, from the best down: colour
+    /// quality 100 → 50 with lossless alpha; then alpha quality 95 → 0 at colour 50; then
+    /// colour 49 → 0. So the alpha plane, which colour quality cannot reach, is squeezed before
+    /// colours turn ugly, and both before any frame is dropped.
+    fn knob(self, i: u32) -> Knob {
+        match self {
+            Ladder::WebPQuality => {
+                let keep = Self::WEBP_KEEP_ALPHA_FROM;
+                let alpha_steps = 100 / Self::WEBP_ALPHA_STEP;
+                let (quality, alpha) = if i < keep {
+                    (i, 0)
+                } else if i < keep + alpha_steps {
+                    (keep, (i - keep) * Self::WEBP_ALPHA_STEP)
+                } else {
+                    ((keep + i - keep - alpha_steps).min(100), 100)
+                };
+                Knob::WebP {
+                    quality: quality as u8,
+                    alpha: alpha as u8,
+                }
+            }
+            other => Knob::Enc(other.encoding(i)),
         }
     }
 
@@ -108,6 +245,30 @@ fn gif_options() -> GifOptions {
     GifOptions {
         matte: [0x31, 0x33, 0x38],
         ..GifOptions::default()
+    }
+}
+
+/// One position of a ladder: an [`Encoding`], or a setting only the fitter uses.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Knob {
+    Enc(Encoding),
+    /// Lossy WebP with libwebp's alpha quality below lossless.
+    WebP {
+        quality: u8,
+        alpha: u8,
+    },
+}
+
+impl Knob {
+    fn describe(&self) -> String {
+        match self {
+            Knob::Enc(e) => describe(e),
+            Knob::WebP {
+                quality,
+                alpha: 100,
+            } => format!("webp q {quality}"),
+            Knob::WebP { quality, alpha } => format!("webp q {quality} alpha q {alpha}"),
+        }
     }
 }
 
@@ -147,37 +308,44 @@ fn keep_going(progress: &mut dyn Progress, stage: &str, done: u64, total: u64) -
 /// beside the output (removed when this is dropped, also on error or cancel).
 struct Candidates {
     out_dir: PathBuf,
-    scratch: Option<tempfile::TempDir>,
-    made: u32,
+    /// Made on first use (only WebM needs it); shared by the probe threads.
+    scratch: std::sync::OnceLock<tempfile::TempDir>,
+    made: std::sync::atomic::AtomicU32,
 }
 
 impl Candidates {
     fn new(out: &Path) -> Self {
         Candidates {
             out_dir: parent_dir(out),
-            scratch: None,
-            made: 0,
+            scratch: std::sync::OnceLock::new(),
+            made: std::sync::atomic::AtomicU32::new(0),
         }
     }
 
-    fn encode(&mut self, anim: &Animation, enc: &Encoding) -> Result<Vec<u8>> {
-        self.made += 1;
+    fn scratch_dir(&self) -> Result<&Path> {
+        if let Some(d) = self.scratch.get() {
+            return Ok(d.path());
+        }
+        let dir = tempfile::Builder::new()
+            .prefix(".ildiff-fit-")
+            .tempdir_in(&self.out_dir)
+            .map_err(|e| Error::io("create scratch folder in", &self.out_dir, e))?;
+        // Another thread may have won the race; its folder is used and this one removed.
+        Ok(self.scratch.get_or_init(|| dir).path())
+    }
+
+    fn encode(&self, anim: &Animation, knob: &Knob) -> Result<Vec<u8>> {
+        let n = self.made.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        let enc = match knob {
+            Knob::WebP { quality, alpha } => {
+                return encode::webp::encode_lossy(anim, *quality as f32, *alpha);
+            }
+            Knob::Enc(e) => e,
+        };
         if !matches!(enc, Encoding::WebM { .. }) {
             return encode::encode_to_vec(anim, enc);
         }
-        if self.scratch.is_none() {
-            let dir = tempfile::Builder::new()
-                .prefix(".ildiff-fit-")
-                .tempdir_in(&self.out_dir)
-                .map_err(|e| Error::io("create scratch folder in", &self.out_dir, e))?;
-            self.scratch = Some(dir);
-        }
-        let dir = self
-            .scratch
-            .as_ref()
-            .map(|d| d.path().to_path_buf())
-            .unwrap_or_else(|| self.out_dir.clone());
-        let path = dir.join(format!("candidate-{}.webm", self.made));
+        let path = self.scratch_dir()?.join(format!("candidate-{n}.webm"));
         encode::write(anim, enc, &path)?;
         let bytes = std::fs::read(&path).map_err(|e| Error::io("read candidate", &path, e))?;
         // Best effort: the scratch folder goes away on drop anyway.
@@ -220,26 +388,75 @@ impl Seen {
     }
 }
 
+/// When set, [`search_format`] runs the search this fitter had before the size model and the
+/// two-core probes (lossless, then one full encode per bisection step), so the benchmark can
+/// print before/after times on the same machine. Not for anything else.
+static REFERENCE_SEARCH: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Switches [`REFERENCE_SEARCH`] (process-wide; the auto-fit benchmark's "before").
+#[doc(hidden)]
+pub fn set_reference_search(on: bool) {
+    REFERENCE_SEARCH.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Frames the size model encodes: a consecutive run from the middle of the clip, so inter-frame
+/// coding behaves as it does in the whole clip, at a fraction of the cost.
+const MODEL_FRAMES: usize = 12;
+
+/// The size model: the best knob position for a [`MODEL_FRAMES`]-frame excerpt under the cap
+/// scaled to its share of the frames. Only a seed: the real search checks it (and walks away
+/// from it) with full encodes, so a wrong guess costs time, never the choice. `None` for clips
+/// too short for an excerpt to be much cheaper.
+fn size_model_seed(anim: &Animation, ladder: Ladder, cap: u64, cands: &Candidates) -> Option<u32> {
+    let n = anim.len();
+    if n < 2 * MODEL_FRAMES {
+        return None;
+    }
+    let start = (n - MODEL_FRAMES) / 2;
+    let excerpt = Animation::new(
+        anim.width,
+        anim.height,
+        anim.frames[start..start + MODEL_FRAMES].to_vec(),
+        anim.loops,
+    )
+    .ok()?;
+    let scaled = (cap as f64 * MODEL_FRAMES as f64 / n as f64) as u64;
+    let found = search_best(ladder.count(), scaled, |i| {
+        let bytes = cands.encode(&excerpt, &ladder.knob(i))?;
+        Ok((bytes.len() as u64, ()))
+    })
+    .ok()?;
+    Some(found.map_or(0, |p| p.index))
+}
+
 /// Best encoding of `anim` as `format` under `cap`: lossless first where the format has it
-/// (nothing beats it if it fits; for GIF, 256 colours), then a binary search of the lossy ladder. With `worst_first`
-/// (used after a frame-rate drop, when failing is likely) the lowest setting is tried first so
-/// a hopeless rate costs one encode, not a whole search.
+/// (nothing beats it if it fits; for GIF, 256 colours), then the lossy ladder. Both cores work:
+/// the lossless encode runs beside the size model, then [`search_best_parallel`] probes two
+/// positions at a time from the model's seed. With `worst_first` (after a frame-rate drop,
+/// when failing is likely) the first round includes the lowest setting, so a hopeless rate
+/// costs one round, not a whole search.
 fn search_format(
     anim: &Animation,
     format: Format,
     cap: u64,
     try_lossless: bool,
     worst_first: bool,
-    cands: &mut Candidates,
+    cands: &Candidates,
     progress: &mut dyn Progress,
 ) -> Result<Outcome> {
     let (lossless, ladder) = match format {
         Format::WebM => (None, Ladder::Crf),
-        Format::WebP => (Some(Encoding::WebP { quality: None }), Ladder::WebPQuality),
-        Format::Png => (Some(Encoding::Apng { palette: None }), Ladder::ApngPalette),
+        Format::WebP => (
+            Some(Knob::Enc(Encoding::WebP { quality: None })),
+            Ladder::WebPQuality,
+        ),
+        Format::Png => (
+            Some(Knob::Enc(Encoding::Apng { palette: None })),
+            Ladder::ApngPalette,
+        ),
         // GIF has no lossless mode; its full palette plays that role (tried first, and the
         // answer whenever it fits, which spares the whole palette search).
-        Format::Gif => (Some(Ladder::GifColors.encoding(254)), Ladder::GifColors),
+        Format::Gif => (Some(Ladder::GifColors.knob(254)), Ladder::GifColors),
         other => {
             return Err(Error::Invalid(format!(
                 "no size search for {} output",
@@ -248,56 +465,141 @@ fn search_format(
         }
     };
     let lossless = lossless.filter(|_| try_lossless);
-    let total = search_steps(ladder.count()) + lossless.is_some() as u64 + worst_first as u64;
-    let mut done = 0u64;
-    let mut encode = |i: Option<u32>| -> Result<(u64, Chosen)> {
-        let enc = match i {
-            Some(i) => ladder.encoding(i),
-            None => lossless.unwrap_or(Encoding::PngFolder),
-        };
-        let setting = describe(&enc);
-        keep_going(progress, &format!("encode {setting}"), done, total)?;
-        let bytes = cands.encode(anim, &enc)?;
-        done += 1;
+    let count = ladder.count();
+    let worst = std::sync::atomic::AtomicU64::new(u64::MAX);
+    let encode = |knob: Knob| -> Result<(u64, Chosen)> {
+        let setting = knob.describe();
+        let bytes = cands.encode(anim, &knob)?;
         Ok((bytes.len() as u64, Chosen { bytes, setting }))
     };
+    if REFERENCE_SEARCH.load(std::sync::atomic::Ordering::Relaxed) {
+        let mut lossless_size = None;
+        if let Some(k) = lossless {
+            keep_going(progress, "encode lossless", 0, 1)?;
+            let (size, chosen) = encode(k)?;
+            if size <= cap {
+                return Ok(Outcome::Fits(chosen));
+            }
+            lossless_size = Some(size);
+        }
+        let found = search_best(count, cap, |i| {
+            keep_going(progress, "encode", 0, 1)?;
+            let r = encode(ladder.knob(i))?;
+            if i == 0 {
+                worst.store(r.0, std::sync::atomic::Ordering::Relaxed);
+            }
+            Ok(r)
+        })?;
+        return Ok(match found {
+            Some(p) => Outcome::Fits(p.value),
+            None => Outcome::TooBig {
+                worst: worst.load(std::sync::atomic::Ordering::Relaxed),
+                lossless: lossless_size,
+            },
+        });
+    }
+    let total = search_steps(count) + 2;
+    keep_going(
+        progress,
+        if lossless.is_some() {
+            "encode lossless + size model"
+        } else {
+            "size model"
+        },
+        0,
+        total,
+    )?;
+    let (lossless_result, seed) = std::thread::scope(|scope| {
+        let helper = lossless.map(|k| {
+            std::thread::Builder::new()
+                .name("ildiff-fit-lossless".into())
+                .spawn_scoped(scope, move || encode(k))
+        });
+        let seed = if worst_first {
+            Some(0)
+        } else {
+            size_model_seed(anim, ladder, cap, cands)
+        };
+        let result = helper.map(|h| match h {
+            Ok(h) => h
+                .join()
+                .unwrap_or_else(|_| Err(Error::Invalid("the lossless probe panicked".into()))),
+            Err(e) => Err(Error::Invalid(format!("cannot start a probe thread: {e}"))),
+        });
+        (result, seed)
+    });
     let mut lossless_size = None;
-    if lossless.is_some() {
-        let (size, chosen) = encode(None)?;
+    if let Some(r) = lossless_result {
+        let (size, chosen) = r?;
         if size <= cap {
             return Ok(Outcome::Fits(chosen));
         }
         lossless_size = Some(size);
     }
-    let mut worst = None;
-    let found = if worst_first {
-        let (size, chosen) = encode(Some(0))?;
-        if size > cap {
-            return Ok(Outcome::TooBig {
-                worst: size,
-                lossless: lossless_size,
-            });
-        }
-        let better = search_best(ladder.count() - 1, cap, |i| encode(Some(i + 1)))?;
-        Some(better.map_or(chosen, |p| p.value))
-    } else {
-        search_best(ladder.count(), cap, |i| {
-            let r = encode(Some(i))?;
+    let mut done = 1u64;
+    let found = search_best_parallel(
+        count,
+        cap,
+        seed,
+        |probes| {
+            let names: Vec<String> = probes.iter().map(|&i| ladder.knob(i).describe()).collect();
+            keep_going(
+                progress,
+                &format!("encode {}", names.join(" | ")),
+                done,
+                total.max(done + 1),
+            )?;
+            done += 1;
+            Ok(())
+        },
+        |i| {
+            let r = encode(ladder.knob(i))?;
             if i == 0 {
-                worst = Some(r.0);
+                worst.store(r.0, std::sync::atomic::Ordering::Relaxed);
             }
             Ok(r)
-        })?
-        .map(|p| p.value)
-    };
+        },
+    )?;
     Ok(match found {
-        Some(c) => Outcome::Fits(c),
+        Some(p) => Outcome::Fits(p.value),
         None => Outcome::TooBig {
-            // Bisection that never fits ends at index 0, so `worst` is known.
-            worst: worst.unwrap_or(u64::MAX),
+            // A search that never fits ends having probed index 0, so `worst` is known.
+            worst: worst.load(std::sync::atomic::Ordering::Relaxed),
             lossless: lossless_size,
         },
     })
+}
+
+/// Names where the bytes of a clip that cannot fit go: encodes it once more at the lowest
+/// setting with a hard (0/255) alpha; if that halves the size, the soft, noisy alpha is the cost.
+fn size_cause(anim: &Animation, format: Format, cands: &Candidates) -> String {
+    let ladder = match format {
+        Format::WebM => Ladder::Crf,
+        Format::WebP => Ladder::WebPQuality,
+        Format::Png => Ladder::ApngPalette,
+        Format::Gif => {
+            return "GIF keeps one bit of alpha, so its size is all colour detail.".into();
+        }
+        _ => return String::new(),
+    };
+    let mut hard = anim.clone();
+    for f in &mut hard.frames {
+        for p in f.image.pixels_mut() {
+            p[3] = if p[3] >= 128 { 255 } else { 0 };
+        }
+    }
+    let knob = ladder.knob(0);
+    let (Ok(soft), Ok(hard)) = (cands.encode(anim, &knob), cands.encode(&hard, &knob)) else {
+        return String::new();
+    };
+    if (hard.len() as f64) < soft.len() as f64 * 0.5 {
+        format!(
+            "Most of it is the soft, noisy alpha: with hard edges it would be {} bytes.",
+            group_digits(hard.len() as u64)
+        )
+    } else {
+        "Most of it is colour detail (texture or noise in the picture), not the alpha.".into()
+    }
 }
 
 /// The highest instantaneous frame rate (1 / shortest non-zero delay).
@@ -394,11 +696,22 @@ fn prepare_time(
     if let Some(max) = rules.max_duration_secs
         && a.duration_secs() > max + 1e-9
     {
-        notes.push(format!(
-            "cut to {max} s (the clip is {:.2} s)",
-            a.duration_secs()
-        ));
-        a = a.trim(max);
+        let d = a.duration_secs();
+        match opts.time {
+            TimeFit::Cut => {
+                notes.push(format!(
+                    "fit-time cut: cut to {max} s (the clip is {d:.2} s)"
+                ));
+                a = a.trim(max);
+            }
+            TimeFit::Speed => {
+                notes.push(format!(
+                    "fit-time speed: played {:.2}x faster to last {max} s (the clip is {d:.2} s), keeping the whole motion",
+                    d / max
+                ));
+                a = a.retime(max)?;
+            }
+        }
     }
 
     // Frame rate.
@@ -504,7 +817,7 @@ pub fn fit_with_rules(
     // Invisible colour under alpha 0 costs bytes in every codec.
     base.clean_transparent([0, 0, 0]);
 
-    let mut cands = Candidates::new(out);
+    let cands = Candidates::new(out);
     let min_frames = rules.frame_range.map_or(1, |r| r.0);
     let mut fallbacks = rules::fallback_fps(
         base.fps(),
@@ -525,7 +838,7 @@ pub fn fit_with_rules(
             cap,
             try_lossless,
             !first,
-            &mut cands,
+            &cands,
             progress,
         )?;
         first = false;
@@ -555,17 +868,21 @@ pub fn fit_with_rules(
             None
         };
         let Some(fps) = next else {
+            let cause = size_cause(&current, format, &cands);
             return Err(Error::Encode {
                 format: format.name(),
                 reason: format!(
-                    "{} cannot fit under {} bytes even at the lowest quality and frame rate tried ({}x{}, {} frames, {:.2} s, {} bytes); shorten it with a trim range or lower the fps: {}",
+                    "{} cannot fit under {} bytes: at the lowest quality it is still {} bytes at {:.1} fps ({}x{}, {} frames, {:.2} s), and dropping below {:.1} fps (half the frames or {} fps) would turn the motion into a slideshow. {cause} Shorten it with a trim range or use a simpler clip: {}",
                     rules.title,
                     group_digits(cap),
+                    group_digits(worst.bytes),
+                    current.fps(),
                     current.width,
                     current.height,
                     current.len(),
                     current.duration_secs(),
-                    group_digits(worst.bytes),
+                    rules::fps_floor(base.fps()),
+                    rules::FPS_FLOOR,
                     out.display()
                 ),
             });
@@ -773,6 +1090,138 @@ mod tests {
     }
 
     #[test]
+    fn parallel_seeded_search_matches_exhaustive() {
+        // Any seed, right or wrong, ends at the exhaustive answer on a monotone ladder.
+        for count in [1u32, 2, 3, 7, 60, 121, 255] {
+            let size = |i: u32| 1000 + 37 * i as u64;
+            for cap in [0, 999, 1000, 1036, 1037, 1500, 3000, 10_000, u64::MAX] {
+                let exhaustive = (0..count).filter(|&i| size(i) <= cap).max();
+                for seed in [
+                    None,
+                    Some(0),
+                    Some(1),
+                    Some(count / 2),
+                    Some(count - 1),
+                    Some(count + 5),
+                ] {
+                    let calls = std::sync::atomic::AtomicU32::new(0);
+                    let got = search_best_parallel(
+                        count,
+                        cap,
+                        seed,
+                        |p| {
+                            assert!(!p.is_empty() && p.len() <= 2);
+                            Ok(())
+                        },
+                        |i| {
+                            calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            Ok((size(i), i))
+                        },
+                    )
+                    .expect("search");
+                    assert_eq!(
+                        got.as_ref().map(|p| p.index),
+                        exhaustive,
+                        "count {count} cap {cap} seed {seed:?}"
+                    );
+                    if let Some(p) = got {
+                        assert_eq!(p.value, p.index);
+                    }
+                    let n = calls.load(std::sync::atomic::Ordering::Relaxed);
+                    assert!(
+                        n <= 2 * search_steps(count) as u32 + 2,
+                        "{count} {cap} {seed:?}: {n}"
+                    );
+                }
+            }
+        }
+        // A right seed costs one round.
+        let rounds = std::sync::atomic::AtomicU32::new(0);
+        let got = search_best_parallel(
+            121,
+            1000 + 37 * 80,
+            Some(80),
+            |_| {
+                rounds.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                Ok(())
+            },
+            |i| Ok((1000 + 37 * i as u64, ())),
+        )
+        .expect("search")
+        .expect("fits");
+        assert_eq!(got.index, 80);
+        assert_eq!(rounds.load(std::sync::atomic::Ordering::Relaxed), 1);
+        // Cancel from the round hook stops the search.
+        let err = search_best_parallel(10, 5, None, |_| Err(Error::Cancelled), |_| Ok((1, ())))
+            .expect_err("cancel");
+        assert_eq!(err.kind(), "cancelled");
+    }
+
+    /// The fitter's choice on a real clip (long enough for the size model) is the exhaustive
+    /// scan's: the highest WebP ladder position under the cap.
+    #[test]
+    fn fit_picks_what_an_exhaustive_scan_picks() {
+        let frames = (0..30)
+            .map(|k| {
+                let img = RgbaImage::from_fn(48, 48, |x, y| {
+                    let v = (x * 7 + y * 13 + k * 5) as u8;
+                    let d = (x as f32 - 24.0).hypot(y as f32 - 24.0);
+                    let a = ((20.0 - d) / 6.0).clamp(0.0, 1.0);
+                    Rgba([v, v.wrapping_mul(3), 255 - v, (a * 255.0) as u8])
+                });
+                Frame::new(img, Delay::from_fps(30.0))
+            })
+            .collect();
+        let mut clip = Animation::new(48, 48, frames, LoopCount::Infinite).expect("clip");
+        clip.clean_transparent([0, 0, 0]);
+        let ladder = Ladder::WebPQuality;
+        let cands = Candidates::new(Path::new("x.webp"));
+        let sizes: Vec<u64> = (0..ladder.count())
+            .map(|i| cands.encode(&clip, &ladder.knob(i)).expect("encode").len() as u64)
+            .collect();
+        let lossless = encode::encode_to_vec(&clip, &Encoding::WebP { quality: None })
+            .expect("lossless")
+            .len() as u64;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut checked = 0;
+        for pick in [10usize, 45, 60, 90, 115] {
+            let cap = sizes[pick];
+            if cap >= lossless {
+                continue;
+            }
+            let exhaustive = (0..ladder.count())
+                .filter(|&i| sizes[i as usize] <= cap)
+                .max()
+                .expect("fits");
+            let rules = Rules {
+                max_bytes: cap,
+                static_max_bytes: None,
+                canvas: rules::CanvasRule::Exact {
+                    width: 48,
+                    height: 48,
+                },
+                ..Preset::WhatsApp.rules()
+            };
+            let r = fit_with_rules(
+                &clip,
+                &rules,
+                &FitOptions::default(),
+                &dir.path().join(format!("c{pick}.webp")),
+                &mut crate::progress::NoProgress,
+            )
+            .expect("fit");
+            assert_eq!(r.frames, 30, "{r}");
+            assert_eq!(
+                r.setting,
+                ladder.knob(exhaustive).describe(),
+                "cap {cap}: sizes {sizes:?}"
+            );
+            checked += 1;
+        }
+        assert!(checked >= 3, "lossless {lossless} vs {sizes:?}");
+    }
+
+    #[test]
     fn search_passes_errors_through() {
         let err = search_best(60, 100, |i| {
             if i < 20 {
@@ -797,7 +1246,31 @@ mod tests {
             Encoding::Apng { palette: Some(256) }
         );
         assert_eq!(describe(&Ladder::ApngPalette.encoding(0)), "apng palette 2");
-        assert_eq!(describe(&Ladder::WebPQuality.encoding(78)), "webp q 78");
+        // WebP: colour first (alpha lossless) down to q 50, then alpha, then colour again.
+        let wp = Ladder::WebPQuality;
+        assert_eq!(wp.count(), 121);
+        assert_eq!(
+            wp.knob(wp.count() - 1),
+            Knob::WebP {
+                quality: 100,
+                alpha: 100
+            }
+        );
+        assert_eq!(wp.knob(70).describe(), "webp q 50");
+        assert_eq!(wp.knob(69).describe(), "webp q 50 alpha q 95");
+        assert_eq!(wp.knob(50).describe(), "webp q 50 alpha q 0");
+        assert_eq!(wp.knob(0).describe(), "webp q 0 alpha q 0");
+        let path: Vec<(u8, u8)> = (0..wp.count())
+            .map(|i| match wp.knob(i) {
+                Knob::WebP { quality, alpha } => (quality, alpha),
+                Knob::Enc(_) => panic!("webp"),
+            })
+            .collect();
+        // Each step lowers exactly one of the two, never raises either.
+        assert!(
+            path.windows(2)
+                .all(|w| w[0].0 <= w[1].0 && w[0].1 <= w[1].1 && w[0] != w[1])
+        );
         assert_eq!(describe(&Ladder::GifColors.encoding(62)), "gif 64 colours");
     }
 
@@ -819,6 +1292,38 @@ mod tests {
         assert!(t.frames.iter().all(|f| f.delay == Delay::from_fps(30.0)));
         assert_eq!(t.loops, LoopCount::Infinite);
         assert_eq!(notes.len(), 2, "{notes:?}");
+    }
+
+    #[test]
+    fn fit_time_speed_keeps_every_moment() {
+        // Telegram: ≤ 3 s. A 6 s clip sped up keeps its last frame; cut drops it.
+        let mut a = clip(60, 100, 8, 8);
+        a.frames[59].image.put_pixel(0, 0, Rgba([9, 9, 9, 255]));
+        let rules = Preset::Telegram.rules();
+        let mut notes = Vec::new();
+        let speed = FitOptions {
+            time: TimeFit::Speed,
+            ..FitOptions::default()
+        };
+        let t = prepare_time(&a, &rules, &speed, Format::WebM, &mut notes).expect("speed");
+        assert!(t.duration_secs() <= 3.0 + 1e-9);
+        assert_eq!(
+            t.frames.last().expect("last").image.get_pixel(0, 0),
+            &Rgba([9, 9, 9, 255])
+        );
+        assert!(
+            notes[0].starts_with("fit-time speed: played 2.00x faster"),
+            "{notes:?}"
+        );
+        let mut notes = Vec::new();
+        let t = prepare_time(&a, &rules, &FitOptions::default(), Format::WebM, &mut notes)
+            .expect("cut");
+        assert!(t.duration_secs() <= 3.0 + 1e-9);
+        assert_ne!(
+            t.frames.last().expect("last").image.get_pixel(0, 0),
+            &Rgba([9, 9, 9, 255])
+        );
+        assert!(notes[0].starts_with("fit-time cut"), "{notes:?}");
     }
 
     #[test]

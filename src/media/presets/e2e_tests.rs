@@ -161,7 +161,8 @@ fn telegram_video_emoji() {
     let dir = tempfile::tempdir().expect("tempdir");
     let out = dir.path().join("e.webm");
     export(&moving_shapes(200, 150, 20), Preset::TelegramEmoji, &out);
-    check_webm(&out, 100, 100, 64_000);
+    // Telegram custom emoji: 100×100 video, ≤ 256 KB.
+    check_webm(&out, 100, 100, 256_000);
 }
 
 #[test]
@@ -327,6 +328,7 @@ fn small_pack(count: usize, emoji: &[&str]) -> PackSpec {
                 source: StickerSource::Animation(moving_shapes(64 + i as u32, 48, 6)),
                 emoji: emoji.iter().map(|e| e.to_string()).collect(),
                 name: format!("s{i}"),
+                accessibility_text: String::new(),
             })
             .collect(),
         tray_icon: None,
@@ -338,13 +340,9 @@ fn small_pack(count: usize, emoji: &[&str]) -> PackSpec {
 #[test]
 fn whatsapp_pack_layout() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let r = export_pack(
-        &small_pack(3, &["😀", "🎉"]),
-        Preset::WhatsApp,
-        dir.path(),
-        &mut NoProgress,
-    )
-    .expect("pack");
+    let mut spec = small_pack(3, &["😀", "🎉"]);
+    spec.stickers[0].accessibility_text = "a cat waves".into();
+    let r = export_pack(&spec, Preset::WhatsApp, dir.path(), &mut NoProgress).expect("pack");
     assert!(r.complete, "{r}");
     let root = dir.path().join("whatsapp");
     let v: serde_json::Value =
@@ -373,6 +371,9 @@ fn whatsapp_pack_layout() {
     assert_eq!(stickers[0]["image_file"], "01.webp");
     assert_eq!(stickers[2]["image_file"], "03.webp");
     assert_eq!(stickers[1]["emojis"], serde_json::json!(["😀", "🎉"]));
+    // WhatsApp's `accessibility_text` is written when given, absent otherwise.
+    assert_eq!(stickers[0]["accessibility_text"], "a cat waves");
+    assert!(stickers[1].get("accessibility_text").is_none());
     let files = root.join("Test_Pack");
     let tray = files.join("tray.png");
     assert_eq!(image::image_dimensions(&tray).expect("tray"), (96, 96));
@@ -381,6 +382,47 @@ fn whatsapp_pack_layout() {
         let f = files.join(format!("{i:02}.webp"));
         assert_eq!(image::image_dimensions(&f).expect("sticker"), (512, 512));
     }
+    // The .wastickers sticker-maker apps import: title, author, tray icon and the WebP files,
+    // byte for byte the files that passed WhatsApp's rules.
+    let wa = r.zip.clone().expect(".wastickers");
+    assert_eq!(wa, root.join("Test_Pack.wastickers"));
+    let mut zip = zip::ZipArchive::new(std::fs::File::open(&wa).expect("open")).expect("zip");
+    let mut names: Vec<String> = zip
+        .file_names()
+        .map(|n| n.expect("entry name").to_string())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "01.webp",
+            "02.webp",
+            "03.webp",
+            "author.txt",
+            "title.txt",
+            "tray.png"
+        ]
+    );
+    let mut read = |name: &str| {
+        let mut v = Vec::new();
+        std::io::Read::read_to_end(&mut zip.by_name(name).expect(name), &mut v).expect("read");
+        v
+    };
+    assert_eq!(read("title.txt"), b"Test Pack");
+    assert_eq!(read("author.txt"), b"ILDiff");
+    assert_eq!(
+        read("02.webp"),
+        std::fs::read(files.join("02.webp")).expect("webp")
+    );
+    assert_eq!(read("tray.png"), std::fs::read(&tray).expect("tray"));
+    // Nothing half-written is left beside it.
+    let leftovers: Vec<_> = std::fs::read_dir(&root)
+        .expect("ls")
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with('.'))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
 }
 
 #[test]
@@ -411,6 +453,22 @@ fn line_pack_zip() {
         .expect("read");
     let img = image::load_from_memory(&main).expect("png");
     assert_eq!((img.width(), img.height()), (240, 240));
+    // LINE animation guideline: an animated set's main image is an animated APNG (5–20
+    // frames, a finite number of plays), not a still PNG.
+    let main_path = dir.path().join("line").join("main.png");
+    assert_eq!(std::fs::read(&main_path).expect("main"), main);
+    let (frames, plays) = actl(&main_path).expect("main.png must be an APNG");
+    assert!(
+        (5..=20).contains(&frames) && (1..=4).contains(&plays),
+        "{frames} {plays}"
+    );
+    // Names and emoji survive beside the ZIP (LINE's ZIP has no place for them).
+    let m: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(dir.path().join("line/manifest.json")).expect("manifest"),
+    )
+    .expect("json");
+    assert_eq!(m["stickers"][7]["file"], "08.png");
+    assert_eq!(m["stickers"][7]["name"], "s7");
     let tab = dir.path().join("line").join("tab.png");
     assert_eq!(image::image_dimensions(&tab).expect("tab"), (96, 74));
 }
@@ -438,6 +496,49 @@ fn telegram_pack_manifest_and_icon() {
     assert_eq!(m["stickers"][1]["emoji"], serde_json::json!(["😀"]));
     check_webm(&root.join("icon.webm"), 100, 100, 32_000);
     check_webm(&root.join("01.webm"), 512, 384, 256_000);
+}
+
+#[test]
+fn telegram_emoji_pack_has_no_thumbnail() {
+    // Telegram's setStickerSetThumbnail takes no thumbnail file for custom emoji sets.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let r = export_pack(
+        &small_pack(2, &["😀"]),
+        Preset::TelegramEmoji,
+        dir.path(),
+        &mut NoProgress,
+    )
+    .expect("pack");
+    assert!(r.complete, "{r}");
+    assert!(r.icons.is_empty());
+    let root = dir.path().join("telegram-emoji");
+    assert!(!root.join("icon.webm").exists());
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(root.join("pack.json")).expect("pack.json"))
+            .expect("json");
+    assert!(m.get("icon").is_none(), "{m}");
+    check_webm(&root.join("01.webm"), 100, 100, 256_000);
+}
+
+#[test]
+fn discord_manifest_tags_are_emoji_names() {
+    // Discord "Create Guild Sticker": `tags` is the name of a Unicode emoji (2–200
+    // characters) and `name` has 2–30 characters.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut spec = small_pack(2, &["🐱"]);
+    spec.stickers[1].name = String::new();
+    spec.stickers[1].emoji = vec!["😀".into(), "🎉".into()];
+    let r = export_pack(&spec, Preset::Discord, dir.path(), &mut NoProgress).expect("pack");
+    assert!(r.complete, "{r}");
+    let m: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(dir.path().join("discord/manifest.json")).expect("manifest"),
+    )
+    .expect("json");
+    assert_eq!(m["stickers"][0]["tags"], "cat");
+    assert_eq!(m["stickers"][0]["name"], "s0");
+    assert_eq!(m["stickers"][1]["tags"], "grinning");
+    let name = m["stickers"][1]["name"].as_str().expect("name");
+    assert!((2..=30).contains(&name.chars().count()), "{name}");
 }
 
 #[test]
@@ -472,4 +573,257 @@ fn pack_reports_failed_sticker_and_keeps_others() {
         .collect();
     assert_eq!(files, ["01.png", "03.png"]);
     assert_eq!(m["stickers"][0]["emoji"], "😀");
+}
+
+/// A disc of one colour moving over transparency: the colour tells stickers apart after
+/// lossy conversions.
+fn coloured_disc(rgb: [u8; 3], n: usize) -> Animation {
+    let (w, h) = (96u32, 96u32);
+    let frames = (0..n)
+        .map(|i| {
+            let cx = 30.0 + 6.0 * i as f32;
+            let img = RgbaImage::from_fn(w, h, |x, y| {
+                let d = ((x as f32 - cx).powi(2) + (y as f32 - 48.0).powi(2)).sqrt();
+                let a = ((26.0 - d) / 2.0).clamp(0.0, 1.0);
+                Rgba([rgb[0], rgb[1], rgb[2], (a * 255.0) as u8])
+            });
+            Frame::new(img, Delay::from_millis(80))
+        })
+        .collect();
+    Animation::new(w, h, frames, LoopCount::Infinite).expect("clip")
+}
+
+/// Mean colour of the mostly opaque pixels of a sticker's first frame.
+fn first_frame_colour(path: &Path) -> [f64; 3] {
+    let a = decode::open(path, &Limits::default()).expect("decode");
+    let (mut s, mut n) = ([0f64; 3], 0f64);
+    for p in a.frames[0].image.pixels().filter(|p| p[3] > 200) {
+        for c in 0..3 {
+            s[c] += p[c] as f64;
+        }
+        n += 1.0;
+    }
+    assert!(n > 0.0, "{} has an empty first frame", path.display());
+    s.map(|v| v / n)
+}
+
+/// Checks what every written file of a pack must satisfy, read back independently of the
+/// exporter's own report, and returns the sticker files in pack order.
+fn check_written_pack(
+    r: &crate::media::pack::PackReport,
+    preset: Preset,
+) -> Vec<std::path::PathBuf> {
+    assert!(r.complete, "{r}");
+    let rules = preset.rules();
+    let mut files = Vec::new();
+    for s in &r.stickers {
+        // The report's own read-back rules, every one of them.
+        assert!(s.report.passed && !s.report.rules.is_empty(), "{r}");
+        let path = &s.report.path;
+        let bytes = std::fs::metadata(path).expect("meta").len();
+        assert!(
+            bytes <= rules.max_bytes,
+            "{}: {bytes} bytes",
+            path.display()
+        );
+        match preset {
+            // WhatsApp: 512×512 animated WebP ≤ 500 KB.
+            Preset::WhatsApp => {
+                assert_eq!(image::image_dimensions(path).expect("dims"), (512, 512));
+            }
+            // Telegram: VP9 with alpha, no audio, one side 512, ≤ 256 KB.
+            Preset::Telegram => check_webm(path, 512, 512, 256_000),
+            // LINE: APNG ≤ 320×270, 5–20 frames, 1–4 plays.
+            Preset::Line => {
+                let (frames, plays) = actl(path).expect("APNG");
+                assert!((5..=20).contains(&frames) && (1..=4).contains(&plays));
+                let (w, h) = image::image_dimensions(path).expect("dims");
+                assert!(w <= 320 && h <= 270 && (w >= 270 || h >= 270), "{w}x{h}");
+            }
+            _ => {}
+        }
+        files.push(path.clone());
+    }
+    for i in &r.icons {
+        assert!(i.passed, "{r}");
+    }
+    files
+}
+
+/// The issue's round trip: WhatsApp → Telegram → LINE → WhatsApp, each step read back from
+/// the folder the previous one wrote. LINE sets have 8, 16 or 24 stickers (Creators Market
+/// guideline), so the pack has 8 rather than 3.
+#[test]
+fn pack_round_trip_whatsapp_telegram_line_whatsapp() {
+    use crate::media::pack_import::read_pack;
+    let colours: [[u8; 3]; 8] = [
+        [230, 30, 30],
+        [30, 200, 30],
+        [30, 60, 230],
+        [240, 220, 20],
+        [220, 30, 220],
+        [20, 210, 220],
+        [250, 250, 250],
+        [20, 20, 20],
+    ];
+    let emoji: [&[&str]; 3] = [&["😀"], &["🐱", "🎉"], &["❤️", "👍🏽", "🍕"]];
+    let spec = PackSpec {
+        name: "Round Trip".into(),
+        author: "ILDiff".into(),
+        stickers: colours
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                PackSticker::new(
+                    StickerSource::Animation(coloured_disc(*c, 6)),
+                    emoji[i % 3].iter().map(|e| e.to_string()).collect(),
+                )
+            })
+            .collect(),
+        tray_icon: None,
+        options: FitOptions::default(),
+        limits: Limits::default(),
+    };
+    let want_emoji: Vec<Vec<String>> = spec.stickers.iter().map(|s| s.emoji.clone()).collect();
+    let check_order = |files: &[std::path::PathBuf]| {
+        assert_eq!(files.len(), colours.len());
+        for (i, f) in files.iter().enumerate() {
+            let got = first_frame_colour(f);
+            let nearest = (0..colours.len())
+                .min_by(|&a, &b| {
+                    let d = |k: usize| -> f64 {
+                        (0..3)
+                            .map(|c| (got[c] - colours[k][c] as f64).powi(2))
+                            .sum()
+                    };
+                    d(a).total_cmp(&d(b))
+                })
+                .expect("colours");
+            assert_eq!(nearest, i, "{} is {got:?}", f.display());
+        }
+    };
+
+    let root = tempfile::tempdir().expect("tempdir");
+    let mut current = spec;
+    let mut from = None;
+    for (step, preset) in [
+        Preset::WhatsApp,
+        Preset::Telegram,
+        Preset::Line,
+        Preset::WhatsApp,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let out = root.path().join(format!("step{step}"));
+        std::fs::create_dir_all(&out).expect("mkdir");
+        let r = export_pack(&current, preset, &out, &mut NoProgress).expect("pack");
+        let files = check_written_pack(&r, preset);
+        check_order(&files);
+        let emoji: Vec<Vec<String>> = r.stickers.iter().map(|s| s.emoji.clone()).collect();
+        assert_eq!(emoji, want_emoji, "step {step} ({preset})");
+        // Read the folder just written, as `ildiff pack --from` does.
+        let pack = read_pack(&out).expect("read pack");
+        assert_eq!(pack.name, "Round Trip", "step {step}");
+        assert_eq!(pack.author, "ILDiff", "step {step}");
+        assert_eq!(pack.stickers.len(), colours.len());
+        current = pack.spec(FitOptions::default(), Limits::default());
+        from = Some(pack);
+    }
+    // The .wastickers of the last step reads back as the same pack.
+    drop(from);
+    let wa = root.path().join("step3/whatsapp/Round_Trip.wastickers");
+    let pack = read_pack(&wa).expect("read .wastickers");
+    assert_eq!(pack.kind, ".wastickers");
+    assert_eq!(
+        (pack.name.as_str(), pack.author.as_str()),
+        ("Round Trip", "ILDiff")
+    );
+    let files: Vec<std::path::PathBuf> = pack
+        .stickers
+        .iter()
+        .map(|s| match &s.source {
+            StickerSource::Path(p) => p.clone(),
+            StickerSource::Animation(_) => panic!("a ZIP sticker is a file"),
+        })
+        .collect();
+    check_order(&files);
+}
+
+/// Issue 18's 2-frame case: 16 frames (15 fps) of a photo-like texture under a soft matte with
+/// per-pixel noise in alpha, 512². Lossless alpha alone is far over WhatsApp's 500 KB, which
+/// used to cost 14 of the 16 frames; the alpha knob must be used first.
+fn noisy_soft_alpha_clip() -> Animation {
+    let mut s: u64 = 0x2545_F491_4F6C_DD1D;
+    let mut next = move || {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        s
+    };
+    let frames = (0..16)
+        .map(|i| {
+            let cx = 220.0 + 5.0 * i as f32;
+            let img = RgbaImage::from_fn(512, 512, |x, y| {
+                let v = next();
+                let d = ((x as f32 - cx).powi(2) + (y as f32 - 256.0).powi(2)).sqrt();
+                // Soft edge 60 px wide, then ±25 % noise on the whole matte.
+                let soft = ((210.0 - d) / 60.0).clamp(0.0, 1.0);
+                let noise = ((v >> 32) & 0xff) as f32 / 255.0 - 0.5;
+                let a = if soft > 0.0 {
+                    ((soft + 0.5 * noise) * 255.0).clamp(1.0, 255.0) as u8
+                } else {
+                    0
+                };
+                // Photo-like colour: smooth gradients plus grain.
+                let g = (v & 0x1f) as f32;
+                Rgba([
+                    (x as f32 * 0.4 + g) as u8,
+                    (y as f32 * 0.4 + g) as u8,
+                    (128.0 + 60.0 * ((x + y) as f32 / 90.0).sin() + g) as u8,
+                    a,
+                ])
+            });
+            Frame::new(img, Delay::from_fps(15.0))
+        })
+        .collect();
+    Animation::new(512, 512, frames, LoopCount::Infinite).expect("clip")
+}
+
+#[test]
+fn noisy_soft_alpha_fits_whatsapp_with_all_16_frames() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("noisy.webp");
+    let clip = noisy_soft_alpha_clip();
+    // The alpha plane is the cost: lossless alpha at the lowest colour quality is over the cap.
+    let alpha_lossless = crate::media::encode::webp::encode_lossy(&clip, 0.0, 100).expect("enc");
+    assert!(alpha_lossless.len() > 500_000, "{}", alpha_lossless.len());
+    let t = std::time::Instant::now();
+    let r = export(&clip, Preset::WhatsApp, &out);
+    eprintln!("noisy soft alpha: {:.1} s\n{r}", t.elapsed().as_secs_f64());
+    // WhatsApp: 512×512, ≤ 500 KB, and here every one of the 16 frames kept.
+    assert_eq!(r.frames, 16, "{r}");
+    assert!(r.passed && r.bytes <= 500_000, "{r}");
+    assert!(r.notes.iter().all(|n| !n.contains("frame rate")), "{r}");
+    assert!(r.setting.contains("alpha q"), "{r}");
+}
+
+#[test]
+fn wastickers_is_not_written_for_a_pack_whatsapp_would_refuse() {
+    // WhatsApp packs need 3–30 stickers: with one of three unreadable, two are written and
+    // the .wastickers (which goes straight to WhatsApp) is withheld, saying why.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut spec = small_pack(3, &["😀"]);
+    spec.stickers[2].source = StickerSource::Path(dir.path().join("missing.gif"));
+    let r = export_pack(&spec, Preset::WhatsApp, dir.path(), &mut NoProgress).expect("pack");
+    assert!(!r.complete);
+    assert_eq!(r.stickers.len(), 2);
+    assert!(r.zip.is_none(), "{r}");
+    assert!(
+        r.problems
+            .iter()
+            .any(|p| p.contains("no .wastickers") && p.contains("3–30")),
+        "{r}"
+    );
+    assert!(!dir.path().join("whatsapp/Test_Pack.wastickers").exists());
 }

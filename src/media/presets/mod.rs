@@ -19,7 +19,10 @@ use crate::error::{Error, Result};
 use crate::media::encode::Encoding;
 use crate::media::{Animation, Fit, Format};
 
-pub use autofit::{Probe, export_plain, fit_to_preset, fit_with_rules, search_best};
+pub use autofit::{
+    Probe, export_plain, fit_to_preset, fit_with_rules, search_best, search_best_parallel,
+    set_reference_search,
+};
 pub use report::{ExportReport, RuleCheck};
 pub use rules::{AlphaRule, CanvasRule, LoopRule, Rules};
 
@@ -123,13 +126,15 @@ impl Preset {
                 alpha: AlphaRule::VideoAlpha,
                 distinct_frames: false,
             },
+            // core.telegram.org/stickers, video emoji: 100×100, ≤ 3 s, ≤ 30 fps, ≤ 256 KB
+            // (64 KB is the `.tgs` cap, not the video one).
             Preset::TelegramEmoji => Rules {
                 title: "Telegram video emoji",
                 canvas: CanvasRule::Exact {
                     width: 100,
                     height: 100,
                 },
-                max_bytes: 64 * KB,
+                max_bytes: 256 * KB,
                 ..Preset::Telegram.rules()
             },
             Preset::TelegramStatic => Rules {
@@ -272,6 +277,8 @@ pub struct FitOptions {
     pub trim: Option<(f64, f64)>,
     /// How the clip is placed on a canvas of another aspect ratio.
     pub fit: Fit,
+    /// What happens to a clip longer than the platform allows.
+    pub time: TimeFit,
 }
 
 impl Default for FitOptions {
@@ -281,6 +288,28 @@ impl Default for FitOptions {
             size: None,
             trim: None,
             fit: Fit::Contain,
+            time: TimeFit::Cut,
+        }
+    }
+}
+
+/// Fitting a clip that is longer than the platform allows (`--fit-time`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TimeFit {
+    /// Keep the start, drop the rest.
+    #[default]
+    Cut,
+    /// Play the whole clip faster, so the motion stays complete (a loop still closes).
+    Speed,
+}
+
+impl TimeFit {
+    /// The name used by `--fit-time`.
+    pub fn name(self) -> &'static str {
+        match self {
+            TimeFit::Cut => "cut",
+            TimeFit::Speed => "speed",
         }
     }
 }
@@ -321,7 +350,9 @@ mod tests {
                 height: 100
             }
         );
-        assert_eq!(emoji.max_bytes, 64_000);
+        // Telegram's stickers page, "Video requirements" for custom emoji: ≤ 256 KB (64 KB is
+        // the animated `.tgs` limit, which an earlier table here had copied).
+        assert_eq!(emoji.max_bytes, 256_000);
         assert_eq!(emoji.max_duration_secs, Some(3.0));
         let wa = Preset::WhatsApp.rules();
         assert_eq!(wa.min_frame_delay_ms, Some(8));

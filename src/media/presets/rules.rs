@@ -304,18 +304,29 @@ pub fn frame_target(frames: usize, range: (u32, u32)) -> Option<u32> {
     }
 }
 
+/// The lowest frame rate the fitter may drop a clip of `fps` to: half its frames, but never
+/// below 8 fps (unless it started there). Below that motion turns into a slideshow, and a clear
+/// error that names the cause serves the user better than a 2-frame sticker.
+pub fn fps_floor(fps: f64) -> f64 {
+    (fps / 2.0).max(fps.min(FPS_FLOOR))
+}
+
+/// See [`fps_floor`].
+pub const FPS_FLOOR: f64 = 8.0;
+
 /// The lower frame rates tried, best first, when nothing fits the size cap at `fps`: each step
 /// drops frames, the strongest lever left once the encoder's knob is at its worst. `min_frames`
 /// keeps LINE's lower bound; `integer` rounds for video, whose frame rate is stored as a ratio.
 pub fn fallback_fps(fps: f64, duration: f64, min_frames: u32, integer: bool) -> Vec<f64> {
     let mut out: Vec<f64> = Vec::new();
+    let floor = fps_floor(fps);
     for k in [0.75, 0.5, 0.375, 0.25, 0.125] {
         let mut f = fps * k;
         if integer {
             f = f.floor();
         }
         let frames = (duration * f - 1e-9).ceil();
-        if f < 1.0 || frames < min_frames.max(2) as f64 {
+        if f < 1.0 || f < floor - 1e-9 || frames < min_frames.max(2) as f64 {
             continue;
         }
         if out.last().is_none_or(|&last| f < last - 1e-9) {
@@ -478,8 +489,14 @@ mod tests {
 
     #[test]
     fn fallback_rates_decrease_and_respect_min_frames() {
+        // Never below half the frames or 8 fps (issue 18: a 15 fps clip went out at 1.9 fps).
         let f = fallback_fps(30.0, 3.0, 2, true);
-        assert_eq!(f, vec![22.0, 15.0, 11.0, 7.0, 3.0]);
+        assert_eq!(f, vec![22.0, 15.0]);
+        assert_eq!(fallback_fps(15.0, 1.0, 2, false), vec![11.25]);
+        assert_eq!(fps_floor(30.0), 15.0);
+        assert_eq!(fps_floor(15.0), 8.0);
+        assert_eq!(fps_floor(6.0), 6.0);
+        assert!(fallback_fps(6.0, 2.0, 2, false).is_empty());
         let line = fallback_fps(20.0 / 4.0, 4.0, 5, false);
         assert!(line.iter().all(|&r| (4.0 * r).ceil() >= 5.0));
         assert!(line.windows(2).all(|w| w[0] > w[1]));
