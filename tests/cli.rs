@@ -328,6 +328,80 @@ fn pack_whatsapp_writes_contents_json_tray_and_stickers() {
     }
 }
 
+#[test]
+fn pack_from_converts_a_whatsapp_pack_keeping_emoji_and_order() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let input = alpha_clip(dir.path());
+    let i = input.to_str().expect("utf8");
+    let out = dir.path().join("pack");
+    let o = ildiff(&[
+        "pack",
+        i,
+        i,
+        i,
+        "-o",
+        out.to_str().expect("utf8"),
+        "--platform",
+        "whatsapp",
+        "--name",
+        "Discs",
+        "--author",
+        "Tester",
+        "--emoji",
+        "😀,😎",
+        "--emoji",
+        "🐱",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // The .wastickers sticker-maker apps import sits beside contents.json.
+    assert!(out.join("whatsapp").join("Discs.wastickers").is_file());
+    let conv = dir.path().join("conv");
+    let o = ildiff(&[
+        "pack",
+        "--from",
+        out.join("whatsapp").to_str().expect("utf8"),
+        "-o",
+        conv.to_str().expect("utf8"),
+        "--platform",
+        "telegram-emoji",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(conv.join("telegram-emoji").join("pack.json")).expect("pack.json"),
+    )
+    .expect("json");
+    assert_eq!(v["name"], "Discs");
+    assert_eq!(v["author"], "Tester");
+    let emoji: Vec<&serde_json::Value> = v["stickers"]
+        .as_array()
+        .expect("stickers")
+        .iter()
+        .map(|s| &s["emoji"])
+        .collect();
+    assert_eq!(
+        emoji,
+        [
+            &serde_json::json!(["😀", "😎"]),
+            &serde_json::json!(["🐱"]),
+            &serde_json::json!(["🙂"])
+        ]
+    );
+    // Letters are not emoji: refused before anything is written.
+    let o = ildiff(&[
+        "pack",
+        i,
+        "-o",
+        dir.path().join("bad").to_str().expect("utf8"),
+        "--platform",
+        "telegram",
+        "--emoji",
+        "a",
+    ]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("`a` is not an emoji"), "{}", stderr(&o));
+}
+
 /// Arguments of a tiny `train codec --over-key` run writing to `out` (3 steps of 32² stills).
 fn tiny_key_codec(out: &str) -> Vec<&str> {
     vec![

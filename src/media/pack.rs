@@ -420,8 +420,10 @@ pub fn is_emoji(s: &str) -> bool {
 /// own picker suggests; `None` when the sticker has no real emoji.
 pub fn discord_tags(emoji: &[String]) -> Option<String> {
     let e = emoji.iter().find_map(|e| emojis::get(e.trim()))?;
+    // Shortcodes like `a` (🅰️) are too short for Discord; the full name is used then.
     let name = e
         .shortcode()
+        .filter(|s| s.chars().count() >= DISCORD_TAGS.0)
         .map(str::to_string)
         .unwrap_or_else(|| e.name().replace(' ', "_"));
     let tags: String = name.chars().take(DISCORD_TAGS.1).collect();

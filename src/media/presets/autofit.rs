@@ -1128,10 +1128,9 @@ mod tests {
                         assert_eq!(p.value, p.index);
                     }
                     let n = calls.load(std::sync::atomic::Ordering::Relaxed);
-                    assert!(
-                        n <= 2 * search_steps(count) as u32 + 2,
-                        "{count} {cap} {seed:?}: {n}"
-                    );
+                    // Two probes a round; a wrong seed costs a few gallop rounds.
+                    let bound = 2 * (search_steps(count) as u32 + 3);
+                    assert!(n <= bound, "{count} {cap} {seed:?}: {n}");
                 }
             }
         }
@@ -1164,7 +1163,9 @@ mod tests {
         let frames = (0..30)
             .map(|k| {
                 let img = RgbaImage::from_fn(48, 48, |x, y| {
-                    let v = (x * 7 + y * 13 + k * 5) as u8;
+                    // Grain, so lossless is bigger than the lossy ladder (as on photos).
+                    let h = (x * 73_856_093) ^ (y * 19_349_663) ^ (k * 83_492_791);
+                    let v = ((x * 7 + y * 13 + k * 5) as u8).wrapping_add((h % 61) as u8);
                     let d = (x as f32 - 24.0).hypot(y as f32 - 24.0);
                     let a = ((20.0 - d) / 6.0).clamp(0.0, 1.0);
                     Rgba([v, v.wrapping_mul(3), 255 - v, (a * 255.0) as u8])
@@ -1184,15 +1185,18 @@ mod tests {
             .len() as u64;
         let dir = tempfile::tempdir().expect("tempdir");
         let mut checked = 0;
-        for pick in [10usize, 45, 60, 90, 115] {
+        for pick in [10usize, 30, 45, 60, 90, 100, 115] {
             let cap = sizes[pick];
-            if cap >= lossless {
-                continue;
-            }
             let exhaustive = (0..ladder.count())
                 .filter(|&i| sizes[i as usize] <= cap)
                 .max()
                 .expect("fits");
+            // Only caps where the ladder is a clean threshold (everything below fits, nothing
+            // above does): there "best that fits" has one meaning for every search.
+            let e = exhaustive as usize;
+            if cap >= lossless || sizes[..=e].iter().any(|&s| s > cap) {
+                continue;
+            }
             let rules = Rules {
                 max_bytes: cap,
                 static_max_bytes: None,
@@ -1218,7 +1222,7 @@ mod tests {
             );
             checked += 1;
         }
-        assert!(checked >= 3, "lossless {lossless} vs {sizes:?}");
+        assert!(checked >= 4, "lossless {lossless} vs {sizes:?}");
     }
 
     #[test]
