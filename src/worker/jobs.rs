@@ -11,65 +11,16 @@ use std::time::SystemTime;
 
 use candle_core::Device;
 
-use super::{Emitter, Event, Job};
-use crate::media::presets::{self, FitOptions, Preset};
-use crate::media::{Animation, Limits, decode};
+use super::events::{Emitter, Event, Job};
+pub use super::events::{ExportRequest, GenerateJob, MatteRequest};
+use crate::media::presets;
+use crate::media::{Limits, decode};
 use crate::model::IldiffDecoder;
-use crate::pipeline::generate::{GenerateRequest, Generator, GeneratorChoice, generate};
-use crate::pipeline::matte::{MatteOptions, matte_animation};
+use crate::pipeline::generate::{Generator, GeneratorChoice, generate};
+use crate::pipeline::matte::matte_animation;
 use crate::pipeline::models::model_or_default;
 use crate::pipeline::sd_models::SdFiles;
 use crate::{Error, Progress, Result};
-
-/// A re-matte job.
-#[derive(Debug, Clone)]
-pub struct MatteRequest {
-    /// The opaque input clip.
-    pub clip: Arc<Animation>,
-    /// Checkpoint to use; `None` = the installed default (an error when none is installed).
-    pub model: Option<PathBuf>,
-    /// Window and quality.
-    pub options: MatteOptions,
-}
-
-/// An export of one sticker.
-#[derive(Debug, Clone)]
-pub struct ExportRequest {
-    pub clip: Arc<Animation>,
-    /// `None`: plain export, the extension of `out` picks the format.
-    pub preset: Option<Preset>,
-    pub out: PathBuf,
-    pub options: FitOptions,
-    /// Decode the written file back for the preview.
-    pub read_back: bool,
-}
-
-/// A generate job: the request and where the weights are.
-#[derive(Debug, Clone, Default)]
-pub struct GenerateJob {
-    pub request: GenerateRequest,
-    /// The user's SD-1.5 weights (a diffusers folder); `None` = the embedded default
-    /// generator.
-    pub model_dir: Option<PathBuf>,
-    /// Fill parts missing from `model_dir` (or all of them) from the Hugging Face cache.
-    pub hf_cache: bool,
-}
-
-impl GenerateJob {
-    /// Which generator this job needs (the cache key of [`WorkerState::generator`]).
-    fn key(&self) -> String {
-        match (&self.model_dir, self.hf_cache) {
-            (None, false) => "default".into(),
-            (dir, hf) => format!(
-                "sd:{}:{hf}",
-                dir.as_deref()
-                    .map(Path::display)
-                    .map(|d| d.to_string())
-                    .unwrap_or_default()
-            ),
-        }
-    }
-}
 
 /// What a worker keeps between jobs: loaded models, by path and modification time, and
 /// loaded generators by weights.
@@ -248,6 +199,7 @@ pub fn execute(job: Job, state: &mut WorkerState, emit: &Emitter) -> Result<Even
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::pipeline::generate::GenerateRequest;
 
     pub(crate) use crate::pipeline::matte::tests::clip;
 
