@@ -35,7 +35,7 @@ Version: $version
 Architecture: $arch
 Maintainer: ILDiff Studio developers
 Installed-Size: $size
-Depends: libc6, libgcc-s1, ffmpeg, libgl1, libegl1, libxkbcommon-x11-0, libxcursor1, libxrandr2, libxi6
+Depends: libc6, libgcc-s1, ffmpeg, libgl1, libegl1, libxkbcommon-x11-0, librlottie0-1, libxcursor1, libxrandr2, libxi6
 Section: graphics
 Priority: optional
 Description: transparent animated stickers with clean, flicker-free alpha

@@ -17,6 +17,8 @@ pub enum Format {
     Mp4,
     /// A folder of numbered PNG frames.
     Folder,
+    /// Telegram animated sticker: gzipped Lottie (vector), read only.
+    Tgs,
 }
 
 impl Format {
@@ -30,6 +32,7 @@ impl Format {
             Format::WebM => "webm",
             Format::Mp4 => "mp4",
             Format::Folder => "folder",
+            Format::Tgs => "tgs",
         }
     }
 
@@ -48,6 +51,7 @@ impl Format {
             "webp" => Format::WebP,
             "webm" | "mkv" => Format::WebM,
             "mp4" | "mov" | "m4v" => Format::Mp4,
+            "tgs" => Format::Tgs,
             _ => return None,
         })
     }
@@ -73,6 +77,9 @@ pub fn sniff(head: &[u8]) -> Option<Format> {
     {
         // Old QuickTime files may start without an ftyp box.
         Some(Format::Mp4)
+    } else if head.starts_with(&[0x1f, 0x8b]) {
+        // gzip: of the formats read here only a `.tgs` (gzipped Lottie) is gzip.
+        Some(Format::Tgs)
     } else {
         None
     }

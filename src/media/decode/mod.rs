@@ -22,6 +22,7 @@ mod folder;
 mod gif;
 mod png;
 mod still;
+mod tgs;
 mod video;
 mod webp;
 
@@ -63,7 +64,7 @@ pub fn detect(path: &Path) -> Result<Format> {
     }
     crate::media::format::sniff(&head).ok_or_else(|| Error::Unsupported {
         reason: "not a recognised image or video (expected GIF, PNG/APNG, JPEG, WebP, \
-                 WebM/MKV or MP4/MOV)"
+                 WebM/MKV, MP4/MOV or Telegram .tgs)"
             .into(),
         path: path.to_path_buf(),
     })
@@ -80,6 +81,7 @@ pub fn open_source(path: &Path, limits: &Limits) -> Result<Box<dyn FrameSource>>
             Format::WebP => webp::open(path, limits)?,
             Format::WebM | Format::Mp4 => Box::new(video::VideoSource::open(path, format, limits)?),
             Format::Folder => Box::new(folder::FolderSource::open(path, limits)?),
+            Format::Tgs => Box::new(tgs::TgsSource::open(path, limits)?),
         })
     })?;
     Ok(Box::new(Guarded {

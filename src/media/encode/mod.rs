@@ -83,7 +83,7 @@ impl Encoding {
             Format::Gif => Encoding::Gif(GifOptions::default()),
             Format::WebM => Encoding::WebM { crf: 30 },
             Format::Folder => Encoding::PngFolder,
-            Format::Jpeg | Format::Mp4 => return None,
+            Format::Jpeg | Format::Mp4 | Format::Tgs => return None,
         })
     }
 }

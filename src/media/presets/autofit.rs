@@ -407,27 +407,50 @@ const MODEL_FRAMES: usize = 12;
 /// scaled to its share of the frames. Only a seed: the real search checks it (and walks away
 /// from it) with full encodes, so a wrong guess costs time, never the choice. `None` for clips
 /// too short for an excerpt to be much cheaper.
-fn size_model_seed(anim: &Animation, ladder: Ladder, cap: u64, cands: &Candidates) -> Option<u32> {
+fn size_model_seed(
+    excerpt: Option<&Animation>,
+    frames: usize,
+    ladder: Ladder,
+    cap: u64,
+    cands: &Candidates,
+) -> Option<u32> {
+    let excerpt = excerpt?;
+    let scaled = (cap as f64 * excerpt.len() as f64 / frames as f64) as u64;
+    let found = search_best_parallel(
+        ladder.count(),
+        scaled,
+        None,
+        |_| Ok(()),
+        |i| {
+            let bytes = cands.encode(excerpt, &ladder.knob(i))?;
+            Ok((bytes.len() as u64, ()))
+        },
+    )
+    .ok()?;
+    Some(found.map_or(0, |p| p.index))
+}
+
+/// The size model's excerpt: [`MODEL_FRAMES`] consecutive frames from the middle, or `None`
+/// for clips too short for an excerpt to be much cheaper than the clip.
+fn model_excerpt(anim: &Animation) -> Option<Animation> {
     let n = anim.len();
     if n < 2 * MODEL_FRAMES {
         return None;
     }
     let start = (n - MODEL_FRAMES) / 2;
-    let excerpt = Animation::new(
+    Animation::new(
         anim.width,
         anim.height,
         anim.frames[start..start + MODEL_FRAMES].to_vec(),
         anim.loops,
     )
-    .ok()?;
-    let scaled = (cap as f64 * MODEL_FRAMES as f64 / n as f64) as u64;
-    let found = search_best(ladder.count(), scaled, |i| {
-        let bytes = cands.encode(&excerpt, &ladder.knob(i))?;
-        Ok((bytes.len() as u64, ()))
-    })
-    .ok()?;
-    Some(found.map_or(0, |p| p.index))
+    .ok()
 }
+
+/// How far over the cap the excerpt may put the lossless size and still get a full lossless
+/// encode: sizes scale only roughly with frame count, so 2× keeps every plausible fit, while a
+/// noisy clip whose lossless file is ten times the cap skips the slowest encode of the search.
+const LOSSLESS_HOPE: f64 = 2.0;
 
 /// Best encoding of `anim` as `format` under `cap`: lossless first where the format has it
 /// (nothing beats it if it fits; for GIF, 256 colours), then the lossy ladder. Both cores work:
@@ -498,6 +521,13 @@ fn search_format(
             },
         });
     }
+    let excerpt = model_excerpt(anim);
+    let lossless = lossless.filter(|k| {
+        let Some(ex) = &excerpt else { return true };
+        cands.encode(ex, k).map_or(true, |b| {
+            b.len() as f64 * anim.len() as f64 / ex.len() as f64 <= LOSSLESS_HOPE * cap as f64
+        })
+    });
     let total = search_steps(count) + 2;
     keep_going(
         progress,
@@ -518,7 +548,7 @@ fn search_format(
         let seed = if worst_first {
             Some(0)
         } else {
-            size_model_seed(anim, ladder, cap, cands)
+            size_model_seed(excerpt.as_ref(), anim.len(), ladder, cap, cands)
         };
         let result = helper.map(|h| match h {
             Ok(h) => h

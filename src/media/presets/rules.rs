@@ -259,6 +259,7 @@ pub fn extension_of(format: Format) -> &'static str {
         Format::WebM => "webm",
         Format::Mp4 => "mp4",
         Format::Folder => "",
+        Format::Tgs => "tgs",
     }
 }
 
