@@ -519,7 +519,7 @@ impl Studio {
             options: MatteOptions {
                 window: self.settings.job.window.max(1),
                 quality: self.settings.job.quality,
-                plate: None,
+                plate: Default::default(),
             },
         };
         let clip_id = st.source.id;

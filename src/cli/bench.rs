@@ -146,6 +146,28 @@ fn bench_default(args: &BenchArgs, size: usize, device: &Device) -> anyhow::Resu
         cpu_text(cpu0, t, threads()),
         mem_text(reset)
     );
+    // The plate-prior form of the default: the clip's plate is estimated inside the matte.
+    let mut plate_cfg = cfg.clone();
+    plate_cfg.decoder.key_prior = Some(crate::model::KeyPrior::plate());
+    let plate_model = random_model(&plate_cfg, device)?;
+    let start = Instant::now();
+    matte_animation(
+        &plate_model,
+        &clip,
+        &options,
+        &mut NoProgress,
+        &mut |_, _| {},
+    )?;
+    let with_plate = start.elapsed().as_secs_f64();
+    let start = Instant::now();
+    let pixel = crate::pipeline::matte::pixels_from_animation(&clip, device)?;
+    crate::pipeline::matte::plate_for(&pixel, &options.plate)?;
+    let plate_secs = start.elapsed().as_secs_f64();
+    println!(
+        "  with the plate prior: {:.2} frames/s wall ({with_plate:.2} s; the plate alone {plate_secs:.2} s = {:.0} %)",
+        t as f64 / with_plate,
+        100.0 * plate_secs / with_plate
+    );
     // Where the time goes: the same windows one after another, each stage timed.
     let stages = stage_times(&model, &clip, &options)?;
     let all = stages.total().max(1e-9);

@@ -6,7 +6,7 @@
 //! looked for beside the executable and in the crate's `models/default/`, and when none exists
 //! the command says so and stops.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::Args;
@@ -16,8 +16,11 @@ use super::export::{FitArgs, parse_preset};
 use super::progress_bar::Bar;
 use crate::media::decode;
 use crate::media::presets::{self, Preset};
-use crate::pipeline::matte::{MatteOptions, Quality, matte_animation};
+use crate::pipeline::matte::{
+    MatteOptions, Quality, matte_animation, pixels_from_animation, plate_for,
+};
 use crate::pipeline::models::{load_model, model_or_default};
+use crate::pipeline::plate::PlateOptions;
 
 #[derive(Debug, Args)]
 pub struct MatteArgs {
@@ -36,6 +39,10 @@ pub struct MatteArgs {
     /// Output frames decoded per window (more = faster, more memory).
     #[arg(long, default_value_t = MatteOptions::default().window)]
     pub window: usize,
+    /// Write the background plate the clip's frames show (one PNG per frame, and its
+    /// confidence as grey) into this folder: the background a plate-prior model assumes.
+    #[arg(long, value_name = "DIR")]
+    pub save_plate: Option<PathBuf>,
     /// Matte at half size and scale back (about 4× faster, for quick looks).
     #[arg(long)]
     pub draft: bool,
@@ -58,8 +65,14 @@ pub fn run(args: &MatteArgs) -> anyhow::Result<bool> {
         } else {
             Quality::Full
         },
-        plate: None,
+        plate: PlateOptions::default(),
     };
+    if let Some(dir) = &args.save_plate {
+        let pixel = pixels_from_animation(&anim, &candle_core::Device::Cpu)?;
+        let plate = plate_for(&pixel, &options.plate)
+            .with_context(|| format!("estimating the background of {}", args.input.display()))?;
+        save_plate(&plate, dir)?;
+    }
     let mut bar = Bar::new(args.quiet);
     let matte = matte_animation(&model, &anim, &options, &mut bar, &mut |_, _| {})
         .with_context(|| format!("matting {}", args.input.display()))?;
@@ -79,4 +92,36 @@ pub fn run(args: &MatteArgs) -> anyhow::Result<bool> {
         eprintln!("error: the file breaks its platform's rules (see FAIL lines)");
     }
     Ok(report.passed)
+}
+
+/// Writes `plate` `[T, 4, H, W]` as `plate_NNNN.png` (RGB) and `confidence_NNNN.png` (grey).
+fn save_plate(plate: &candle_core::Tensor, dir: &Path) -> anyhow::Result<()> {
+    let (t, _, h, w) = plate.dims4()?;
+    let v: Vec<f32> = plate.flatten_all()?.to_vec1()?;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let plane = h * w;
+    let to_u8 = |x: f32| (x.clamp(0.0, 1.0) * 255.0).round() as u8;
+    for i in 0..t {
+        let base = i * 4 * plane;
+        let rgb = image::RgbImage::from_fn(w as u32, h as u32, |x, y| {
+            let p = y as usize * w + x as usize;
+            image::Rgb([0, 1, 2].map(|c| to_u8(v[base + c * plane + p])))
+        });
+        let conf = image::GrayImage::from_fn(w as u32, h as u32, |x, y| {
+            image::Luma([to_u8(v[base + 3 * plane + y as usize * w + x as usize])])
+        });
+        for (name, img) in [
+            (format!("plate_{i:04}.png"), image::DynamicImage::from(rgb)),
+            (
+                format!("confidence_{i:04}.png"),
+                image::DynamicImage::from(conf),
+            ),
+        ] {
+            let path = dir.join(name);
+            let mut bytes = std::io::Cursor::new(Vec::new());
+            img.write_to(&mut bytes, image::ImageFormat::Png)?;
+            crate::fsutil::write_atomic(&path, bytes.get_ref())?;
+        }
+    }
+    Ok(())
 }

@@ -17,10 +17,13 @@ use serde::Serialize;
 use crate::media::atomic::write_atomic;
 use crate::model::weights::{Checkpoint, save_checkpoint, save_ildiff, varmap_tensors};
 use crate::model::{IldiffConfig, KeyPrior, SmallCodecConfig};
+use crate::pipeline::plate::PlateOptions;
 use crate::train::dataset::{ClipSource, DataConfig, Loader, MakeFn, Procedural, make_sample};
 use crate::train::decoder::{LossWeights, decoder_loss, load_into, trainable_names};
 use crate::train::run::{Run, Schedule, StepLog};
-use crate::train::{ArtLibrary, Background, Split, codec as codec_train, decoder as decoder_train};
+use crate::train::{
+    ArtLibrary, Background, Degradation, Split, codec as codec_train, decoder as decoder_train,
+};
 
 #[derive(Debug, Args)]
 pub struct TrainArgs {
@@ -104,6 +107,9 @@ pub struct ValidateArgs {
     /// Write the full figures as JSON here.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Which plates the clips carry (for plate-prior models and the "plate + ramp" row).
+    #[arg(long, value_enum, default_value_t = PlateKind::Both)]
+    pub plate: PlateKind,
 }
 
 /// What every run shares: output, schedule, data.
@@ -175,6 +181,10 @@ pub struct SourceArgs {
     /// Only these background kinds (default: all).
     #[arg(long, value_delimiter = ',')]
     pub backgrounds: Vec<String>,
+    /// Only these input degradations (none, gif, blocking, resize; comma-separated; all by
+    /// default).
+    #[arg(long, value_delimiter = ',')]
+    pub degradations: Vec<String>,
 }
 
 #[derive(Debug, Args, Serialize)]
@@ -203,6 +213,23 @@ pub enum Arch {
     Tiny,
 }
 
+/// Which background plates to estimate (see `pipeline::plate::PlateOptions`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+pub enum PlateKind {
+    Both,
+    Temporal,
+    Spatial,
+}
+
+impl PlateKind {
+    fn options(self) -> PlateOptions {
+        PlateOptions {
+            temporal: self != PlateKind::Spatial,
+            spatial: self != PlateKind::Temporal,
+        }
+    }
+}
+
 #[derive(Debug, Args, Serialize)]
 pub struct DecoderArgs {
     #[command(flatten)]
@@ -225,6 +252,13 @@ pub struct DecoderArgs {
     /// No colour-key prior input and residual head (ablation; see `KeyPrior`).
     #[arg(long)]
     pub no_key_prior: bool,
+    /// Key against each clip's estimated background plate instead of the border colour
+    /// (`KeyPrior::plate`); the training clips then carry plates.
+    #[arg(long, conflicts_with = "no_key_prior")]
+    pub plate_prior: bool,
+    /// Which plates the data estimates for --plate-prior (ablation).
+    #[arg(long, value_enum, default_value_t = PlateKind::Both)]
+    pub plate: PlateKind,
     /// How far the learned gate may move the key prior's gate logit either way (2: at most
     /// 0.12 of the correction passes where the border is flat; 6: up to 0.88).
     #[arg(long)]
@@ -359,6 +393,21 @@ fn data_config(size: u32, frames: u32, common: &SourceArgs) -> anyhow::Result<Da
                     format!(
                         "unknown background `{name}` (known: {})",
                         Background::ALL.map(Background::name).join(", ")
+                    )
+                })
+        })
+        .collect::<anyhow::Result<_>>()?;
+    data.degradations = common
+        .degradations
+        .iter()
+        .map(|name| {
+            Degradation::ALL
+                .into_iter()
+                .find(|d| d.name() == name)
+                .with_context(|| {
+                    format!(
+                        "unknown degradation `{name}` (known: {})",
+                        Degradation::ALL.map(Degradation::name).join(", ")
                     )
                 })
         })
@@ -581,7 +630,10 @@ fn decoder_config(args: &DecoderArgs) -> IldiffConfig {
     }
     if args.no_key_prior {
         cfg.decoder.key_prior = None;
-    } else if let (Some(k), Some(g)) = (cfg.decoder.key_prior.as_mut(), args.gate_learned) {
+    } else if args.plate_prior {
+        cfg.decoder.key_prior = Some(KeyPrior::plate());
+    }
+    if let (Some(k), Some(g)) = (cfg.decoder.key_prior.as_mut(), args.gate_learned) {
         k.gate_learned = g;
     }
     cfg
@@ -596,7 +648,10 @@ fn train_decoder(args: &DecoderArgs) -> anyhow::Result<bool> {
     if !c.size.is_multiple_of(m) {
         bail!("--size {} is not a multiple of the model's {m}", c.size);
     }
-    let data = data_config(c.size, c.frames, &c.sources)?;
+    let mut data = data_config(c.size, c.frames, &c.sources)?;
+    if args.plate_prior {
+        data.plate = Some(args.plate.options());
+    }
     let weights = LossWeights {
         alpha: args.w_alpha,
         mse: args.w_mse,
@@ -610,7 +665,8 @@ fn train_decoder(args: &DecoderArgs) -> anyhow::Result<bool> {
     if fresh {
         if let Some(init) = &args.init {
             let ck = Checkpoint::read(init, DType::F32, &dev)?;
-            let n = load_into(&varmap, &ck, "", "adam.")?;
+            // A plate-prior model may start from a key-prior one (its extra inputs at zero).
+            let n = decoder_train::load_into_widening(&varmap, &ck, "", "adam.", args.plate_prior)?;
             eprintln!("initialised {n} tensors from {}", init.display());
         }
         if let Some(p) = &args.codec {
@@ -655,11 +711,14 @@ fn train_decoder(args: &DecoderArgs) -> anyhow::Result<bool> {
 }
 
 fn validate(args: &ValidateArgs) -> anyhow::Result<bool> {
-    use crate::train::validate::{colour_key, markdown, model_alpha, report, val_samples};
+    use crate::train::validate::{
+        colour_key, markdown, model_alpha, plate_key, report, val_samples,
+    };
     if args.models.is_empty() && !args.keying {
         bail!("nothing to score: give --model PATH and/or --keying");
     }
-    let data = data_config(args.size, args.frames, &args.sources)?;
+    let mut data = data_config(args.size, args.frames, &args.sources)?;
+    data.plate = Some(args.plate.options());
     let t0 = Instant::now();
     let samples = val_samples(&data, args.seed, args.clips)?;
     eprintln!(
@@ -684,6 +743,11 @@ fn validate(args: &ValidateArgs) -> anyhow::Result<bool> {
             &samples,
             &key(KeyPrior::adaptive()),
         )?);
+        let plated = samples
+            .iter()
+            .map(|s| plate_key(s, &KeyPrior::plate()))
+            .collect::<crate::Result<Vec<_>>>()?;
+        reports.push(report("plate + ramp (no network)", &samples, &plated)?);
     }
     let dev = Device::Cpu;
     for spec in &args.models {

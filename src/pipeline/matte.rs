@@ -24,8 +24,8 @@
 //! like [`crate::model::TransparentDecoder::decode`].
 
 use std::collections::BTreeMap;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
@@ -36,6 +36,7 @@ use crate::media::{Animation, Frame};
 use crate::model::IldiffDecoder;
 use crate::model::augment::{crop, mirror_pad};
 use crate::model::codec::LatentCodec;
+use crate::pipeline::plate::{self, PlateOptions};
 use crate::{Error, Progress, Result};
 
 /// Progress stage name reported by [`matte_clip`] and [`matte_animation`].
@@ -59,10 +60,9 @@ pub struct MatteOptions {
     pub window: usize,
     /// Processing size ([`matte_animation`] only; [`matte_clip`] takes tensors as they are).
     pub quality: Quality,
-    /// The clip's background plate (the scene without the subject), for models that read
-    /// one. The hook for per-clip plates: `None` until the decoder takes a plate input, and
-    /// [`matte_animation`] refuses one rather than ignore it silently.
-    pub plate: Option<Arc<RgbaImage>>,
+    /// Which background plates [`matte_animation`] estimates for a model that keys against
+    /// one (see [`crate::pipeline::plate`]); other models need none and ignore it.
+    pub plate: PlateOptions,
 }
 
 impl MatteOptions {
@@ -80,7 +80,7 @@ impl Default for MatteOptions {
         Self {
             window: 8,
             quality: Quality::Full,
-            plate: None,
+            plate: PlateOptions::default(),
         }
     }
 }
@@ -105,11 +105,6 @@ pub fn matte_animation(
             "the checkpoint has no codec, so it cannot encode an RGB clip".into(),
         ));
     };
-    if options.plate.is_some() {
-        return Err(Error::Invalid(
-            "this matting model takes no background plate".into(),
-        ));
-    }
     let draft;
     let work = match options.quality {
         Quality::Full => clip,
@@ -133,28 +128,45 @@ pub fn matte_animation(
         work.width as usize,
         options,
     )?;
+    // The plate is a statistic of the whole clip: estimated once, before the windows, and cut
+    // like the frames, so windowed output still equals one pass.
+    let plate = if model.uses_plate() {
+        Some(plate_for(
+            &pixels_from_animation(work, &source.device)?,
+            &options.plate,
+        )?)
+    } else {
+        None
+    };
     let mut frames: Vec<Frame> = Vec::with_capacity(clip.len());
-    run_windows(model, &plan, &source, progress, &mut |start, matte| {
-        let images: Vec<RgbaImage> = images_from_matte(&matte)?
-            .into_iter()
-            .map(|img| {
-                if (img.width(), img.height()) == (clip.width, clip.height) {
-                    img
-                } else {
-                    crate::media::animation::resize_rgba(&img, clip.width, clip.height)
-                }
-            })
-            .collect();
-        on_frames(start, &images);
-        let delays = clip.frames[start..start + images.len()].iter();
-        frames.extend(
-            images
+    run_windows(
+        model,
+        &plan,
+        &source,
+        plate.as_ref(),
+        progress,
+        &mut |start, matte| {
+            let images: Vec<RgbaImage> = images_from_matte(&matte)?
                 .into_iter()
-                .zip(delays)
-                .map(|(img, src)| Frame::new(img, src.delay)),
-        );
-        Ok(())
-    })?;
+                .map(|img| {
+                    if (img.width(), img.height()) == (clip.width, clip.height) {
+                        img
+                    } else {
+                        crate::media::animation::resize_rgba(&img, clip.width, clip.height)
+                    }
+                })
+                .collect();
+            on_frames(start, &images);
+            let delays = clip.frames[start..start + images.len()].iter();
+            frames.extend(
+                images
+                    .into_iter()
+                    .zip(delays)
+                    .map(|(img, src)| Frame::new(img, src.delay)),
+            );
+            Ok(())
+        },
+    )?;
     Animation::new(clip.width, clip.height, frames, clip.loops)
 }
 
@@ -166,6 +178,20 @@ pub fn matte_clip(
     model: &IldiffDecoder,
     pixel: &Tensor,
     latent: &Tensor,
+    options: &MatteOptions,
+    progress: &mut dyn Progress,
+) -> Result<Tensor> {
+    matte_clip_with_plate(model, pixel, latent, None, options, progress)
+}
+
+/// [`matte_clip`] with the clip's background plate `[T, 4, H, W]` (RGB, confidence; see
+/// [`plate_for`]), estimated once over the whole clip and cut into the same windows as the
+/// frames, so the windowed result still equals one pass.
+pub fn matte_clip_with_plate(
+    model: &IldiffDecoder,
+    pixel: &Tensor,
+    latent: &Tensor,
+    plate: Option<&Tensor>,
     options: &MatteOptions,
     progress: &mut dyn Progress,
 ) -> Result<Tensor> {
@@ -184,12 +210,22 @@ pub fn matte_clip(
             pixel.dims()
         )));
     }
+    if let Some(p) = plate
+        && p.dims() != [t, 4, h, w]
+    {
+        return Err(Error::Invalid(format!(
+            "plate is {:?}, expected [{t}, 4, {h}, {w}] for frames {:?}",
+            p.dims(),
+            pixel.dims()
+        )));
+    }
     let plan = Plan::new(model, t, h, w, options)?;
     let mut outputs = Vec::with_capacity(t.div_ceil(plan.window));
     run_windows(
         model,
         &plan,
         &TensorSource { pixel, latent },
+        plate,
         progress,
         &mut |_, y| {
             outputs.push(y);
@@ -300,6 +336,8 @@ struct Prepared {
     centre: Tensor,
     latent: Tensor,
     extra: Option<Tensor>,
+    /// The window's part of the clip's plate, padded.
+    plate: Option<Tensor>,
 }
 
 /// Stage one of a window: pixels, latent, the adapter's features and injection. Keeps the
@@ -307,6 +345,8 @@ struct Prepared {
 struct Preparer<'a> {
     model: &'a IldiffDecoder,
     plan: &'a Plan,
+    /// The whole clip's plate `[T, 4, H, W]`, for plate-prior models.
+    plate: Option<&'a Tensor>,
     /// Student features of frames `cached.0 ..`.
     cached: Option<(usize, Tensor)>,
     /// Seconds spent per stage (read by [`stage_times`]).
@@ -314,10 +354,11 @@ struct Preparer<'a> {
 }
 
 impl<'a> Preparer<'a> {
-    fn new(model: &'a IldiffDecoder, plan: &'a Plan) -> Self {
+    fn new(model: &'a IldiffDecoder, plan: &'a Plan, plate: Option<&'a Tensor>) -> Self {
         Preparer {
             model,
             plan,
+            plate,
             cached: None,
             times: StageTimes::default(),
         }
@@ -367,7 +408,7 @@ pub fn stage_times(
         clip.width as usize,
         options,
     )?;
-    let mut preparer = Preparer::new(model, &plan);
+    let mut preparer = Preparer::new(model, &plan, None);
     for start in plan.starts() {
         let prepared = preparer.prepare(&source, start)?;
         let t = Instant::now();
@@ -437,10 +478,15 @@ impl Preparer<'_> {
             None => None,
         };
         self.times.adapter += t.elapsed().as_secs_f64();
+        let plate = match self.plate {
+            Some(pl) => Some(pad(&narrow(pl, start, end - start)?, p.ph, p.pw)?),
+            None => None,
+        };
         Ok(Prepared {
             centre,
             latent,
             extra,
+            plate,
         })
     }
 }
@@ -449,7 +495,7 @@ impl Preparer<'_> {
 fn decode(model: &IldiffDecoder, plan: &Plan, p: &Prepared) -> Result<Tensor> {
     model
         .decoder()
-        .forward_with_extra(&p.centre, &p.latent, p.extra.as_ref())
+        .forward_with_plate(&p.centre, &p.latent, p.extra.as_ref(), p.plate.as_ref())
         .and_then(|y| crop(&y, plan.h, plan.w))
         .and_then(|y| y.clamp(0f32, 1f32))
         .map_err(Error::candle("matting"))
@@ -469,6 +515,7 @@ fn run_windows(
     model: &IldiffDecoder,
     plan: &Plan,
     source: &dyn WindowSource,
+    plate: Option<&Tensor>,
     progress: &mut dyn Progress,
     sink: &mut dyn FnMut(usize, Tensor) -> Result<()>,
 ) -> Result<()> {
@@ -489,7 +536,7 @@ fn run_windows(
     let sequential = |deliver: &mut dyn FnMut(usize, Tensor, &mut dyn Progress) -> Result<()>,
                       progress: &mut dyn Progress|
      -> Result<()> {
-        let mut preparer = Preparer::new(model, plan);
+        let mut preparer = Preparer::new(model, plan, plate);
         for (k, &start) in starts.iter().enumerate() {
             let prepared = preparer.prepare(source, start)?;
             deliver(k, decode(model, plan, &prepared)?, progress)?;
@@ -500,7 +547,7 @@ fn run_windows(
         return sequential(&mut deliver, progress);
     }
     // The preparer and the index of the next window to prepare.
-    let queue = Mutex::new((Preparer::new(model, plan), 0usize));
+    let queue = Mutex::new((Preparer::new(model, plan, plate), 0usize));
     let stop = AtomicBool::new(false);
     std::thread::scope(|scope| {
         let (tx, rx) = crossbeam_channel::bounded::<(usize, Result<Tensor>)>(WORKERS);
@@ -579,6 +626,24 @@ fn shape_err(pixel: &Tensor, what: &str) -> Error {
         "{what} is {:?}, expected [T, 3, H, W] with at least one frame",
         pixel.dims()
     ))
+}
+
+/// The background plate of the clip `pixel` `[T, 3, H, W]` as the decoder reads it,
+/// `[T, 4, H, W]` (RGB, confidence).
+pub fn plate_for(pixel: &Tensor, options: &PlateOptions) -> Result<Tensor> {
+    let (t, _, h, w) = pixel.dims4().map_err(Error::candle("plate"))?;
+    let values: Vec<f32> = pixel
+        .to_dtype(DType::F32)
+        .and_then(|p| p.flatten_all())
+        .and_then(|p| p.to_vec1())
+        .map_err(Error::candle("plate"))?;
+    let plate = plate::estimate(&values, t, h, w, options)?;
+    Tensor::from_vec(
+        plate::planar_with_confidence(&plate),
+        (t, 4, h, w),
+        pixel.device(),
+    )
+    .map_err(Error::candle("plate"))
 }
 
 /// The RGB of an animation's frames as `[T, 3, H, W]` f32 in [0, 1] (alpha ignored: the
@@ -711,6 +776,47 @@ pub(crate) mod tests {
             parts.push(y);
         }
         Tensor::cat(&parts, 0).expect("cat")
+    }
+
+    #[test]
+    fn windowed_equals_one_pass_with_the_plate() {
+        let mut cfg = tiny();
+        cfg.decoder.key_prior = Some(crate::model::KeyPrior::plate());
+        let (_, model) = awake(&cfg);
+        assert!(model.uses_plate());
+        let (pixel, latent) = inputs(9, 32, 32);
+        let plate = plate_for(&pixel, &PlateOptions::default()).expect("plate");
+        assert_eq!(plate.dims(), &[9, 4, 32, 32]);
+        let run = |window: usize, plate: Option<&Tensor>| {
+            matte_clip_with_plate(
+                &model,
+                &pixel,
+                &latent,
+                plate,
+                &MatteOptions::window(window),
+                &mut crate::NoProgress,
+            )
+            .expect("matte")
+        };
+        let one = run(9, Some(&plate));
+        let windowed = run(3, Some(&plate));
+        let d = max_diff(&one, &windowed);
+        assert!(d <= 2e-5, "max difference {d}");
+        // The plate is read: keying against the border colour instead differs.
+        let border = run(3, None);
+        assert!(max_diff(&border, &windowed) > 1e-3);
+        // A plate of the wrong shape is refused.
+        let short = plate.narrow(0, 0, 8).expect("n");
+        let e = matte_clip_with_plate(
+            &model,
+            &pixel,
+            &latent,
+            Some(&short),
+            &MatteOptions::default(),
+            &mut crate::NoProgress,
+        )
+        .expect_err("bad plate");
+        assert_eq!(e.kind(), "invalid");
     }
 
     #[test]
@@ -884,13 +990,13 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn draft_keeps_the_size_plates_are_refused_and_cancel_stops() {
+    fn draft_keeps_the_size_and_cancel_stops() {
         let (_dir, model) = tiny_model();
         let anim = clip(5, 40, 36);
         let draft = MatteOptions {
             window: 2,
             quality: Quality::Draft,
-            plate: None,
+            plate: PlateOptions::default(),
         };
         let out = matte_animation(
             &model,
@@ -909,19 +1015,6 @@ pub(crate) mod tests {
         let e = matte_animation(&model, &anim, &draft, &mut stop_second, &mut |_, _| {})
             .expect_err("cancelled");
         assert!(matches!(e, Error::Cancelled), "{e}");
-        let plate = MatteOptions {
-            plate: Some(Arc::new(RgbaImage::new(40, 36))),
-            ..MatteOptions::default()
-        };
-        let e = matte_animation(
-            &model,
-            &anim,
-            &plate,
-            &mut crate::NoProgress,
-            &mut |_, _| {},
-        )
-        .expect_err("no plate input");
-        assert_eq!(e.kind(), "invalid");
         let empty = Animation {
             frames: Vec::new(),
             ..anim

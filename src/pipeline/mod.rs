@@ -10,5 +10,6 @@
 pub mod generate;
 pub mod matte;
 pub mod models;
+pub mod plate;
 pub mod scheduler;
 pub mod sd_models;

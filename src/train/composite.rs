@@ -130,6 +130,8 @@ pub struct Composite {
     pub params: DegradeParams,
     /// The photo used, when one came from the photo folder.
     pub photo: Option<PathBuf>,
+    /// The background moves (a pan or zoom) rather than staying still.
+    pub panning: bool,
 }
 
 /// Composites `fg` over a `bg` background and applies `deg`; every random choice comes from
@@ -153,6 +155,7 @@ pub fn composite(
         }
     }
     let (backgrounds, photo) = background_frames(bg, fg, mix(seed, 43), photos)?;
+    let panning = backgrounds.windows(2).any(|w| w[0] != w[1]);
     let mut frames: Vec<RgbaImage> = gt
         .frames
         .iter()
@@ -215,6 +218,7 @@ pub fn composite(
         degradation: deg,
         params,
         photo,
+        panning,
     })
 }
 
@@ -327,6 +331,45 @@ pub fn background_frames(
                 })
             };
             (still(img), None)
+        }
+        Background::Checker if rng.chance(0.5) => {
+            // The transparency checker baked into downloaded "transparent" GIFs and
+            // screenshots of editors: grey/white (or dark) squares of a whole-pixel size,
+            // sometimes coloured tiles; still in most clips, panning (scrolled) in some.
+            const GREYS: [([f32; 3], [f32; 3]); 4] = [
+                ([204.0; 3], [255.0; 3]),
+                ([191.0; 3], [255.0; 3]),
+                ([153.0; 3], [102.0; 3]),
+                ([51.0; 3], [68.0; 3]),
+            ];
+            const CELLS: [u32; 12] = [4, 5, 6, 8, 10, 12, 16, 20, 24, 32, 48, 64];
+            let (a, b) = if rng.chance(0.75) {
+                GREYS[rng.below(GREYS.len())]
+            } else {
+                (random_colour(&mut rng), random_colour(&mut rng))
+            };
+            let cell = CELLS[rng.below(CELLS.len())];
+            let (ox, oy) = (
+                rng.below(cell as usize * 2) as u32,
+                rng.below(cell as usize * 2) as u32,
+            );
+            let (vx, vy) = if rng.chance(0.25) {
+                (rng.below(7) as i64 - 3, rng.below(5) as i64 - 2)
+            } else {
+                (0, 0)
+            };
+            let frames = (0..n)
+                .map(|i| {
+                    RgbImage::from_fn(w, h, |x, y| {
+                        let u =
+                            (i64::from(x + ox) + vx * i as i64).rem_euclid(1 << 20) as u32 / cell;
+                        let v =
+                            (i64::from(y + oy) + vy * i as i64).rem_euclid(1 << 20) as u32 / cell;
+                        to_px(if (u + v) % 2 == 0 { a } else { b })
+                    })
+                })
+                .collect();
+            (frames, None)
         }
         Background::Checker => {
             let (a, b) = (random_colour(&mut rng), random_colour(&mut rng));

@@ -17,6 +17,7 @@ use super::composite::{Background, Degradation, composite};
 use super::synth::{Rng, SynthConfig, mix, synth_clip};
 use super::{Split, split_of};
 use crate::media::Animation;
+use crate::pipeline::plate::{self, PlateOptions};
 use crate::{Error, Result};
 
 /// Where foreground clips come from: the procedural generator, artwork, imported stickers.
@@ -73,6 +74,11 @@ pub struct DataConfig {
     pub photos: Option<PathBuf>,
     /// Only these backgrounds (all when empty).
     pub backgrounds: Vec<Background>,
+    /// Only these input degradations (all, by their usual shares, when empty).
+    pub degradations: Vec<Degradation>,
+    /// Estimate each clip's background plate (`Sample::plate`) with these switches, for
+    /// plate-prior models; `None` for the others (it costs a little per clip).
+    pub plate: Option<PlateOptions>,
 }
 
 impl std::fmt::Debug for DataConfig {
@@ -90,6 +96,7 @@ impl std::fmt::Debug for DataConfig {
                     .collect::<Vec<_>>(),
             )
             .field("photos", &self.photos)
+            .field("plate", &self.plate)
             .finish()
     }
 }
@@ -104,6 +111,8 @@ impl DataConfig {
             sources: vec![(Arc::new(Procedural), 1.0)],
             photos: None,
             backgrounds: Vec::new(),
+            degradations: Vec::new(),
+            plate: None,
         }
     }
 }
@@ -123,6 +132,21 @@ pub struct Sample {
     pub degradation: Degradation,
     /// Caption word ids (the generator's training; empty for the other trainers).
     pub labels: Vec<u32>,
+    /// The background pans or zooms (validation splits static from panning backgrounds).
+    pub panning: bool,
+    /// The estimated background plate `[T, 4, S, S]` (RGB, confidence) when the data asks
+    /// for one ([`DataConfig::plate`]), else empty.
+    pub plate: Vec<f32>,
+}
+
+impl Sample {
+    /// Fills [`Sample::plate`] from the sample's own frames, as the matte pipeline does for a
+    /// user's clip.
+    pub fn estimate_plate(&mut self, options: &PlateOptions) -> Result<()> {
+        let p = plate::estimate(&self.rgb, self.frames, self.size, self.size, options)?;
+        self.plate = plate::planar_with_confidence(&p);
+        Ok(())
+    }
 }
 
 /// The `index`-th clip seed of `split` for a run seeded `seed`: seeds are drawn until one falls
@@ -171,13 +195,21 @@ pub fn make_sample(cfg: &DataConfig, seed: u64, index: u64) -> Result<Sample> {
         &cfg.backgrounds
     };
     let bg = pool[rng.below(pool.len())];
-    let deg = Degradation::draw(mix(clip_seed, 7));
+    let deg = match cfg.degradations.as_slice() {
+        [] => Degradation::draw(mix(clip_seed, 7)),
+        pool => pool[Rng::new(mix(clip_seed, 7)).below(pool.len())],
+    };
     let comp = composite(&fg, bg, deg, mix(clip_seed, 9), cfg.photos.as_deref())?;
     let (x0, y0) = (
         rng.below((render - size + 1) as usize) as u32,
         rng.below((render - size + 1) as usize) as u32,
     );
-    Ok(to_sample(&comp.rgb, &comp.gt, (x0, y0), size, bg, deg))
+    let mut sample = to_sample(&comp.rgb, &comp.gt, (x0, y0), size, bg, deg);
+    sample.panning = comp.panning;
+    if let Some(options) = &cfg.plate {
+        sample.estimate_plate(options)?;
+    }
+    Ok(sample)
 }
 
 fn to_sample(
@@ -200,6 +232,8 @@ fn to_sample(
         background,
         degradation,
         labels: Vec::new(),
+        panning: false,
+        plate: Vec::new(),
     };
     for (i, (a, g)) in rgb.frames.iter().zip(&gt.frames).enumerate() {
         for y in 0..s {
@@ -310,6 +344,8 @@ pub struct Batch {
     pub fg: Vec<f32>,
     /// The samples' caption ids, concatenated (`labels.len() / clips` per clip).
     pub labels: Vec<u32>,
+    /// The samples' plates `[B·T, 4, S, S]`, empty when the samples have none.
+    pub plate: Vec<f32>,
 }
 
 impl Batch {
@@ -333,6 +369,7 @@ impl Batch {
             alpha: cat(|x| &x.alpha),
             fg: cat(|x| &x.fg),
             labels: samples.iter().flat_map(|x| &x.labels).copied().collect(),
+            plate: cat(|x| &x.plate),
         })
     }
 }

@@ -199,6 +199,20 @@ pub fn icnr_init(varmap: &VarMap, prefix: &str, r: usize) -> Result<()> {
 /// `codec.*`, or a whole trained model to fine-tune). Every tensor of `ck` must land on a
 /// variable of the same shape; the error names the first that does not.
 pub fn load_into(varmap: &VarMap, ck: &Checkpoint, prefix: &str, skip: &str) -> Result<usize> {
+    load_into_widening(varmap, ck, prefix, skip, false)
+}
+
+/// [`load_into`] that may also start a model with more input channels from one with fewer:
+/// a 4-D weight whose checkpoint has fewer input channels (dim 1) is copied into the first
+/// ones and the rest start at zero, so the widened model computes exactly what the old one did
+/// (fine-tuning a key-prior model into a plate-prior one, whose extra inputs are appended).
+pub fn load_into_widening(
+    varmap: &VarMap,
+    ck: &Checkpoint,
+    prefix: &str,
+    skip: &str,
+    widen: bool,
+) -> Result<usize> {
     let data = lock_vars(varmap)?;
     let mut n = 0;
     for name in ck.names() {
@@ -215,6 +229,21 @@ pub fn load_into(varmap: &VarMap, ck: &Checkpoint, prefix: &str, skip: &str) -> 
                 ck.source()
             ))
         })?;
+        let (vd, td) = (var.dims(), t.dims());
+        if widen
+            && vd.len() == 4
+            && td.len() == 4
+            && vd[0] == td[0]
+            && vd[2..] == td[2..]
+            && vd[1] > td[1]
+        {
+            let rest = Tensor::zeros((vd[0], vd[1] - td[1], vd[2], vd[3]), t.dtype(), t.device())
+                .map_err(model_err)?;
+            let wide = Tensor::cat(&[t, &rest], 1).map_err(model_err)?;
+            var.set(&wide).map_err(model_err)?;
+            n += 1;
+            continue;
+        }
         if var.dims() != t.dims() {
             return Err(Error::Model(format!(
                 "tensor `{name}` of {} is {:?}; the model's `{full}` is {:?}",
@@ -257,6 +286,17 @@ pub fn batch_tensors(batch: &Batch, device: &Device) -> Result<(Tensor, Tensor, 
     Ok((t(&batch.rgb, 3)?, t(&batch.alpha, 1)?, t(&batch.fg, 3)?))
 }
 
+/// The batch's plates `[N, 4, S, S]`, when its samples carry them.
+pub fn batch_plate(batch: &Batch, device: &Device) -> Result<Option<Tensor>> {
+    if batch.plate.is_empty() {
+        return Ok(None);
+    }
+    let n = batch.clips * batch.frames;
+    Tensor::from_slice(&batch.plate, (n, 4, batch.size, batch.size), device)
+        .map(Some)
+        .map_err(model_err)
+}
+
 /// Encodes frames with a frozen codec (no gradient flows into it).
 pub fn encode_frozen(codec: &dyn LatentCodec, pixel: &Tensor) -> Result<Tensor> {
     codec
@@ -275,8 +315,9 @@ pub fn decoder_loss(
 ) -> Result<LossOut> {
     let (pixel, alpha, fg) = batch_tensors(batch, device)?;
     let latent = encode_frozen(codec, &pixel)?;
+    let plate = batch_plate(batch, device)?;
     let y = model
-        .forward_clips(&pixel, &latent, batch.frames)
+        .forward_clips_with_plate(&pixel, &latent, plate.as_ref(), batch.frames)
         .map_err(model_err)?;
     loss_terms(&y, &alpha, &fg, batch.clips, batch.frames, w).map_err(model_err)
 }
@@ -596,5 +637,64 @@ mod key_prior {
             .map(|(a, b)| (a - b).abs())
             .fold(0f32, f32::max);
         assert!(diff < 1e-5, "rgb is not the input: {diff}");
+    }
+
+    /// A fresh plate-prior model is exactly its prior: keyed against the given plate (the
+    /// "plate + ramp" baseline), and against the border colour when it has none.
+    #[test]
+    fn a_fresh_plate_prior_model_is_its_prior() {
+        use crate::model::KeyPrior;
+        use crate::pipeline::plate::PlateOptions;
+        use crate::train::validate::plate_key;
+        let dev = Device::Cpu;
+        let mut cfg = IldiffConfig::cpu_default();
+        cfg.adapter = None;
+        cfg.decoder.key_prior = Some(KeyPrior::plate());
+        let (_, model) = build(&cfg, &dev).expect("build");
+        assert!(model.uses_plate());
+        let data = DataConfig {
+            plate: Some(PlateOptions::default()),
+            ..DataConfig::procedural(32, 4, Split::Val)
+        };
+        let sample = make_sample(&data, 3, 1).expect("sample");
+        assert_eq!(sample.plate.len(), 4 * 4 * 32 * 32);
+        let batch = Batch::stack(std::slice::from_ref(&sample)).expect("batch");
+        let (pixel, _, _) = batch_tensors(&batch, &dev).expect("tensors");
+        let plate = batch_plate(&batch, &dev).expect("plate").expect("some");
+        let latent = Tensor::zeros((4, 4, 4, 4), DType::F32, &dev).expect("latent");
+        let alpha_of = |y: Tensor| -> Vec<f32> {
+            y.narrow(1, 0, 1)
+                .and_then(|a| a.flatten_all())
+                .and_then(|a| a.to_vec1())
+                .expect("alpha")
+        };
+        let worst = |a: &[f32], b: &[f32]| {
+            assert_eq!(a.len(), b.len());
+            a.iter()
+                .zip(b)
+                .map(|(x, y)| (x - y).abs())
+                .fold(0f32, f32::max)
+        };
+        let with = alpha_of(
+            model
+                .forward_clips_with_plate(&pixel, &latent, Some(&plate), 4)
+                .expect("forward"),
+        );
+        let rule = cfg.decoder.key_prior.expect("prior");
+        let keyed: Vec<f32> = plate_key(&sample, &rule)
+            .expect("plate key")
+            .into_iter()
+            .flat_map(|p| p.data)
+            .collect();
+        let d = worst(&with, &keyed);
+        assert!(d < 1e-4, "model vs plate key differ by {d}");
+        // Without a plate: the border colour as a constant plate, i.e. the colour key.
+        let without = alpha_of(model.forward(&pixel, &latent).expect("forward"));
+        let border: Vec<f32> = colour_key(&sample, &rule)
+            .into_iter()
+            .flat_map(|p| p.data)
+            .collect();
+        let d = worst(&without, &border);
+        assert!(d < 1e-4, "model vs colour key differ by {d}");
     }
 }

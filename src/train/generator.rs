@@ -589,6 +589,8 @@ pub fn make_gen_sample(data: &GenData, seed: u64, index: u64) -> Result<Sample> 
         background: Background::Plain,
         degradation: Degradation::None,
         labels,
+        panning: false,
+        plate: Vec::new(),
     })
 }
 

@@ -14,7 +14,7 @@ use super::dataset::{DataConfig, Sample, make_sample};
 use crate::eval::{ClipMetrics, Plane, evaluate_alpha, mean_metrics};
 use crate::model::codec::LatentCodec;
 use crate::model::{IldiffDecoder, KeyPrior};
-use crate::pipeline::matte::{MatteOptions, matte_clip};
+use crate::pipeline::matte::{MatteOptions, matte_clip_with_plate};
 use crate::{Error, NoProgress, Result};
 
 /// The validation clips of a run seed: `count` samples of `data` (its split forced to val).
@@ -80,6 +80,38 @@ pub fn colour_key(sample: &Sample, rule: &KeyPrior) -> Vec<Plane> {
         .collect()
 }
 
+/// The plate prior alone: alpha ramps with each pixel's RGB distance from the sample's plate
+/// ([`Sample::plate`]), the ramp set per frame by `rule` from the border's distances to the
+/// plate ("plate + ramp, no network"). Errors when the sample has no plate.
+pub fn plate_key(sample: &Sample, rule: &KeyPrior) -> Result<Vec<Plane>> {
+    let s = sample.size;
+    let n = s * s;
+    if sample.plate.len() != sample.frames * 4 * n {
+        return Err(Error::Invalid("the validation sample has no plate".into()));
+    }
+    Ok((0..sample.frames)
+        .map(|t| {
+            let px = |c: usize, k: usize| sample.rgb[(t * 3 + c) * n + k];
+            let pl = |c: usize, k: usize| sample.plate[(t * 4 + c) * n + k];
+            let dist: Vec<f32> = (0..n)
+                .map(|k| {
+                    (0..3)
+                        .map(|c| (px(c, k) - pl(c, k)).powi(2))
+                        .sum::<f32>()
+                        .sqrt()
+                })
+                .collect();
+            let border: Vec<f32> = (0..s)
+                .flat_map(|i| [i, (s - 1) * s + i, i * s, i * s + s - 1])
+                .map(|k| dist[k])
+                .collect();
+            let ramp = rule.frame_ramp(&border, &dist);
+            let data = dist.iter().map(|&d| KeyPrior::ramp(d, ramp)).collect();
+            Plane { w: s, h: s, data }
+        })
+        .collect())
+}
+
 /// A model's alpha for a sample, through the same windowed pipeline `ildiff matte` uses.
 pub fn model_alpha(model: &IldiffDecoder, sample: &Sample, device: &Device) -> Result<Vec<Plane>> {
     let codec = model
@@ -92,10 +124,21 @@ pub fn model_alpha(model: &IldiffDecoder, sample: &Sample, device: &Device) -> R
     };
     let pixel = Tensor::from_slice(&sample.rgb, (t, 3, s, s), device).map_err(err)?;
     let latent = codec.encode_any_size(&pixel).map_err(err)?;
-    let out = matte_clip(
+    let plate = if model.uses_plate() {
+        if sample.plate.len() != t * 4 * s * s {
+            return Err(Error::Invalid(
+                "a plate-prior model needs validation samples with plates".into(),
+            ));
+        }
+        Some(Tensor::from_slice(&sample.plate, (t, 4, s, s), device).map_err(err)?)
+    } else {
+        None
+    };
+    let out = matte_clip_with_plate(
         model,
         &pixel,
         &latent,
+        plate.as_ref(),
         &MatteOptions::default(),
         &mut NoProgress,
     )?;
@@ -114,7 +157,7 @@ pub struct MethodReport {
     pub overall: ClipMetrics,
     /// Per background kind, in [`Background::ALL`] order (kinds without clips are left out).
     pub by_background: Vec<(String, ClipMetrics)>,
-    /// Per input format.
+    /// Per background motion (static, panning), then per input format.
     pub by_format: Vec<(String, ClipMetrics)>,
 }
 
@@ -140,6 +183,11 @@ pub fn report(method: &str, samples: &[Sample], preds: &[Vec<Plane>]) -> Result<
         .filter_map(|&b| group(&|s| s.background == b).map(|m| (b.name().to_string(), m)))
         .collect();
     let mut by_format = Vec::new();
+    for (label, pan) in [("static bg", false), ("panning bg", true)] {
+        if let Some(m) = group(&|s| s.panning == pan) {
+            by_format.push((label.to_string(), m));
+        }
+    }
     for label in ["lossless", "gif", "h264-like", "resized"] {
         if let Some(m) = group(&|s| format_label(s.degradation) == label) {
             by_format.push((label.to_string(), m));

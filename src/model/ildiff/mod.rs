@@ -237,12 +237,30 @@ impl IldiffDecoder {
 
     /// `B` clips of `frames` frames each, frame-major (`[B * T, ...]`).
     pub fn forward_clips(&self, pixel: &Tensor, latent: &Tensor, frames: usize) -> Result<Tensor> {
+        self.forward_clips_with_plate(pixel, latent, None, frames)
+    }
+
+    /// Whether the decoder keys against a background plate (see
+    /// [`crate::model::KeyPrior::plate`]), so callers should estimate one.
+    pub fn uses_plate(&self) -> bool {
+        self.cfg.decoder.key_prior.is_some_and(|k| k.plate)
+    }
+
+    /// [`IldiffDecoder::forward_clips`] with each frame's background plate `[B * T, 4, H, W]`
+    /// (RGB, confidence), read by a plate-prior decoder.
+    pub fn forward_clips_with_plate(
+        &self,
+        pixel: &Tensor,
+        latent: &Tensor,
+        plate: Option<&Tensor>,
+        frames: usize,
+    ) -> Result<Tensor> {
         let extra = match &self.adapter {
             Some(a) => Some(a.forward_clips(pixel, frames)?),
             None => None,
         };
         self.decoder
-            .forward_with_extra(pixel, latent, extra.as_ref())
+            .forward_with_plate(pixel, latent, extra.as_ref(), plate)
     }
 }
 

@@ -107,6 +107,13 @@ pub struct KeyPrior {
     /// weights mean; checkpoints written before it existed used 2.
     #[serde(default = "KeyPrior::legacy_gate_learned")]
     pub gate_learned: f32,
+    /// Key against a per-pixel background plate (`crate::pipeline::plate`) instead of one
+    /// border colour: the decoder then takes the plate RGB and its confidence as well, and the
+    /// gate follows the confidence per pixel. Without a plate (a single image, or a caller
+    /// that has none) the border colour serves as a constant plate, so this is a strict
+    /// generalisation of the colour key.
+    #[serde(default)]
+    pub plate: bool,
 }
 
 /// A per-frame ramp, the way a chroma keyer's tolerance and softness are set by hand:
@@ -139,6 +146,7 @@ impl Default for KeyPrior {
             hi: 0.2,
             adaptive: None,
             gate_learned: Self::legacy_gate_learned(),
+            plate: false,
         }
     }
 }
@@ -147,6 +155,29 @@ impl KeyPrior {
     /// Input channels the prior adds to `conv_in`: keyed alpha, raw key distance, and the
     /// border's agreement with the key.
     pub const CHANNELS: usize = 3;
+
+    /// Input channels of the plate prior: keyed alpha, distance, confidence, plate RGB.
+    pub const PLATE_CHANNELS: usize = 6;
+
+    /// The plate prior of a model trained with plates: the adaptive ramp, and a learned gate
+    /// range wide enough (σ(±4 ± 6)) that the network can overrule a wrong plate anywhere: a
+    /// prior must never hold the network back.
+    pub fn plate() -> Self {
+        Self {
+            plate: true,
+            gate_learned: 6.0,
+            ..Self::adaptive()
+        }
+    }
+
+    /// Input channels this prior adds to `conv_in`.
+    pub fn input_channels(&self) -> usize {
+        if self.plate {
+            Self::PLATE_CHANNELS
+        } else {
+            Self::CHANNELS
+        }
+    }
 
     /// The gate's fixed logit where the border agrees with the key completely (negated) and
     /// where it does not agree at all.
@@ -223,6 +254,70 @@ impl KeyPrior {
     /// trusted, low on photos and gradients, where it cannot — a global fact a small CNN could
     /// not read off the border by itself.
     pub fn features(&self, pixel: &Tensor) -> Result<(Tensor, Tensor)> {
+        let (alpha, feats, _) = self.border_key(pixel)?;
+        Ok((alpha, feats))
+    }
+
+    /// The border key as a constant plate `[B, 4, H, W]` (the key's RGB, and the border's
+    /// agreement as the confidence): what a plate-prior model uses when no plate is given.
+    pub fn border_plate(&self, pixel: &Tensor) -> Result<Tensor> {
+        Ok(self.border_key(pixel)?.2)
+    }
+
+    /// The plate prior's inputs for `pixel` `[B, 3, H, W]` against `plate` `[B, 4, H, W]`
+    /// (RGB, confidence): keyed alpha `[B, 1, H, W]` and the `[B, 6, H, W]` features (keyed
+    /// alpha, distance to the plate, confidence, plate RGB). The ramp is set per frame as in
+    /// [`KeyPrior::frame_ramp`], with the border's distances to the plate as its noise.
+    pub fn plate_features(&self, pixel: &Tensor, plate: &Tensor) -> Result<(Tensor, Tensor)> {
+        let pixel = pixel.detach();
+        let plate = plate.detach();
+        let (b, _, h, w) = pixel.dims4()?;
+        if plate.dims() != [b, 4, h, w] {
+            bail!(
+                "plate prior: plate is {:?}, expected [{b}, 4, {h}, {w}]",
+                plate.dims()
+            );
+        }
+        let rgb = plate.narrow(1, 0, 3)?;
+        let conf = plate.narrow(1, 3, 1)?.contiguous()?;
+        let d = (&pixel - &rgb)?.sqr()?.sum_keepdim(1)?.sqrt()?;
+        let ring = |x: &Tensor| -> Result<Tensor> {
+            let side = |dim: usize, at: usize, len: usize| -> Result<Tensor> {
+                x.narrow(dim, at, 1)?.reshape((b, len))
+            };
+            Tensor::cat(
+                &[
+                    side(2, 0, w)?,
+                    side(2, h - 1, w)?,
+                    side(3, 0, h)?,
+                    side(3, w - 1, h)?,
+                ],
+                1,
+            )
+        };
+        let border_v = ring(&d)?.to_dtype(DType::F32)?.to_vec2::<f32>()?;
+        let dist_v = match self.adaptive {
+            Some(_) => d.flatten_from(1)?.to_dtype(DType::F32)?.to_vec2::<f32>()?,
+            None => vec![Vec::new(); b],
+        };
+        let (mut los, mut spans) = (Vec::new(), Vec::new());
+        for (bd, dist) in border_v.iter().zip(&dist_v) {
+            let (lo, hi) = self.frame_ramp(bd, dist);
+            los.push(lo);
+            spans.push((hi - lo).max(1e-6));
+        }
+        let per_frame =
+            |v: Vec<f32>| Tensor::from_vec(v, (b, 1, 1, 1), d.device())?.to_dtype(d.dtype());
+        let alpha = d
+            .broadcast_sub(&per_frame(los)?)?
+            .broadcast_div(&per_frame(spans)?)?
+            .clamp(0f32, 1f32)?;
+        let feats = Tensor::cat(&[&alpha, &d, &conf, &rgb], 1)?;
+        Ok((alpha, feats))
+    }
+
+    /// The border key: keyed alpha, the key features, and the key as a constant plate.
+    fn border_key(&self, pixel: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
         let pixel = pixel.detach();
         let (b, c, h, w) = pixel.dims4()?;
         let side = |dim: usize, at: usize, len: usize| -> Result<Tensor> {
@@ -273,7 +368,9 @@ impl KeyPrior {
             .broadcast_div(&per_frame(spans)?)?
             .clamp(0f32, 1f32)?;
         let feats = Tensor::cat(&[&alpha, &d, &agree], 1)?;
-        Ok((alpha, feats))
+        let plate = Tensor::cat(&[&key.unsqueeze(3)?.broadcast_as((b, c, h, w))?, &agree], 1)?
+            .contiguous()?;
+        Ok((alpha, feats, plate))
     }
 }
 
@@ -682,11 +779,7 @@ impl TransparentDecoder {
         let boc = &cfg.block_out_channels;
         let n = boc.len();
         let s2 = cfg.pixel_unshuffle.max(1).pow(2);
-        let prior = if cfg.key_prior.is_some() {
-            KeyPrior::CHANNELS
-        } else {
-            0
-        };
+        let prior = cfg.key_prior.map_or(0, |k| k.input_channels());
         let conv_in = conv3x3((cfg.in_channels + prior) * s2, boc[0], 1, vb.pp("conv_in"))?;
         let latent_conv_in = zero_conv1x1(
             cfg.latent_channels,
@@ -809,6 +902,19 @@ impl TransparentDecoder {
         latent: &Tensor,
         extra: Option<&Tensor>,
     ) -> Result<Tensor> {
+        self.forward_with_plate(pixel, latent, extra, None)
+    }
+
+    /// [`TransparentDecoder::forward_with_extra`] with a background plate `[B, 4, H, W]` (RGB,
+    /// confidence) for a plate-prior model; ignored by other models. A plate-prior model
+    /// without one keys against the border colour as a constant plate.
+    pub fn forward_with_plate(
+        &self,
+        pixel: &Tensor,
+        latent: &Tensor,
+        extra: Option<&Tensor>,
+        plate: Option<&Tensor>,
+    ) -> Result<Tensor> {
         let cfg = &self.cfg;
         let (b, c, h, w) = pixel.dims4()?;
         let m = cfg.size_multiple();
@@ -842,6 +948,19 @@ impl TransparentDecoder {
 
         let r = cfg.pixel_unshuffle.max(1);
         let (key, input) = match &cfg.key_prior {
+            Some(k) if k.plate => {
+                let fallback;
+                let plate = match plate {
+                    Some(p) => p,
+                    None => {
+                        fallback = k.border_plate(pixel)?;
+                        &fallback
+                    }
+                };
+                let (alpha, feats) = k.plate_features(pixel, plate)?;
+                let conf = feats.narrow(1, 2, 1)?;
+                (Some((k, alpha, conf)), Tensor::cat(&[pixel, &feats], 1)?)
+            }
             Some(k) => {
                 let (alpha, feats) = k.features(pixel)?;
                 let agree = feats.narrow(1, 2, 1)?;

@@ -1,0 +1,838 @@
+//! Clean-plate estimation: what lies behind the moving character, per frame, with a confidence.
+//!
+//! A colour key knows one border colour; a sticker clip shows much more. Where the character
+//! moves, other frames show the background it hides (the *temporal* plate); where it never
+//! moves, what is seen of the background around it says what continues under it (the
+//! *spatial* plates: one colour, a smooth low-order surface, or a periodic tile such as the
+//! grey/white transparency checker baked into so many downloaded "transparent" GIFs). The plate
+//! is a pure function of the clip's frames, computed once per clip before the windowed decoding,
+//! so windowed output still equals one pass.
+//!
+//! Steps:
+//! 1. global translation of each frame against the first, coarse to fine, scored by a trimmed
+//!    mean so the character does not drag it, and taking the smallest of equally good shifts
+//!    (a checker's period aliases; any alias gives the same periodic plate);
+//! 2. the frames placed on one canvas; per canvas pixel the per-channel median of the frames
+//!    that cover it and the share of them that agree with it;
+//! 3. background samples: each frame's border ring where the frames agree over time;
+//!    constant, quadratic and periodic fits to them, the best kept when it explains them;
+//! 4. per pixel: the temporal median where it is trusted and consistent with a good spatial
+//!    fit, else the spatial fit, else a pull-push fill from trusted pixels.
+
+use crate::{Error, Result};
+
+/// Which plates [`estimate`] may use (the ablation switches).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PlateOptions {
+    /// The per-pixel statistic over aligned frames.
+    pub temporal: bool,
+    /// The constant / smooth / periodic fits to the seen background.
+    pub spatial: bool,
+}
+
+impl Default for PlateOptions {
+    fn default() -> Self {
+        Self {
+            temporal: true,
+            spatial: true,
+        }
+    }
+}
+
+/// The spatial model that explained the seen background best.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum SpatialFit {
+    /// No spatial model fits (photos, scenery): the temporal plate and fill are used.
+    None,
+    /// One colour.
+    Constant,
+    /// A quadratic surface per channel (linear and radial gradients, vignettes).
+    Smooth,
+    /// A tile repeating every `period.0` px across and `period.1` px down (`f32::INFINITY` on
+    /// an axis without repetition, e.g. stripes).
+    Periodic { period: (f32, f32) },
+}
+
+/// A clip's estimated background.
+#[derive(Debug, Clone)]
+pub struct Plate {
+    pub frames: usize,
+    pub height: usize,
+    pub width: usize,
+    /// Plate RGB in [0, 1], `[T, 3, H, W]`.
+    pub rgb: Vec<f32>,
+    /// Confidence in [0, 1], `[T, H, W]`: how far the plate is to be trusted at each pixel.
+    pub confidence: Vec<f32>,
+    /// Each frame's offset on the canvas (pixels; the first frame's is the origin).
+    pub shifts: Vec<(i32, i32)>,
+    pub fit: SpatialFit,
+    /// 75th-percentile absolute error of the chosen spatial fit on the background samples.
+    pub fit_error: f32,
+}
+
+/// Two colours closer than this (max over channels) agree.
+const AGREE: f32 = 0.06;
+/// A spatial fit whose median error on the samples is below this explains the background.
+const FIT_GOOD: f32 = 0.035;
+/// Largest frame-to-frame motion searched, as a share of the shorter side.
+const MAX_MOTION: f32 = 0.25;
+
+/// Estimates the plate of a clip given as planar RGB `[T, 3, H, W]` in [0, 1].
+pub fn estimate(
+    rgb: &[f32],
+    frames: usize,
+    height: usize,
+    width: usize,
+    options: &PlateOptions,
+) -> Result<Plate> {
+    if frames == 0 || height == 0 || width == 0 || rgb.len() != frames * 3 * height * width {
+        return Err(Error::Invalid(format!(
+            "plate: {} values for {frames} frames of {width}x{height} RGB",
+            rgb.len()
+        )));
+    }
+    let plane = height * width;
+    let frame = |t: usize| &rgb[t * 3 * plane..(t + 1) * 3 * plane];
+    let shifts = if options.temporal && frames > 1 {
+        global_motion(rgb, frames, height, width)
+    } else {
+        vec![(0, 0); frames]
+    };
+    let canvas = Canvas::new(&shifts, height, width);
+    let (cw, ch) = (canvas.width, canvas.height);
+    let cplane = cw * ch;
+
+    // Temporal statistics on the canvas.
+    let mut median = vec![0f32; 3 * cplane];
+    let mut agree = vec![0f32; cplane];
+    let mut varied = vec![false; cplane];
+    let mut covered = vec![0u16; cplane];
+    {
+        let mut vals: Vec<[f32; 3]> = Vec::with_capacity(frames);
+        let mut chan: Vec<f32> = Vec::with_capacity(frames);
+        for cy in 0..ch {
+            for cx in 0..cw {
+                vals.clear();
+                for (t, &(dx, dy)) in shifts.iter().enumerate() {
+                    let (x, y) = (
+                        cx as i64 - canvas.ox - dx as i64,
+                        cy as i64 - canvas.oy - dy as i64,
+                    );
+                    if x < 0 || y < 0 || x >= width as i64 || y >= height as i64 {
+                        continue;
+                    }
+                    let p = y as usize * width + x as usize;
+                    let f = frame(t);
+                    vals.push([f[p], f[plane + p], f[2 * plane + p]]);
+                }
+                let k = cy * cw + cx;
+                covered[k] = vals.len() as u16;
+                if vals.is_empty() {
+                    continue;
+                }
+                let mut m = [0f32; 3];
+                for (c, mc) in m.iter_mut().enumerate() {
+                    chan.clear();
+                    chan.extend(vals.iter().map(|v| v[c]));
+                    *mc = lower_median(&mut chan);
+                }
+                let close = |v: &[f32; 3]| (0..3).all(|c| (v[c] - m[c]).abs() <= AGREE);
+                let n_agree = vals.iter().filter(|v| close(v)).count();
+                // Refine: the mean of the agreeing frames is less noisy than the median (GIF
+                // dither, codec noise) and still ignores the frames where the character is.
+                let mut mean = [0f32; 3];
+                for v in vals.iter().filter(|v| close(v)) {
+                    for c in 0..3 {
+                        mean[c] += v[c];
+                    }
+                }
+                for c in 0..3 {
+                    median[c * cplane + k] = if n_agree > 0 {
+                        mean[c] / n_agree as f32
+                    } else {
+                        m[c]
+                    };
+                }
+                agree[k] = n_agree as f32 / vals.len() as f32;
+                varied[k] = n_agree < vals.len();
+            }
+        }
+    }
+
+    // Background samples: border rings of every frame, and pixels the character uncovered.
+    let ring = (height.min(width) / 16).clamp(2, 32);
+    let mut sample = vec![false; cplane];
+    for &(dx, dy) in &shifts {
+        for y in 0..height {
+            for x in 0..width {
+                let edge = x < ring || y < ring || x + ring >= width || y + ring >= height;
+                if edge {
+                    let k = canvas.index(x, y, dx, dy);
+                    sample[k] = true;
+                }
+            }
+        }
+    }
+    // Only the rings: inside, a character that stays put in most frames makes the majority
+    // (and would pull the fits towards its own colour).
+    for k in 0..cplane {
+        sample[k] = sample[k] && covered[k] > 0 && agree[k] >= 0.6;
+    }
+    let samples: Vec<usize> = (0..cplane).filter(|&k| sample[k]).collect();
+
+    let (fit, fit_error, spatial) = if options.spatial && samples.len() >= 16 {
+        fit_spatial(&median, &samples, cw, ch)
+    } else {
+        (SpatialFit::None, f32::INFINITY, None)
+    };
+    let good_fit = fit_error <= FIT_GOOD;
+
+    // Combine per canvas pixel.
+    let mut plate = vec![0f32; 3 * cplane];
+    let mut conf = vec![0f32; cplane];
+    let mut known = vec![false; cplane];
+    for k in 0..cplane {
+        let t_ok = options.temporal && covered[k] > 0 && agree[k] >= 0.5;
+        let s = spatial
+            .as_ref()
+            .map(|s| [s[k], s[cplane + k], s[2 * cplane + k]]);
+        let m = [median[k], median[cplane + k], median[2 * cplane + k]];
+        let (v, c) = match (good_fit, s) {
+            (true, Some(s)) => {
+                // The temporal value refines a good fit only where it is as close to it as the
+                // fit is to the samples: a character the colour of the background, still in
+                // most frames, must not become background.
+                let tol = (2.0 * fit_error).max(4.0 / 255.0);
+                let consistent = (0..3).all(|c| (m[c] - s[c]).abs() <= tol);
+                let fit_conf = 1.0 - fit_error / (2.0 * FIT_GOOD);
+                if t_ok && consistent {
+                    (m, fit_conf.max(agree[k]))
+                } else {
+                    (s, fit_conf)
+                }
+            }
+            _ if t_ok => {
+                // Seen both covered and uncovered: the majority is the background. Never seen
+                // changing: the background, or a character that never moved.
+                let c = if varied[k] { agree[k] } else { 0.75 * agree[k] };
+                (m, c)
+            }
+            _ => continue,
+        };
+        for c in 0..3 {
+            plate[c * cplane + k] = v[c];
+        }
+        conf[k] = c.clamp(0.0, 1.0);
+        known[k] = true;
+    }
+    if known.iter().any(|&k| !k) {
+        if let Some(s) = &spatial {
+            // A poor fit still beats nothing where no frame ever showed the background.
+            for k in 0..cplane {
+                if !known[k] {
+                    for c in 0..3 {
+                        plate[c * cplane + k] = s[c * cplane + k];
+                    }
+                    conf[k] = 0.1;
+                    known[k] = true;
+                }
+            }
+        } else {
+            pull_push_fill(&mut plate, &known, cw, ch);
+        }
+    }
+
+    // Back to each frame's coordinates.
+    let mut out_rgb = vec![0f32; frames * 3 * plane];
+    let mut out_conf = vec![0f32; frames * plane];
+    for (t, &(dx, dy)) in shifts.iter().enumerate() {
+        for y in 0..height {
+            for x in 0..width {
+                let k = canvas.index(x, y, dx, dy);
+                let p = y * width + x;
+                for c in 0..3 {
+                    out_rgb[(t * 3 + c) * plane + p] = plate[c * cplane + k];
+                }
+                out_conf[t * plane + p] = conf[k];
+            }
+        }
+    }
+    Ok(Plate {
+        frames,
+        height,
+        width,
+        rgb: out_rgb,
+        confidence: out_conf,
+        shifts,
+        fit,
+        fit_error,
+    })
+}
+
+/// The plate as planar `[T, 4, H, W]` (RGB, confidence), the layout the decoder reads.
+pub fn planar_with_confidence(plate: &Plate) -> Vec<f32> {
+    let plane = plate.height * plate.width;
+    let mut out = Vec::with_capacity(plate.frames * 4 * plane);
+    for t in 0..plate.frames {
+        out.extend_from_slice(&plate.rgb[t * 3 * plane..(t + 1) * 3 * plane]);
+        out.extend_from_slice(&plate.confidence[t * plane..(t + 1) * plane]);
+    }
+    out
+}
+
+/// The union of all shifted frames.
+struct Canvas {
+    width: usize,
+    height: usize,
+    /// Canvas position of the origin of an unshifted frame.
+    ox: i64,
+    oy: i64,
+}
+
+impl Canvas {
+    fn new(shifts: &[(i32, i32)], height: usize, width: usize) -> Self {
+        let min_x = shifts.iter().map(|s| s.0).min().unwrap_or(0);
+        let max_x = shifts.iter().map(|s| s.0).max().unwrap_or(0);
+        let min_y = shifts.iter().map(|s| s.1).min().unwrap_or(0);
+        let max_y = shifts.iter().map(|s| s.1).max().unwrap_or(0);
+        Canvas {
+            width: width + (max_x - min_x) as usize,
+            height: height + (max_y - min_y) as usize,
+            ox: -i64::from(min_x),
+            oy: -i64::from(min_y),
+        }
+    }
+
+    fn index(&self, x: usize, y: usize, dx: i32, dy: i32) -> usize {
+        let cx = (x as i64 + self.ox + i64::from(dx)) as usize;
+        let cy = (y as i64 + self.oy + i64::from(dy)) as usize;
+        cy * self.width + cx
+    }
+}
+
+fn lower_median(v: &mut [f32]) -> f32 {
+    let at = (v.len() - 1) / 2;
+    *v.select_nth_unstable_by(at, f32::total_cmp).1
+}
+
+/// Luma planes of every frame.
+fn luma(rgb: &[f32], frames: usize, plane: usize) -> Vec<Vec<f32>> {
+    (0..frames)
+        .map(|t| {
+            let f = &rgb[t * 3 * plane..(t + 1) * 3 * plane];
+            (0..plane)
+                .map(|p| 0.299 * f[p] + 0.587 * f[plane + p] + 0.114 * f[2 * plane + p])
+                .collect()
+        })
+        .collect()
+}
+
+/// Halves a plane (2x2 mean), rounding odd sizes down.
+fn half(src: &[f32], w: usize, h: usize) -> (Vec<f32>, usize, usize) {
+    let (hw, hh) = ((w / 2).max(1), (h / 2).max(1));
+    let mut out = vec![0f32; hw * hh];
+    for y in 0..hh {
+        for x in 0..hw {
+            let at = |xx: usize, yy: usize| src[yy.min(h - 1) * w + xx.min(w - 1)];
+            out[y * hw + x] = 0.25
+                * (at(2 * x, 2 * y)
+                    + at(2 * x + 1, 2 * y)
+                    + at(2 * x, 2 * y + 1)
+                    + at(2 * x + 1, 2 * y + 1));
+        }
+    }
+    (out, hw, hh)
+}
+
+/// The trimmed mean of |a(x) − b(x + d)| over the overlap: the lower 50 % of the differences,
+/// so the character (which moves differently from the background) is ignored. `None` when
+/// the overlap is too small to judge.
+fn shift_error(
+    a: &[f32],
+    b: &[f32],
+    w: usize,
+    h: usize,
+    d: (i32, i32),
+    step: usize,
+) -> Option<f32> {
+    let (dx, dy) = d;
+    let x0 = 0.max(-dx) as usize;
+    let x1 = (w as i64).min(w as i64 - i64::from(dx)).max(0) as usize;
+    let y0 = 0.max(-dy) as usize;
+    let y1 = (h as i64).min(h as i64 - i64::from(dy)).max(0) as usize;
+    if x1 <= x0 + 2 || y1 <= y0 + 2 || (x1 - x0) * (y1 - y0) < (w * h) / 4 {
+        return None;
+    }
+    let mut diffs = Vec::with_capacity((x1 - x0) * (y1 - y0) / (step * step) + 1);
+    for y in (y0..y1).step_by(step) {
+        let by = (y as i64 + i64::from(dy)) as usize;
+        for x in (x0..x1).step_by(step) {
+            let bx = (x as i64 + i64::from(dx)) as usize;
+            diffs.push((a[y * w + x] - b[by * w + bx]).abs());
+        }
+    }
+    let keep = (diffs.len() / 2).max(1);
+    diffs.select_nth_unstable_by(keep - 1, f32::total_cmp);
+    Some(diffs[..keep].iter().sum::<f32>() / keep as f32)
+}
+
+/// The best shift of `b` against `a` within `±radius` of `centre`: the smallest error, ties
+/// (within a small margin: periodic backgrounds alias) broken by the shift closest to
+/// `prefer`.
+fn best_shift(
+    a: &[f32],
+    b: &[f32],
+    w: usize,
+    h: usize,
+    centre: (i32, i32),
+    radius: i32,
+    prefer: (i32, i32),
+    step: usize,
+) -> (i32, i32) {
+    let mut scored = Vec::new();
+    for dy in centre.1 - radius..=centre.1 + radius {
+        for dx in centre.0 - radius..=centre.0 + radius {
+            if let Some(e) = shift_error(a, b, w, h, (dx, dy), step) {
+                scored.push(((dx, dy), e));
+            }
+        }
+    }
+    let Some(best) = scored.iter().map(|s| s.1).min_by(f32::total_cmp) else {
+        return centre;
+    };
+    let margin = best * 0.1 + 1e-3;
+    scored
+        .iter()
+        .filter(|s| s.1 <= best + margin)
+        .min_by_key(|s| {
+            let (dx, dy) = s.0;
+            (
+                (dx - prefer.0).pow(2) + (dy - prefer.1).pow(2),
+                dx.abs() + dy.abs(),
+            )
+        })
+        .map_or(centre, |s| s.0)
+}
+
+/// Each frame's translation against the first, as canvas offsets: frame t's pixel (x, y) lies
+/// at canvas (x + dx, y + dy). Frame-to-frame estimates, coarse to fine, chained; the
+/// previous motion is the preferred tie-break, so a steady pan over a checker stays steady.
+fn global_motion(rgb: &[f32], frames: usize, height: usize, width: usize) -> Vec<(i32, i32)> {
+    let plane = height * width;
+    let lum = luma(rgb, frames, plane);
+    // Pyramid levels down to about 64 px on the shorter side.
+    let mut levels = 0;
+    while (height.min(width) >> (levels + 1)) >= 48 && levels < 4 {
+        levels += 1;
+    }
+    let pyramids: Vec<Vec<(Vec<f32>, usize, usize)>> = lum
+        .into_iter()
+        .map(|l| {
+            let mut pyr = vec![(l, width, height)];
+            for _ in 0..levels {
+                let (src, w, h) = pyr.last().map(|p| (&p.0, p.1, p.2)).expect("level");
+                let next = half(src, w, h);
+                pyr.push(next);
+            }
+            pyr
+        })
+        .collect();
+    let mut out = vec![(0i32, 0i32); frames];
+    let mut last_step = (0i32, 0i32);
+    for t in 1..frames {
+        // Motion of frame t's content relative to frame t-1: content at x in t-1 is at x - d in t.
+        let mut d = (0i32, 0i32);
+        for lvl in (0..=levels).rev() {
+            let (a, w, h) = (
+                &pyramids[t - 1][lvl].0,
+                pyramids[t - 1][lvl].1,
+                pyramids[t - 1][lvl].2,
+            );
+            let b = &pyramids[t][lvl].0;
+            let scale = 1i32 << lvl;
+            let (centre, radius) = if lvl == levels {
+                let r = ((MAX_MOTION * h.min(w) as f32) as i32).clamp(2, 24);
+                ((0, 0), r)
+            } else {
+                ((d.0 * 2, d.1 * 2), 2)
+            };
+            let prefer = (last_step.0 / scale, last_step.1 / scale);
+            let step = if w * h > 128 * 128 { 2 } else { 1 };
+            d = best_shift(a, b, w, h, centre, radius, prefer, step);
+        }
+        last_step = d;
+        // b(x + d) ≈ a(x): frame t's pixel x + d shows what frame t-1 showed at x, so frame
+        // t's canvas offset is frame t-1's minus d.
+        out[t] = (out[t - 1].0 - d.0, out[t - 1].1 - d.1);
+    }
+    out
+}
+
+/// Fits constant, quadratic and periodic models to the samples of the canvas plane `median`
+/// `[3, ch, cw]`; returns the best fit, its median absolute error, and its prediction over
+/// the whole canvas.
+fn fit_spatial(
+    median: &[f32],
+    samples: &[usize],
+    cw: usize,
+    ch: usize,
+) -> (SpatialFit, f32, Option<Vec<f32>>) {
+    let cplane = cw * ch;
+    let value = |k: usize, c: usize| median[c * cplane + k];
+    let error_of = |pred: &[f32]| -> f32 {
+        let mut e: Vec<f32> = samples
+            .iter()
+            .map(|&k| {
+                (0..3)
+                    .map(|c| (pred[c * cplane + k] - value(k, c)).abs())
+                    .fold(0f32, f32::max)
+            })
+            .collect();
+        // The 75th percentile: robust to a character touching the border, yet a two-colour
+        // background (half its samples fit one colour exactly) is not called constant.
+        let at = (e.len() - 1) * 3 / 4;
+        *e.select_nth_unstable_by(at, f32::total_cmp).1
+    };
+    // Constant.
+    let mut constant = vec![0f32; 3 * cplane];
+    for c in 0..3 {
+        let mut v: Vec<f32> = samples.iter().map(|&k| value(k, c)).collect();
+        let m = lower_median(&mut v);
+        constant[c * cplane..(c + 1) * cplane].fill(m);
+    }
+    let e_const = error_of(&constant);
+    let mut best = (SpatialFit::Constant, e_const, constant);
+    if e_const <= 0.5 * AGREE / 2.0 {
+        return (best.0, best.1, Some(best.2));
+    }
+    // Quadratic surface, with one robust reweighting.
+    if let Some(smooth) = fit_quadratic(median, samples, cw, ch) {
+        let e = error_of(&smooth);
+        // Extra parameters must pay for themselves.
+        if e < best.1 * 0.8 {
+            best = (SpatialFit::Smooth, e, smooth);
+        }
+    }
+    if let Some((period, tile)) = fit_periodic(median, samples, cw, ch) {
+        let e = error_of(&tile);
+        if e < best.1 * 0.8 {
+            best = (SpatialFit::Periodic { period }, e, tile);
+        }
+    }
+    (best.0, best.1, Some(best.2))
+}
+
+fn fit_quadratic(median: &[f32], samples: &[usize], cw: usize, ch: usize) -> Option<Vec<f32>> {
+    let cplane = cw * ch;
+    let (sx, sy) = (cw.max(2) as f32 - 1.0, ch.max(2) as f32 - 1.0);
+    let basis = |k: usize| {
+        let (x, y) = (
+            (k % cw) as f32 / sx * 2.0 - 1.0,
+            (k / cw) as f32 / sy * 2.0 - 1.0,
+        );
+        [1.0, x, y, x * x, x * y, y * y]
+    };
+    let mut out = vec![0f32; 3 * cplane];
+    for c in 0..3 {
+        let mut weights = vec![1f32; samples.len()];
+        let mut coef = [0f32; 6];
+        for _round in 0..2 {
+            let mut ata = [[0f64; 6]; 6];
+            let mut atb = [0f64; 6];
+            for (i, &k) in samples.iter().enumerate() {
+                let b = basis(k);
+                let wgt = f64::from(weights[i]);
+                let v = f64::from(median[c * cplane + k]);
+                for r in 0..6 {
+                    atb[r] += wgt * f64::from(b[r]) * v;
+                    for q in 0..6 {
+                        ata[r][q] += wgt * f64::from(b[r]) * f64::from(b[q]);
+                    }
+                }
+            }
+            coef = solve6(ata, atb)?;
+            // Down-weight outliers (the character where it touches the border).
+            for (i, &k) in samples.iter().enumerate() {
+                let b = basis(k);
+                let pred: f32 = b.iter().zip(&coef).map(|(p, q)| p * q).sum();
+                let r = (pred - median[c * cplane + k]).abs();
+                weights[i] = 1.0 / (1.0 + (r / 0.03).powi(2));
+            }
+        }
+        for k in 0..cplane {
+            let b = basis(k);
+            out[c * cplane + k] = b
+                .iter()
+                .zip(&coef)
+                .map(|(p, q)| p * q)
+                .sum::<f32>()
+                .clamp(0.0, 1.0);
+        }
+    }
+    Some(out)
+}
+
+/// Gaussian elimination with partial pivoting for the 6x6 normal equations (ridge-regularised
+/// so a degenerate sample set does not blow up).
+fn solve6(mut a: [[f64; 6]; 6], mut b: [f64; 6]) -> Option<[f32; 6]> {
+    for (i, row) in a.iter_mut().enumerate() {
+        row[i] += 1e-6;
+    }
+    for col in 0..6 {
+        let piv = (col..6).max_by(|&i, &j| a[i][col].abs().total_cmp(&a[j][col].abs()))?;
+        if a[piv][col].abs() < 1e-12 {
+            return None;
+        }
+        a.swap(col, piv);
+        b.swap(col, piv);
+        for r in 0..6 {
+            if r != col {
+                let f = a[r][col] / a[col][col];
+                for q in col..6 {
+                    a[r][q] -= f * a[col][q];
+                }
+                b[r] -= f * b[col];
+            }
+        }
+    }
+    let mut x = [0f32; 6];
+    for i in 0..6 {
+        x[i] = (b[i] / a[i][i]) as f32;
+    }
+    Some(x)
+}
+
+/// One axis's period from sample pairs `p` apart: the first local minimum (4–130 px,
+/// quarter-pixel steps) of the mean colour difference that comes close to the least one, if
+/// that least is well below the typical difference and far below the difference at half the
+/// period (a gradient also differs least at small shifts, but not periodically). `None` for an
+/// axis without repetition.
+fn axis_period(median: &[f32], sample: &[bool], cw: usize, ch: usize, across: bool) -> Option<f32> {
+    let cplane = cw * ch;
+    let len = if across { cw } else { ch };
+    let max_p = 130f32.min(len as f32 / 2.0);
+    if max_p < 4.0 {
+        return None;
+    }
+    let stride = if cplane > 200_000 { 3 } else { 1 };
+    let err_at = |p: f32| -> Option<f32> {
+        let (i0, frac) = (p.floor() as usize, p.fract());
+        let (mut sum, mut n) = (0f32, 0u32);
+        for y in (0..ch).step_by(if across { stride } else { 1 }) {
+            for x in (0..cw).step_by(if across { 1 } else { stride }) {
+                let pos = if across { x } else { y };
+                if pos + i0 + 1 >= len {
+                    continue;
+                }
+                let at = |o: usize| {
+                    if across {
+                        y * cw + x + o
+                    } else {
+                        (y + o) * cw + x
+                    }
+                };
+                let (k, k0, k1) = (at(0), at(i0), at(i0 + 1));
+                if !(sample[k] && sample[k0] && sample[k1]) {
+                    continue;
+                }
+                for c in 0..3 {
+                    let m = &median[c * cplane..(c + 1) * cplane];
+                    sum += (m[k] - (m[k0] * (1.0 - frac) + m[k1] * frac)).abs();
+                }
+                n += 1;
+            }
+        }
+        (n >= 64).then(|| sum / n as f32)
+    };
+    let mut errs = Vec::new();
+    let mut p = 4.0f32;
+    while p <= max_p {
+        if let Some(e) = err_at(p) {
+            errs.push((p, e));
+        }
+        p += 0.25;
+    }
+    let min = errs.iter().map(|e| e.1).min_by(f32::total_cmp)?;
+    let max = errs.iter().map(|e| e.1).max_by(f32::total_cmp)?;
+    let typical = {
+        let mut v: Vec<f32> = errs.iter().map(|e| e.1).collect();
+        lower_median(&mut v)
+    };
+    if max < 0.06 || min > 0.35 * typical.max(1e-6) || min > 0.1 {
+        return None;
+    }
+    let near = min + 0.15 * (typical - min);
+    let mut i = errs.iter().position(|e| e.1 <= near)?;
+    while i + 1 < errs.len() && errs[i + 1].1 < errs[i].1 {
+        i += 1;
+    }
+    let (p, e) = errs[i];
+    let half = err_at(p / 2.0)?;
+    (half >= 2.0 * e + 0.05).then_some(p)
+}
+
+/// A periodic tile fitted to the samples: the periods, then the per-channel median of the
+/// samples in each half-pixel phase bin of the tile, empty bins filled from their neighbours.
+fn fit_periodic(
+    median: &[f32],
+    samples: &[usize],
+    cw: usize,
+    ch: usize,
+) -> Option<((f32, f32), Vec<f32>)> {
+    let cplane = cw * ch;
+    let mut mask = vec![false; cplane];
+    for &k in samples {
+        mask[k] = true;
+    }
+    let px = axis_period(median, &mask, cw, ch, true);
+    let py = axis_period(median, &mask, cw, ch, false);
+    if px.is_none() && py.is_none() {
+        return None;
+    }
+    let bins = |p: Option<f32>| p.map_or(1, |p| ((2.0 * p).round() as usize).max(1));
+    let (nx, ny) = (bins(px), bins(py));
+    let bin = |pos: usize, p: Option<f32>, n: usize| -> usize {
+        p.map_or(0, |p| {
+            ((((pos as f32) % p) / p * n as f32) as usize).min(n - 1)
+        })
+    };
+    let mut tile: Vec<Vec<f32>> = vec![Vec::new(); nx * ny * 3];
+    for &k in samples {
+        let (x, y) = (k % cw, k / cw);
+        let b = bin(y, py, ny) * nx + bin(x, px, nx);
+        for c in 0..3 {
+            tile[b * 3 + c].push(median[c * cplane + k]);
+        }
+    }
+    let mut value = vec![f32::NAN; nx * ny * 3];
+    for (i, v) in tile.iter_mut().enumerate() {
+        if !v.is_empty() {
+            value[i] = lower_median(v);
+        }
+    }
+    // Fill empty bins from filled neighbours (cyclic), a few sweeps.
+    for _ in 0..(nx + ny) {
+        let mut changed = false;
+        let snapshot = value.clone();
+        for by in 0..ny {
+            for bx in 0..nx {
+                let b = by * nx + bx;
+                if !snapshot[b * 3].is_nan() {
+                    continue;
+                }
+                let nbrs = [
+                    by * nx + (bx + 1) % nx,
+                    by * nx + (bx + nx - 1) % nx,
+                    ((by + 1) % ny) * nx + bx,
+                    ((by + ny - 1) % ny) * nx + bx,
+                ];
+                if let Some(&nb) = nbrs.iter().find(|&&nb| !snapshot[nb * 3].is_nan()) {
+                    for c in 0..3 {
+                        value[b * 3 + c] = snapshot[nb * 3 + c];
+                    }
+                    changed = true;
+                }
+            }
+        }
+        if !changed {
+            break;
+        }
+    }
+    if value.iter().any(|v| v.is_nan()) {
+        return None;
+    }
+    let mut out = vec![0f32; 3 * cplane];
+    for y in 0..ch {
+        let by = bin(y, py, ny);
+        for x in 0..cw {
+            let b = by * nx + bin(x, px, nx);
+            for c in 0..3 {
+                out[c * cplane + y * cw + x] = value[b * 3 + c];
+            }
+        }
+    }
+    Some((
+        (px.unwrap_or(f32::INFINITY), py.unwrap_or(f32::INFINITY)),
+        out,
+    ))
+}
+
+/// Fills the unknown pixels of `plane` `[3, h, w]` smoothly from the known ones (pull-push:
+/// weighted means down a pyramid, then back up), the membrane fill of a hole in one pass.
+fn pull_push_fill(plane: &mut [f32], known: &[bool], w: usize, h: usize) {
+    let n = w * h;
+    let mut levels: Vec<(Vec<f32>, Vec<f32>, usize, usize)> = Vec::new();
+    let mut vals = vec![0f32; 3 * n];
+    let mut wts = vec![0f32; n];
+    for k in 0..n {
+        if known[k] {
+            wts[k] = 1.0;
+            for c in 0..3 {
+                vals[c * n + k] = plane[c * n + k];
+            }
+        }
+    }
+    levels.push((vals, wts, w, h));
+    while {
+        let l = levels.last().expect("level");
+        l.2 > 1 || l.3 > 1
+    } {
+        let (v, wt, lw, lh) = levels.last().expect("level");
+        let (nw, nh) = (lw.div_ceil(2), lh.div_ceil(2));
+        let (lw, lh) = (*lw, *lh);
+        let mut nv = vec![0f32; 3 * nw * nh];
+        let mut nwt = vec![0f32; nw * nh];
+        for y in 0..lh {
+            for x in 0..lw {
+                let k = y * lw + x;
+                let q = (y / 2) * nw + x / 2;
+                nwt[q] += wt[k];
+                for c in 0..3 {
+                    nv[c * nw * nh + q] += v[c * lw * lh + k] * wt[k];
+                }
+            }
+        }
+        for q in 0..nw * nh {
+            if nwt[q] > 0.0 {
+                for c in 0..3 {
+                    nv[c * nw * nh + q] /= nwt[q];
+                }
+                nwt[q] = nwt[q].min(1.0);
+            }
+        }
+        levels.push((nv, nwt, nw, nh));
+    }
+    // Push: fill each level's gaps from the coarser level.
+    for i in (0..levels.len() - 1).rev() {
+        let (coarse, rest) = levels.split_at_mut(i + 1);
+        let (cv, _, cw, chh) = &rest[0];
+        let (fv, fwt, fw, fh) = &mut coarse[i];
+        let (fw, fh) = (*fw, *fh);
+        for y in 0..fh {
+            for x in 0..fw {
+                let k = y * fw + x;
+                let a = fwt[k].min(1.0);
+                if a >= 1.0 {
+                    continue;
+                }
+                let q = (y / 2).min(chh - 1) * cw + (x / 2).min(cw - 1);
+                for c in 0..3 {
+                    fv[c * fw * fh + k] =
+                        fv[c * fw * fh + k] * a + cv[c * cw * chh + q] * (1.0 - a);
+                }
+                fwt[k] = 1.0;
+            }
+        }
+    }
+    let (v, _, _, _) = &levels[0];
+    for k in 0..n {
+        if !known[k] {
+            for c in 0..3 {
+                plane[c * n + k] = v[c * n + k];
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

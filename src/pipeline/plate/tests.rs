@@ -1,0 +1,264 @@
+use super::*;
+
+/// A synthetic clip: `bg(t, x, y)` behind a character `fg(t, x, y) -> Option<rgb>`; returns
+/// planar RGB `[T, 3, H, W]` and the background-visible mask `[T, H, W]`.
+fn clip(
+    frames: usize,
+    size: usize,
+    bg: impl Fn(usize, usize, usize) -> [f32; 3],
+    fg: impl Fn(usize, usize, usize) -> Option<[f32; 3]>,
+) -> (Vec<f32>, Vec<bool>) {
+    let plane = size * size;
+    let mut rgb = vec![0f32; frames * 3 * plane];
+    let mut seen = vec![false; frames * plane];
+    for t in 0..frames {
+        for y in 0..size {
+            for x in 0..size {
+                let p = y * size + x;
+                let v = match fg(t, x, y) {
+                    Some(c) => c,
+                    None => {
+                        seen[t * plane + p] = true;
+                        bg(t, x, y)
+                    }
+                };
+                for c in 0..3 {
+                    rgb[(t * 3 + c) * plane + p] = (v[c] * 255.0).round() / 255.0;
+                }
+            }
+        }
+    }
+    (rgb, seen)
+}
+
+/// A striped disc of radius `r` centred at `(cx, cy)`.
+fn disc(x: usize, y: usize, cx: f32, cy: f32, r: f32) -> Option<[f32; 3]> {
+    let (dx, dy) = (x as f32 - cx, y as f32 - cy);
+    (dx * dx + dy * dy <= r * r).then(|| {
+        if (x / 3) % 2 == 0 {
+            [0.9, 0.2, 0.1]
+        } else {
+            [0.1, 0.3, 0.8]
+        }
+    })
+}
+
+/// A character that crosses the canvas (a disc moving diagonally).
+fn mover(t: usize, x: usize, y: usize, size: usize, frames: usize) -> Option<[f32; 3]> {
+    let s = size as f32;
+    let k = t as f32 / (frames - 1).max(1) as f32;
+    disc(x, y, s * (0.2 + 0.6 * k), s * (0.25 + 0.5 * k), s * 0.1)
+}
+
+/// Mean absolute plate error (0–255 scale) over the background pixels each frame shows.
+fn seen_error(plate: &Plate, truth: &[f32], seen: &[bool]) -> f32 {
+    let plane = plate.height * plate.width;
+    let (mut sum, mut n) = (0f64, 0u64);
+    for t in 0..plate.frames {
+        for p in 0..plane {
+            if !seen[t * plane + p] {
+                continue;
+            }
+            for c in 0..3 {
+                let i = (t * 3 + c) * plane + p;
+                sum += f64::from((plate.rgb[i] - truth[i]).abs());
+                n += 1;
+            }
+        }
+    }
+    (sum / n.max(1) as f64 * 255.0) as f32
+}
+
+/// The background alone, rendered as the clip renders it.
+fn truth(frames: usize, size: usize, bg: impl Fn(usize, usize, usize) -> [f32; 3]) -> Vec<f32> {
+    clip(frames, size, bg, |_, _, _| None).0
+}
+
+fn run(
+    frames: usize,
+    size: usize,
+    bg: impl Fn(usize, usize, usize) -> [f32; 3] + Copy,
+    fg: impl Fn(usize, usize, usize) -> Option<[f32; 3]>,
+) -> (Plate, f32) {
+    let (rgb, seen) = clip(frames, size, bg, fg);
+    let plate = estimate(&rgb, frames, size, size, &PlateOptions::default()).expect("plate");
+    let err = seen_error(&plate, &truth(frames, size, bg), &seen);
+    (plate, err)
+}
+
+#[test]
+fn a_static_plain_background_is_recovered() {
+    let (n, s) = (16, 96);
+    let (plate, err) = run(
+        n,
+        s,
+        |_, _, _| [0.95, 0.95, 0.93],
+        |t, x, y| mover(t, x, y, s, n),
+    );
+    assert!(err <= 2.0, "error {err}");
+    assert_eq!(plate.fit, SpatialFit::Constant);
+    assert!(
+        plate.shifts.iter().all(|&d| d == (0, 0)),
+        "{:?}",
+        plate.shifts
+    );
+}
+
+#[test]
+fn a_gradient_is_recovered() {
+    let (n, s) = (16, 96);
+    let grad = |_: usize, x: usize, y: usize| {
+        let u = (x as f32 + 0.5 * y as f32) / 144.0;
+        [0.2 + 0.6 * u, 0.8 - 0.5 * u, 0.5]
+    };
+    let (plate, err) = run(n, s, grad, |t, x, y| mover(t, x, y, s, n));
+    assert!(err <= 2.0, "error {err}");
+    assert_eq!(plate.fit, SpatialFit::Smooth);
+}
+
+#[test]
+fn a_pan_of_three_pixels_per_frame_is_followed() {
+    let (n, s) = (16, 96);
+    // Photo-like texture panning left 3 px per frame: frame t shows the scene at x + 3t.
+    let scene = |t: usize, x: usize, y: usize| {
+        let (u, v) = ((x + 3 * t) as f32, y as f32);
+        let a = crate::train::synth::fbm(5, u / 17.0, v / 17.0, 3);
+        let b = crate::train::synth::fbm(9, u / 9.0, v / 23.0, 2);
+        [a, 0.5 * a + 0.5 * b, b]
+    };
+    let (plate, err) = run(n, s, scene, |t, x, y| mover(t, x, y, s, n));
+    assert!(err <= 2.0, "error {err}");
+    for (t, &(dx, dy)) in plate.shifts.iter().enumerate() {
+        assert_eq!(
+            (dx, dy),
+            (-3 * t as i32, 0),
+            "frame {t}: {:?}",
+            plate.shifts
+        );
+    }
+}
+
+fn checker(
+    cell: usize,
+    a: [f32; 3],
+    b: [f32; 3],
+) -> impl Fn(usize, usize, usize) -> [f32; 3] + Copy {
+    move |_, x, y| if (x / cell + y / cell) % 2 == 0 { a } else { b }
+}
+
+#[test]
+fn checkers_of_every_size_are_recovered_grey_and_coloured() {
+    let grey = ([0.8, 0.8, 0.8], [1.0, 1.0, 1.0]);
+    let coloured = ([0.95, 0.6, 0.7], [0.55, 0.8, 0.95]);
+    for cell in [4, 8, 16, 32] {
+        for (a, b) in [grey, coloured] {
+            let (n, s) = (16, 160);
+            let (plate, err) = run(n, s, checker(cell, a, b), |t, x, y| mover(t, x, y, s, n));
+            assert!(
+                err <= 2.0,
+                "cell {cell} {a:?}: error {err} ({:?})",
+                plate.fit
+            );
+            // A still character: only the periodic fit can say what is under it.
+            let (plate, err) = run(n, s, checker(cell, a, b), |_, x, y| {
+                disc(x, y, 80.0, 80.0, 40.0)
+            });
+            assert!(
+                err <= 2.0,
+                "still, cell {cell} {a:?}: error {err} ({:?})",
+                plate.fit
+            );
+            match plate.fit {
+                SpatialFit::Periodic { period } => {
+                    let want = 2.0 * cell as f32;
+                    assert!(
+                        (period.0 - want).abs() < 0.5 && (period.1 - want).abs() < 0.5,
+                        "cell {cell}: {period:?}"
+                    )
+                }
+                other => panic!("cell {cell}: {other:?}"),
+            }
+            // Under the character, too.
+            let under = plate.rgb[(80 * s) + 80];
+            let want = checker(cell, a, b)(0, 80, 80)[0];
+            assert!(
+                (under - want).abs() < 0.02,
+                "cell {cell}: {under} vs {want}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_character_that_never_moves_is_not_taken_for_background() {
+    let (n, s) = (16, 96);
+    let bg = |_: usize, _: usize, _: usize| [0.2, 0.7, 0.3];
+    let (plate, err) = run(n, s, bg, |_, x, y| disc(x, y, 48.0, 48.0, 20.0));
+    assert!(err <= 2.0, "error {err}");
+    // The plate under the character is the background, not the character.
+    let plane = s * s;
+    let p = 48 * s + 48;
+    assert!(
+        (plate.rgb[plane + p] - 0.7).abs() < 0.01,
+        "{}",
+        plate.rgb[plane + p]
+    );
+}
+
+#[test]
+fn a_striped_character_on_plain_background_is_not_a_checker() {
+    let (n, s) = (8, 96);
+    let bg = |_: usize, _: usize, _: usize| [1.0, 1.0, 1.0];
+    // Stripes 4 px wide over a big still square.
+    let fg = |_: usize, x: usize, y: usize| {
+        ((16..80).contains(&x) && (16..80).contains(&y)).then(|| {
+            if (x / 4) % 2 == 0 {
+                [0.0, 0.0, 0.0]
+            } else {
+                [0.9, 0.9, 0.9]
+            }
+        })
+    };
+    let (plate, err) = run(n, s, bg, fg);
+    assert!(err <= 2.0, "error {err}");
+    assert_eq!(plate.fit, SpatialFit::Constant);
+    assert!((plate.rgb[48 * s + 48] - 1.0).abs() < 0.01);
+}
+
+#[test]
+fn ablation_switches_and_bad_input() {
+    let (n, s) = (8, 64);
+    let (rgb, _) = clip(
+        n,
+        s,
+        |_, _, _| [0.5, 0.5, 0.5],
+        |t, x, y| mover(t, x, y, s, n),
+    );
+    let spatial = estimate(
+        &rgb,
+        n,
+        s,
+        s,
+        &PlateOptions {
+            temporal: false,
+            spatial: true,
+        },
+    )
+    .expect("spatial");
+    assert_eq!(spatial.fit, SpatialFit::Constant);
+    let temporal = estimate(
+        &rgb,
+        n,
+        s,
+        s,
+        &PlateOptions {
+            temporal: true,
+            spatial: false,
+        },
+    )
+    .expect("temporal");
+    assert_eq!(temporal.fit, SpatialFit::None);
+    assert!(temporal.rgb.iter().all(|v| v.is_finite()));
+    assert!(estimate(&rgb[1..], n, s, s, &PlateOptions::default()).is_err());
+    assert!(estimate(&[], 0, s, s, &PlateOptions::default()).is_err());
+}
