@@ -365,7 +365,7 @@ pub fn background_frames(
                             (i64::from(x + ox) + vx * i as i64).rem_euclid(1 << 20) as u32 / cell;
                         let v =
                             (i64::from(y + oy) + vy * i as i64).rem_euclid(1 << 20) as u32 / cell;
-                        to_px(if (u + v) % 2 == 0 { a } else { b })
+                        to_px(if (u + v).is_multiple_of(2) { a } else { b })
                     })
                 })
                 .collect();

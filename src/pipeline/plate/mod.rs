@@ -379,16 +379,13 @@ fn shift_error(
 /// The best shift of `b` against `a` within `±radius` of `centre`: the smallest error, ties
 /// (within a small margin: periodic backgrounds alias) broken by the shift closest to
 /// `prefer`.
-fn best_shift(
-    a: &[f32],
-    b: &[f32],
-    w: usize,
-    h: usize,
-    centre: (i32, i32),
-    radius: i32,
-    prefer: (i32, i32),
-    step: usize,
-) -> (i32, i32) {
+fn best_shift(a: &[f32], b: &[f32], w: usize, h: usize, search: &Search) -> (i32, i32) {
+    let Search {
+        centre,
+        radius,
+        prefer,
+        step,
+    } = *search;
     let mut scored = Vec::new();
     for dy in centre.1 - radius..=centre.1 + radius {
         for dx in centre.0 - radius..=centre.0 + radius {
@@ -412,6 +409,16 @@ fn best_shift(
             )
         })
         .map_or(centre, |s| s.0)
+}
+
+/// Where [`best_shift`] looks: shifts within `radius` of `centre`, ties broken towards
+/// `prefer`, every `step`-th pixel scored.
+#[derive(Debug, Clone, Copy)]
+struct Search {
+    centre: (i32, i32),
+    radius: i32,
+    prefer: (i32, i32),
+    step: usize,
 }
 
 /// Each frame's translation against the first, as canvas offsets: frame t's pixel (x, y) lies
@@ -458,7 +465,18 @@ fn global_motion(rgb: &[f32], frames: usize, height: usize, width: usize) -> Vec
             };
             let prefer = (last_step.0 / scale, last_step.1 / scale);
             let step = if w * h > 128 * 128 { 2 } else { 1 };
-            d = best_shift(a, b, w, h, centre, radius, prefer, step);
+            d = best_shift(
+                a,
+                b,
+                w,
+                h,
+                &Search {
+                    centre,
+                    radius,
+                    prefer,
+                    step,
+                },
+            );
         }
         last_step = d;
         // b(x + d) ≈ a(x): frame t's pixel x + d shows what frame t-1 showed at x, so frame
@@ -588,8 +606,9 @@ fn solve6(mut a: [[f64; 6]; 6], mut b: [f64; 6]) -> Option<[f32; 6]> {
         for r in 0..6 {
             if r != col {
                 let f = a[r][col] / a[col][col];
-                for q in col..6 {
-                    a[r][q] -= f * a[col][q];
+                let pivot_row = a[col];
+                for (x, p) in a[r].iter_mut().zip(pivot_row).skip(col) {
+                    *x -= f * p;
                 }
                 b[r] -= f * b[col];
             }

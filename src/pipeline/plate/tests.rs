@@ -34,13 +34,12 @@ fn clip(
 /// A striped disc of radius `r` centred at `(cx, cy)`.
 fn disc(x: usize, y: usize, cx: f32, cy: f32, r: f32) -> Option<[f32; 3]> {
     let (dx, dy) = (x as f32 - cx, y as f32 - cy);
-    (dx * dx + dy * dy <= r * r).then(|| {
-        if (x / 3) % 2 == 0 {
-            [0.9, 0.2, 0.1]
-        } else {
-            [0.1, 0.3, 0.8]
-        }
-    })
+    let colour = if (x / 3).is_multiple_of(2) {
+        [0.9, 0.2, 0.1]
+    } else {
+        [0.1, 0.3, 0.8]
+    };
+    (dx * dx + dy * dy <= r * r).then_some(colour)
 }
 
 /// A character that crosses the canvas (a disc moving diagonally).
@@ -143,7 +142,13 @@ fn checker(
     a: [f32; 3],
     b: [f32; 3],
 ) -> impl Fn(usize, usize, usize) -> [f32; 3] + Copy {
-    move |_, x, y| if (x / cell + y / cell) % 2 == 0 { a } else { b }
+    move |_, x, y| {
+        if (x / cell + y / cell).is_multiple_of(2) {
+            a
+        } else {
+            b
+        }
+    }
 }
 
 #[test]
@@ -211,13 +216,12 @@ fn a_striped_character_on_plain_background_is_not_a_checker() {
     let bg = |_: usize, _: usize, _: usize| [1.0, 1.0, 1.0];
     // Stripes 4 px wide over a big still square.
     let fg = |_: usize, x: usize, y: usize| {
-        ((16..80).contains(&x) && (16..80).contains(&y)).then(|| {
-            if (x / 4) % 2 == 0 {
-                [0.0, 0.0, 0.0]
-            } else {
-                [0.9, 0.9, 0.9]
-            }
-        })
+        let colour = if (x / 4).is_multiple_of(2) {
+            [0.0, 0.0, 0.0]
+        } else {
+            [0.9, 0.9, 0.9]
+        };
+        ((16..80).contains(&x) && (16..80).contains(&y)).then_some(colour)
     };
     let (plate, err) = run(n, s, bg, fg);
     assert!(err <= 2.0, "error {err}");
