@@ -374,6 +374,27 @@ fn load_art(dir: &Path) -> anyhow::Result<ArtLibrary> {
     Ok(lib)
 }
 
+/// The items of `all` named by `names`; an unknown name is an error that lists the known ones.
+fn by_names<T: Copy>(
+    names: &[String],
+    all: &[T],
+    name: fn(T) -> &'static str,
+    what: &str,
+) -> anyhow::Result<Vec<T>> {
+    names
+        .iter()
+        .map(|n| {
+            all.iter()
+                .copied()
+                .find(|&x| name(x) == n)
+                .with_context(|| {
+                    let known: Vec<&str> = all.iter().map(|&x| name(x)).collect();
+                    format!("unknown {what} `{n}` (known: {})", known.join(", "))
+                })
+        })
+        .collect()
+}
+
 fn data_config(size: u32, frames: u32, common: &SourceArgs) -> anyhow::Result<DataConfig> {
     let mut data = DataConfig::procedural(size, frames, Split::Train);
     data.photos = common.photos.clone();
@@ -382,36 +403,18 @@ fn data_config(size: u32, frames: u32, common: &SourceArgs) -> anyhow::Result<Da
     {
         bail!("--photos is not a folder: {}", p.display());
     }
-    data.backgrounds = common
-        .backgrounds
-        .iter()
-        .map(|name| {
-            Background::ALL
-                .into_iter()
-                .find(|b| b.name() == name)
-                .with_context(|| {
-                    format!(
-                        "unknown background `{name}` (known: {})",
-                        Background::ALL.map(Background::name).join(", ")
-                    )
-                })
-        })
-        .collect::<anyhow::Result<_>>()?;
-    data.degradations = common
-        .degradations
-        .iter()
-        .map(|name| {
-            Degradation::ALL
-                .into_iter()
-                .find(|d| d.name() == name)
-                .with_context(|| {
-                    format!(
-                        "unknown degradation `{name}` (known: {})",
-                        Degradation::ALL.map(Degradation::name).join(", ")
-                    )
-                })
-        })
-        .collect::<anyhow::Result<_>>()?;
+    data.backgrounds = by_names(
+        &common.backgrounds,
+        &Background::ALL,
+        Background::name,
+        "background",
+    )?;
+    data.degradations = by_names(
+        &common.degradations,
+        &Degradation::ALL,
+        Degradation::name,
+        "degradation",
+    )?;
     let mut sources: Vec<(Arc<dyn ClipSource>, f32)> = Vec::new();
     match &common.art {
         Some(dir) => {

@@ -58,26 +58,39 @@ pub fn colour_key(sample: &Sample, rule: &KeyPrior) -> Vec<Plane> {
     (0..sample.frames)
         .map(|t| {
             let ch = |c: usize| &sample.rgb[(t * 3 + c) * n..(t * 3 + c + 1) * n];
-            let (r, g, b) = (ch(0), ch(1), ch(2));
-            let border: Vec<usize> = (0..s)
-                .flat_map(|i| [i, (s - 1) * s + i, i * s, i * s + s - 1])
-                .collect();
             let median = |p: &[f32]| {
-                let mut v: Vec<f32> = border.iter().map(|&k| p[k]).collect();
+                let mut v: Vec<f32> = border(s).map(|k| p[k]).collect();
                 v.sort_by(f32::total_cmp);
                 v[v.len() / 2]
             };
-            let key = [median(r), median(g), median(b)];
-            let dist_at = |k: usize| {
-                ((r[k] - key[0]).powi(2) + (g[k] - key[1]).powi(2) + (b[k] - key[2]).powi(2)).sqrt()
-            };
-            let dist: Vec<f32> = (0..n).map(dist_at).collect();
-            let border_dist: Vec<f32> = border.iter().map(|&k| dist[k]).collect();
-            let ramp = rule.frame_ramp(&border_dist, &dist);
-            let data = dist.iter().map(|&d| KeyPrior::ramp(d, ramp)).collect();
-            Plane { w: s, h: s, data }
+            let key = [median(ch(0)), median(ch(1)), median(ch(2))];
+            ramped(sample, t, rule, |c, _| key[c])
         })
         .collect()
+}
+
+/// Indices of a square frame's border pixels (corners twice), as the model's key reads them.
+fn border(s: usize) -> impl Iterator<Item = usize> {
+    (0..s).flat_map(move |i| [i, (s - 1) * s + i, i * s, i * s + s - 1])
+}
+
+/// Frame `t`'s alpha keyed against the background colour `bg(channel, pixel)`, with `rule`'s
+/// ramp for the frame (set from the border's distances).
+fn ramped(sample: &Sample, t: usize, rule: &KeyPrior, bg: impl Fn(usize, usize) -> f32) -> Plane {
+    let s = sample.size;
+    let n = s * s;
+    let dist: Vec<f32> = (0..n)
+        .map(|k| {
+            (0..3)
+                .map(|c| (sample.rgb[(t * 3 + c) * n + k] - bg(c, k)).powi(2))
+                .sum::<f32>()
+                .sqrt()
+        })
+        .collect();
+    let border_dist: Vec<f32> = border(s).map(|k| dist[k]).collect();
+    let ramp = rule.frame_ramp(&border_dist, &dist);
+    let data = dist.iter().map(|&d| KeyPrior::ramp(d, ramp)).collect();
+    Plane { w: s, h: s, data }
 }
 
 /// The plate prior alone: alpha ramps with each pixel's RGB distance from the sample's plate
@@ -90,25 +103,7 @@ pub fn plate_key(sample: &Sample, rule: &KeyPrior) -> Result<Vec<Plane>> {
         return Err(Error::Invalid("the validation sample has no plate".into()));
     }
     Ok((0..sample.frames)
-        .map(|t| {
-            let px = |c: usize, k: usize| sample.rgb[(t * 3 + c) * n + k];
-            let pl = |c: usize, k: usize| sample.plate[(t * 4 + c) * n + k];
-            let dist: Vec<f32> = (0..n)
-                .map(|k| {
-                    (0..3)
-                        .map(|c| (px(c, k) - pl(c, k)).powi(2))
-                        .sum::<f32>()
-                        .sqrt()
-                })
-                .collect();
-            let border: Vec<f32> = (0..s)
-                .flat_map(|i| [i, (s - 1) * s + i, i * s, i * s + s - 1])
-                .map(|k| dist[k])
-                .collect();
-            let ramp = rule.frame_ramp(&border, &dist);
-            let data = dist.iter().map(|&d| KeyPrior::ramp(d, ramp)).collect();
-            Plane { w: s, h: s, data }
-        })
+        .map(|t| ramped(sample, t, rule, |c, k| sample.plate[(t * 4 + c) * n + k]))
         .collect())
 }
 
