@@ -296,3 +296,72 @@ fn the_studio_rematte_and_the_cli_give_identical_frames() {
         a.frames[0].image.pixels().map(|p| p.0[3]).collect();
     assert!(alphas.len() > 1);
 }
+
+/// README's first-run command, read from README itself so the two cannot drift apart: on a
+/// fresh clone it re-mattes a shipped example (an octopus over a baked-in transparency
+/// checker) into a Telegram sticker with the shipped default, and the checker comes out
+/// transparent while the octopus stays.
+#[test]
+fn the_readme_first_run_command_makes_a_clean_telegram_sticker() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let shipped = root.join(ildiff::pipeline::models::DEFAULT_MODEL);
+    if !shipped.is_file() {
+        eprintln!("no default model ships yet: {}", shipped.display());
+        return;
+    }
+    let readme = std::fs::read_to_string(root.join("README.md")).expect("README");
+    let line = readme
+        .lines()
+        .find(|l| l.starts_with("./target/release/ildiff matte assets/examples/"))
+        .expect("README has a first-run command on a shipped example");
+    let mut args: Vec<String> = line
+        .split_whitespace()
+        .skip(1)
+        .map(str::to_string)
+        .collect();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("sticker.webm");
+    let o = args
+        .iter()
+        .position(|a| a == "-o")
+        .expect("-o in the command");
+    args[o + 1] = out.to_string_lossy().into_owned();
+    assert!(root.join(&args[1]).is_file(), "{} is shipped", args[1]);
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_ildiff"))
+        .args(&args)
+        .current_dir(root)
+        .env_remove("ILDIFF_DEFAULT_MODEL")
+        .output()
+        .expect("run ildiff");
+    assert!(
+        run.status.success(),
+        "{line}\n{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let got = ildiff::media::decode::open(&out, &ildiff::media::Limits::default()).expect("read");
+    assert!(got.frames.len() >= 8, "{} frames", got.frames.len());
+    let (w, h) = (got.width as usize, got.height as usize);
+    let (mut ring, mut nr, mut all) = (0f64, 0usize, 0f64);
+    for f in &got.frames {
+        for (x, y, p) in f.image.enumerate_pixels() {
+            let a = f64::from(p[3]) / 255.0;
+            all += a;
+            let (x, y) = (x as usize, y as usize);
+            // The outer tenth of the frame: the octopus never reaches it, the checker fills it.
+            if x < w / 10 || y < h / 10 || x >= w - w / 10 || y >= h - h / 10 {
+                ring += a;
+                nr += 1;
+            }
+        }
+    }
+    let ring = ring / nr as f64;
+    let cover = all / (w * h * got.frames.len()) as f64;
+    assert!(
+        ring < 0.05,
+        "the baked-in checker stays opaque: mean border alpha {ring:.3}"
+    );
+    assert!(
+        (0.03..0.5).contains(&cover),
+        "the octopus should cover part of the frame: mean alpha {cover:.3}"
+    );
+}

@@ -110,6 +110,13 @@ pub struct ValidateArgs {
     /// Which plates the clips carry (for plate-prior models and the "plate + ramp" row).
     #[arg(long, value_enum, default_value_t = PlateKind::Both)]
     pub plate: PlateKind,
+    /// Also print each clip's alpha PSNR per method.
+    #[arg(long)]
+    pub per_clip: bool,
+    /// Write a contact sheet per clip here (input, plate, confidence, truth, then each
+    /// method's alpha; first, middle and last frame).
+    #[arg(long)]
+    pub dump: Option<PathBuf>,
 }
 
 /// What every run shares: output, schedule, data.
@@ -715,7 +722,8 @@ fn train_decoder(args: &DecoderArgs) -> anyhow::Result<bool> {
 
 fn validate(args: &ValidateArgs) -> anyhow::Result<bool> {
     use crate::train::validate::{
-        colour_key, markdown, model_alpha, plate_key, report, val_samples,
+        colour_key, contact_sheet, markdown, model_alpha, per_clip_table, plate_key, report,
+        val_samples,
     };
     if args.models.is_empty() && !args.keying {
         bail!("nothing to score: give --model PATH and/or --keying");
@@ -732,25 +740,23 @@ fn validate(args: &ValidateArgs) -> anyhow::Result<bool> {
         t0.elapsed().as_secs_f64()
     );
     let mut reports = Vec::new();
+    let mut all_preds = Vec::new();
     if args.keying {
         let key =
             |rule: KeyPrior| -> Vec<_> { samples.iter().map(|s| colour_key(s, &rule)).collect() };
-        reports.push(report(
-            "colour keying",
-            &samples,
-            &key(KeyPrior::default()),
-        )?);
+        let keyed = key(KeyPrior::default());
+        reports.push(report("colour keying", &samples, &keyed)?);
+        all_preds.push(keyed);
         // The CPU default's prior alone, so the table shows what the network adds to it.
-        reports.push(report(
-            "adaptive key (prior alone)",
-            &samples,
-            &key(KeyPrior::adaptive()),
-        )?);
+        let adaptive = key(KeyPrior::adaptive());
+        reports.push(report("adaptive key (prior alone)", &samples, &adaptive)?);
+        all_preds.push(adaptive);
         let plated = samples
             .iter()
             .map(|s| plate_key(s, &KeyPrior::plate()))
             .collect::<crate::Result<Vec<_>>>()?;
         reports.push(report("plate + ramp (no network)", &samples, &plated)?);
+        all_preds.push(plated);
     }
     let dev = Device::Cpu;
     for spec in &args.models {
@@ -774,9 +780,26 @@ fn validate(args: &ValidateArgs) -> anyhow::Result<bool> {
             .with_context(|| format!("matting with {}", path.display()))?;
         eprintln!("{name}: {:.1} s", t0.elapsed().as_secs_f64());
         reports.push(report(&name, &samples, &preds)?);
+        all_preds.push(preds);
     }
     println!("cells: alpha PSNR dB / SSIM / dtSSD / hole residue\n");
     print!("{}", markdown(&reports));
+    if args.per_clip {
+        println!();
+        print!("{}", per_clip_table(&samples, &reports));
+    }
+    if let Some(dir) = &args.dump {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        for (i, s) in samples.iter().enumerate() {
+            let preds: Vec<&[crate::eval::Plane]> =
+                all_preds.iter().map(|p| p[i].as_slice()).collect();
+            let path = dir.join(format!("{i:03}-{}.png", s.background.name()));
+            let mut png = std::io::Cursor::new(Vec::new());
+            contact_sheet(s, &preds).write_to(&mut png, image::ImageFormat::Png)?;
+            write_atomic(&path, png.get_ref())?;
+        }
+        eprintln!("contact sheets in {}", dir.display());
+    }
     if let Some(p) = &args.json {
         write_atomic(p, serde_json::to_string_pretty(&reports)?.as_bytes())?;
     }

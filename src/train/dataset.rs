@@ -137,6 +137,8 @@ pub struct Sample {
     /// The estimated background plate `[T, 4, S, S]` (RGB, confidence) when the data asks
     /// for one ([`DataConfig::plate`]), else empty.
     pub plate: Vec<f32>,
+    /// What the plate estimate found (its spatial fit and that fit's error), for reports.
+    pub plate_fit: String,
 }
 
 impl Sample {
@@ -145,6 +147,7 @@ impl Sample {
     pub fn estimate_plate(&mut self, options: &PlateOptions) -> Result<()> {
         let p = plate::estimate(&self.rgb, self.frames, self.size, self.size, options)?;
         self.plate = plate::planar_with_confidence(&p);
+        self.plate_fit = format!("{:?} {:.0}% {:.3}", p.fit, 100.0 * p.fit_share, p.fit_error);
         Ok(())
     }
 }
@@ -234,6 +237,7 @@ fn to_sample(
         labels: Vec::new(),
         panning: false,
         plate: Vec::new(),
+        plate_fit: String::new(),
     };
     for (i, (a, g)) in rgb.frames.iter().zip(&gt.frames).enumerate() {
         for y in 0..s {

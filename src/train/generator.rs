@@ -591,6 +591,7 @@ pub fn make_gen_sample(data: &GenData, seed: u64, index: u64) -> Result<Sample> 
         labels,
         panning: false,
         plate: Vec::new(),
+        plate_fit: String::new(),
     })
 }
 

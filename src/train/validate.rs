@@ -154,6 +154,8 @@ pub struct MethodReport {
     pub by_background: Vec<(String, ClipMetrics)>,
     /// Per background motion (static, panning), then per input format.
     pub by_format: Vec<(String, ClipMetrics)>,
+    /// Per clip, in sample order (what `--per-clip` prints, to find the clips that fail).
+    pub per_clip: Vec<ClipMetrics>,
 }
 
 /// Scores per-sample predictions against the samples' truth.
@@ -193,6 +195,7 @@ pub fn report(method: &str, samples: &[Sample], preds: &[Vec<Plane>]) -> Result<
         overall,
         by_background,
         by_format,
+        per_clip: per,
     })
 }
 
@@ -234,6 +237,93 @@ pub fn markdown(reports: &[MethodReport]) -> String {
     out
 }
 
+/// One line per clip: its background, motion and format, then each method's alpha PSNR, so
+/// the few clips that drag a mean down can be found and looked at (`--dump`).
+pub fn per_clip_table(samples: &[Sample], reports: &[MethodReport]) -> String {
+    let mut out = format!(
+        "| clip | background | motion | format | plate fit | {} |\n|---|---|---|---|---|{}\n",
+        reports
+            .iter()
+            .map(|r| r.method.as_str())
+            .collect::<Vec<_>>()
+            .join(" | "),
+        "---|".repeat(reports.len())
+    );
+    for (i, s) in samples.iter().enumerate() {
+        let cells: Vec<String> = reports
+            .iter()
+            .map(|r| {
+                r.per_clip
+                    .get(i)
+                    .map_or("–".into(), |m| format!("{:.2}", m.psnr))
+            })
+            .collect();
+        out.push_str(&format!(
+            "| {i} | {} | {} | {} | {} | {} |\n",
+            s.background.name(),
+            if s.panning { "panning" } else { "static" },
+            format_label(s.degradation),
+            if s.plate_fit.is_empty() {
+                "–"
+            } else {
+                &s.plate_fit
+            },
+            cells.join(" | ")
+        ));
+    }
+    out
+}
+
+/// A clip's first, middle and last frame as rows of an RGB picture: input, plate, plate
+/// confidence, true alpha, and one alpha per prediction, side by side (`--dump`).
+pub fn contact_sheet(sample: &Sample, preds: &[&[Plane]]) -> image::RgbImage {
+    let s = sample.size;
+    let n = s * s;
+    let rows = if sample.frames > 2 {
+        vec![0, sample.frames / 2, sample.frames - 1]
+    } else {
+        (0..sample.frames).collect()
+    };
+    let has_plate = sample.plate.len() == sample.frames * 4 * n;
+    let cols = 2 + if has_plate { 2 } else { 0 } + preds.len();
+    let mut img = image::RgbImage::new((cols * s) as u32, (rows.len() * s) as u32);
+    let px = |v: f32| (v.clamp(0.0, 1.0) * 255.0).round() as u8;
+    for (r, &t) in rows.iter().enumerate() {
+        let mut tiles: Vec<Box<dyn Fn(usize) -> [f32; 3]>> = Vec::new();
+        let rgb = |base: &[f32], t0: usize| {
+            let v = base[t0 * n..(t0 + 3) * n].to_vec();
+            Box::new(move |k: usize| [v[k], v[n + k], v[2 * n + k]])
+                as Box<dyn Fn(usize) -> [f32; 3]>
+        };
+        let grey =
+            |v: Vec<f32>| Box::new(move |k: usize| [v[k]; 3]) as Box<dyn Fn(usize) -> [f32; 3]>;
+        tiles.push(rgb(&sample.rgb, t * 3));
+        if has_plate {
+            tiles.push(rgb(&sample.plate, t * 4));
+            tiles.push(grey(
+                sample.plate[(t * 4 + 3) * n..(t * 4 + 4) * n].to_vec(),
+            ));
+        }
+        tiles.push(grey(sample.alpha[t * n..(t + 1) * n].to_vec()));
+        for p in preds {
+            tiles.push(grey(
+                p.get(t).map_or_else(|| vec![0.0; n], |pl| pl.data.clone()),
+            ));
+        }
+        for (c, tile) in tiles.iter().enumerate() {
+            for k in 0..n {
+                let v = tile(k);
+                img.put_pixel(
+                    (c * s + k % s) as u32,
+                    (r * s + k / s) as u32,
+                    image::Rgb([px(v[0]), px(v[1]), px(v[2])]),
+                );
+            }
+        }
+    }
+    img
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -264,6 +354,15 @@ mod tests {
         let t = report("truth", &samples, &truth).expect("report");
         assert_eq!(t.overall.psnr, crate::eval::PSNR_CAP);
         assert!(t.overall.psnr > r.overall.psnr);
+        let clips = per_clip_table(&samples, &[t.clone(), r.clone()]);
+        assert_eq!(clips.lines().count(), 2 + samples.len());
+        assert!(
+            clips.contains("| 0 | plain | static | lossless | – |"),
+            "{clips}"
+        );
+        let sheet = contact_sheet(&samples[0], &[&preds[0]]);
+        // Input, truth and one prediction per row; first, middle and last frame.
+        assert_eq!(sheet.dimensions(), (3 * 48, 3 * 48));
         let md = markdown(&[t, r]);
         assert!(md.contains("| truth |") && md.contains("| keying |") && md.contains("plain"));
     }

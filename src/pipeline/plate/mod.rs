@@ -66,14 +66,20 @@ pub struct Plate {
     /// Each frame's offset on the canvas (pixels; the first frame's is the origin).
     pub shifts: Vec<(i32, i32)>,
     pub fit: SpatialFit,
-    /// 75th-percentile absolute error of the chosen spatial fit on the background samples.
+    /// Median absolute error (3x3-averaged, worst channel) of the chosen spatial fit on the
+    /// background samples it explains.
     pub fit_error: f32,
+    /// Share of the background samples the chosen fit explains (error within `FIT_TOL`).
+    pub fit_share: f32,
 }
 
 /// Two colours closer than this (max over channels) agree.
 const AGREE: f32 = 0.06;
-/// A spatial fit whose median error on the samples is below this explains the background.
-const FIT_GOOD: f32 = 0.035;
+/// A background sample is explained by a spatial fit within this (3x3-averaged) error.
+const FIT_TOL: f32 = 0.03;
+/// A spatial fit that explains this share of the ring samples models the background: the
+/// rest is the character where the frame cuts it (stickers often touch the border).
+const FIT_SHARE_GOOD: f32 = 0.55;
 /// Largest frame-to-frame motion searched, as a share of the shorter side.
 const MAX_MOTION: f32 = 0.25;
 
@@ -180,12 +186,47 @@ pub fn estimate(
     }
     let samples: Vec<usize> = (0..cplane).filter(|&k| sample[k]).collect();
 
-    let (fit, fit_error, spatial) = if options.spatial && samples.len() >= 16 {
+    let (
+        fit,
+        Score {
+            share,
+            error: fit_error,
+        },
+        spatial,
+    ) = if options.spatial && samples.len() >= 16 {
         fit_spatial(&median, &samples, cw, ch)
     } else {
-        (SpatialFit::None, f32::INFINITY, None)
+        (SpatialFit::None, Score::NONE, None)
     };
-    let good_fit = fit_error <= FIT_GOOD;
+    let good_fit = share >= FIT_SHARE_GOOD;
+
+    // Under a good fit, what the fit misses (a radial gradient's plateau, a vignette) is
+    // carried inward from where the frames agree with it: the residual there, membrane-filled
+    // under the character.
+    let residual = match (&spatial, good_fit) {
+        (Some(s), true) => {
+            let tol = (3.0 * fit_error).max(AGREE);
+            let mut r = vec![0f32; 3 * cplane];
+            let mut src = vec![false; cplane];
+            for k in 0..cplane {
+                let t_ok = options.temporal && covered[k] > 0 && agree[k] >= 0.5;
+                if t_ok && (0..3).all(|c| (median[c * cplane + k] - s[c * cplane + k]).abs() <= tol)
+                {
+                    src[k] = true;
+                    for c in 0..3 {
+                        r[c * cplane + k] = median[c * cplane + k] - s[c * cplane + k];
+                    }
+                }
+            }
+            if src.iter().any(|&k| k) {
+                pull_push_fill(&mut r, &src, cw, ch);
+                Some(r)
+            } else {
+                None
+            }
+        }
+        _ => None,
+    };
 
     // Combine per canvas pixel.
     let mut plate = vec![0f32; 3 * cplane];
@@ -204,9 +245,13 @@ pub fn estimate(
                 // most frames, must not become background.
                 let tol = (2.0 * fit_error).max(4.0 / 255.0);
                 let consistent = (0..3).all(|c| (m[c] - s[c]).abs() <= tol);
-                let fit_conf = 1.0 - fit_error / (2.0 * FIT_GOOD);
+                let fit_conf = 1.0 - fit_error / (2.0 * FIT_TOL);
                 if t_ok && consistent {
                     (m, fit_conf.max(agree[k]))
+                } else if let Some(r) = &residual {
+                    let v: [f32; 3] =
+                        std::array::from_fn(|c| (s[c] + r[c * cplane + k]).clamp(0.0, 1.0));
+                    (v, fit_conf)
                 } else {
                     (s, fit_conf)
                 }
@@ -266,6 +311,7 @@ pub fn estimate(
         shifts,
         fit,
         fit_error,
+        fit_share: share,
     })
 }
 
@@ -486,30 +532,74 @@ fn global_motion(rgb: &[f32], frames: usize, height: usize, width: usize) -> Vec
     out
 }
 
+/// How well a spatial model explains the background samples.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Score {
+    /// Share of the samples within `FIT_TOL`.
+    share: f32,
+    /// Median error of those samples.
+    error: f32,
+}
+
+impl Score {
+    const NONE: Score = Score {
+        share: 0.0,
+        error: f32::INFINITY,
+    };
+
+    /// Whether `self`, a model with more parameters, earns its place over `simpler`: it
+    /// explains clearly more of the background, or as much with clearly less error.
+    fn beats(self, simpler: Score) -> bool {
+        self.share > simpler.share + 0.05
+            || (self.share >= simpler.share - 0.01 && self.error < 0.8 * simpler.error)
+    }
+}
+
 /// Fits constant, quadratic and periodic models to the samples of the canvas plane `median`
-/// `[3, ch, cw]`; returns the best fit, its median absolute error, and its prediction over
-/// the whole canvas.
+/// `[3, ch, cw]`; returns the best fit, its score, and its prediction over the whole canvas.
 fn fit_spatial(
     median: &[f32],
     samples: &[usize],
     cw: usize,
     ch: usize,
-) -> (SpatialFit, f32, Option<Vec<f32>>) {
+) -> (SpatialFit, Score, Option<Vec<f32>>) {
     let cplane = cw * ch;
     let value = |k: usize, c: usize| median[c * cplane + k];
-    let error_of = |pred: &[f32]| -> f32 {
-        let mut e: Vec<f32> = samples
+    let mut is_sample = vec![false; cplane];
+    for &k in samples {
+        is_sample[k] = true;
+    }
+    let score_of = |pred: &[f32]| -> Score {
+        let mut explained: Vec<f32> = samples
             .iter()
             .map(|&k| {
-                (0..3)
-                    .map(|c| (pred[c * cplane + k] - value(k, c)).abs())
-                    .fold(0f32, f32::max)
+                // The residual averaged over the sample's 3x3 sample neighbours: GIF dither
+                // and codec noise average out, a model that misses the background does not.
+                let (x, y) = (k % cw, k / cw);
+                let mut sum = [0f32; 3];
+                let mut n = 0f32;
+                for j in y.saturating_sub(1)..(y + 2).min(ch) {
+                    for i in x.saturating_sub(1)..(x + 2).min(cw) {
+                        let q = j * cw + i;
+                        if is_sample[q] {
+                            for (c, s) in sum.iter_mut().enumerate() {
+                                *s += pred[c * cplane + q] - value(q, c);
+                            }
+                            n += 1.0;
+                        }
+                    }
+                }
+                sum.iter().map(|s| (s / n).abs()).fold(0f32, f32::max)
             })
+            .filter(|&e| e <= FIT_TOL)
             .collect();
-        // The 75th percentile: robust to a character touching the border, yet a two-colour
-        // background (half its samples fit one colour exactly) is not called constant.
-        let at = (e.len() - 1) * 3 / 4;
-        *e.select_nth_unstable_by(at, f32::total_cmp).1
+        if explained.is_empty() {
+            return Score::NONE;
+        }
+        let share = explained.len() as f32 / samples.len() as f32;
+        let at = (explained.len() - 1) / 2;
+        let error = *explained.select_nth_unstable_by(at, f32::total_cmp).1;
+        Score { share, error }
     };
     // Constant.
     let mut constant = vec![0f32; 3 * cplane];
@@ -518,43 +608,76 @@ fn fit_spatial(
         let m = lower_median(&mut v);
         constant[c * cplane..(c + 1) * cplane].fill(m);
     }
-    let e_const = error_of(&constant);
-    let mut best = (SpatialFit::Constant, e_const, constant);
-    if e_const <= 0.5 * AGREE / 2.0 {
+    let s_const = score_of(&constant);
+    let mut best = (SpatialFit::Constant, s_const, constant);
+    if s_const.share >= 0.95 && s_const.error <= AGREE / 8.0 {
         return (best.0, best.1, Some(best.2));
     }
-    // Quadratic surface, with one robust reweighting.
-    if let Some(smooth) = fit_quadratic(median, samples, cw, ch) {
-        let e = error_of(&smooth);
-        // Extra parameters must pay for themselves.
-        if e < best.1 * 0.8 {
-            best = (SpatialFit::Smooth, e, smooth);
+    // A plane seeded by the constant (the background's typical colour, not the character's),
+    // then a quadratic surface seeded by the plane; each robustly reweighted.
+    if let Some(plane) = fit_surface(median, samples, cw, ch, false, Some((&best.2, 0.1))) {
+        let quad = fit_surface(median, samples, cw, ch, true, Some((&plane, 0.03)));
+        let sc = score_of(&plane);
+        if sc.beats(best.1) {
+            best = (SpatialFit::Smooth, sc, plane);
+        }
+        if let Some(quad) = quad {
+            let sc = score_of(&quad);
+            if sc.beats(best.1) {
+                best = (SpatialFit::Smooth, sc, quad);
+            }
         }
     }
     if let Some((period, tile)) = fit_periodic(median, samples, cw, ch) {
-        let e = error_of(&tile);
-        if e < best.1 * 0.8 {
-            best = (SpatialFit::Periodic { period }, e, tile);
+        let sc = score_of(&tile);
+        if sc.beats(best.1) {
+            best = (SpatialFit::Periodic { period }, sc, tile);
         }
     }
     (best.0, best.1, Some(best.2))
 }
 
-fn fit_quadratic(median: &[f32], samples: &[usize], cw: usize, ch: usize) -> Option<Vec<f32>> {
+/// A robust least-squares surface per channel: planar (`quadratic` false: linear gradients)
+/// or quadratic (radial gradients, vignettes). The samples' weights are shared by the channels
+/// (a character's pixel is an outlier in every channel, though it may match the background in
+/// one) and start from `start`'s residuals when given (with a scale `start_scale`), so the fit
+/// does not bend towards a character that covers a corner of the ring: least squares would
+/// start halfway between the two, where reweighting cannot tell them apart.
+fn fit_surface(
+    median: &[f32],
+    samples: &[usize],
+    cw: usize,
+    ch: usize,
+    quadratic: bool,
+    start: Option<(&[f32], f32)>,
+) -> Option<Vec<f32>> {
     let cplane = cw * ch;
     let (sx, sy) = (cw.max(2) as f32 - 1.0, ch.max(2) as f32 - 1.0);
+    let q = if quadratic { 1.0 } else { 0.0 };
     let basis = |k: usize| {
         let (x, y) = (
             (k % cw) as f32 / sx * 2.0 - 1.0,
             (k / cw) as f32 / sy * 2.0 - 1.0,
         );
-        [1.0, x, y, x * x, x * y, y * y]
+        // An unused term is a zero column: the ridge in `solve6` sets its coefficient to 0.
+        [1.0, x, y, q * x * x, q * x * y, q * y * y]
     };
-    let mut out = vec![0f32; 3 * cplane];
-    for c in 0..3 {
-        let mut weights = vec![1f32; samples.len()];
-        let mut coef = [0f32; 6];
-        for _round in 0..2 {
+    let weight_of = |r: f32, scale: f32| 1.0 / (1.0 + (r / scale).powi(2));
+    let residual = |pred: &dyn Fn(usize, usize) -> f32, k: usize| {
+        (0..3)
+            .map(|c| (pred(c, k) - median[c * cplane + k]).abs())
+            .fold(0f32, f32::max)
+    };
+    let mut weights: Vec<f32> = match start {
+        Some((p, scale)) => samples
+            .iter()
+            .map(|&k| weight_of(residual(&|c, k| p[c * cplane + k], k), scale))
+            .collect(),
+        None => vec![1.0; samples.len()],
+    };
+    let mut coef = [[0f32; 6]; 3];
+    for _round in 0..6 {
+        for (c, cc) in coef.iter_mut().enumerate() {
             let mut ata = [[0f64; 6]; 6];
             let mut atb = [0f64; 6];
             for (i, &k) in samples.iter().enumerate() {
@@ -563,25 +686,26 @@ fn fit_quadratic(median: &[f32], samples: &[usize], cw: usize, ch: usize) -> Opt
                 let v = f64::from(median[c * cplane + k]);
                 for r in 0..6 {
                     atb[r] += wgt * f64::from(b[r]) * v;
-                    for q in 0..6 {
-                        ata[r][q] += wgt * f64::from(b[r]) * f64::from(b[q]);
+                    for j in 0..6 {
+                        ata[r][j] += wgt * f64::from(b[r]) * f64::from(b[j]);
                     }
                 }
             }
-            coef = solve6(ata, atb)?;
-            // Down-weight outliers (the character where it touches the border).
-            for (i, &k) in samples.iter().enumerate() {
-                let b = basis(k);
-                let pred: f32 = b.iter().zip(&coef).map(|(p, q)| p * q).sum();
-                let r = (pred - median[c * cplane + k]).abs();
-                weights[i] = 1.0 / (1.0 + (r / 0.03).powi(2));
-            }
+            *cc = solve6(ata, atb)?;
         }
+        // Down-weight outliers (the character where it touches the border).
+        let eval =
+            |c: usize, k: usize| -> f32 { basis(k).iter().zip(&coef[c]).map(|(p, q)| p * q).sum() };
+        for (i, &k) in samples.iter().enumerate() {
+            weights[i] = weight_of(residual(&eval, k), 0.03);
+        }
+    }
+    let mut out = vec![0f32; 3 * cplane];
+    for (c, cc) in coef.iter().enumerate() {
         for k in 0..cplane {
-            let b = basis(k);
-            out[c * cplane + k] = b
+            out[c * cplane + k] = basis(k)
                 .iter()
-                .zip(&coef)
+                .zip(cc)
                 .map(|(p, q)| p * q)
                 .sum::<f32>()
                 .clamp(0.0, 1.0);
