@@ -188,7 +188,8 @@ fn import_scrub_preview_modes_heatmap_and_rematte() {
         h.run_steps(2);
         assert_eq!(app(&mut h).studio.settings.layout.preview_mode, mode);
         let view = match mode {
-            PreviewMode::Input | PreviewMode::SideBySide => View::Rgb,
+            // No re-matte has run: the plate mode shows the input (and says why).
+            PreviewMode::Input | PreviewMode::SideBySide | PreviewMode::Plate => View::Rgb,
             PreviewMode::Alpha => View::Alpha,
             PreviewMode::Checker | PreviewMode::Chat => View::Rgba,
         };

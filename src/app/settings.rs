@@ -44,15 +44,18 @@ pub enum PreviewMode {
     Chat,
     /// Input RGB and the result side by side.
     SideBySide,
+    /// The background plate the last re-matte assumed (plate-prior models).
+    Plate,
 }
 
 impl PreviewMode {
-    pub const ALL: [PreviewMode; 5] = [
+    pub const ALL: [PreviewMode; 6] = [
         PreviewMode::Input,
         PreviewMode::Alpha,
         PreviewMode::Checker,
         PreviewMode::Chat,
         PreviewMode::SideBySide,
+        PreviewMode::Plate,
     ];
 
     /// Button label (also what UI tests click).
@@ -63,6 +66,7 @@ impl PreviewMode {
             PreviewMode::Checker => "Checkerboard",
             PreviewMode::Chat => "Chat background",
             PreviewMode::SideBySide => "Before / after",
+            PreviewMode::Plate => "Background plate",
         }
     }
 
@@ -74,6 +78,7 @@ impl PreviewMode {
             PreviewMode::Checker => "checker",
             PreviewMode::Chat => "chat",
             PreviewMode::SideBySide => "compare",
+            PreviewMode::Plate => "plate",
         }
     }
 
@@ -357,5 +362,6 @@ mod tests {
         );
         assert_eq!(s.last_open_dir.as_deref(), Some(Path::new("/clips")));
         assert_eq!(PreviewMode::from_name("alpha"), Some(PreviewMode::Alpha));
+        assert_eq!(PreviewMode::from_name("plate"), Some(PreviewMode::Plate));
     }
 }

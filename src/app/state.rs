@@ -179,6 +179,11 @@ pub struct Sticker {
     pub trim_out: usize,
     /// Per-frame flicker of the shown clip's alpha (None until computed).
     pub flicker: Option<(u64, Vec<f64>)>,
+    /// The background plate the last re-matte assumed (RGB, confidence as alpha); None for
+    /// models that key against the border colour.
+    pub plate: Option<Clip>,
+    /// How this sticker fits a platform's time limit; `None`: the export panel's setting.
+    pub time: Option<crate::media::presets::TimeFit>,
 }
 
 impl Sticker {
@@ -194,6 +199,8 @@ impl Sticker {
             trim_in: 0,
             trim_out: n.saturating_sub(1),
             flicker: None,
+            plate: None,
+            time: None,
         }
     }
 
@@ -628,11 +635,16 @@ impl Studio {
                 return;
             }
         };
+        let time = st.time;
+        let mut options = self.fit_options();
+        if let Some(t) = time {
+            options.time = t;
+        }
         let request = ExportRequest {
             clip: Arc::new(clip),
             preset: self.settings.export.preset,
             out,
-            options: self.fit_options(),
+            options,
             read_back: self.settings.export.preview_export,
         };
         let id = self.workers.next_id();
@@ -658,6 +670,7 @@ impl Studio {
                     emoji: st.emoji.split_whitespace().map(str::to_string).collect(),
                     name: st.name.clone(),
                     accessibility_text: String::new(),
+                    time: st.time,
                 }),
                 Err(e) => {
                     let msg = format!("cannot export {}: {e}", st.name);
@@ -769,8 +782,9 @@ impl Studio {
                     p.id = base;
                 }
             }
-            Event::Matted { clip, .. } => {
+            Event::Matted { clip, plate, .. } => {
                 if let Some(st) = self.sticker_by_clip(clip_id) {
+                    st.plate = plate.map(|p| Clip::new(*p));
                     // The finished clip is the frames the previews already brought: keep their
                     // ids, so nothing is uploaded again.
                     let partial = st.partial.take();
@@ -1122,11 +1136,22 @@ mod tests {
         for (i, f) in done.frames.iter_mut().enumerate() {
             f.image = matted_frame(i as u8 * 10);
         }
+        let plate = clip(4, 8, 8);
         s.handle(Event::Matted {
             id,
             clip: Box::new(done),
+            plate: Some(Box::new(plate.clone())),
         });
         let st = &s.stickers[0];
+        // The plate the model assumed is kept for the "Background plate" preview.
+        let kept = st.plate.as_ref().expect("plate");
+        assert!(
+            kept.anim
+                .frames
+                .iter()
+                .zip(&plate.frames)
+                .all(|(a, b)| a.image == b.image)
+        );
         assert!(st.partial.is_none());
         let result = st.result.as_ref().expect("result");
         assert_eq!(

@@ -17,7 +17,7 @@ use super::progress_bar::Bar;
 use crate::media::decode;
 use crate::media::presets::{self, Preset};
 use crate::pipeline::matte::{
-    MatteOptions, Quality, matte_animation, pixels_from_animation, plate_for,
+    MatteOptions, Quality, matte_animation, pixels_from_animation, plate_animation, plate_for,
 };
 use crate::pipeline::models::{load_model, model_or_default};
 use crate::pipeline::plate::PlateOptions;
@@ -67,16 +67,26 @@ pub fn run(args: &MatteArgs) -> anyhow::Result<bool> {
         },
         plate: PlateOptions::default(),
     };
+    let mut bar = Bar::new(args.quiet);
+    let matted = matte_animation(&model, &anim, &options, &mut bar, &mut |_, _| {})
+        .with_context(|| format!("matting {}", args.input.display()))?;
     if let Some(dir) = &args.save_plate {
-        let pixel = pixels_from_animation(&anim, &candle_core::Device::Cpu)?;
-        let plate = plate_for(&pixel, &options.plate)
-            .with_context(|| format!("estimating the background of {}", args.input.display()))?;
+        // A plate-prior model hands back the plate it used; for another model the plate is
+        // estimated here, to show what one would have assumed.
+        let plate = match matted.plate {
+            Some(p) => p,
+            None => {
+                let pixel = pixels_from_animation(&anim, &candle_core::Device::Cpu)?;
+                let p = plate_for(&pixel, &options.plate).with_context(|| {
+                    format!("estimating the background of {}", args.input.display())
+                })?;
+                plate_animation(&p, &anim)?
+            }
+        };
         save_plate(&plate, dir)?;
     }
-    let mut bar = Bar::new(args.quiet);
-    let matte = matte_animation(&model, &anim, &options, &mut bar, &mut |_, _| {})
-        .with_context(|| format!("matting {}", args.input.display()))?;
     drop(anim);
+    let matte = matted.clip;
     let opts = args.fit.options();
     let report = presets::export(&matte, args.preset, &args.output, &opts, None, &mut bar)
         .with_context(|| {
@@ -94,21 +104,14 @@ pub fn run(args: &MatteArgs) -> anyhow::Result<bool> {
     Ok(report.passed)
 }
 
-/// Writes `plate` `[T, 4, H, W]` as `plate_NNNN.png` (RGB) and `confidence_NNNN.png` (grey).
-fn save_plate(plate: &candle_core::Tensor, dir: &Path) -> anyhow::Result<()> {
-    let (t, _, h, w) = plate.dims4()?;
-    let v: Vec<f32> = plate.flatten_all()?.to_vec1()?;
+/// Writes a plate (RGB, confidence as alpha) as `plate_NNNN.png` (RGB) and
+/// `confidence_NNNN.png` (grey).
+fn save_plate(plate: &crate::media::Animation, dir: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let plane = h * w;
-    let to_u8 = |x: f32| (x.clamp(0.0, 1.0) * 255.0).round() as u8;
-    for i in 0..t {
-        let base = i * 4 * plane;
-        let rgb = image::RgbImage::from_fn(w as u32, h as u32, |x, y| {
-            let p = y as usize * w + x as usize;
-            image::Rgb([0, 1, 2].map(|c| to_u8(v[base + c * plane + p])))
-        });
-        let conf = image::GrayImage::from_fn(w as u32, h as u32, |x, y| {
-            image::Luma([to_u8(v[base + 3 * plane + y as usize * w + x as usize])])
+    for (i, f) in plate.frames.iter().enumerate() {
+        let rgb = image::DynamicImage::from(f.image.clone()).to_rgb8();
+        let conf = image::GrayImage::from_fn(f.image.width(), f.image.height(), |x, y| {
+            image::Luma([f.image.get_pixel(x, y).0[3]])
         });
         for (name, img) in [
             (format!("plate_{i:04}.png"), image::DynamicImage::from(rgb)),

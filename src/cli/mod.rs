@@ -40,7 +40,7 @@ pub struct StudioArgs {
     /// Save a PNG screenshot of the window once the clips are loaded, then quit.
     #[arg(long, value_name = "PNG")]
     pub screenshot: Option<PathBuf>,
-    /// Preview mode to start in: input, alpha, checker, chat, compare.
+    /// Preview mode to start in: input, alpha, checker, chat, compare, plate.
     #[arg(long, value_parser = parse_view)]
     pub view: Option<crate::app::settings::PreviewMode>,
     /// Start with the flicker heatmap shown.
@@ -52,8 +52,9 @@ pub struct StudioArgs {
 }
 
 fn parse_view(s: &str) -> Result<crate::app::settings::PreviewMode, String> {
-    crate::app::settings::PreviewMode::from_name(s)
-        .ok_or_else(|| format!("unknown view `{s}`; use input, alpha, checker, chat or compare"))
+    crate::app::settings::PreviewMode::from_name(s).ok_or_else(|| {
+        format!("unknown view `{s}`; use input, alpha, checker, chat, compare or plate")
+    })
 }
 
 #[derive(Debug, Subcommand)]

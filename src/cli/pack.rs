@@ -12,7 +12,7 @@ use super::export::{FitArgs, parse_preset};
 use super::progress_bar::Bar;
 use crate::media::pack::{self, PackSpec, PackSticker, StickerSource};
 use crate::media::pack_import;
-use crate::media::presets::Preset;
+use crate::media::presets::{Preset, TimeFit};
 
 #[derive(Debug, Args)]
 pub struct PackArgs {
@@ -45,6 +45,10 @@ pub struct PackArgs {
     pub icon: Option<PathBuf>,
     #[command(flatten)]
     pub fit: FitArgs,
+    /// One sticker's own way to fit the time limit, overriding `--fit-time` for it:
+    /// `--sticker-fit-time 2=speed` (sticker numbers from 1; repeatable).
+    #[arg(long, value_name = "N=cut|speed", value_parser = parse_sticker_time)]
+    pub sticker_fit_time: Vec<(usize, TimeFit)>,
     /// Print the pack reports as JSON on stdout.
     #[arg(long)]
     pub json: bool,
@@ -53,6 +57,24 @@ pub struct PackArgs {
     pub quiet: bool,
     #[command(flatten)]
     pub limits: LimitArgs,
+}
+
+fn parse_sticker_time(s: &str) -> Result<(usize, TimeFit), String> {
+    let (n, how) = s
+        .split_once('=')
+        .ok_or_else(|| format!("`{s}`: expected N=cut or N=speed"))?;
+    let n: usize = n
+        .trim()
+        .parse()
+        .ok()
+        .filter(|&n| n >= 1)
+        .ok_or_else(|| format!("`{s}`: the sticker number must be 1 or more"))?;
+    let how = match how.trim() {
+        "cut" => TimeFit::Cut,
+        "speed" => TimeFit::Speed,
+        other => return Err(format!("`{s}`: `{other}` is not cut or speed")),
+    };
+    Ok((n, how))
 }
 
 /// Emoji for a sticker with none: a neutral face every platform accepts.
@@ -97,6 +119,19 @@ pub fn run(args: &PackArgs) -> anyhow::Result<bool> {
             args.emoji.len(),
             stickers.len()
         );
+    }
+    if let Some(&(n, _)) = args
+        .sticker_fit_time
+        .iter()
+        .find(|(n, _)| *n > stickers.len())
+    {
+        bail!(
+            "--sticker-fit-time names sticker {n}, but the pack has {}",
+            stickers.len()
+        );
+    }
+    for &(n, how) in &args.sticker_fit_time {
+        stickers[n - 1].time = Some(how);
     }
     for (i, s) in stickers.iter_mut().enumerate() {
         if let Some(e) = args.emoji.get(i) {
@@ -150,4 +185,19 @@ pub fn run(args: &PackArgs) -> anyhow::Result<bool> {
         println!("{}", serde_json::to_string_pretty(&reports)?);
     }
     Ok(ok)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sticker_fit_time_names_a_sticker_and_a_way() {
+        assert_eq!(parse_sticker_time("2=speed"), Ok((2, TimeFit::Speed)));
+        assert_eq!(parse_sticker_time(" 1 = cut "), Ok((1, TimeFit::Cut)));
+        for bad in ["0=cut", "2", "x=cut", "2=slow"] {
+            let e = parse_sticker_time(bad).expect_err(bad);
+            assert!(e.contains(bad), "{e}");
+        }
+    }
 }

@@ -81,6 +81,9 @@ pub struct PackSticker {
     pub name: String,
     /// What a screen reader says for the sticker (WhatsApp's `accessibility_text`); empty = none.
     pub accessibility_text: String,
+    /// How this sticker fits a platform's time limit when it is too long (`None`: the pack's
+    /// [`FitOptions::time`]): a walk cycle may be cut, a one-off gesture sped up.
+    pub time: Option<crate::media::presets::TimeFit>,
 }
 
 impl PackSticker {
@@ -91,6 +94,7 @@ impl PackSticker {
             emoji,
             name: String::new(),
             accessibility_text: String::new(),
+            time: None,
         }
     }
 }
@@ -611,8 +615,12 @@ pub fn export_pack(
             inner: progress,
             prefix: format!("sticker {index}/{n}"),
         };
+        let options = FitOptions {
+            time: sticker.time.unwrap_or(spec.options.time),
+            ..spec.options.clone()
+        };
         let result = sticker.source.load(&spec.limits).and_then(|anim| {
-            let r = fit_to_preset(&anim, preset, &spec.options, &path, &mut scoped);
+            let r = fit_to_preset(&anim, preset, &options, &path, &mut scoped);
             Ok((anim, r?))
         });
         match result {
@@ -623,7 +631,7 @@ pub fn export_pack(
                         .push(format!("{what} was written but breaks its rules"));
                 }
                 if preset == Preset::WhatsApp
-                    && let Some(w) = first_frame_warning(&anim, &spec.options, &file)
+                    && let Some(w) = first_frame_warning(&anim, &options, &file)
                 {
                     report.warnings.push(w);
                 }
@@ -1099,6 +1107,7 @@ mod tests {
                     emoji: emoji.iter().map(|e| e.to_string()).collect(),
                     name: String::new(),
                     accessibility_text: String::new(),
+                    time: None,
                 })
                 .collect(),
             tray_icon: None,

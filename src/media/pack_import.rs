@@ -189,6 +189,7 @@ fn manifest_sticker(dir: &Path, entry: &Value, file_key: &[&str]) -> Result<Pack
             if n.is_empty() { stem(&path) } else { n }
         },
         accessibility_text: text(entry, &["accessibility_text"]),
+        time: None,
     })
 }
 

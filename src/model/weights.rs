@@ -168,8 +168,9 @@ impl Checkpoint {
             let t = view
                 .load(device)
                 .and_then(|t| t.to_dtype(dtype))
-                .map_err(|e| {
-                    Error::Model(format!("cannot read tensor `{name}` ({e}): {source}"))
+                .map_err(|e| Error::Candle {
+                    context: format!("reading tensor `{name}` of {source}"),
+                    source: e,
                 })?;
             tensors.insert(name.to_string(), t);
         }
@@ -256,8 +257,10 @@ impl Checkpoint {
         device: &Device,
         f: impl FnOnce(VarBuilder<'static>) -> candle_core::Result<T>,
     ) -> Result<T> {
-        let model = f(self.var_builder(dtype, device))
-            .map_err(|e| Error::Model(format!("cannot build the {what}: {e}: {}", self.source)))?;
+        let model = f(self.var_builder(dtype, device)).map_err(|e| Error::Candle {
+            context: format!("building the {what} from {}", self.source),
+            source: e,
+        })?;
         let unused = self.unused();
         if !unused.is_empty() {
             let shown: Vec<&str> = unused.iter().take(5).map(String::as_str).collect();

@@ -85,6 +85,17 @@ impl Default for MatteOptions {
     }
 }
 
+/// What [`matte_animation`] returns.
+#[derive(Debug, Clone)]
+pub struct Matted {
+    /// The RGBA sticker, timed and looped like the input.
+    pub clip: Animation,
+    /// The background the model assumed (for models that read a plate): RGB = the plate, alpha
+    /// = its confidence, at the clip's size and timing. The studio shows it as a preview mode
+    /// and `ildiff matte --save-plate` writes it, so a bad matte can be traced to a bad plate.
+    pub plate: Option<Animation>,
+}
+
 /// Mattes an opaque clip with `model` (which must carry a codec): each window's frames go
 /// through the codec and the decoder, and `on_frames(start, frames)` receives every finished
 /// window (live previews) before the rest is done. Draft quality works at half size and scales
@@ -96,7 +107,7 @@ pub fn matte_animation(
     options: &MatteOptions,
     progress: &mut dyn Progress,
     on_frames: &mut dyn FnMut(usize, &[RgbaImage]),
-) -> Result<Animation> {
+) -> Result<Matted> {
     if clip.is_empty() {
         return Err(Error::Invalid("the clip has no frames".into()));
     }
@@ -167,6 +178,46 @@ pub fn matte_animation(
             Ok(())
         },
     )?;
+    let plate = plate.map(|p| plate_animation(&p, clip)).transpose()?;
+    Ok(Matted {
+        clip: Animation::new(clip.width, clip.height, frames, clip.loops)?,
+        plate,
+    })
+}
+
+/// A plate `[T, 4, h, w]` (RGB, confidence) as an RGBA animation (alpha = confidence) with
+/// `clip`'s timing, scaled to `clip`'s size when it was estimated at draft size.
+pub fn plate_animation(plate: &Tensor, clip: &Animation) -> Result<Animation> {
+    let (t, c, h, w) = plate.dims4().map_err(Error::candle("plate"))?;
+    if c != 4 || t != clip.len() {
+        return Err(Error::Invalid(format!(
+            "plate: {:?} for a clip of {} frames",
+            plate.dims(),
+            clip.len()
+        )));
+    }
+    let v: Vec<f32> = plate
+        .to_dtype(DType::F32)
+        .and_then(|p| p.flatten_all())
+        .and_then(|p| p.to_vec1())
+        .map_err(Error::candle("plate"))?;
+    let plane = h * w;
+    let to_u8 = |x: f32| (x.clamp(0.0, 1.0) * 255.0).round() as u8;
+    let frames = (0..t)
+        .map(|i| {
+            let base = i * 4 * plane;
+            let img = RgbaImage::from_fn(w as u32, h as u32, |x, y| {
+                let p = y as usize * w + x as usize;
+                image::Rgba([0, 1, 2, 3].map(|c| to_u8(v[base + c * plane + p])))
+            });
+            let img = if (img.width(), img.height()) == (clip.width, clip.height) {
+                img
+            } else {
+                crate::media::animation::resize_rgba(&img, clip.width, clip.height)
+            };
+            Frame::new(img, clip.frames[i].delay)
+        })
+        .collect();
     Animation::new(clip.width, clip.height, frames, clip.loops)
 }
 
@@ -805,6 +856,52 @@ pub(crate) mod tests {
         // The plate is read: keying against the border colour instead differs.
         let border = run(3, None);
         assert!(max_diff(&border, &windowed) > 1e-3);
+        // The animation pipeline hands the plate it used back, at the clip's size and timing
+        // (draft quality estimates it at half size), alpha = confidence.
+        let mut with_codec = cfg.clone();
+        with_codec.codec = Some(crate::model::codec::SmallCodecConfig {
+            channels: [8, 8, 16],
+            norm_groups: 4,
+        });
+        let (_, coded) = awake(&with_codec);
+        let anim = clip(9, 32, 32);
+        let plate = plate_for(
+            &pixels_from_animation(&anim, &Device::Cpu).expect("pixels"),
+            &PlateOptions::default(),
+        )
+        .expect("plate");
+        for quality in [Quality::Full, Quality::Draft] {
+            let options = MatteOptions {
+                quality,
+                ..MatteOptions::window(4)
+            };
+            let out = matte_animation(
+                &coded,
+                &anim,
+                &options,
+                &mut crate::NoProgress,
+                &mut |_, _| {},
+            )
+            .expect("matte");
+            let p = out.plate.expect("a plate-prior model returns its plate");
+            assert_eq!((p.width, p.height, p.len()), (32, 32, 9));
+            assert!(
+                p.frames
+                    .iter()
+                    .zip(&anim.frames)
+                    .all(|(a, b)| a.delay == b.delay)
+            );
+            if quality == Quality::Full {
+                let want = plate_animation(&plate, &anim).expect("plate anim");
+                assert!(
+                    p.frames
+                        .iter()
+                        .zip(&want.frames)
+                        .all(|(a, b)| a.image == b.image)
+                );
+            }
+        }
+        assert!(plate_animation(&plate.narrow(0, 0, 8).expect("n"), &anim).is_err());
         // A plate of the wrong shape is refused.
         let short = plate.narrow(0, 0, 8).expect("n");
         let e = matte_clip_with_plate(
@@ -969,6 +1066,9 @@ pub(crate) mod tests {
             streamed.push((s, f.to_vec()))
         })
         .expect("matte");
+        // A key-prior model assumes no plate.
+        assert!(out.plate.is_none());
+        let out = out.clip;
         assert_eq!(done, [0, 3, 6, 9, 11]);
         assert_eq!((out.width, out.height, out.len()), (32, 24, 11));
         assert_eq!(out.loops, anim.loops);
@@ -1005,7 +1105,8 @@ pub(crate) mod tests {
             &mut crate::NoProgress,
             &mut |_, _| {},
         )
-        .expect("draft");
+        .expect("draft")
+        .clip;
         assert_eq!((out.width, out.height, out.len()), (40, 36, 5));
         let mut calls = 0;
         let mut stop_second = |_: &str, _: u64, _: u64| {

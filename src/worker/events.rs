@@ -107,6 +107,9 @@ pub enum Event {
     Matted {
         id: JobId,
         clip: Box<Animation>,
+        /// The background the model assumed (RGB + confidence as alpha), for plate-prior
+        /// models: the studio's "Background plate" preview.
+        plate: Option<Box<Animation>>,
     },
     /// A generated clip, with the prompt's words the model does not know (shown to the user).
     Generated {

@@ -114,7 +114,7 @@ pub fn execute(job: Job, state: &mut WorkerState, emit: &Emitter) -> Result<Even
                 return Err(Error::Cancelled);
             }
             let model = state.model(&path)?;
-            let clip = matte_animation(
+            let matted = matte_animation(
                 &model,
                 &request.clip,
                 &request.options,
@@ -129,7 +129,8 @@ pub fn execute(job: Job, state: &mut WorkerState, emit: &Emitter) -> Result<Even
             )?;
             Ok(Event::Matted {
                 id,
-                clip: Box::new(clip),
+                clip: Box::new(matted.clip),
+                plate: matted.plate.map(Box::new),
             })
         }
         Job::Generate { job, .. } => {

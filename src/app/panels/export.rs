@@ -169,6 +169,15 @@ impl ExportPanel<'_> {
             ui.selectable_value(&mut ex.time, TimeFit::Speed, "speed up")
                 .on_hover_text("play the whole clip faster");
         });
+        if let Some(st) = s.stickers.get_mut(s.selected) {
+            ui.horizontal(|ui| {
+                ui.label("This sticker");
+                ui.selectable_value(&mut st.time, None, "as above")
+                    .on_hover_text("the setting above, for every sticker of the pack");
+                ui.selectable_value(&mut st.time, Some(TimeFit::Cut), "cut");
+                ui.selectable_value(&mut st.time, Some(TimeFit::Speed), "speed up");
+            });
+        }
         ui.horizontal(|ui| {
             ui.label("Folder");
             let mut text = ex

@@ -131,6 +131,7 @@ impl PreviewPanel<'_> {
             return;
         };
         let source = Shown::of(&st.source);
+        let plate = st.plate.as_ref().map(Shown::of);
         // Held frames are only ever taken from the same sticker (or the same exported file).
         let (shown, stream) = match (&s.export.read_back, s.export.show_read_back) {
             (Some(rb), true) => (Shown::of(rb), rb.id),
@@ -193,6 +194,12 @@ impl PreviewPanel<'_> {
                     (&source, frame, View::Rgb, None)
                 }
                 (PreviewMode::Alpha, _) => (&shown, shown_frame, View::Alpha, None),
+                // The plate has the source's frames; without one, the input stands in and
+                // the caption below says why.
+                (PreviewMode::Plate, _) => match &plate {
+                    Some(p) if p.len() == source.len() => (p, frame, View::Rgb, None),
+                    _ => (&source, frame, View::Rgb, None),
+                },
                 (PreviewMode::Chat, _) => {
                     let [r, g, b] = s.settings.layout.chat_background;
                     (
@@ -235,6 +242,21 @@ impl PreviewPanel<'_> {
             }
             if overlay && playing {
                 prefetch(self.textures, &ctx, &shown, shown_frame, View::Heat);
+            }
+            if mode == PreviewMode::Plate {
+                let caption = if plate.is_some() {
+                    "background the model assumed behind the character"
+                } else {
+                    "no plate: the model keys against the border colour (re-matte with a \
+                     plate-prior model to see the background it assumes)"
+                };
+                p.text(
+                    pane.left_top() + vec2(8.0, 6.0),
+                    egui::Align2::LEFT_TOP,
+                    caption,
+                    egui::FontId::proportional(13.0),
+                    Color32::LIGHT_GRAY,
+                );
             }
             if panes == 2 {
                 p.text(

@@ -329,6 +329,7 @@ fn small_pack(count: usize, emoji: &[&str]) -> PackSpec {
                 emoji: emoji.iter().map(|e| e.to_string()).collect(),
                 name: format!("s{i}"),
                 accessibility_text: String::new(),
+                time: None,
             })
             .collect(),
         tray_icon: None,
@@ -826,4 +827,26 @@ fn wastickers_is_not_written_for_a_pack_whatsapp_would_refuse() {
         "{r}"
     );
     assert!(!dir.path().join("whatsapp/Test_Pack.wastickers").exists());
+}
+
+/// One sticker of a pack may fit the time limit its own way: with the pack set to cut, the
+/// sticker set to speed up keeps its whole motion, the other is cut (and each report says so).
+#[test]
+fn a_sticker_can_override_the_packs_fit_time() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut spec = small_pack(2, &["😀"]);
+    for s in &mut spec.stickers {
+        // 4 s at 10 fps: over Telegram's 3 s.
+        let mut a = moving_shapes(64, 48, 40);
+        for f in &mut a.frames {
+            f.delay = crate::media::Delay::from_millis(100);
+        }
+        s.source = StickerSource::Animation(a);
+    }
+    spec.stickers[1].time = Some(crate::media::presets::TimeFit::Speed);
+    let r = export_pack(&spec, Preset::Telegram, dir.path(), &mut NoProgress).expect("pack");
+    assert!(r.complete, "{r}");
+    let notes = |i: usize| r.stickers[i].report.notes.join("\n");
+    assert!(notes(0).contains("fit-time cut"), "{}", notes(0));
+    assert!(notes(1).contains("fit-time speed"), "{}", notes(1));
 }

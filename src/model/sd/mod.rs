@@ -181,7 +181,7 @@ fn record(
     let seen = Seen::default();
     let backend = Recorder(std::sync::Arc::clone(&seen));
     let vb = candle_nn::VarBuilder::from_backend(Box::new(backend), DType::F32, Device::Cpu);
-    f(vb).map_err(|e| Error::Model(format!("cannot list the layout: {e}")))?;
+    f(vb).map_err(Error::candle("listing the layout"))?;
     let tensors = seen
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
