@@ -617,7 +617,7 @@ pub fn export_pack(
         };
         let options = FitOptions {
             time: sticker.time.unwrap_or(spec.options.time),
-            ..spec.options.clone()
+            ..spec.options
         };
         let result = sticker.source.load(&spec.limits).and_then(|anim| {
             let r = fit_to_preset(&anim, preset, &options, &path, &mut scoped);
