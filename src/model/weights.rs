@@ -257,10 +257,10 @@ impl Checkpoint {
         device: &Device,
         f: impl FnOnce(VarBuilder<'static>) -> candle_core::Result<T>,
     ) -> Result<T> {
-        let model = f(self.var_builder(dtype, device)).map_err(|e| Error::Candle {
-            context: format!("building the {what} from {}", self.source),
-            source: e,
-        })?;
+        // A message (not the candle chain): it must end with the file, which users look for
+        // first, and name the tensor that is wrong.
+        let model = f(self.var_builder(dtype, device))
+            .map_err(|e| Error::Model(format!("cannot build the {what}: {e}: {}", self.source)))?;
         let unused = self.unused();
         if !unused.is_empty() {
             let shown: Vec<&str> = unused.iter().take(5).map(String::as_str).collect();
