@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Trains the shipped defaults from a clean checkout on the CPU, each stage resumable: the codec
-# (400 steps), the matting decoder (600 steps), the generator's codec (1250 of a 2000-step
+# (400 steps), the matting decoder (600 steps, then two plate-prior fine-tunes at 256²), the generator's codec (1250 of a 2000-step
 # schedule) and the prompt generator (on a CUDA GPU with PyTorch, 256² as shipped; else 3000 CPU
 # steps at 128²),
 # copies them to models/default/ and prints the validation table. Ship the decoder only if it
@@ -24,6 +24,16 @@ $ildiff train codec -o "$work/codec" --steps 400 --batch 4 --frames 2 --size 128
 $ildiff train decoder -o "$work/default" --codec "$work/codec/codec.safetensors" \
     --steps 600 --batch 4 --frames 6 --size 128 --lr 2e-3 --warmup 40 --checkpoint-every 50 \
     --workers 1 --seed 7 --w-alpha 0.2 --w-mse 0 --w-psnr 0.05 --w-grad 0.5 "${data[@]}" --resume $flags
+# The plate-prior default: two fine-tunes at 256², 16 frames from the key-prior decoder (its
+# conv_in widened with zeros for the plate inputs), as models/README.md records.
+$ildiff train decoder -o "$work/plate1" --init "$work/default/ildiff.safetensors" --plate-prior \
+    --size 256 --frames 16 --batch 1 --steps 1200 --stop-after 250 --lr 1e-3 --warmup 20 \
+    --checkpoint-every 25 --workers 1 --seed 11 --w-alpha 0.2 --w-mse 0 --w-psnr 0.05 \
+    --w-grad 0.5 "${data[@]}" --art-share 0.9 --resume $flags
+$ildiff train decoder -o "$work/plate2" --init "$work/plate1/ildiff.safetensors" --plate-prior \
+    --size 256 --frames 16 --batch 1 --steps 1000 --stop-after 400 --lr 1e-3 --warmup 20 \
+    --checkpoint-every 25 --workers 1 --seed 12 --w-alpha 0.2 --w-mse 0 --w-psnr 0.05 \
+    --w-grad 0.5 "${data[@]}" --art-share 0.9 --resume $flags
 # The generator's own codec, trained on what it paints (stickers over the magenta key).
 $ildiff train codec -o "$work/gcodec" --over-key 255,0,255 --fg-weight 3 --channels 32,64,128 \
     --steps 2000 --stop-after 1250 --batch 4 --frames 2 --size 128 --lr 2e-3 --warmup 50 \
@@ -49,7 +59,8 @@ else
     generator="$work/gen10z/generator.safetensors"
 fi
 mkdir -p models/default
-cp "$work/default/ildiff.safetensors" models/default/ildiff.safetensors
+cp "$work/plate2/ildiff.safetensors" models/default/ildiff.safetensors
 cp "$generator" models/default/generator.safetensors
-$ildiff train validate --model default=models/default/ildiff.safetensors --keying --clips 96 \
-    --size 128 --frames 8 "${data[@]}"
+$ildiff train validate --model previous="$work/default/ildiff.safetensors" \
+    --model default=models/default/ildiff.safetensors --keying --clips 24 --size 256 --frames 16 \
+    "${data[@]}" --art-share 1 --seed 1 --degradations gif --per-clip
