@@ -142,10 +142,7 @@ pub fn matte_animation(
     // The plate is a statistic of the whole clip: estimated once, before the windows, and cut
     // like the frames, so windowed output still equals one pass.
     let plate = if model.uses_plate() {
-        Some(plate_for(
-            &pixels_from_animation(work, &source.device)?,
-            &options.plate,
-        )?)
+        Some(plate_of_animation(work, &options.plate, &source.device)?)
     } else {
         None
     };
@@ -196,28 +193,29 @@ pub fn plate_animation(plate: &Tensor, clip: &Animation) -> Result<Animation> {
             clip.len()
         )));
     }
-    let v: Vec<f32> = plate
-        .to_dtype(DType::F32)
-        .and_then(|p| p.flatten_all())
-        .and_then(|p| p.to_vec1())
-        .map_err(Error::candle("plate"))?;
     let plane = h * w;
     let to_u8 = |x: f32| (x.clamp(0.0, 1.0) * 255.0).round() as u8;
     let frames = (0..t)
         .map(|i| {
-            let base = i * 4 * plane;
+            // A frame at a time: the whole plate as f32 would be another copy of it.
+            let v: Vec<f32> = plate
+                .get(i)
+                .and_then(|p| p.to_dtype(DType::F32))
+                .and_then(|p| p.flatten_all())
+                .and_then(|p| p.to_vec1())
+                .map_err(Error::candle("plate"))?;
             let img = RgbaImage::from_fn(w as u32, h as u32, |x, y| {
                 let p = y as usize * w + x as usize;
-                image::Rgba([0, 1, 2, 3].map(|c| to_u8(v[base + c * plane + p])))
+                image::Rgba([0, 1, 2, 3].map(|c| to_u8(v[c * plane + p])))
             });
             let img = if (img.width(), img.height()) == (clip.width, clip.height) {
                 img
             } else {
                 crate::media::animation::resize_rgba(&img, clip.width, clip.height)
             };
-            Frame::new(img, clip.frames[i].delay)
+            Ok(Frame::new(img, clip.frames[i].delay))
         })
-        .collect();
+        .collect::<Result<Vec<_>>>()?;
     Animation::new(clip.width, clip.height, frames, clip.loops)
 }
 
@@ -688,13 +686,32 @@ pub fn plate_for(pixel: &Tensor, options: &PlateOptions) -> Result<Tensor> {
         .and_then(|p| p.flatten_all())
         .and_then(|p| p.to_vec1())
         .map_err(Error::candle("plate"))?;
+    plate_of_values(values, t, h, w, options, pixel.device())
+}
+
+/// [`plate_for`] straight from an animation's frames, without the RGB tensor in between (a
+/// 512², 48-frame clip's RGB is 150 MB in f32).
+pub fn plate_of_animation(
+    anim: &Animation,
+    options: &PlateOptions,
+    device: &Device,
+) -> Result<Tensor> {
+    let values = planar_rgb(&anim.frames, anim.width, anim.height);
+    let (h, w) = (anim.height as usize, anim.width as usize);
+    plate_of_values(values, anim.len(), h, w, options, device)
+}
+
+fn plate_of_values(
+    values: Vec<f32>,
+    t: usize,
+    h: usize,
+    w: usize,
+    options: &PlateOptions,
+    device: &Device,
+) -> Result<Tensor> {
     let plate = plate::estimate(&values, t, h, w, options)?;
-    Tensor::from_vec(
-        plate::planar_with_confidence(&plate),
-        (t, 4, h, w),
-        pixel.device(),
-    )
-    .map_err(Error::candle("plate"))
+    drop(values);
+    Tensor::from_vec(plate.into_planar(), (t, 4, h, w), device).map_err(Error::candle("plate"))
 }
 
 /// The RGB of an animation's frames as `[T, 3, H, W]` f32 in [0, 1] (alpha ignored: the
@@ -705,7 +722,13 @@ pub fn pixels_from_animation(anim: &Animation, device: &Device) -> Result<Tensor
 
 fn pixels_of_frames(frames: &[Frame], width: u32, height: u32, device: &Device) -> Result<Tensor> {
     let (w, h) = (width as usize, height as usize);
-    let plane = w * h;
+    let data = planar_rgb(frames, width, height);
+    Tensor::from_vec(data, (frames.len(), 3, h, w), device).map_err(Error::candle("matting"))
+}
+
+/// Frames' RGB as planar `[T, 3, H, W]` f32 in [0, 1].
+fn planar_rgb(frames: &[Frame], width: u32, height: u32) -> Vec<f32> {
+    let plane = width as usize * height as usize;
     let mut data = vec![0f32; frames.len() * 3 * plane];
     for (i, frame) in frames.iter().enumerate() {
         let base = i * 3 * plane;
@@ -715,7 +738,7 @@ fn pixels_of_frames(frames: &[Frame], width: u32, height: u32, device: &Device) 
             }
         }
     }
-    Tensor::from_vec(data, (frames.len(), 3, h, w), device).map_err(Error::candle("matting"))
+    data
 }
 
 /// The frames of a matte `[T, 4, H, W]` (alpha, straight RGB in [0, 1]) as straight RGBA.

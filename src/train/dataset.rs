@@ -146,8 +146,8 @@ impl Sample {
     /// user's clip.
     pub fn estimate_plate(&mut self, options: &PlateOptions) -> Result<()> {
         let p = plate::estimate(&self.rgb, self.frames, self.size, self.size, options)?;
-        self.plate = plate::planar_with_confidence(&p);
         self.plate_fit = format!("{:?} {:.0}% {:.3}", p.fit, 100.0 * p.fit_share, p.fit_error);
+        self.plate = p.into_planar();
         Ok(())
     }
 }

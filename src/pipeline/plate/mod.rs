@@ -315,6 +315,24 @@ pub fn estimate(
     })
 }
 
+impl Plate {
+    /// [`planar_with_confidence`] without a second copy: the RGB buffer grows in place and the
+    /// frames move back to make room for each confidence plane.
+    pub fn into_planar(self) -> Vec<f32> {
+        let plane = self.height * self.width;
+        let mut v = self.rgb;
+        v.resize(self.frames * 4 * plane, 0.0);
+        // From the last frame back: frame t moves from 3t planes to 4t planes, never over a
+        // frame not moved yet.
+        for t in (0..self.frames).rev() {
+            v.copy_within(t * 3 * plane..(t + 1) * 3 * plane, t * 4 * plane);
+            v[(t * 4 + 3) * plane..(t + 1) * 4 * plane]
+                .copy_from_slice(&self.confidence[t * plane..(t + 1) * plane]);
+        }
+        v
+    }
+}
+
 /// The plate as planar `[T, 4, H, W]` (RGB, confidence), the layout the decoder reads.
 pub fn planar_with_confidence(plate: &Plate) -> Vec<f32> {
     let plane = plate.height * plate.width;

@@ -265,6 +265,11 @@ fn ablation_switches_and_bad_input() {
     .expect("temporal");
     assert_eq!(temporal.fit, SpatialFit::None);
     assert!(temporal.rgb.iter().all(|v| v.is_finite()));
+    // The in-place planar layout equals the copying one.
+    assert_eq!(
+        planar_with_confidence(&temporal),
+        temporal.clone().into_planar()
+    );
     assert!(estimate(&rgb[1..], n, s, s, &PlateOptions::default()).is_err());
     assert!(estimate(&[], 0, s, s, &PlateOptions::default()).is_err());
 }
