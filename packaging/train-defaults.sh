@@ -31,7 +31,7 @@ $ildiff train decoder -o "$work/plate1" --init "$work/default/ildiff.safetensors
     --checkpoint-every 25 --workers 1 --seed 11 --w-alpha 0.2 --w-mse 0 --w-psnr 0.05 \
     --w-grad 0.5 "${data[@]}" --art-share 0.9 --resume $flags
 $ildiff train decoder -o "$work/plate2" --init "$work/plate1/ildiff.safetensors" --plate-prior \
-    --size 256 --frames 16 --batch 1 --steps 1000 --stop-after 400 --lr 1e-3 --warmup 20 \
+    --size 256 --frames 16 --batch 1 --steps 1000 --lr 1e-3 --warmup 20 \
     --checkpoint-every 25 --workers 1 --seed 12 --w-alpha 0.2 --w-mse 0 --w-psnr 0.05 \
     --w-grad 0.5 "${data[@]}" --art-share 0.9 --resume $flags
 # The generator's own codec, trained on what it paints (stickers over the magenta key).
