@@ -21,7 +21,17 @@ use ildiff::model::weights::save_ildiff;
 use ildiff::model::{IldiffConfig, IldiffDecoder};
 
 fn write_tiny_model(path: &Path) {
-    let cfg = IldiffConfig::tiny();
+    write_model(path, IldiffConfig::tiny());
+}
+
+/// The tiny model keying against the clip's background plate instead of the border colour.
+fn write_tiny_plate_model(path: &Path) {
+    let mut cfg = IldiffConfig::tiny();
+    cfg.decoder.key_prior = Some(ildiff::model::KeyPrior::plate());
+    write_model(path, cfg);
+}
+
+fn write_model(path: &Path, cfg: IldiffConfig) {
     let varmap = VarMap::new();
     let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
     IldiffDecoder::new(&cfg, vb).expect("build");
@@ -256,6 +266,36 @@ fn import_scrub_preview_modes_heatmap_and_rematte() {
             .iter()
             .any(|f| f.image.pixels().any(|p| p.0[3] < 255))
     );
+    // A border-key model assumes no plate.
+    assert!(st.plate.is_none());
+
+    // A plate-prior model: its re-matte brings the plate it assumed, and the "Background
+    // plate" preview draws it.
+    let plate_model = dir.path().join("tiny-plate.safetensors");
+    write_tiny_plate_model(&plate_model);
+    app(&mut h).studio.choose_model(Some(plate_model));
+    step_until(&mut h, 60, "the plate model check", |a| {
+        matches!(
+            a.studio.model_status,
+            ildiff::app::state::ModelStatus::Ready(_)
+        )
+    });
+    h.get_by_label("Run").click();
+    h.step();
+    step_until(&mut h, 120, "the plate re-matte", |a| {
+        a.studio.running(JobKind::Matte).is_none()
+    });
+    assert_eq!(has_error(app(&mut h)), None);
+    let plate = app(&mut h).studio.stickers[0]
+        .plate
+        .clone()
+        .expect("the plate-prior re-matte keeps its plate");
+    assert_eq!(plate.anim.len(), n);
+    h.get_by_label(PreviewMode::Plate.label()).click();
+    h.run_steps(2);
+    let frame = app(&mut h).studio.playback.frame;
+    let key = Key::of(&Shown::of(&plate), frame, View::Rgb).expect("plate frame");
+    step_until_texture(&mut h, key, "the plate preview");
 }
 
 #[test]
