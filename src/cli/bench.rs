@@ -160,8 +160,7 @@ fn bench_default(args: &BenchArgs, size: usize, device: &Device) -> anyhow::Resu
     )?;
     let with_plate = start.elapsed().as_secs_f64();
     let start = Instant::now();
-    let pixel = crate::pipeline::matte::pixels_from_animation(&clip, device)?;
-    crate::pipeline::matte::plate_for(&pixel, &options.plate)?;
+    crate::pipeline::matte::plate_of_animation(&clip, &options.plate, device)?;
     let plate_secs = start.elapsed().as_secs_f64();
     println!(
         "  with the plate prior: {:.2} frames/s wall ({with_plate:.2} s; the plate alone {plate_secs:.2} s = {:.0} %)",

@@ -17,7 +17,7 @@ use super::progress_bar::Bar;
 use crate::media::decode;
 use crate::media::presets::{self, Preset};
 use crate::pipeline::matte::{
-    MatteOptions, Quality, matte_animation, pixels_from_animation, plate_animation, plate_for,
+    MatteOptions, Quality, matte_animation, plate_animation, plate_of_animation,
 };
 use crate::pipeline::models::{load_model, model_or_default};
 use crate::pipeline::plate::PlateOptions;
@@ -76,10 +76,10 @@ pub fn run(args: &MatteArgs) -> anyhow::Result<bool> {
         let plate = match matted.plate {
             Some(p) => p,
             None => {
-                let pixel = pixels_from_animation(&anim, &candle_core::Device::Cpu)?;
-                let p = plate_for(&pixel, &options.plate).with_context(|| {
-                    format!("estimating the background of {}", args.input.display())
-                })?;
+                let p = plate_of_animation(&anim, &options.plate, &candle_core::Device::Cpu)
+                    .with_context(|| {
+                        format!("estimating the background of {}", args.input.display())
+                    })?;
                 plate_animation(&p, &anim)?
             }
         };

@@ -156,13 +156,7 @@ pub fn matte_animation(
         &mut |start, matte| {
             let images: Vec<RgbaImage> = images_from_matte(&matte)?
                 .into_iter()
-                .map(|img| {
-                    if (img.width(), img.height()) == (clip.width, clip.height) {
-                        img
-                    } else {
-                        crate::media::animation::resize_rgba(&img, clip.width, clip.height)
-                    }
-                })
+                .map(|img| at_clip_size(img, clip))
                 .collect();
             on_frames(start, &images);
             let delays = clip.frames[start..start + images.len()].iter();
@@ -180,6 +174,15 @@ pub fn matte_animation(
         clip: Animation::new(clip.width, clip.height, frames, clip.loops)?,
         plate,
     })
+}
+
+/// `img` at `clip`'s size: draft quality works at half size.
+fn at_clip_size(img: RgbaImage, clip: &Animation) -> RgbaImage {
+    if (img.width(), img.height()) == (clip.width, clip.height) {
+        img
+    } else {
+        crate::media::animation::resize_rgba(&img, clip.width, clip.height)
+    }
 }
 
 /// A plate `[T, 4, h, w]` (RGB, confidence) as an RGBA animation (alpha = confidence) with
@@ -208,12 +211,7 @@ pub fn plate_animation(plate: &Tensor, clip: &Animation) -> Result<Animation> {
                 let p = y as usize * w + x as usize;
                 image::Rgba([0, 1, 2, 3].map(|c| to_u8(v[c * plane + p])))
             });
-            let img = if (img.width(), img.height()) == (clip.width, clip.height) {
-                img
-            } else {
-                crate::media::animation::resize_rgba(&img, clip.width, clip.height)
-            };
-            Ok(Frame::new(img, clip.frames[i].delay))
+            Ok(Frame::new(at_clip_size(img, clip), clip.frames[i].delay))
         })
         .collect::<Result<Vec<_>>>()?;
     Animation::new(clip.width, clip.height, frames, clip.loops)
@@ -234,7 +232,7 @@ pub fn matte_clip(
 }
 
 /// [`matte_clip`] with the clip's background plate `[T, 4, H, W]` (RGB, confidence; see
-/// [`plate_for`]), estimated once over the whole clip and cut into the same windows as the
+/// [`plate_of_animation`]), estimated once over the whole clip and cut into the same windows as the
 /// frames, so the windowed result still equals one pass.
 pub fn matte_clip_with_plate(
     model: &IldiffDecoder,
@@ -677,20 +675,9 @@ fn shape_err(pixel: &Tensor, what: &str) -> Error {
     ))
 }
 
-/// The background plate of the clip `pixel` `[T, 3, H, W]` as the decoder reads it,
-/// `[T, 4, H, W]` (RGB, confidence).
-pub fn plate_for(pixel: &Tensor, options: &PlateOptions) -> Result<Tensor> {
-    let (t, _, h, w) = pixel.dims4().map_err(Error::candle("plate"))?;
-    let values: Vec<f32> = pixel
-        .to_dtype(DType::F32)
-        .and_then(|p| p.flatten_all())
-        .and_then(|p| p.to_vec1())
-        .map_err(Error::candle("plate"))?;
-    plate_of_values(values, t, h, w, options, pixel.device())
-}
-
-/// [`plate_for`] straight from an animation's frames, without the RGB tensor in between (a
-/// 512², 48-frame clip's RGB is 150 MB in f32).
+/// The background plate of `anim`'s frames as the decoder reads it, `[T, 4, H, W]` (RGB,
+/// confidence), estimated straight from the frames (a 512², 48-frame clip's RGB is 150 MB in
+/// f32, so no tensor of it is made).
 pub fn plate_of_animation(
     anim: &Animation,
     options: &PlateOptions,
@@ -805,6 +792,24 @@ pub(crate) mod tests {
     use crate::media::{Delay, LoopCount};
     use crate::model::ildiff::tests::{awake, inputs, tiny, values};
 
+    /// The plate of a clip given as a tensor `[T, 3, H, W]`.
+    fn plate_for(pixel: &Tensor, options: &PlateOptions) -> Result<Tensor> {
+        let (t, _, h, w) = pixel.dims4().map_err(Error::candle("plate"))?;
+        let values: Vec<f32> = pixel
+            .flatten_all()
+            .and_then(|p| p.to_vec1())
+            .map_err(Error::candle("plate"))?;
+        plate_of_values(values, t, h, w, options, pixel.device())
+    }
+
+    /// The small codec of the test checkpoints.
+    fn tiny_codec() -> crate::model::codec::SmallCodecConfig {
+        crate::model::codec::SmallCodecConfig {
+            channels: [8, 8, 16],
+            norm_groups: 4,
+        }
+    }
+
     fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
         values(a)
             .iter()
@@ -882,10 +887,7 @@ pub(crate) mod tests {
         // The animation pipeline hands the plate it used back, at the clip's size and timing
         // (draft quality estimates it at half size), alpha = confidence.
         let mut with_codec = cfg.clone();
-        with_codec.codec = Some(crate::model::codec::SmallCodecConfig {
-            channels: [8, 8, 16],
-            norm_groups: 4,
-        });
+        with_codec.codec = Some(tiny_codec());
         let (_, coded) = awake(&with_codec);
         let anim = clip(9, 32, 32);
         let plate = plate_for(
@@ -1040,13 +1042,9 @@ pub(crate) mod tests {
 
     /// A tiny checkpoint with a codec (random weights; tests only).
     pub(crate) fn write_tiny_model(path: &std::path::Path) {
-        use crate::model::codec::SmallCodecConfig;
         use candle_nn::{VarBuilder, VarMap};
         let mut cfg = tiny();
-        cfg.codec = Some(SmallCodecConfig {
-            channels: [8, 8, 16],
-            norm_groups: 4,
-        });
+        cfg.codec = Some(tiny_codec());
         let varmap = VarMap::new();
         let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
         IldiffDecoder::new(&cfg, vb).expect("build");

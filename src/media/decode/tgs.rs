@@ -100,33 +100,14 @@ pub struct TgsSource {
 
 impl TgsSource {
     pub fn open(path: &Path, limits: &Limits) -> Result<Self> {
-        let len = std::fs::metadata(path)
-            .map_err(|e| Error::io("open", path, e))?
-            .len();
-        if len > MAX_FILE_BYTES {
-            return Err(Error::Limits {
-                what: ".tgs file size",
-                value: len,
-                limit: MAX_FILE_BYTES,
-                flag: "--max-bytes",
-                path: path.to_path_buf(),
-            });
-        }
-        let data = std::fs::read(path).map_err(|e| Error::io("read", path, e))?;
+        let file_limits = Limits {
+            max_bytes: MAX_FILE_BYTES.min(limits.max_bytes),
+            ..*limits
+        };
+        let data = super::read_all(path, &file_limits)?;
         let json = gunzip_limited(&data, MAX_JSON_BYTES.min(limits.max_bytes), path)?;
         let h = header(&json, path)?;
-        limits.check_canvas(h.width, h.height, path)?;
-        limits.check_frames(h.frames, path)?;
-        let pixels = h.frames * h.width as u64 * h.height as u64 * 4;
-        if pixels > limits.max_bytes {
-            return Err(Error::Limits {
-                what: "decoded size",
-                value: pixels,
-                limit: limits.max_bytes,
-                flag: "--max-bytes",
-                path: path.to_path_buf(),
-            });
-        }
+        limits.check_all(h.width, h.height, h.frames, path)?;
         if json.contains(&0) {
             return Err(Error::decode("tgs", path, "NUL byte in the Lottie JSON"));
         }

@@ -281,21 +281,20 @@ impl KeyPrior {
         let rgb = plate.narrow(1, 0, 3)?;
         let conf = plate.narrow(1, 3, 1)?.contiguous()?;
         let d = (&pixel - &rgb)?.sqr()?.sum_keepdim(1)?.sqrt()?;
-        let ring = |x: &Tensor| -> Result<Tensor> {
-            let side = |dim: usize, at: usize, len: usize| -> Result<Tensor> {
-                x.narrow(dim, at, 1)?.reshape((b, len))
-            };
-            Tensor::cat(
-                &[
-                    side(2, 0, w)?,
-                    side(2, h - 1, w)?,
-                    side(3, 0, h)?,
-                    side(3, w - 1, h)?,
-                ],
-                1,
-            )
-        };
-        let border_v = ring(&d)?.to_dtype(DType::F32)?.to_vec2::<f32>()?;
+        let (alpha, _, _) = self.keyed(&d)?;
+        let feats = Tensor::cat(&[&alpha, &d, &conf, &rgb], 1)?;
+        Ok((alpha, feats))
+    }
+
+    /// Keyed alpha `[B, 1, H, W]` from the distances `d` `[B, 1, H, W]` to the key (or plate),
+    /// each frame's ramp set by [`KeyPrior::frame_ramp`] from its border's distances; also
+    /// returns those border distances and each frame's ramp start.
+    fn keyed(&self, d: &Tensor) -> Result<(Tensor, Vec<Vec<f32>>, Vec<f32>)> {
+        let b = d.dim(0)?;
+        let border_v = border_ring(d)?
+            .flatten_from(1)?
+            .to_dtype(DType::F32)?
+            .to_vec2::<f32>()?;
         let dist_v = match self.adaptive {
             Some(_) => d.flatten_from(1)?.to_dtype(DType::F32)?.to_vec2::<f32>()?,
             None => vec![Vec::new(); b],
@@ -306,67 +305,36 @@ impl KeyPrior {
             los.push(lo);
             spans.push((hi - lo).max(1e-6));
         }
-        let per_frame =
-            |v: Vec<f32>| Tensor::from_vec(v, (b, 1, 1, 1), d.device())?.to_dtype(d.dtype());
         let alpha = d
-            .broadcast_sub(&per_frame(los)?)?
-            .broadcast_div(&per_frame(spans)?)?
+            .broadcast_sub(&per_frame(los.clone(), d)?)?
+            .broadcast_div(&per_frame(spans, d)?)?
             .clamp(0f32, 1f32)?;
-        let feats = Tensor::cat(&[&alpha, &d, &conf, &rgb], 1)?;
-        Ok((alpha, feats))
+        Ok((alpha, border_v, los))
     }
 
     /// The border key: keyed alpha, the key features, and the key as a constant plate.
     fn border_key(&self, pixel: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
         let pixel = pixel.detach();
         let (b, c, h, w) = pixel.dims4()?;
-        let side = |dim: usize, at: usize, len: usize| -> Result<Tensor> {
-            pixel.narrow(dim, at, 1)?.reshape((b, c, len))
-        };
-        let border = Tensor::cat(
-            &[
-                side(2, 0, w)?,
-                side(2, h - 1, w)?,
-                side(3, 0, h)?,
-                side(3, w - 1, h)?,
-            ],
-            2,
-        )?
-        .contiguous()?;
+        let border = border_ring(&pixel)?;
         let (sorted, _) = border.sort_last_dim(true)?;
         let k = sorted.dim(2)?;
         let key = sorted.narrow(2, k / 2, 1)?;
-        let border_d = border.broadcast_sub(&key)?.sqr()?.sum_keepdim(1)?.sqrt()?;
         let d = pixel
             .broadcast_sub(&key.unsqueeze(3)?)?
             .sqr()?
             .sum_keepdim(1)?
             .sqrt()?;
-        // Per frame: the ramp, and the share of border pixels within its `lo` (agreement).
-        let border_v = border_d
-            .flatten_from(1)?
-            .to_dtype(DType::F32)?
-            .to_vec2::<f32>()?;
-        let dist_v = match self.adaptive {
-            Some(_) => d.flatten_from(1)?.to_dtype(DType::F32)?.to_vec2::<f32>()?,
-            None => vec![Vec::new(); b],
-        };
-        let (mut los, mut spans, mut agrees) = (Vec::new(), Vec::new(), Vec::new());
-        for (bd, dist) in border_v.iter().zip(&dist_v) {
-            let (lo, hi) = self.frame_ramp(bd, dist);
-            los.push(lo);
-            spans.push((hi - lo).max(1e-6));
-            agrees.push(bd.iter().filter(|&&x| x < lo).count() as f32 / bd.len().max(1) as f32);
-        }
-        let per_frame =
-            |v: Vec<f32>| Tensor::from_vec(v, (b, 1, 1, 1), d.device())?.to_dtype(d.dtype());
-        let agree = per_frame(agrees)?
+        let (alpha, border_v, los) = self.keyed(&d)?;
+        // Per frame: the share of border pixels within the ramp's start (agreement).
+        let agrees = border_v
+            .iter()
+            .zip(&los)
+            .map(|(bd, &lo)| bd.iter().filter(|&&x| x < lo).count() as f32 / bd.len().max(1) as f32)
+            .collect();
+        let agree = per_frame(agrees, &d)?
             .broadcast_as((b, 1, h, w))?
             .contiguous()?;
-        let alpha = d
-            .broadcast_sub(&per_frame(los)?)?
-            .broadcast_div(&per_frame(spans)?)?
-            .clamp(0f32, 1f32)?;
         let feats = Tensor::cat(&[&alpha, &d, &agree], 1)?;
         let plate = Tensor::cat(&[&key.unsqueeze(3)?.broadcast_as((b, c, h, w))?, &agree], 1)?
             .contiguous()?;
@@ -376,6 +344,31 @@ impl KeyPrior {
 
 fn one() -> usize {
     1
+}
+
+/// The border pixels of `x` `[B, C, H, W]` as `[B, C, 2W + 2H]`: top row, bottom row, left
+/// column, right column (corners twice), the samples every key and ramp reads.
+fn border_ring(x: &Tensor) -> Result<Tensor> {
+    let (b, c, h, w) = x.dims4()?;
+    let side = |dim: usize, at: usize, len: usize| -> Result<Tensor> {
+        x.narrow(dim, at, 1)?.reshape((b, c, len))
+    };
+    Tensor::cat(
+        &[
+            side(2, 0, w)?,
+            side(2, h - 1, w)?,
+            side(3, 0, h)?,
+            side(3, w - 1, h)?,
+        ],
+        2,
+    )?
+    .contiguous()
+}
+
+/// One value per frame as `[B, 1, 1, 1]` in `like`'s dtype and device, to broadcast.
+fn per_frame(v: Vec<f32>, like: &Tensor) -> Result<Tensor> {
+    let b = v.len();
+    Tensor::from_vec(v, (b, 1, 1, 1), like.device())?.to_dtype(like.dtype())
 }
 
 /// The `q`-quantile (nearest rank, `round((n − 1)·q)`) of the finite values, `None` if there

@@ -200,6 +200,8 @@ pub fn estimate(
     };
     let good_fit = share >= FIT_SHARE_GOOD;
 
+    // The temporal statistic is trusted where the frames saw the pixel and most agree.
+    let t_ok = |k: usize| options.temporal && covered[k] > 0 && agree[k] >= 0.5;
     // Under a good fit, what the fit misses (a radial gradient's plateau, a vignette) is
     // carried inward from where the frames agree with it: the residual there, membrane-filled
     // under the character.
@@ -209,8 +211,8 @@ pub fn estimate(
             let mut r = vec![0f32; 3 * cplane];
             let mut src = vec![false; cplane];
             for k in 0..cplane {
-                let t_ok = options.temporal && covered[k] > 0 && agree[k] >= 0.5;
-                if t_ok && (0..3).all(|c| (median[c * cplane + k] - s[c * cplane + k]).abs() <= tol)
+                if t_ok(k)
+                    && (0..3).all(|c| (median[c * cplane + k] - s[c * cplane + k]).abs() <= tol)
                 {
                     src[k] = true;
                     for c in 0..3 {
@@ -233,7 +235,7 @@ pub fn estimate(
     let mut conf = vec![0f32; cplane];
     let mut known = vec![false; cplane];
     for k in 0..cplane {
-        let t_ok = options.temporal && covered[k] > 0 && agree[k] >= 0.5;
+        let t_ok = t_ok(k);
         let s = spatial
             .as_ref()
             .map(|s| [s[k], s[cplane + k], s[2 * cplane + k]]);
@@ -316,8 +318,9 @@ pub fn estimate(
 }
 
 impl Plate {
-    /// [`planar_with_confidence`] without a second copy: the RGB buffer grows in place and the
-    /// frames move back to make room for each confidence plane.
+    /// The plate as planar `[T, 4, H, W]` (RGB, confidence), the layout the decoder reads,
+    /// without a second copy: the RGB buffer grows in place and the frames move back to make
+    /// room for each confidence plane.
     pub fn into_planar(self) -> Vec<f32> {
         let plane = self.height * self.width;
         let mut v = self.rgb;
@@ -331,17 +334,6 @@ impl Plate {
         }
         v
     }
-}
-
-/// The plate as planar `[T, 4, H, W]` (RGB, confidence), the layout the decoder reads.
-pub fn planar_with_confidence(plate: &Plate) -> Vec<f32> {
-    let plane = plate.height * plate.width;
-    let mut out = Vec::with_capacity(plate.frames * 4 * plane);
-    for t in 0..plate.frames {
-        out.extend_from_slice(&plate.rgb[t * 3 * plane..(t + 1) * 3 * plane]);
-        out.extend_from_slice(&plate.confidence[t * plane..(t + 1) * plane]);
-    }
-    out
 }
 
 /// The union of all shifted frames.

@@ -265,11 +265,14 @@ fn ablation_switches_and_bad_input() {
     .expect("temporal");
     assert_eq!(temporal.fit, SpatialFit::None);
     assert!(temporal.rgb.iter().all(|v| v.is_finite()));
-    // The in-place planar layout equals the copying one.
-    assert_eq!(
-        planar_with_confidence(&temporal),
-        temporal.clone().into_planar()
-    );
+    // The in-place planar layout equals frame-by-frame concatenation.
+    let plane = s * s;
+    let mut want = Vec::new();
+    for t in 0..n {
+        want.extend_from_slice(&temporal.rgb[t * 3 * plane..(t + 1) * 3 * plane]);
+        want.extend_from_slice(&temporal.confidence[t * plane..(t + 1) * plane]);
+    }
+    assert_eq!(want, temporal.clone().into_planar());
     assert!(estimate(&rgb[1..], n, s, s, &PlateOptions::default()).is_err());
     assert!(estimate(&[], 0, s, s, &PlateOptions::default()).is_err());
 }
