@@ -740,23 +740,30 @@ fn validate(args: &ValidateArgs) -> anyhow::Result<bool> {
         t0.elapsed().as_secs_f64()
     );
     let mut reports = Vec::new();
+    // Every prediction, kept only for the contact sheets of `--dump` (they are large).
     let mut all_preds = Vec::new();
+    let dump = args.dump.is_some();
+    let mut keep = |p: Vec<Vec<crate::eval::Plane>>| {
+        if dump {
+            all_preds.push(p);
+        }
+    };
     if args.keying {
         let key =
             |rule: KeyPrior| -> Vec<_> { samples.iter().map(|s| colour_key(s, &rule)).collect() };
         let keyed = key(KeyPrior::default());
         reports.push(report("colour keying", &samples, &keyed)?);
-        all_preds.push(keyed);
+        keep(keyed);
         // The CPU default's prior alone, so the table shows what the network adds to it.
         let adaptive = key(KeyPrior::adaptive());
         reports.push(report("adaptive key (prior alone)", &samples, &adaptive)?);
-        all_preds.push(adaptive);
+        keep(adaptive);
         let plated = samples
             .iter()
             .map(|s| plate_key(s, &KeyPrior::plate()))
             .collect::<crate::Result<Vec<_>>>()?;
         reports.push(report("plate + ramp (no network)", &samples, &plated)?);
-        all_preds.push(plated);
+        keep(plated);
     }
     let dev = Device::Cpu;
     for spec in &args.models {
@@ -780,7 +787,7 @@ fn validate(args: &ValidateArgs) -> anyhow::Result<bool> {
             .with_context(|| format!("matting with {}", path.display()))?;
         eprintln!("{name}: {:.1} s", t0.elapsed().as_secs_f64());
         reports.push(report(&name, &samples, &preds)?);
-        all_preds.push(preds);
+        keep(preds);
     }
     println!("cells: alpha PSNR dB / SSIM / dtSSD / hole residue\n");
     print!("{}", markdown(&reports));
