@@ -563,7 +563,6 @@ pub fn export_pack(
     std::fs::create_dir_all(&files_dir)
         .map_err(|e| Error::io("create pack folder", &files_dir, e))?;
 
-    let ext = preset.default_extension();
     let n = spec.stickers.len();
     let width = n.to_string().len().max(2);
     let mut report = PackReport {
@@ -595,64 +594,38 @@ pub fn export_pack(
         }
     }
 
-    for (i, sticker) in spec.stickers.iter().enumerate() {
-        let index = i + 1;
-        let name = if sticker.name.trim().is_empty() {
-            sticker
-                .source
-                .label()
-                .unwrap_or_else(|| format!("sticker {index:0width$}"))
-        } else {
-            sticker.name.clone()
-        };
-        let what = format!("sticker {index} ({name})");
-        if !progress.step(&format!("sticker {index}/{n}"), i as u64, n as u64) {
-            return Err(Error::Cancelled);
-        }
-        let file = format!("{index:0width$}.{ext}");
-        let path = files_dir.join(&file);
-        let mut scoped = Scoped {
-            inner: progress,
-            prefix: format!("sticker {index}/{n}"),
-        };
-        let options = FitOptions {
-            time: sticker.time.unwrap_or(spec.options.time),
-            ..spec.options
-        };
-        let result = sticker.source.load(&spec.limits).and_then(|anim| {
-            let r = fit_to_preset(&anim, preset, &options, &path, &mut scoped);
-            Ok((anim, r?))
-        });
-        match result {
-            Ok((anim, r)) => {
-                if !r.passed {
-                    report
-                        .problems
-                        .push(format!("{what} was written but breaks its rules"));
+    let made = export_stickers(spec, preset, &files_dir, width, progress)?;
+    for m in made {
+        match m {
+            Made::Written {
+                item,
+                breaks,
+                warning,
+            } => {
+                if breaks {
+                    report.problems.push(format!(
+                        "sticker {} ({}) was written but breaks its rules",
+                        item.index, item.name
+                    ));
                 }
-                if preset == Preset::WhatsApp
-                    && let Some(w) = first_frame_warning(&anim, &options, &file)
-                {
-                    report.warnings.push(w);
-                }
-                report.stickers.push(PackItem {
-                    index,
-                    name,
-                    file,
-                    emoji: sticker.emoji.clone(),
-                    accessibility_text: sticker.accessibility_text.clone(),
-                    report: r,
-                });
-                if !icons.is_empty() {
-                    make_icons(&anim, &mut icons, &files_dir, spec, &mut report, progress)?;
-                }
+                report.warnings.extend(warning);
+                report.stickers.push(item);
             }
-            Err(Error::Cancelled) => return Err(Error::Cancelled),
-            Err(e) => report.failures.push(PackFailure {
-                what,
-                kind: e.kind().into(),
-                error: e.to_string(),
-            }),
+            Made::Failed(f) => report.failures.push(f),
+        }
+    }
+    // Icons without a source of their own come from the stickers, first one first (decoded
+    // again: cheaper than holding every clip until the end).
+    let written: Vec<usize> = report.stickers.iter().map(|s| s.index).collect();
+    for index in written {
+        if icons.is_empty() {
+            break;
+        }
+        let Some(sticker) = spec.stickers.get(index - 1) else {
+            continue;
+        };
+        if let Ok(anim) = sticker.source.load(&spec.limits) {
+            make_icons(&anim, &mut icons, &files_dir, spec, &mut report, progress)?;
         }
     }
     if !icons.is_empty() {
@@ -700,6 +673,198 @@ pub fn export_pack(
         && report.problems.is_empty()
         && report.icons.iter().all(|i| i.passed);
     Ok(report)
+}
+
+/// Stickers fitted at once. Each fit already runs its probes two at a time; a second sticker
+/// fills the stretches where one fit leaves a core idle (decode, resize, the size model, the
+/// read-back check), and memory stays bounded by two clips in flight.
+const PACK_WORKERS: usize = 2;
+
+/// One sticker's outcome, in the order of the spec once collected.
+enum Made {
+    Written {
+        item: PackItem,
+        /// Written but fails a rule on read-back.
+        breaks: bool,
+        warning: Option<String>,
+    },
+    Failed(PackFailure),
+}
+
+/// The pack's one progress bar, shared by the sticker workers: each sticker reports its own
+/// fraction and the bar shows their sum, so two stickers in flight move one bar.
+struct PackProgress<'a> {
+    inner: std::sync::Mutex<(&'a mut dyn Progress, Vec<f64>)>,
+    cancelled: std::sync::atomic::AtomicBool,
+}
+
+/// Units of the pack bar per sticker.
+const STICKER_UNITS: f64 = 1000.0;
+
+impl PackProgress<'_> {
+    fn cancelled(&self) -> bool {
+        self.cancelled.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Sets sticker `i`'s fraction done and redraws the bar; false once anyone cancelled.
+    fn report(&self, i: usize, stage: &str, frac: f64) -> bool {
+        if self.cancelled() {
+            return false;
+        }
+        let Ok(mut guard) = self.inner.lock() else {
+            return false;
+        };
+        let (inner, fracs) = &mut *guard;
+        if let Some(f) = fracs.get_mut(i) {
+            *f = frac.clamp(0.0, 1.0);
+        }
+        let done = (fracs.iter().sum::<f64>() * STICKER_UNITS) as u64;
+        let total = (fracs.len() as f64 * STICKER_UNITS) as u64;
+        let go = inner.step(stage, done, total);
+        if !go {
+            self.cancelled
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        go
+    }
+}
+
+/// One sticker's view of the pack bar: its stages prefixed ("sticker 2/8: encode crf 31").
+struct StickerProgress<'p, 'a> {
+    pack: &'p PackProgress<'a>,
+    i: usize,
+    prefix: String,
+}
+
+impl Progress for StickerProgress<'_, '_> {
+    fn step(&mut self, stage: &str, done: u64, total: u64) -> bool {
+        let frac = if total > 0 {
+            done as f64 / total as f64
+        } else {
+            0.0
+        };
+        // Never quite 1 before the sticker is finished.
+        self.pack
+            .report(self.i, &format!("{}: {stage}", self.prefix), frac.min(0.99))
+    }
+}
+
+/// Fits every sticker of the pack, [`PACK_WORKERS`] at a time; outcomes in spec order.
+fn export_stickers(
+    spec: &PackSpec,
+    preset: Preset,
+    files_dir: &Path,
+    width: usize,
+    progress: &mut dyn Progress,
+) -> Result<Vec<Made>> {
+    let n = spec.stickers.len();
+    let ext = preset.default_extension();
+    let bar = PackProgress {
+        inner: std::sync::Mutex::new((progress, vec![0.0; n])),
+        cancelled: std::sync::atomic::AtomicBool::new(false),
+    };
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let one = |i: usize| -> Result<Made> {
+        let sticker = &spec.stickers[i];
+        let index = i + 1;
+        let name = if sticker.name.trim().is_empty() {
+            sticker
+                .source
+                .label()
+                .unwrap_or_else(|| format!("sticker {index:0width$}"))
+        } else {
+            sticker.name.clone()
+        };
+        let prefix = format!("sticker {index}/{n}");
+        if !bar.report(i, &prefix, 0.0) {
+            return Err(Error::Cancelled);
+        }
+        let file = format!("{index:0width$}.{ext}");
+        let path = files_dir.join(&file);
+        let mut scoped = StickerProgress {
+            pack: &bar,
+            i,
+            prefix,
+        };
+        let options = FitOptions {
+            time: sticker.time.unwrap_or(spec.options.time),
+            ..spec.options
+        };
+        let result = sticker.source.load(&spec.limits).and_then(|anim| {
+            let r = fit_to_preset(&anim, preset, &options, &path, &mut scoped);
+            Ok((anim, r?))
+        });
+        let made = match result {
+            Ok((anim, r)) => Made::Written {
+                breaks: !r.passed,
+                warning: (preset == Preset::WhatsApp)
+                    .then(|| first_frame_warning(&anim, &options, &file))
+                    .flatten(),
+                item: PackItem {
+                    index,
+                    name,
+                    file,
+                    emoji: sticker.emoji.clone(),
+                    accessibility_text: sticker.accessibility_text.clone(),
+                    report: r,
+                },
+            },
+            Err(Error::Cancelled) => return Err(Error::Cancelled),
+            Err(e) => Made::Failed(PackFailure {
+                what: format!("sticker {index} ({name})"),
+                kind: e.kind().into(),
+                error: e.to_string(),
+            }),
+        };
+        bar.report(i, &format!("sticker {index}/{n}: done"), 1.0);
+        Ok(made)
+    };
+    let worker = || -> Result<Vec<(usize, Made)>> {
+        let mut out = Vec::new();
+        loop {
+            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if i >= n || bar.cancelled() {
+                return Ok(out);
+            }
+            match one(i) {
+                Ok(m) => out.push((i, m)),
+                Err(e) => {
+                    bar.cancelled
+                        .store(true, std::sync::atomic::Ordering::Relaxed);
+                    return Err(e);
+                }
+            }
+        }
+    };
+    let results: Vec<Result<Vec<(usize, Made)>>> = std::thread::scope(|scope| {
+        let helpers: Vec<_> = (1..PACK_WORKERS.min(n))
+            .map(|k| {
+                std::thread::Builder::new()
+                    .name(format!("ildiff-pack-{k}"))
+                    .spawn_scoped(scope, worker)
+            })
+            .collect();
+        let mut all = vec![worker()];
+        for h in helpers {
+            all.push(match h {
+                Ok(h) => h
+                    .join()
+                    .unwrap_or_else(|_| Err(Error::Invalid("a pack worker panicked".into()))),
+                // No helper thread: the calling thread's worker takes every sticker.
+                Err(_) => Ok(Vec::new()),
+            });
+        }
+        all
+    });
+    let mut made = Vec::with_capacity(n);
+    for r in results {
+        made.extend(r?);
+    }
+    if bar.cancelled() {
+        return Err(Error::Cancelled);
+    }
+    made.sort_by_key(|(i, _)| *i);
+    Ok(made.into_iter().map(|(_, m)| m).collect())
 }
 
 /// WhatsApp asks that the first frame of an animated sticker be the complete image (it is

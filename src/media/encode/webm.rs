@@ -3,11 +3,13 @@
 //! Command (frames go in as raw RGBA on stdin, written from a second thread so a full stderr
 //! pipe can never deadlock us):
 //! `ffmpeg -f rawvideo -pix_fmt rgba -s WxH -framerate N/D -i - -c:v libvpx-vp9
-//!  -pix_fmt yuva420p -b:v 0 -crf CRF -an -row-mt 1 -deadline good -cpu-used 2 -f webm TMP`.
+//!  -pix_fmt yuva420p -b:v 0 -crf CRF -an -row-mt 1 -deadline good -cpu-used 4 -f webm TMP`.
 //! Checked on Debian's ffmpeg 5.1: alpha survives with the default alt-ref setting, and the
 //! muxer sets `alpha_mode=1` on its own, so neither needs an option. `-b:v 0 -crf` is
-//! constant quality; `-cpu-used 2` at `-deadline good` is a fair speed/size trade for
-//! sticker-sized clips.
+//! constant quality. `-cpu-used 4` rather than 2: measured on a matted sticker (256² octopus
+//! scaled to 512, crf 20/35/50) it gives the same size and PSNR within 0.06 dB, and on a noisy
+//! 512² 90-frame clip a smaller file at equal PSNR, in 40 % of the time; the auto-fit's
+//! probes are full encodes, so this time is most of a Telegram export.
 //!
 //! Frame rate: when every delay is the same, that delay's exact ratio is the rate (`1/30 s` →
 //! `-framerate 30/1`, `7/300 s` → `300/7`). Otherwise the clip is first resampled with
@@ -65,7 +67,7 @@ pub fn write_with(anim: &Animation, crf: u8, path: &Path, ffmpeg_bin: &Path) -> 
         .args(["-i", "-"])
         .args(["-c:v", "libvpx-vp9", "-pix_fmt", "yuva420p"])
         .args(["-b:v", "0", "-crf", &crf.to_string(), "-an"])
-        .args(["-row-mt", "1", "-deadline", "good", "-cpu-used", "2"])
+        .args(["-row-mt", "1", "-deadline", "good", "-cpu-used", "4"])
         .args(["-f", "webm", "-y"])
         .arg(out.path())
         .stdin(Stdio::piped())
