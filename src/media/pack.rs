@@ -609,7 +609,7 @@ pub fn export_pack(
                     ));
                 }
                 report.warnings.extend(warning);
-                report.stickers.push(item);
+                report.stickers.push(*item);
             }
             Made::Failed(f) => report.failures.push(f),
         }
@@ -683,7 +683,7 @@ const PACK_WORKERS: usize = 2;
 /// One sticker's outcome, in the order of the spec once collected.
 enum Made {
     Written {
-        item: PackItem,
+        item: Box<PackItem>,
         /// Written but fails a rule on read-back.
         breaks: bool,
         warning: Option<String>,
@@ -800,14 +800,14 @@ fn export_stickers(
                 warning: (preset == Preset::WhatsApp)
                     .then(|| first_frame_warning(&anim, &options, &file))
                     .flatten(),
-                item: PackItem {
+                item: Box::new(PackItem {
                     index,
                     name,
                     file,
                     emoji: sticker.emoji.clone(),
                     accessibility_text: sticker.accessibility_text.clone(),
                     report: r,
-                },
+                }),
             },
             Err(Error::Cancelled) => return Err(Error::Cancelled),
             Err(e) => Made::Failed(PackFailure {
