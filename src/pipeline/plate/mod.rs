@@ -98,7 +98,6 @@ pub fn estimate(
         )));
     }
     let plane = height * width;
-    let frame = |t: usize| &rgb[t * 3 * plane..(t + 1) * 3 * plane];
     let shifts = if options.temporal && frames > 1 {
         global_motion(rgb, frames, height, width)
     } else {
@@ -108,61 +107,36 @@ pub fn estimate(
     let (cw, ch) = (canvas.width, canvas.height);
     let cplane = cw * ch;
 
-    // Temporal statistics on the canvas.
+    // Temporal statistics on the canvas, the rows split between two threads (the per-pixel
+    // medians are most of the plate's time and rows are independent).
+    let mid = ch / 2;
+    let stats =
+        |rows: std::ops::Range<usize>| temporal_rows(rgb, &shifts, &canvas, height, width, rows);
+    let (top, bottom) = std::thread::scope(|scope| {
+        let helper = std::thread::Builder::new()
+            .name("ildiff-plate".into())
+            .spawn_scoped(scope, || stats(mid..ch));
+        let top = stats(0..mid);
+        let bottom = match helper.map(|h| h.join()) {
+            Ok(Ok(b)) => b,
+            // No thread (or it died): the same rows here.
+            _ => stats(mid..ch),
+        };
+        (top, bottom)
+    });
     let mut median = vec![0f32; 3 * cplane];
-    let mut agree = vec![0f32; cplane];
-    let mut varied = vec![false; cplane];
-    let mut covered = vec![0u16; cplane];
-    {
-        let mut vals: Vec<[f32; 3]> = Vec::with_capacity(frames);
-        let mut chan: Vec<f32> = Vec::with_capacity(frames);
-        for cy in 0..ch {
-            for cx in 0..cw {
-                vals.clear();
-                for (t, &(dx, dy)) in shifts.iter().enumerate() {
-                    let (x, y) = (
-                        cx as i64 - canvas.ox - dx as i64,
-                        cy as i64 - canvas.oy - dy as i64,
-                    );
-                    if x < 0 || y < 0 || x >= width as i64 || y >= height as i64 {
-                        continue;
-                    }
-                    let p = y as usize * width + x as usize;
-                    let f = frame(t);
-                    vals.push([f[p], f[plane + p], f[2 * plane + p]]);
-                }
-                let k = cy * cw + cx;
-                covered[k] = vals.len() as u16;
-                if vals.is_empty() {
-                    continue;
-                }
-                let mut m = [0f32; 3];
-                for (c, mc) in m.iter_mut().enumerate() {
-                    chan.clear();
-                    chan.extend(vals.iter().map(|v| v[c]));
-                    *mc = lower_median(&mut chan);
-                }
-                let close = |v: &[f32; 3]| (0..3).all(|c| (v[c] - m[c]).abs() <= AGREE);
-                let n_agree = vals.iter().filter(|v| close(v)).count();
-                // Refine: the mean of the agreeing frames is less noisy than the median (GIF
-                // dither, codec noise) and still ignores the frames where the character is.
-                let mut mean = [0f32; 3];
-                for v in vals.iter().filter(|v| close(v)) {
-                    for c in 0..3 {
-                        mean[c] += v[c];
-                    }
-                }
-                for c in 0..3 {
-                    median[c * cplane + k] = if n_agree > 0 {
-                        mean[c] / n_agree as f32
-                    } else {
-                        m[c]
-                    };
-                }
-                agree[k] = n_agree as f32 / vals.len() as f32;
-                varied[k] = n_agree < vals.len();
-            }
+    let mut agree = Vec::with_capacity(cplane);
+    let mut varied = Vec::with_capacity(cplane);
+    let mut covered = Vec::with_capacity(cplane);
+    for (k, m) in top.mean.iter().chain(&bottom.mean).enumerate() {
+        for c in 0..3 {
+            median[c * cplane + k] = m[c];
         }
+    }
+    for part in [top, bottom] {
+        agree.extend(part.agree);
+        varied.extend(part.varied);
+        covered.extend(part.covered);
     }
 
     // Background samples: border rings of every frame, and pixels the character uncovered.
@@ -364,6 +338,85 @@ impl Canvas {
         let cy = (y as i64 + self.oy + i64::from(dy)) as usize;
         cy * self.width + cx
     }
+}
+
+/// Temporal statistics of some canvas rows, pixel by pixel in row order.
+struct TemporalRows {
+    /// Mean colour of the frames that agree with the median (the median where none does).
+    mean: Vec<[f32; 3]>,
+    /// Share of the frames that saw the pixel and agree with the median.
+    agree: Vec<f32>,
+    /// Whether some frame disagreed.
+    varied: Vec<bool>,
+    /// Frames that saw the pixel.
+    covered: Vec<u16>,
+}
+
+fn temporal_rows(
+    rgb: &[f32],
+    shifts: &[(i32, i32)],
+    canvas: &Canvas,
+    height: usize,
+    width: usize,
+    rows: std::ops::Range<usize>,
+) -> TemporalRows {
+    let plane = height * width;
+    let cw = canvas.width;
+    let n = rows.len() * cw;
+    let mut out = TemporalRows {
+        mean: vec![[0.0; 3]; n],
+        agree: vec![0.0; n],
+        varied: vec![false; n],
+        covered: vec![0; n],
+    };
+    let mut vals: Vec<[f32; 3]> = Vec::with_capacity(shifts.len());
+    let mut chan: Vec<f32> = Vec::with_capacity(shifts.len());
+    for (r, cy) in rows.enumerate() {
+        for cx in 0..cw {
+            vals.clear();
+            for (t, &(dx, dy)) in shifts.iter().enumerate() {
+                let (x, y) = (
+                    cx as i64 - canvas.ox - dx as i64,
+                    cy as i64 - canvas.oy - dy as i64,
+                );
+                if x < 0 || y < 0 || x >= width as i64 || y >= height as i64 {
+                    continue;
+                }
+                let p = y as usize * width + x as usize;
+                let f = &rgb[t * 3 * plane..(t + 1) * 3 * plane];
+                vals.push([f[p], f[plane + p], f[2 * plane + p]]);
+            }
+            let k = r * cw + cx;
+            out.covered[k] = vals.len() as u16;
+            if vals.is_empty() {
+                continue;
+            }
+            let mut m = [0f32; 3];
+            for (c, mc) in m.iter_mut().enumerate() {
+                chan.clear();
+                chan.extend(vals.iter().map(|v| v[c]));
+                *mc = lower_median(&mut chan);
+            }
+            let close = |v: &[f32; 3]| (0..3).all(|c| (v[c] - m[c]).abs() <= AGREE);
+            let n_agree = vals.iter().filter(|v| close(v)).count();
+            // Refine: the mean of the agreeing frames is less noisy than the median (GIF
+            // dither, codec noise) and still ignores the frames where the character is.
+            let mut mean = [0f32; 3];
+            for v in vals.iter().filter(|v| close(v)) {
+                for c in 0..3 {
+                    mean[c] += v[c];
+                }
+            }
+            out.mean[k] = if n_agree > 0 {
+                mean.map(|s| s / n_agree as f32)
+            } else {
+                m
+            };
+            out.agree[k] = n_agree as f32 / vals.len() as f32;
+            out.varied[k] = n_agree < vals.len();
+        }
+    }
+    out
 }
 
 fn lower_median(v: &mut [f32]) -> f32 {
