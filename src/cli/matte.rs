@@ -36,7 +36,7 @@ pub struct MatteArgs {
     /// Platform preset; the matted clip is fitted to every rule and checked after writing.
     #[arg(long, value_parser = parse_preset)]
     pub preset: Option<Preset>,
-    /// Output frames decoded per window (more = faster, more memory).
+    /// Output frames decoded per window (more = less temporal context decoded twice, more memory).
     #[arg(long, default_value_t = MatteOptions::default().window)]
     pub window: usize,
     /// Write the background plate the clip's frames show (one PNG per frame, and its
