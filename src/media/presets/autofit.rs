@@ -545,9 +545,35 @@ impl<'a> SizeModel<'a> {
         Some(found.map_or(0, |p| p.index))
     }
 
-    /// The first guess, from the share of frames.
+    /// The first guess: from the share of frames, then corrected once for the key frame. At
+    /// that guess a half-length excerpt gives the cost of one more frame, which predicts the
+    /// clip as the excerpt plus that cost per missing frame; the search then moves by the
+    /// ratio of that prediction to the share-of-frames one. (The share of frames alone counts
+    /// the excerpt's key frame once per twelve frames: on a noisy 90-frame VP9 clip it guessed
+    /// six CRF steps too low; corrected, one.)
     fn seed(&self, cap: u64) -> Option<u32> {
-        self.guess(cap, self.frames as f64 / self.excerpt.len() as f64, None)
+        let n = self.excerpt.len();
+        let share = self.frames as f64 / n as f64;
+        let first = self.guess(cap, share, None)?;
+        let half = Animation::new(
+            self.excerpt.width,
+            self.excerpt.height,
+            self.excerpt.frames[..n / 2].to_vec(),
+            self.excerpt.loops,
+        )
+        .ok()?;
+        let long = self.excerpt_size(first).ok()? as f64;
+        let short = self
+            .cands
+            .encode(&half, &self.ladder.knob(first))
+            .ok()?
+            .len() as f64;
+        let per_frame = (long - short) / (n - n / 2) as f64;
+        if per_frame <= 0.0 || long <= 0.0 {
+            return Some(first);
+        }
+        let predicted = long + (self.frames - n) as f64 * per_frame;
+        self.guess(cap, predicted / long, Some(first))
     }
 
     /// A guess recalibrated by the full encodes `seen`: the ratio of full to excerpt size at
