@@ -576,6 +576,44 @@ fn pack_reports_failed_sticker_and_keeps_others() {
     assert_eq!(m["stickers"][0]["emoji"], "😀");
 }
 
+/// Stickers are fitted two at a time behind one bar: every step reports the pack's total,
+/// the bar reaches it, the stickers stay in spec order, and a cancel stops both workers.
+#[test]
+fn pack_has_one_progress_bar_and_cancel_stops_every_sticker() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spec = small_pack(4, &["😀"]);
+    let mut steps: Vec<(u64, u64)> = Vec::new();
+    let mut record = |_: &str, done: u64, total: u64| {
+        steps.push((done, total));
+        true
+    };
+    let r = export_pack(&spec, Preset::Signal, dir.path(), &mut record).expect("pack");
+    assert!(r.complete, "{r}");
+    let files: Vec<&str> = r.stickers.iter().map(|s| s.file.as_str()).collect();
+    assert_eq!(files, ["01.png", "02.png", "03.png", "04.png"]);
+    assert!(steps.len() > 8);
+    assert!(steps.iter().all(|&(d, t)| t == 4000 && d <= t), "{steps:?}");
+    assert_eq!(steps.iter().map(|s| s.0).max(), Some(4000));
+
+    let out = dir.path().join("cancelled");
+    let mut calls = 0;
+    let mut cancel = |_: &str, _: u64, _: u64| {
+        calls += 1;
+        calls < 4
+    };
+    let err = export_pack(&spec, Preset::Signal, &out, &mut cancel).expect_err("cancel");
+    assert_eq!(err.kind(), "cancelled");
+    // Nothing half-written: whatever is there is a whole sticker.
+    for f in std::fs::read_dir(out.join("signal"))
+        .expect("dir")
+        .flatten()
+    {
+        let name = f.file_name().to_string_lossy().into_owned();
+        assert!(name.ends_with(".png"), "{name}");
+        decode::open(&f.path(), &Limits::default()).expect("complete sticker");
+    }
+}
+
 /// A disc of one colour moving over transparency: the colour tells stickers apart after
 /// lossy conversions.
 fn coloured_disc(rgb: [u8; 3], n: usize) -> Animation {
