@@ -98,6 +98,7 @@ fn step_until(
         let notes: Vec<String> = app(h).studio.notes.iter().map(|n| n.text.clone()).collect();
         let jobs: Vec<String> = app(h)
             .studio
+            .work
             .jobs
             .iter()
             .map(|j| format!("{:?} {} {}/{}", j.kind, j.stage, j.done, j.total))
@@ -114,8 +115,10 @@ fn drop_file(h: &mut Harness<'static, App>, path: &Path) {
     h.input_mut()
         .dropped_files
         .push(Arc::new(Dropped(path.to_path_buf())));
-    let before = app(h).studio.stickers.len();
-    step_until(h, 60, "the import", |a| a.studio.stickers.len() > before);
+    let before = app(h).studio.doc.stickers.len();
+    step_until(h, 60, "the import", |a| {
+        a.studio.doc.stickers.len() > before
+    });
 }
 
 /// Steps until the texture `key` is uploaded (images are made on the prep thread).
@@ -139,13 +142,13 @@ fn import_scrub_preview_modes_heatmap_and_rematte() {
     write_tiny_model(&model);
     let mut h = harness(&dir.path().join("config"));
     drop_file(&mut h, &clip);
-    let n = app(&mut h).studio.stickers[0].len();
+    let n = app(&mut h).studio.doc.stickers[0].len();
     assert_eq!(n, 6);
-    assert_eq!(app(&mut h).studio.stickers[0].name, "walk");
+    assert_eq!(app(&mut h).studio.doc.stickers[0].name, "walk");
 
     // Per-sticker emoji are drawn as glyphs (egui's bundled emoji font), not as boxes.
     let emoji = "🐱 🎉 👍";
-    app(&mut h).studio.stickers[0].emoji = emoji.into();
+    app(&mut h).studio.doc.stickers[0].emoji = emoji.into();
     h.run_steps(2);
     assert!(
         h.query_all_by_value(emoji).next().is_some(),
@@ -160,12 +163,16 @@ fn import_scrub_preview_modes_heatmap_and_rematte() {
     // Arrow keys step, space plays.
     h.key_press(eframe::egui::Key::ArrowRight);
     h.step();
-    assert_eq!(app(&mut h).studio.playback.frame, 1);
+    assert_eq!(app(&mut h).studio.view.playback.frame, 1);
     h.key_press(eframe::egui::Key::ArrowLeft);
     h.step();
-    assert_eq!(app(&mut h).studio.playback.frame, 0);
+    assert_eq!(app(&mut h).studio.view.playback.frame, 0);
     // Scrub: drag across the thumbnail strip to its right end.
-    let [x0, y0, x1, y1] = app(&mut h).studio.timeline_rect.expect("timeline drawn");
+    let [x0, y0, x1, y1] = app(&mut h)
+        .studio
+        .view
+        .timeline_rect
+        .expect("timeline drawn");
     let y = (y0 + y1) / 2.0;
     h.drag_at(eframe::egui::pos2(x0 + 2.0, y));
     h.step();
@@ -179,20 +186,20 @@ fn import_scrub_preview_modes_heatmap_and_rematte() {
     h.drop_at(eframe::egui::pos2(x1 - 2.0, y));
     h.step();
     assert_eq!(
-        app(&mut h).studio.playback.frame,
+        app(&mut h).studio.view.playback.frame,
         n - 1,
         "scrubbed to the end"
     );
     h.key_press(eframe::egui::Key::Space);
     h.step();
-    assert!(app(&mut h).studio.playback.playing);
+    assert!(app(&mut h).studio.view.playback.playing);
     h.key_press(eframe::egui::Key::Space);
     h.step();
-    assert!(!app(&mut h).studio.playback.playing);
+    assert!(!app(&mut h).studio.view.playback.playing);
 
     // Every preview mode draws its texture of the current frame.
-    let frame = app(&mut h).studio.playback.frame;
-    let src = Shown::of(&app(&mut h).studio.stickers[0].source);
+    let frame = app(&mut h).studio.view.playback.frame;
+    let src = Shown::of(&app(&mut h).studio.doc.stickers[0].source);
     for mode in PreviewMode::ALL {
         h.get_by_label(mode.label()).click();
         h.run_steps(2);
@@ -232,14 +239,14 @@ fn import_scrub_preview_modes_heatmap_and_rematte() {
     assert_eq!(app(&mut h).textures.uploads, uploads);
     // The flicker curve arrives from the worker (opaque input: all zero).
     step_until(&mut h, 30, "flicker scores", |a| {
-        a.studio.stickers[0].flicker.is_some()
+        a.studio.doc.stickers[0].flicker.is_some()
     });
 
     // Re-matte with the tiny model.
     app(&mut h).studio.choose_model(Some(model.clone()));
     step_until(&mut h, 60, "the model check", |a| {
         matches!(
-            a.studio.model_status,
+            a.studio.work.model_status,
             ildiff::app::state::ModelStatus::Ready(_)
         )
     });
@@ -251,7 +258,7 @@ fn import_scrub_preview_modes_heatmap_and_rematte() {
     });
     let a = app(&mut h);
     assert_eq!(has_error(a), None);
-    let st = &a.studio.stickers[0];
+    let st = &a.studio.doc.stickers[0];
     let result = st.result.as_ref().expect("matte result");
     assert_eq!(result.anim.len(), n);
     assert_eq!(
@@ -276,7 +283,7 @@ fn import_scrub_preview_modes_heatmap_and_rematte() {
     app(&mut h).studio.choose_model(Some(plate_model));
     step_until(&mut h, 60, "the plate model check", |a| {
         matches!(
-            a.studio.model_status,
+            a.studio.work.model_status,
             ildiff::app::state::ModelStatus::Ready(_)
         )
     });
@@ -286,14 +293,14 @@ fn import_scrub_preview_modes_heatmap_and_rematte() {
         a.studio.running(JobKind::Matte).is_none()
     });
     assert_eq!(has_error(app(&mut h)), None);
-    let plate = app(&mut h).studio.stickers[0]
+    let plate = app(&mut h).studio.doc.stickers[0]
         .plate
         .clone()
         .expect("the plate-prior re-matte keeps its plate");
     assert_eq!(plate.anim.len(), n);
     h.get_by_label(PreviewMode::Plate.label()).click();
     h.run_steps(2);
-    let frame = app(&mut h).studio.playback.frame;
+    let frame = app(&mut h).studio.view.playback.frame;
     let key = Key::of(&Shown::of(&plate), frame, View::Rgb).expect("plate frame");
     step_until_texture(&mut h, key, "the plate preview");
 }
@@ -318,7 +325,7 @@ fn cancel_keeps_the_ui_responsive_and_writes_nothing() {
     }
     step_until(&mut h, 60, "the model check", |a| {
         matches!(
-            a.studio.model_status,
+            a.studio.work.model_status,
             ildiff::app::state::ModelStatus::Ready(_)
         )
     });
@@ -346,7 +353,7 @@ fn cancel_keeps_the_ui_responsive_and_writes_nothing() {
     let cancel_latency = t.elapsed();
     let a = app(&mut h);
     assert!(
-        a.studio.stickers[0].result.is_none(),
+        a.studio.doc.stickers[0].result.is_none(),
         "no partial result kept"
     );
     assert!(
@@ -396,16 +403,16 @@ fn export_with_a_preset_then_settings_survive_a_restart() {
         });
         let a = app(&mut h);
         assert_eq!(has_error(a), None);
-        let report = a.studio.export.last_report.clone().expect("report");
+        let report = a.studio.doc.export.last_report.clone().expect("report");
         assert!(report.passed, "{report}");
         assert_eq!(report.path, out.join("wave.png"));
         let back = ildiff::media::decode::open(&report.path, &Default::default()).expect("decode");
         assert_eq!((back.width, back.height), (report.width, report.height));
         assert!(back.width <= 320 && back.height <= 320, "Discord's canvas");
-        let rb = a.studio.export.read_back.clone().expect("decoded back");
+        let rb = a.studio.doc.export.read_back.clone().expect("decoded back");
         assert_eq!(rb.anim.len(), back.len());
         // The decoded file can be shown in the preview.
-        a.studio.export.show_read_back = true;
+        a.studio.doc.export.show_read_back = true;
         let key = Key::of(&Shown::of(&rb), 0, View::Alpha).expect("frame");
         step_until_texture(&mut h, key, "the exported file's preview");
         // The panels as the user left them: wider than their defaults (egui reports the
@@ -469,7 +476,7 @@ fn errors_are_notes_not_crashes() {
     app(&mut h).studio.choose_model(Some(m));
     step_until(&mut h, 30, "the model error", |a| has_error(a).is_some());
     assert!(matches!(
-        app(&mut h).studio.model_status,
+        app(&mut h).studio.work.model_status,
         ildiff::app::state::ModelStatus::Failed(_)
     ));
     // Generate from a prompt without weights: no default generator installed, said clearly.
@@ -491,7 +498,7 @@ fn errors_are_notes_not_crashes() {
     let clip = common::ffmpeg_clip(dir.path(), "c.gif", "32x32", 10, 0.3, &[]);
     drop_file(&mut h, &clip);
     app(&mut h).studio.notes.clear();
-    app(&mut h).studio.generate_mode = false;
+    app(&mut h).studio.view.generate_mode = false;
     app(&mut h).studio.choose_model(None);
     if ildiff::pipeline::models::default_model().is_none() {
         app(&mut h).studio.run_job();
@@ -506,7 +513,7 @@ fn the_built_in_vocabulary_is_listed_and_words_go_into_the_prompt() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut h = harness(&dir.path().join("config"));
     // The groups as the installed generator's header would give them.
-    app(&mut h).studio.generate.vocabulary = Some(Ok(Some(vec![
+    app(&mut h).studio.view.generate.vocabulary = Some(Ok(Some(vec![
         (
             "subjects".to_string(),
             vec!["heart".to_string(), "cat".to_string()],
@@ -521,9 +528,9 @@ fn the_built_in_vocabulary_is_listed_and_words_go_into_the_prompt() {
     h.run_steps(1);
     h.get_by_label("pulsing").click();
     h.run_steps(1);
-    assert_eq!(app(&mut h).studio.prompt, "heart pulsing");
+    assert_eq!(app(&mut h).studio.view.prompt, "heart pulsing");
     // With SD-1.5 weights named the vocabulary is open: the list goes away.
-    app(&mut h).studio.generate.dir_text = "/some/sd15".into();
+    app(&mut h).studio.view.generate.dir_text = "/some/sd15".into();
     h.run_steps(2);
     assert!(
         h.query_by_label("Words the built-in model knows (3)")

@@ -123,7 +123,7 @@ impl StudioApp {
                 )
             });
             if space {
-                s.playback.playing = !s.playback.playing;
+                s.view.playback.playing = !s.view.playback.playing;
             }
             if left {
                 s.step_frame(-1);

@@ -341,18 +341,30 @@ pub enum ModelStatus {
     Failed(String),
 }
 
-/// Everything the studio knows while it runs.
-pub struct Studio {
-    pub settings: Settings,
-    pub store: SettingsStore,
-    pub workers: Workers,
+/// The stickers being made: what a save would keep.
+pub struct Document {
     pub stickers: Vec<Sticker>,
     pub selected: usize,
-    pub playback: Playback,
-    pub notes: Vec<Note>,
-    pub jobs: Vec<Running>,
+    /// Export and pack results for the export panel.
     pub export: ExportState,
+}
+
+/// The background work: the workers, the jobs in flight and the model check.
+pub struct JobBook {
+    pub workers: Workers,
+    pub jobs: Vec<Running>,
     pub model_status: ModelStatus,
+}
+
+/// What only the screen needs: playback, zoom and pan, and the text of the input fields.
+pub struct View {
+    pub playback: Playback,
+    /// Preview zoom (1 = fit) and pan in points.
+    pub zoom: f32,
+    pub pan: [f32; 2],
+    /// Screen rectangle `[x0, y0, x1, y1]` of the timeline's scrub strip in the last frame
+    /// (UI tests drag across it).
+    pub timeline_rect: Option<[f32; 4]>,
     /// Text of the job panel's model path field.
     pub model_path_text: String,
     /// Text of the import path field (the dialog's fallback).
@@ -362,13 +374,18 @@ pub struct Studio {
     pub generate_mode: bool,
     /// Prompt-mode settings (weights, steps, seed, ...) and unknown-word feedback.
     pub generate: crate::app::panels::job::GenerateForm,
+}
+
+/// Everything the studio knows while it runs, in three parts that change for different
+/// reasons (the document, the jobs, the view) beside the settings and the notes.
+pub struct Studio {
+    pub settings: Settings,
+    pub store: SettingsStore,
+    pub doc: Document,
+    pub work: JobBook,
+    pub view: View,
+    pub notes: Vec<Note>,
     pub limits: Limits,
-    /// Preview zoom (1 = fit) and pan in points.
-    pub zoom: f32,
-    pub pan: [f32; 2],
-    /// Screen rectangle `[x0, y0, x1, y1]` of the timeline's scrub strip in the last frame
-    /// (UI tests drag across it).
-    pub timeline_rect: Option<[f32; 4]>,
     last_settings_check: Instant,
 }
 
@@ -386,23 +403,29 @@ impl Studio {
         let mut s = Studio {
             settings,
             store,
-            workers: Workers::spawn(waker)?,
-            stickers: Vec::new(),
-            selected: 0,
-            playback: Playback::default(),
+            doc: Document {
+                stickers: Vec::new(),
+                selected: 0,
+                export: ExportState::default(),
+            },
+            work: JobBook {
+                workers: Workers::spawn(waker)?,
+                jobs: Vec::new(),
+                model_status: ModelStatus::Unchecked,
+            },
+            view: View {
+                playback: Playback::default(),
+                zoom: 1.0,
+                pan: [0.0, 0.0],
+                timeline_rect: None,
+                model_path_text,
+                open_path_text: String::new(),
+                prompt: String::new(),
+                generate_mode: false,
+                generate: Default::default(),
+            },
             notes: Vec::new(),
-            jobs: Vec::new(),
-            export: ExportState::default(),
-            model_status: ModelStatus::Unchecked,
-            model_path_text,
-            open_path_text: String::new(),
-            prompt: String::new(),
-            generate_mode: false,
-            generate: Default::default(),
             limits: Limits::default(),
-            zoom: 1.0,
-            pan: [0.0, 0.0],
-            timeline_rect: None,
             last_settings_check: Instant::now(),
         };
         if let Some(w) = warning {
@@ -423,20 +446,20 @@ impl Studio {
     }
 
     pub fn current(&self) -> Option<&Sticker> {
-        self.stickers.get(self.selected)
+        self.doc.stickers.get(self.doc.selected)
     }
 
     pub fn current_mut(&mut self) -> Option<&mut Sticker> {
-        self.stickers.get_mut(self.selected)
+        self.doc.stickers.get_mut(self.doc.selected)
     }
 
     /// Opens files: the one path used by drag-and-drop, the open dialog, the path field, the
     /// recent list and the command line. Decoding runs on the I/O worker.
     pub fn import_paths(&mut self, paths: impl IntoIterator<Item = PathBuf>) {
         for path in paths {
-            let id = self.workers.next_id();
-            self.jobs.push(Running::new(id, JobKind::Import, None));
-            self.workers.submit(Job::Import {
+            let id = self.work.workers.next_id();
+            self.work.jobs.push(Running::new(id, JobKind::Import, None));
+            self.work.workers.submit(Job::Import {
                 id,
                 path,
                 limits: self.limits,
@@ -446,58 +469,60 @@ impl Studio {
 
     /// Selects sticker `i` and rewinds playback.
     pub fn select(&mut self, i: usize) {
-        if i < self.stickers.len() {
-            self.selected = i;
-            self.playback = Playback {
-                looping: self.playback.looping,
+        if i < self.doc.stickers.len() {
+            self.doc.selected = i;
+            self.view.playback = Playback {
+                looping: self.view.playback.looping,
                 ..Playback::default()
             };
-            self.export.read_back = None;
-            self.export.show_read_back = false;
+            self.doc.export.read_back = None;
+            self.doc.export.show_read_back = false;
             self.request_flicker();
         }
     }
 
     pub fn remove(&mut self, i: usize) {
-        if i < self.stickers.len() {
-            self.stickers.remove(i);
-            if self.selected >= self.stickers.len() {
-                self.selected = self.stickers.len().saturating_sub(1);
+        if i < self.doc.stickers.len() {
+            self.doc.stickers.remove(i);
+            if self.doc.selected >= self.doc.stickers.len() {
+                self.doc.selected = self.doc.stickers.len().saturating_sub(1);
             }
-            self.playback.frame = 0;
+            self.view.playback.frame = 0;
         }
     }
 
     /// Moves sticker `i` by `delta` places (reorder).
     pub fn move_sticker(&mut self, i: usize, delta: isize) {
         let j = i as isize + delta;
-        if i < self.stickers.len() && j >= 0 && (j as usize) < self.stickers.len() {
-            self.stickers.swap(i, j as usize);
-            if self.selected == i {
-                self.selected = j as usize;
-            } else if self.selected == j as usize {
-                self.selected = i;
+        if i < self.doc.stickers.len() && j >= 0 && (j as usize) < self.doc.stickers.len() {
+            self.doc.stickers.swap(i, j as usize);
+            if self.doc.selected == i {
+                self.doc.selected = j as usize;
+            } else if self.doc.selected == j as usize {
+                self.doc.selected = i;
             }
         }
     }
 
     pub fn running(&self, kind: JobKind) -> Option<&Running> {
-        self.jobs.iter().find(|j| j.kind == kind)
+        self.work.jobs.iter().find(|j| j.kind == kind)
     }
 
     /// Starts a re-matte of the current sticker (or a generate job in prompt mode).
     pub fn run_job(&mut self) {
-        if self.generate_mode {
+        if self.view.generate_mode {
             if self.running(JobKind::Generate).is_some() {
                 self.notify(Level::Info, "a generate job is already running");
                 return;
             }
-            let id = self.workers.next_id();
-            self.jobs.push(Running::new(id, JobKind::Generate, None));
-            self.generate.unknown.clear();
-            self.workers.submit(Job::Generate {
+            let id = self.work.workers.next_id();
+            self.work
+                .jobs
+                .push(Running::new(id, JobKind::Generate, None));
+            self.view.generate.unknown.clear();
+            self.work.workers.submit(Job::Generate {
                 id,
-                job: Box::new(self.generate.job_for(&self.prompt)),
+                job: Box::new(self.view.generate.job_for(&self.view.prompt)),
             });
             return;
         }
@@ -513,7 +538,7 @@ impl Studio {
             ModelChoice::Default => match default_model() {
                 Some(_) => None,
                 None => {
-                    self.model_status = ModelStatus::Failed(NO_DEFAULT_MODEL.into());
+                    self.work.model_status = ModelStatus::Failed(NO_DEFAULT_MODEL.into());
                     self.notify(Level::Error, NO_DEFAULT_MODEL);
                     return;
                 }
@@ -530,17 +555,18 @@ impl Studio {
             },
         };
         let clip_id = st.source.id;
-        let id = self.workers.next_id();
-        self.jobs
+        let id = self.work.workers.next_id();
+        self.work
+            .jobs
             .push(Running::new(id, JobKind::Matte, Some(clip_id)));
-        self.workers.submit(Job::Matte { id, request });
+        self.work.workers.submit(Job::Matte { id, request });
     }
 
     /// Cancels every running job of `kind`.
     pub fn cancel(&mut self, kind: JobKind) {
-        for j in self.jobs.iter_mut().filter(|j| j.kind == kind) {
+        for j in self.work.jobs.iter_mut().filter(|j| j.kind == kind) {
             j.cancelling = true;
-            self.workers.cancel(j.id);
+            self.work.workers.cancel(j.id);
         }
     }
 
@@ -549,18 +575,18 @@ impl Studio {
         match path {
             None => {
                 self.settings.job.model = ModelChoice::Default;
-                self.model_status = match default_model() {
+                self.work.model_status = match default_model() {
                     Some(p) => ModelStatus::Ready(format!("default model: {}", p.display())),
                     None => ModelStatus::Failed(NO_DEFAULT_MODEL.into()),
                 };
             }
             Some(p) => {
-                self.model_path_text = p.display().to_string();
+                self.view.model_path_text = p.display().to_string();
                 self.settings.job.model = ModelChoice::File(p.clone());
-                self.model_status = ModelStatus::Checking;
-                let id = self.workers.next_id();
-                self.jobs.push(Running::new(id, JobKind::Model, None));
-                self.workers.submit(Job::LoadModel { id, path: p });
+                self.work.model_status = ModelStatus::Checking;
+                let id = self.work.workers.next_id();
+                self.work.jobs.push(Running::new(id, JobKind::Model, None));
+                self.work.workers.submit(Job::LoadModel { id, path: p });
             }
         }
     }
@@ -574,16 +600,18 @@ impl Studio {
         let clip = st.current().clone();
         if st.flicker.as_ref().is_some_and(|f| f.0 == clip.id)
             || self
+                .work
                 .jobs
                 .iter()
                 .any(|j| j.kind == JobKind::Flicker && j.clip_id == Some(clip.id))
         {
             return;
         }
-        let id = self.workers.next_id();
-        self.jobs
+        let id = self.work.workers.next_id();
+        self.work
+            .jobs
             .push(Running::new(id, JobKind::Flicker, Some(clip.id)));
-        self.workers.submit(Job::Flicker {
+        self.work.workers.submit(Job::Flicker {
             id,
             clip: clip.anim,
         });
@@ -593,10 +621,10 @@ impl Studio {
     pub fn export_path(&self) -> Option<PathBuf> {
         let st = self.current()?;
         let dir = self.settings.export.folder.clone()?;
-        let stem = if self.export.file_name.trim().is_empty() {
+        let stem = if self.doc.export.file_name.trim().is_empty() {
             crate::media::pack::identifier(&st.name)
         } else {
-            self.export.file_name.trim().to_string()
+            self.doc.export.file_name.trim().to_string()
         };
         let ext = match self.settings.export.preset {
             Some(p) => p.default_extension().to_string(),
@@ -647,9 +675,9 @@ impl Studio {
             options,
             read_back: self.settings.export.preview_export,
         };
-        let id = self.workers.next_id();
-        self.jobs.push(Running::new(id, JobKind::Export, None));
-        self.workers.submit(Job::Export { id, request });
+        let id = self.work.workers.next_id();
+        self.work.jobs.push(Running::new(id, JobKind::Export, None));
+        self.work.workers.submit(Job::Export { id, request });
     }
 
     /// Exports the whole pack for the chosen preset into the export folder.
@@ -663,7 +691,7 @@ impl Studio {
             return;
         };
         let mut stickers = Vec::new();
-        for st in &self.stickers {
+        for st in &self.doc.stickers {
             match st.trimmed() {
                 Ok(a) => stickers.push(PackSticker {
                     source: StickerSource::Animation(a),
@@ -691,9 +719,9 @@ impl Studio {
             self.notify(Level::Error, format!("the pack cannot be exported: {e}"));
             return;
         }
-        let id = self.workers.next_id();
-        self.jobs.push(Running::new(id, JobKind::Pack, None));
-        self.workers.submit(Job::ExportPack {
+        let id = self.work.workers.next_id();
+        self.work.jobs.push(Running::new(id, JobKind::Pack, None));
+        self.work.workers.submit(Job::ExportPack {
             id,
             spec: Box::new(spec),
             preset,
@@ -706,7 +734,7 @@ impl Studio {
         let start = Instant::now();
         let mut n = 0;
         while start.elapsed() < budget {
-            let Some(e) = self.workers.try_recv() else {
+            let Some(e) = self.work.workers.try_recv() else {
                 break;
             };
             self.handle(e);
@@ -718,20 +746,20 @@ impl Studio {
     /// Applies one worker event to the state.
     pub fn handle(&mut self, event: Event) {
         let id = event.id();
-        let Some(pos) = self.jobs.iter().position(|j| j.id == id) else {
+        let Some(pos) = self.work.jobs.iter().position(|j| j.id == id) else {
             return; // a job the UI no longer tracks
         };
-        let kind = self.jobs[pos].kind;
-        let clip_id = self.jobs[pos].clip_id;
+        let kind = self.work.jobs[pos].kind;
+        let clip_id = self.work.jobs[pos].clip_id;
         if event.is_final() {
-            self.jobs.remove(pos);
+            self.work.jobs.remove(pos);
         }
         match event {
             Event::Started { .. } => {}
             Event::Progress {
                 stage, done, total, ..
             } => {
-                let j = &mut self.jobs[pos];
+                let j = &mut self.work.jobs[pos];
                 if j.first_progress.is_none()
                     && done > 0
                     && (stage == crate::pipeline::matte::STAGE
@@ -752,12 +780,14 @@ impl Studio {
                     .map(|s| s.to_string_lossy().into_owned())
                     .unwrap_or_else(|| "sticker".into());
                 self.settings.push_recent(&path);
-                self.stickers.push(Sticker::new(name, Some(path), *clip));
-                let last = self.stickers.len() - 1;
+                self.doc
+                    .stickers
+                    .push(Sticker::new(name, Some(path), *clip));
+                let last = self.doc.stickers.len() - 1;
                 self.select(last);
             }
             Event::ModelReady { summary, .. } => {
-                self.model_status = ModelStatus::Ready(summary);
+                self.work.model_status = ModelStatus::Ready(summary);
             }
             Event::FramesDone { start, frames, .. } => {
                 let clip_id = match (kind, clip_id) {
@@ -828,9 +858,10 @@ impl Studio {
                         st.trim_out = n.saturating_sub(1);
                     }
                     None => {
-                        self.stickers
+                        self.doc
+                            .stickers
                             .push(Sticker::new(sticker_name(&prompt), None, anim));
-                        let last = self.stickers.len() - 1;
+                        let last = self.doc.stickers.len() - 1;
                         self.select(last);
                     }
                 }
@@ -845,12 +876,12 @@ impl Studio {
                         ),
                     );
                 }
-                self.generate.unknown = unknown;
+                self.view.generate.unknown = unknown;
                 self.request_flicker();
             }
             Event::Flicker { scores, .. } => {
                 if let Some(cid) = clip_id {
-                    for st in &mut self.stickers {
+                    for st in &mut self.doc.stickers {
                         if st.current().id == cid {
                             st.flicker = Some((cid, scores.clone()));
                         }
@@ -878,8 +909,8 @@ impl Studio {
                     )
                 };
                 self.notify(level, msg);
-                self.export.read_back = read_back.map(|a| Clip::new(*a));
-                self.export.last_report = Some(*report);
+                self.doc.export.read_back = read_back.map(|a| Clip::new(*a));
+                self.doc.export.last_report = Some(*report);
             }
             Event::PackExported { report, .. } => {
                 let level = if report.complete {
@@ -900,11 +931,11 @@ impl Studio {
                         }
                     ),
                 );
-                self.export.pack_report = Some(*report);
+                self.doc.export.pack_report = Some(*report);
             }
             Event::Failed { error, .. } => {
                 if kind == JobKind::Model {
-                    self.model_status = ModelStatus::Failed(error.clone());
+                    self.work.model_status = ModelStatus::Failed(error.clone());
                 }
                 self.drop_partial_generation(kind, clip_id);
                 if kind == JobKind::Matte {
@@ -942,16 +973,16 @@ impl Studio {
     /// frames still to come (the job's progress total), selected so the preview shows it.
     fn start_generated_sticker(&mut self, pos: usize, frames: &[image::RgbaImage]) -> Option<u64> {
         let (w, h) = frames.first()?.dimensions();
-        let n = (self.jobs.get(pos)?.total as usize).max(frames.len());
+        let n = (self.work.jobs.get(pos)?.total as usize).max(frames.len());
         let delay = crate::media::Delay::from_ratio(1, 8);
         let blank = crate::media::Frame::new(image::RgbaImage::new(w, h), delay);
         let anim = Animation::new(w, h, vec![blank; n], crate::media::LoopCount::Infinite).ok()?;
-        let name = sticker_name(&self.prompt);
-        self.stickers.push(Sticker::new(name, None, anim));
-        let last = self.stickers.len() - 1;
+        let name = sticker_name(&self.view.prompt);
+        self.doc.stickers.push(Sticker::new(name, None, anim));
+        let last = self.doc.stickers.len() - 1;
         self.select(last);
-        let id = self.stickers[last].source.id;
-        self.jobs.get_mut(pos)?.clip_id = Some(id);
+        let id = self.doc.stickers[last].source.id;
+        self.work.jobs.get_mut(pos)?.clip_id = Some(id);
         Some(id)
     }
 
@@ -961,16 +992,19 @@ impl Studio {
             return;
         }
         if let Some(cid) = clip_id
-            && let Some(i) = self.stickers.iter().position(|s| s.source.id == cid)
+            && let Some(i) = self.doc.stickers.iter().position(|s| s.source.id == cid)
         {
-            self.stickers.remove(i);
-            self.selected = self.selected.min(self.stickers.len().saturating_sub(1));
+            self.doc.stickers.remove(i);
+            self.doc.selected = self
+                .doc
+                .selected
+                .min(self.doc.stickers.len().saturating_sub(1));
         }
     }
 
     fn sticker_by_clip(&mut self, clip_id: Option<u64>) -> Option<&mut Sticker> {
         let cid = clip_id?;
-        self.stickers.iter_mut().find(|s| s.source.id == cid)
+        self.doc.stickers.iter_mut().find(|s| s.source.id == cid)
     }
 
     /// Advances playback by `dt` seconds at the clip's own frame delays; returns how long until
@@ -979,10 +1013,10 @@ impl Studio {
         let st = self.current()?;
         let anim = st.current().anim.clone();
         let (lo, hi) = (st.trim_in, st.trim_out.min(anim.len().saturating_sub(1)));
-        if !self.playback.playing || anim.len() < 2 {
+        if !self.view.playback.playing || anim.len() < 2 {
             return None;
         }
-        let pb = &mut self.playback;
+        let pb = &mut self.view.playback;
         if pb.frame < lo || pb.frame > hi {
             pb.frame = lo;
             pb.into_frame = 0.0;
@@ -1014,16 +1048,16 @@ impl Studio {
         if n == 0 {
             return;
         }
-        self.playback.playing = false;
-        self.playback.into_frame = 0.0;
-        let f = self.playback.frame as isize + delta;
-        self.playback.frame = f.clamp(0, n as isize - 1) as usize;
+        self.view.playback.playing = false;
+        self.view.playback.into_frame = 0.0;
+        let f = self.view.playback.frame as isize + delta;
+        self.view.playback.frame = f.clamp(0, n as isize - 1) as usize;
     }
 
     pub fn seek(&mut self, frame: usize) {
         let n = self.current().map_or(0, Sticker::len);
-        self.playback.frame = frame.min(n.saturating_sub(1));
-        self.playback.into_frame = 0.0;
+        self.view.playback.frame = frame.min(n.saturating_sub(1));
+        self.view.playback.into_frame = 0.0;
     }
 
     /// Saves settings if they changed, at most once a second (and always when `force`).
@@ -1045,7 +1079,7 @@ impl Studio {
 
     /// Whether any job is waiting (the UI keeps repainting to show progress).
     pub fn busy(&self) -> bool {
-        !self.jobs.is_empty()
+        !self.work.jobs.is_empty()
     }
 }
 
@@ -1083,11 +1117,14 @@ mod tests {
     /// A studio with one 4-frame sticker and a matte job `id` running on it.
     fn matting() -> (Studio, JobId) {
         let mut s = Studio::new(None, Arc::new(|| {})).expect("studio");
-        s.stickers
+        s.doc
+            .stickers
             .push(Sticker::new("a".into(), None, clip(4, 8, 8)));
-        let id = s.workers.next_id();
-        let cid = s.stickers[0].source.id;
-        s.jobs.push(Running::new(id, JobKind::Matte, Some(cid)));
+        let id = s.work.workers.next_id();
+        let cid = s.doc.stickers[0].source.id;
+        s.work
+            .jobs
+            .push(Running::new(id, JobKind::Matte, Some(cid)));
         (s, id)
     }
 
@@ -1098,13 +1135,13 @@ mod tests {
     #[test]
     fn previews_move_frames_in_and_the_finished_clip_keeps_their_ids() {
         let (mut s, id) = matting();
-        let source_ids = s.stickers[0].source.frame_ids.clone();
+        let source_ids = s.doc.stickers[0].source.frame_ids.clone();
         s.handle(Event::FramesDone {
             id,
             start: 1,
             frames: vec![matted_frame(10), matted_frame(20)],
         });
-        let st = &s.stickers[0];
+        let st = &s.doc.stickers[0];
         assert!(st.result.is_none(), "a preview is not a result");
         let shown = st.shown();
         assert!(shown.is_partial());
@@ -1129,7 +1166,7 @@ mod tests {
             start: 3,
             frames: vec![matted_frame(30)],
         });
-        let shown = s.stickers[0].shown();
+        let shown = s.doc.stickers[0].shown();
         assert_ne!(shown.id, first_id, "each update is a new picture");
         let ids: Vec<u64> = (0..4).map(|i| shown.frame_id(i).expect("id")).collect();
         let mut done = clip(4, 8, 8);
@@ -1142,7 +1179,7 @@ mod tests {
             clip: Box::new(done),
             plate: Some(Box::new(plate.clone())),
         });
-        let st = &s.stickers[0];
+        let st = &s.doc.stickers[0];
         // The plate the model assumed is kept for the "Background plate" preview.
         let kept = st.plate.as_ref().expect("plate");
         assert!(
@@ -1166,15 +1203,15 @@ mod tests {
     fn a_cancelled_rematte_drops_its_previews_and_keeps_the_earlier_result() {
         let (mut s, id) = matting();
         let earlier = Clip::new(clip(4, 8, 8));
-        s.stickers[0].result = Some(earlier.clone());
+        s.doc.stickers[0].result = Some(earlier.clone());
         s.handle(Event::FramesDone {
             id,
             start: 0,
             frames: vec![matted_frame(5)],
         });
-        assert!(s.stickers[0].shown().is_partial());
+        assert!(s.doc.stickers[0].shown().is_partial());
         s.handle(Event::Cancelled { id });
-        let st = &s.stickers[0];
+        let st = &s.doc.stickers[0];
         assert!(st.partial.is_none());
         assert_eq!(st.result.as_ref().map(|r| r.id), Some(earlier.id));
         assert_eq!(st.shown().id, earlier.id);
@@ -1183,9 +1220,9 @@ mod tests {
     /// A studio with a generate job `id` running (no sticker yet) that reported 4 frames.
     fn generating() -> (Studio, JobId) {
         let mut s = Studio::new(None, Arc::new(|| {})).expect("studio");
-        s.prompt = "a red heart pulsing".into();
-        let id = s.workers.next_id();
-        s.jobs.push(Running::new(id, JobKind::Generate, None));
+        s.view.prompt = "a red heart pulsing".into();
+        let id = s.work.workers.next_id();
+        s.work.jobs.push(Running::new(id, JobKind::Generate, None));
         s.handle(Event::Progress {
             id,
             stage: crate::pipeline::generate::STAGE_MATTE.into(),
@@ -1198,14 +1235,14 @@ mod tests {
     #[test]
     fn generated_frames_make_a_sticker_that_the_finished_clip_completes() {
         let (mut s, id) = generating();
-        assert!(s.stickers.is_empty());
+        assert!(s.doc.stickers.is_empty());
         s.handle(Event::FramesDone {
             id,
             start: 0,
             frames: vec![matted_frame(10), matted_frame(20)],
         });
-        assert_eq!(s.stickers.len(), 1, "the first frames make the sticker");
-        let st = &s.stickers[0];
+        assert_eq!(s.doc.stickers.len(), 1, "the first frames make the sticker");
+        let st = &s.doc.stickers[0];
         assert_eq!(st.name, "a red heart pulsing");
         assert_eq!(st.len(), 4);
         assert!(st.shown().is_partial());
@@ -1215,7 +1252,7 @@ mod tests {
             frames: vec![matted_frame(30), matted_frame(40)],
         });
         let ids: Vec<u64> = (0..4)
-            .map(|i| s.stickers[0].shown().frame_id(i).expect("id"))
+            .map(|i| s.doc.stickers[0].shown().frame_id(i).expect("id"))
             .collect();
         let mut done = clip(4, 8, 8);
         for (i, f) in done.frames.iter_mut().enumerate() {
@@ -1223,19 +1260,19 @@ mod tests {
         }
         s.handle(Event::Generated {
             id,
-            prompt: s.prompt.clone(),
+            prompt: s.view.prompt.clone(),
             clip: Box::new(done),
             unknown: vec!["pulsing".into()],
         });
-        assert_eq!(s.stickers.len(), 1);
-        let st = &s.stickers[0];
+        assert_eq!(s.doc.stickers.len(), 1);
+        let st = &s.doc.stickers[0];
         assert!(st.partial.is_none());
         assert_eq!(
             &*st.source.frame_ids,
             ids.as_slice(),
             "previews' textures stay valid"
         );
-        assert_eq!(s.generate.unknown, ["pulsing"]);
+        assert_eq!(s.view.generate.unknown, ["pulsing"]);
         assert!(s.notes.iter().any(|n| n.text.contains("pulsing")));
         assert!(s.running(JobKind::Generate).is_none());
     }
@@ -1248,8 +1285,8 @@ mod tests {
             start: 0,
             frames: vec![matted_frame(10)],
         });
-        assert_eq!(s.stickers.len(), 1);
+        assert_eq!(s.doc.stickers.len(), 1);
         s.handle(Event::Cancelled { id });
-        assert!(s.stickers.is_empty());
+        assert!(s.doc.stickers.is_empty());
     }
 }

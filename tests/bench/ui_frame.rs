@@ -160,14 +160,14 @@ fn main() {
     let mut w = Window::new(dir.path().join("config"));
     w.input.dropped_files.push(Arc::new(Dropped(clip)));
     let t = Instant::now();
-    while w.app.studio.stickers.is_empty() {
+    while w.app.studio.doc.stickers.is_empty() {
         w.frame();
         std::thread::sleep(Duration::from_millis(5));
         assert!(t.elapsed().as_secs() < 120, "import timed out");
     }
     {
         let s = &mut w.app.studio;
-        s.playback.playing = true;
+        s.view.playback.playing = true;
         s.settings.layout.heatmap = true;
         s.choose_model(Some(model));
     }
@@ -203,7 +203,7 @@ fn main() {
     }
     let busy_mb = (w.uploaded - up0) as f64 / 1e6;
     let job_secs = started.elapsed().as_secs_f64();
-    let ok = w.app.studio.stickers[0].result.is_some();
+    let ok = w.app.studio.doc.stickers[0].result.is_some();
     println!(
         "clip {side}x{side}, {frames} frames; cpu_default (random weights); job {job_secs:.1} s, \
          finished: {ok} (last progress {last_done}); {} cores",

@@ -169,7 +169,7 @@ impl ExportPanel<'_> {
             ui.selectable_value(&mut ex.time, TimeFit::Speed, "speed up")
                 .on_hover_text("play the whole clip faster");
         });
-        if let Some(st) = s.stickers.get_mut(s.selected) {
+        if let Some(st) = s.doc.stickers.get_mut(s.doc.selected) {
             ui.horizontal(|ui| {
                 ui.label("This sticker");
                 ui.selectable_value(&mut st.time, None, "as above")
@@ -203,7 +203,7 @@ impl ExportPanel<'_> {
         ui.horizontal(|ui| {
             ui.label("File name");
             ui.add(
-                egui::TextEdit::singleline(&mut s.export.file_name)
+                egui::TextEdit::singleline(&mut s.doc.export.file_name)
                     .hint_text("default: sticker name")
                     .desired_width(150.0),
             );
@@ -235,7 +235,7 @@ impl ExportPanel<'_> {
             .or_else(|| s.running(JobKind::Pack))
             .cloned();
         ui.horizontal(|ui| {
-            let ready = busy.is_none() && !s.stickers.is_empty();
+            let ready = busy.is_none() && !s.doc.stickers.is_empty();
             if ui
                 .add_enabled(ready, egui::Button::new("Export sticker"))
                 .clicked()
@@ -268,14 +268,14 @@ impl ExportPanel<'_> {
                     .animate(true),
             );
         }
-        if let Some(rep) = &s.export.last_report {
+        if let Some(rep) = &s.doc.export.last_report {
             egui::CollapsingHeader::new("Export report")
                 .default_open(true)
                 .show(ui, |ui| {
                     ui.label(egui::RichText::new(rep.to_string()).monospace().size(11.0));
                 });
         }
-        if let Some(rep) = &s.export.pack_report {
+        if let Some(rep) = &s.doc.export.pack_report {
             egui::CollapsingHeader::new("Pack report").show(ui, |ui| {
                 ui.label(egui::RichText::new(rep.to_string()).monospace().size(11.0));
             });

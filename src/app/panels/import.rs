@@ -27,14 +27,15 @@ impl ImportPanel<'_> {
                 self.dialogs.open_clips(s.settings.last_open_dir.clone());
             }
             let field = ui.add(
-                egui::TextEdit::singleline(&mut s.open_path_text)
+                egui::TextEdit::singleline(&mut s.view.open_path_text)
                     .hint_text("or type a path and press Enter")
                     .desired_width(260.0),
             );
             let enter = field.lost_focus() && ui.input(|i| i.key_pressed(egui::Key::Enter));
-            if (ui.button("Import").clicked() || enter) && !s.open_path_text.trim().is_empty() {
-                let path = PathBuf::from(s.open_path_text.trim());
-                s.open_path_text.clear();
+            if (ui.button("Import").clicked() || enter) && !s.view.open_path_text.trim().is_empty()
+            {
+                let path = PathBuf::from(s.view.open_path_text.trim());
+                s.view.open_path_text.clear();
                 s.import_paths([path]);
             }
             ui.menu_button("Recent", |ui| {

@@ -48,16 +48,16 @@ impl JobPanel<'_> {
         let s = &mut *self.studio;
         heading(ui, "Job");
         ui.horizontal(|ui| {
-            ui.selectable_value(&mut s.generate_mode, false, "Re-matte this clip");
-            ui.selectable_value(&mut s.generate_mode, true, "Generate from a prompt");
+            ui.selectable_value(&mut s.view.generate_mode, false, "Re-matte this clip");
+            ui.selectable_value(&mut s.view.generate_mode, true, "Generate from a prompt");
         });
-        if s.generate_mode {
+        if s.view.generate_mode {
             ui.add(
-                egui::TextEdit::multiline(&mut s.prompt)
+                egui::TextEdit::multiline(&mut s.view.prompt)
                     .hint_text("a cat waving, sticker style")
                     .desired_rows(2),
             );
-            generate_settings(ui, &mut s.generate, &mut s.prompt);
+            generate_settings(ui, &mut s.view.generate, &mut s.view.prompt);
         } else {
             ui.label("Model");
             let mut use_default = s.settings.job.model == ModelChoice::Default;
@@ -68,20 +68,20 @@ impl JobPanel<'_> {
                 }
                 if ui.radio(!use_default, "Checkpoint file").clicked() && use_default {
                     s.settings.job.model =
-                        ModelChoice::File(PathBuf::from(s.model_path_text.trim()));
-                    s.model_status = ModelStatus::Unchecked;
+                        ModelChoice::File(PathBuf::from(s.view.model_path_text.trim()));
+                    s.work.model_status = ModelStatus::Unchecked;
                 }
             });
             if !use_default {
                 ui.horizontal(|ui| {
                     let field = ui.add(
-                        egui::TextEdit::singleline(&mut s.model_path_text)
+                        egui::TextEdit::singleline(&mut s.view.model_path_text)
                             .hint_text("path to .safetensors")
                             .desired_width(170.0),
                     );
                     let enter = field.lost_focus() && ui.input(|i| i.key_pressed(egui::Key::Enter));
                     if ui.button("Use").clicked() || enter {
-                        let p = PathBuf::from(s.model_path_text.trim());
+                        let p = PathBuf::from(s.view.model_path_text.trim());
                         s.choose_model(Some(p));
                     }
                     if ui
@@ -92,7 +92,7 @@ impl JobPanel<'_> {
                     }
                 });
             }
-            match &s.model_status {
+            match &s.work.model_status {
                 ModelStatus::Unchecked => {}
                 ModelStatus::Checking => {
                     ui.horizontal(|ui| {
@@ -131,7 +131,7 @@ impl JobPanel<'_> {
             .or_else(|| s.running(JobKind::Generate))
             .cloned();
         ui.horizontal(|ui| {
-            let can_run = running.is_none() && (s.generate_mode || !s.stickers.is_empty());
+            let can_run = running.is_none() && (s.view.generate_mode || !s.doc.stickers.is_empty());
             if ui.add_enabled(can_run, egui::Button::new("Run")).clicked() {
                 s.run_job();
             }

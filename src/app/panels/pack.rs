@@ -58,18 +58,18 @@ impl PackPanel<'_> {
             self.dialogs.open_clips(s.settings.last_open_dir.clone());
         }
         ui.separator();
-        if s.stickers.is_empty() {
+        if s.doc.stickers.is_empty() {
             ui.label(egui::RichText::new("No stickers yet: open or drop clips.").weak());
             return;
         }
         let now = ui.input(|i| i.time);
         let mut next_change = f64::INFINITY;
         let (mut select, mut remove, mut moved) = (None, None, None);
-        let n = s.stickers.len();
+        let n = s.doc.stickers.len();
         egui::ScrollArea::vertical().show(ui, |ui| {
             for i in 0..n {
-                let selected = i == s.selected;
-                let st = &mut s.stickers[i];
+                let selected = i == s.doc.selected;
+                let st = &mut s.doc.stickers[i];
                 let clip = st.shown();
                 let (frame, wait) = frame_at(clip.anim(), now);
                 next_change = next_change.min(wait);

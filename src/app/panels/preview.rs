@@ -101,11 +101,11 @@ impl PreviewPanel<'_> {
             }
             ui.separator();
             if ui.button("Fit").clicked() {
-                s.zoom = 1.0;
-                s.pan = [0.0, 0.0];
+                s.view.zoom = 1.0;
+                s.view.pan = [0.0, 0.0];
             }
-            if s.export.read_back.is_some() {
-                ui.checkbox(&mut s.export.show_read_back, "Show exported file")
+            if s.doc.export.read_back.is_some() {
+                ui.checkbox(&mut s.doc.export.show_read_back, "Show exported file")
                     .on_hover_text("the written file decoded back: compression artefacts included");
             }
         });
@@ -119,7 +119,7 @@ impl PreviewPanel<'_> {
         let rect = resp.rect;
         painter.rect_filled(rect, 0.0, Color32::from_gray(0x22));
         let s = &mut *self.studio;
-        let Some(st) = s.stickers.get(s.selected) else {
+        let Some(st) = s.doc.stickers.get(s.doc.selected) else {
             painter.text(
                 rect.center(),
                 egui::Align2::CENTER_CENTER,
@@ -133,39 +133,39 @@ impl PreviewPanel<'_> {
         let source = Shown::of(&st.source);
         let plate = st.plate.as_ref().map(Shown::of);
         // Held frames are only ever taken from the same sticker (or the same exported file).
-        let (shown, stream) = match (&s.export.read_back, s.export.show_read_back) {
+        let (shown, stream) = match (&s.doc.export.read_back, s.doc.export.show_read_back) {
             (Some(rb), true) => (Shown::of(rb), rb.id),
             _ => (st.shown(), st.source.id),
         };
-        let frame = s.playback.frame;
+        let frame = s.view.playback.frame;
         let shown_frame = if shown.len() == source.len() {
             frame
         } else {
             (frame * shown.len() / source.len().max(1)).min(shown.len().saturating_sub(1))
         };
-        let playing = s.playback.playing;
+        let playing = s.view.playback.playing;
         // Zoom around the cursor, pan by dragging, reset by double-click.
         if resp.hovered() {
             let (scroll, pinch) = ui.input(|i| (i.smooth_scroll_delta.y, i.zoom_delta()));
             let factor = pinch * (scroll * 0.0015).exp();
             if (factor - 1.0).abs() > 1e-4 {
-                let old = s.zoom;
-                s.zoom = (s.zoom * factor).clamp(0.05, 64.0);
+                let old = s.view.zoom;
+                s.view.zoom = (s.view.zoom * factor).clamp(0.05, 64.0);
                 if let Some(c) = resp.hover_pos() {
-                    let p = rect.center() + vec2(s.pan[0], s.pan[1]);
-                    let np = c + (p - c) * (s.zoom / old);
+                    let p = rect.center() + vec2(s.view.pan[0], s.view.pan[1]);
+                    let np = c + (p - c) * (s.view.zoom / old);
                     let d = np - rect.center();
-                    s.pan = [d.x, d.y];
+                    s.view.pan = [d.x, d.y];
                 }
             }
         }
         if resp.dragged() {
             let d = resp.drag_delta();
-            s.pan = [s.pan[0] + d.x, s.pan[1] + d.y];
+            s.view.pan = [s.view.pan[0] + d.x, s.view.pan[1] + d.y];
         }
         if resp.double_clicked() {
-            s.zoom = 1.0;
-            s.pan = [0.0, 0.0];
+            s.view.zoom = 1.0;
+            s.view.pan = [0.0, 0.0];
         }
         let mode = s.settings.layout.preview_mode;
         let panes = if mode == PreviewMode::SideBySide {
@@ -178,7 +178,7 @@ impl PreviewPanel<'_> {
         let fit = ((pane_w - 16.0) / w)
             .min((rect.height() - 16.0) / h)
             .max(0.01);
-        let scale = fit * s.zoom;
+        let scale = fit * s.view.zoom;
         let checker = self.textures.checker(&ctx);
         let mut readout = None;
         for k in 0..panes {
@@ -187,7 +187,7 @@ impl PreviewPanel<'_> {
                 vec2(pane_w, rect.height()),
             );
             let p = painter.with_clip_rect(pane);
-            let center = pane.center() + vec2(s.pan[0], s.pan[1]);
+            let center = pane.center() + vec2(s.view.pan[0], s.view.pan[1]);
             let img_rect = Rect::from_center_size(center, vec2(w * scale, h * scale));
             let (clip, f, view, bg) = match (mode, k) {
                 (PreviewMode::Input, _) | (PreviewMode::SideBySide, 0) => {
@@ -293,7 +293,7 @@ impl PreviewPanel<'_> {
                 shown.anim().height,
                 frame + 1,
                 source.len(),
-                s.zoom * fit * 100.0
+                s.view.zoom * fit * 100.0
             ));
             if let Some(fl) = flicker {
                 ui.label(format!("· flicker {:.4}", fl));

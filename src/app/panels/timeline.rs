@@ -26,7 +26,7 @@ pub fn worst_frames(scores: &[f64], n: usize) -> Vec<usize> {
 impl TimelinePanel<'_> {
     pub fn ui(&mut self, ui: &mut egui::Ui) {
         let s = &mut *self.studio;
-        let Some(st) = s.stickers.get(s.selected) else {
+        let Some(st) = s.doc.stickers.get(s.doc.selected) else {
             ui.label(egui::RichText::new("timeline: no clip").weak());
             return;
         };
@@ -36,9 +36,13 @@ impl TimelinePanel<'_> {
         let (trim_in, trim_out) = (st.trim_in, st.trim_out);
         let flicker = st.flicker.clone();
         ui.horizontal(|ui| {
-            let label = if s.playback.playing { "Pause" } else { "Play" };
+            let label = if s.view.playback.playing {
+                "Pause"
+            } else {
+                "Play"
+            };
             if ui.button(label).on_hover_text("space").clicked() {
-                s.playback.playing = !s.playback.playing;
+                s.view.playback.playing = !s.view.playback.playing;
             }
             if ui.button("<").on_hover_text("previous frame (←)").clicked() {
                 s.step_frame(-1);
@@ -46,20 +50,20 @@ impl TimelinePanel<'_> {
             if ui.button(">").on_hover_text("next frame (->)").clicked() {
                 s.step_frame(1);
             }
-            ui.checkbox(&mut s.playback.looping, "Loop");
+            ui.checkbox(&mut s.view.playback.looping, "Loop");
             let starts = clip.anim().frame_starts();
-            let t = starts.get(s.playback.frame).copied().unwrap_or(0.0);
+            let t = starts.get(s.view.playback.frame).copied().unwrap_or(0.0);
             ui.label(format!(
                 "frame {}/{}  {:.2}s / {:.2}s  {:.1} fps",
-                s.playback.frame + 1,
+                s.view.playback.frame + 1,
                 n,
                 t,
                 clip.anim().duration_secs(),
                 clip.anim().fps()
             ));
             ui.separator();
-            let frame = s.playback.frame;
-            if let Some(st) = s.stickers.get_mut(s.selected) {
+            let frame = s.view.playback.frame;
+            if let Some(st) = s.doc.stickers.get_mut(s.doc.selected) {
                 if ui.button("Set in").clicked() {
                     st.trim_in = frame.min(st.trim_out);
                 }
@@ -77,7 +81,7 @@ impl TimelinePanel<'_> {
         let width = ui.available_width();
         let (resp, painter) = ui.allocate_painter(vec2(width, 52.0), Sense::click_and_drag());
         let rect = resp.rect;
-        s.timeline_rect = Some([rect.left(), rect.top(), rect.right(), rect.bottom()]);
+        s.view.timeline_rect = Some([rect.left(), rect.top(), rect.right(), rect.bottom()]);
         painter.rect_filled(rect, 2.0, Color32::from_gray(0x1a));
         let frame_x = |f: usize| rect.left() + (f as f32 + 0.5) / n.max(1) as f32 * rect.width();
         let thumbs = ((rect.width() / 60.0) as usize).clamp(1, n.max(1));
@@ -128,7 +132,7 @@ impl TimelinePanel<'_> {
                 dim,
             );
         }
-        let x = frame_x(s.playback.frame);
+        let x = frame_x(s.view.playback.frame);
         painter.line_segment(
             [pos2(x, rect.top()), pos2(x, rect.bottom())],
             Stroke::new(2.0, Color32::from_rgb(0xff, 0x7a, 0x59)),
@@ -139,7 +143,7 @@ impl TimelinePanel<'_> {
             let f = ((p.x - rect.left()) / rect.width() * n as f32)
                 .floor()
                 .max(0.0) as usize;
-            s.playback.playing = false;
+            s.view.playback.playing = false;
             s.seek(f);
         }
         // Flicker curve.
