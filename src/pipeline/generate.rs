@@ -19,7 +19,7 @@ use std::sync::Arc;
 use candle_core::{DType, Device, Tensor};
 use image::RgbaImage;
 
-use super::matte::{MatteOptions, animation_from_matte, matte_clip};
+use super::matte::{MatteOptions, animation_from_matte, matte_clip_windows};
 use super::models::{default_model, find_installed};
 use super::scheduler::{NoiseRng, NoiseSchedule, Sampler, SchedulerKind, Spacing};
 use super::sd_models::load_decoder;
@@ -733,43 +733,41 @@ pub fn generate(
     step(progress, STAGE_MATTE, 0, frames)?;
     match &*generator.decoder {
         TransparencyDecoder::Ildiff { model, window } => {
-            let window = (*window).max(1);
-            let r = model.temporal_radius();
-            let seg = (window * 2).max(4);
-            let mut start = 0;
-            while start < frames {
-                let end = (start + seg).min(frames);
-                let (lo, hi) = (start.saturating_sub(r), (end + r).min(frames));
-                let px = pixel.narrow(0, lo, hi - lo).map_err(err("matting"))?;
-                // A matting model with its own codec reads that codec's latents of the frames,
-                // exactly as when it mattes a user's clip: the generator's codec may be
-                // another (trained on what the generator paints), and even the same codec
-                // gives encode(decode(z)) for frames, which is what the model was trained on.
-                let lat = match model.codec() {
-                    Some(codec) => codec.encode(&px),
-                    None => latent.narrow(0, lo, hi - lo),
-                }
-                .map_err(err("matting"))?;
-                let mut inner = |_: &str, done: u64, _: u64| {
-                    let here = (done as usize).saturating_sub(start - lo).min(end - start);
-                    progress.step(STAGE_MATTE, (start + here) as u64, frames as u64)
-                };
-                let out = matte_clip(model, &px, &lat, &MatteOptions::window(window), &mut inner)?;
-                let mut centre = out
-                    .narrow(0, start - lo, end - start)
-                    .map_err(err("matting"))?;
-                if let Some(key) = generator.key_colour {
-                    let px = pixel
-                        .narrow(0, start, end - start)
-                        .map_err(err("matting"))?;
-                    centre = unmix_key(&centre, &px, key)?;
-                }
-                let part = animation_from_matte(&centre, &timing(end - start)?)?;
-                let images: Vec<RgbaImage> = part.frames.into_iter().map(|f| f.image).collect();
-                on_frames(start, images.clone());
-                out_frames.extend(images.into_iter().map(|img| Frame::new(img, delay)));
-                start = end;
-            }
+            // A matting model with its own codec reads that codec's latents of the frames,
+            // exactly as when it mattes a user's clip: the generator's codec may be another
+            // (trained on what the generator paints), and even the same codec gives
+            // encode(decode(z)) for frames, which is what the model was trained on.
+            let lat = match model.codec() {
+                Some(codec) => codec.encode(&pixel).map_err(err("matting"))?,
+                None => latent.clone(),
+            };
+            let options = MatteOptions::window((*window).max(1));
+            let mut report =
+                |_: &str, done: u64, total: u64| progress.step(STAGE_MATTE, done, total);
+            // The matte's one windowing loop; each finished window goes to the preview.
+            matte_clip_windows(
+                model,
+                &pixel,
+                &lat,
+                None,
+                &options,
+                &mut report,
+                &mut |start, y| {
+                    let n = y.dim(0).map_err(err("matting"))?;
+                    let y = match generator.key_colour {
+                        Some(key) => {
+                            let px = pixel.narrow(0, start, n).map_err(err("matting"))?;
+                            unmix_key(&y, &px, key)?
+                        }
+                        None => y,
+                    };
+                    let part = animation_from_matte(&y, &timing(n)?)?;
+                    let images: Vec<RgbaImage> = part.frames.into_iter().map(|f| f.image).collect();
+                    on_frames(start, images.clone());
+                    out_frames.extend(images.into_iter().map(|img| Frame::new(img, delay)));
+                    Ok(())
+                },
+            )?;
         }
         TransparencyDecoder::LayerDiffuse { decoder, tta } => {
             for i in 0..frames {

@@ -244,6 +244,34 @@ pub fn matte_clip_with_plate(
     options: &MatteOptions,
     progress: &mut dyn Progress,
 ) -> Result<Tensor> {
+    let mut outputs = Vec::new();
+    matte_clip_windows(
+        model,
+        pixel,
+        latent,
+        plate,
+        options,
+        progress,
+        &mut |_, y| {
+            outputs.push(y);
+            Ok(())
+        },
+    )?;
+    Tensor::cat(&outputs, 0).map_err(Error::candle("matting"))
+}
+
+/// [`matte_clip_with_plate`] handing each finished window to `on_window(start, matte)` in
+/// order instead of joining them (the generator's live preview), through the same one
+/// windowing loop.
+pub fn matte_clip_windows(
+    model: &IldiffDecoder,
+    pixel: &Tensor,
+    latent: &Tensor,
+    plate: Option<&Tensor>,
+    options: &MatteOptions,
+    progress: &mut dyn Progress,
+    on_window: &mut dyn FnMut(usize, Tensor) -> Result<()>,
+) -> Result<()> {
     let cfg = &model.config().decoder;
     let (t, c, h, w) = pixel.dims4().map_err(|_| shape_err(pixel, "pixel"))?;
     if t == 0 || h == 0 || w == 0 || c != cfg.in_channels {
@@ -269,19 +297,14 @@ pub fn matte_clip_with_plate(
         )));
     }
     let plan = Plan::new(model, t, h, w, options)?;
-    let mut outputs = Vec::with_capacity(t.div_ceil(plan.window));
     run_windows(
         model,
         &plan,
         &TensorSource { pixel, latent },
         plate,
         progress,
-        &mut |_, y| {
-            outputs.push(y);
-            Ok(())
-        },
-    )?;
-    Tensor::cat(&outputs, 0).map_err(Error::candle("matting"))
+        on_window,
+    )
 }
 
 /// Where a window's inputs come from: whole-clip tensors, or an animation's frames encoded
