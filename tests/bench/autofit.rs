@@ -1,8 +1,9 @@
 //! Seconds `ildiff export --preset P` spends fitting a hard clip to each preset: 512², 3 s at
 //! 30 fps, a photo-like texture under a soft, slightly noisy alpha (the issue-18 benchmark).
 //! Prints, per preset, the time of the search this fitter had before (lossless, then one full
-//! encode per bisection step, one core) and of the current one (size model seed, two probes
-//! at a time), with the chosen setting and size of each. Not a test.
+//! encode per bisection step) and of the current one (a size model from two excerpts, corrected
+//! by each full encode; two probes at a time), with the chosen setting and size of each. Both
+//! use today's encoders (VP9 at cpu-used 4, APNG frames compressed on all cores). Not a test.
 //!
 //! Run: `cargo bench --bench autofit --profile test` (add `CARGO_PROFILE_TEST_OPT_LEVEL=3` for
 //! release-like speed). Environment: `ILDIFF_BENCH_PRESETS` (comma-separated, default all
