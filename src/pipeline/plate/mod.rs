@@ -495,14 +495,32 @@ fn best_shift(a: &[f32], b: &[f32], w: usize, h: usize, search: &Search) -> (i32
         prefer,
         step,
     } = *search;
-    let mut scored = Vec::new();
-    for dy in centre.1 - radius..=centre.1 + radius {
-        for dx in centre.0 - radius..=centre.0 + radius {
-            if let Some(e) = shift_error(a, b, w, h, (dx, dy), step) {
-                scored.push(((dx, dy), e));
+    let shifts: Vec<(i32, i32)> = (centre.1 - radius..=centre.1 + radius)
+        .flat_map(|dy| (centre.0 - radius..=centre.0 + radius).map(move |dx| (dx, dy)))
+        .collect();
+    let score = |part: &[(i32, i32)]| -> Vec<((i32, i32), f32)> {
+        part.iter()
+            .filter_map(|&d| shift_error(a, b, w, h, d, step).map(|e| (d, e)))
+            .collect()
+    };
+    // The candidate shifts are independent: half on a helper thread when there are enough
+    // to pay for it (the coarsest level's search); the choice below does not depend on it.
+    let scored: Vec<((i32, i32), f32)> = if shifts.len() >= 64 {
+        let (first, second) = shifts.split_at(shifts.len() / 2);
+        std::thread::scope(|scope| {
+            let helper = std::thread::Builder::new()
+                .name("ildiff-plate-motion".into())
+                .spawn_scoped(scope, || score(second));
+            let mut out = score(first);
+            match helper.map(|h| h.join()) {
+                Ok(Ok(rest)) => out.extend(rest),
+                _ => out.extend(score(second)),
             }
-        }
-    }
+            out
+        })
+    } else {
+        score(&shifts)
+    };
     let Some(best) = scored.iter().map(|s| s.1).min_by(f32::total_cmp) else {
         return centre;
     };
