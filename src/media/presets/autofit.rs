@@ -1354,6 +1354,46 @@ mod tests {
         assert_eq!(err.kind(), "cancelled");
     }
 
+    /// Guesses from a size model, right, wrong or wild, never change the answer, and a guide
+    /// that keeps guessing wrong costs only its few guided rounds.
+    #[test]
+    fn guided_search_ends_at_the_exhaustive_answer_whatever_the_guesses() {
+        let count = 121u32;
+        let size = |i: u32| 1000 + 37 * i as u64;
+        for cap in [0, 999, 1000, 2000, 3000, 5476, u64::MAX] {
+            let exhaustive = (0..count).filter(|&i| size(i) <= cap).max();
+            let guides: [&dyn Fn(usize) -> Option<u32>; 4] = [
+                &|_| None,
+                &|_| Some(0),
+                &|k| Some((k as u32 * 53) % (count + 10)),
+                &|_| exhaustive.or(Some(0)),
+            ];
+            for (g, guide) in guides.iter().enumerate() {
+                let mut rounds = 0;
+                let got = search_best_guided(
+                    count,
+                    cap,
+                    |seen| guide(seen.len()),
+                    |p| {
+                        rounds += 1;
+                        assert!(!p.is_empty() && p.len() <= 2);
+                        Ok(())
+                    },
+                    |i| Ok((size(i), ())),
+                )
+                .expect("search");
+                assert_eq!(got.map(|p| p.index), exhaustive, "cap {cap} guide {g}");
+                assert!(
+                    rounds <= search_steps(count) as u32 + 4,
+                    "cap {cap} guide {g}: {rounds}"
+                );
+                if g == 3 && exhaustive.is_some_and(|e| e + 1 < count) {
+                    assert_eq!(rounds, 1, "a right guess costs one round");
+                }
+            }
+        }
+    }
+
     /// The fitter's choice on a real clip (long enough for the size model) is the exhaustive
     /// scan's: the highest ladder position under the cap, for WebP (WhatsApp) and VP9
     /// (Telegram), whose size models are recalibrated by the full encodes.
