@@ -13,6 +13,7 @@ pub mod eval;
 pub mod fsutil;
 pub mod media;
 pub mod model;
+pub mod par;
 pub mod pipeline;
 pub mod progress;
 pub mod train;

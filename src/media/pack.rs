@@ -763,7 +763,6 @@ fn export_stickers(
         inner: std::sync::Mutex::new((progress, vec![0.0; n])),
         cancelled: std::sync::atomic::AtomicBool::new(false),
     };
-    let next = std::sync::atomic::AtomicUsize::new(0);
     let one = |i: usize| -> Result<Made> {
         let sticker = &spec.stickers[i];
         let index = i + 1;
@@ -819,52 +818,18 @@ fn export_stickers(
         bar.report(i, &format!("sticker {index}/{n}: done"), 1.0);
         Ok(made)
     };
-    let worker = || -> Result<Vec<(usize, Made)>> {
-        let mut out = Vec::new();
-        loop {
-            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            if i >= n || bar.cancelled() {
-                return Ok(out);
-            }
-            match one(i) {
-                Ok(m) => out.push((i, m)),
-                Err(e) => {
-                    bar.cancelled
-                        .store(true, std::sync::atomic::Ordering::Relaxed);
-                    return Err(e);
-                }
-            }
+    // A cancel (the only error `one` returns) stops every sticker not yet started.
+    let made = crate::par::par_map(n, PACK_WORKERS, |i| {
+        if bar.cancelled() {
+            Err(Error::Cancelled)
+        } else {
+            one(i)
         }
-    };
-    let results: Vec<Result<Vec<(usize, Made)>>> = std::thread::scope(|scope| {
-        let helpers: Vec<_> = (1..PACK_WORKERS.min(n))
-            .map(|k| {
-                std::thread::Builder::new()
-                    .name(format!("ildiff-pack-{k}"))
-                    .spawn_scoped(scope, worker)
-            })
-            .collect();
-        let mut all = vec![worker()];
-        for h in helpers {
-            all.push(match h {
-                Ok(h) => h
-                    .join()
-                    .unwrap_or_else(|_| Err(Error::Invalid("a pack worker panicked".into()))),
-                // No helper thread: the calling thread's worker takes every sticker.
-                Err(_) => Ok(Vec::new()),
-            });
-        }
-        all
     });
-    let mut made = Vec::with_capacity(n);
-    for r in results {
-        made.extend(r?);
-    }
     if bar.cancelled() {
         return Err(Error::Cancelled);
     }
-    made.sort_by_key(|(i, _)| *i);
-    Ok(made.into_iter().map(|(_, m)| m).collect())
+    made.into_iter().collect()
 }
 
 /// WhatsApp asks that the first frame of an animated sticker be the complete image (it is

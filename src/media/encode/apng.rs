@@ -96,7 +96,9 @@ pub fn encode(anim: &Animation, opts: &ApngOptions) -> Result<Vec<u8>> {
     if n == 1 {
         return still(0);
     }
-    let stills = in_parallel(n, &still)?;
+    let stills = crate::par::par_map(n, usize::MAX, still)
+        .into_iter()
+        .collect::<Result<Vec<_>>>()?;
 
     let mut out = Vec::with_capacity(stills.iter().map(Vec::len).sum::<usize>() + 64 * n);
     out.extend_from_slice(PNG_SIGNATURE);
@@ -166,44 +168,6 @@ fn still_png(
     writer.write_image_data(rows).map_err(png_err)?;
     writer.finish().map_err(png_err)?;
     Ok(out)
-}
-
-/// `f(0..n)` on up to four threads (frames interleaved, so each gets a fair share of the
-/// large and the small ones), results in order.
-fn in_parallel<T: Send>(n: usize, f: &(impl Fn(usize) -> Result<T> + Sync)) -> Result<Vec<T>> {
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |t| t.get())
-        .clamp(1, 4)
-        .min(n);
-    let parts: Vec<Result<Vec<(usize, T)>>> = std::thread::scope(|scope| {
-        let work = |j: usize| -> Result<Vec<(usize, T)>> {
-            (j..n).step_by(threads).map(|k| Ok((k, f(k)?))).collect()
-        };
-        let helpers: Vec<_> = (1..threads)
-            .map(|j| {
-                std::thread::Builder::new()
-                    .name("ildiff-png".into())
-                    .spawn_scoped(scope, move || work(j))
-            })
-            .collect();
-        let mut parts = vec![work(0)];
-        for (j, h) in helpers.into_iter().enumerate() {
-            parts.push(match h {
-                Ok(h) => h
-                    .join()
-                    .unwrap_or_else(|_| Err(Error::Invalid("a PNG thread panicked".into()))),
-                // No thread: this one does that share too.
-                Err(_) => work(j + 1),
-            });
-        }
-        parts
-    });
-    let mut all = Vec::with_capacity(n);
-    for p in parts {
-        all.extend(p?);
-    }
-    all.sort_by_key(|(k, _)| *k);
-    Ok(all.into_iter().map(|(_, v)| v).collect())
 }
 
 /// The chunks of a PNG written by the png crate: (type, data).

@@ -183,25 +183,14 @@ pub fn search_best_guided<T: Send>(
     Ok(best)
 }
 
-/// Evaluates one or two positions, the second on a helper thread.
+/// Evaluates one or two positions at once.
 fn eval_pair<T: Send>(
     probes: &[u32],
     eval: &(impl Fn(u32) -> Result<(u64, T)> + Sync),
 ) -> Result<Vec<(u64, T)>> {
-    match probes {
-        [a, b] => std::thread::scope(|scope| {
-            let helper = std::thread::Builder::new()
-                .name("ildiff-fit-probe".into())
-                .spawn_scoped(scope, || eval(*b))
-                .map_err(|e| Error::Invalid(format!("cannot start a probe thread: {e}")))?;
-            let first = eval(*a);
-            let second = helper
-                .join()
-                .map_err(|_| Error::Invalid("a probe thread panicked".into()))?;
-            Ok(vec![first?, second?])
-        }),
-        _ => probes.iter().map(|&i| eval(i)).collect(),
-    }
+    crate::par::par_map(probes.len(), 2, |k| eval(probes[k]))
+        .into_iter()
+        .collect()
 }
 
 /// Probes [`search_best`] makes at most for `count` positions.

@@ -112,28 +112,17 @@ pub fn estimate(
     let mid = ch / 2;
     let stats =
         |rows: std::ops::Range<usize>| temporal_rows(rgb, &shifts, &canvas, height, width, rows);
-    let (top, bottom) = std::thread::scope(|scope| {
-        let helper = std::thread::Builder::new()
-            .name("ildiff-plate".into())
-            .spawn_scoped(scope, || stats(mid..ch));
-        let top = stats(0..mid);
-        let bottom = match helper.map(|h| h.join()) {
-            Ok(Ok(b)) => b,
-            // No thread (or it died): the same rows here.
-            _ => stats(mid..ch),
-        };
-        (top, bottom)
-    });
+    let parts = crate::par::par_map(2, 2, |k| stats(if k == 0 { 0..mid } else { mid..ch }));
     let mut median = vec![0f32; 3 * cplane];
     let mut agree = Vec::with_capacity(cplane);
     let mut varied = Vec::with_capacity(cplane);
     let mut covered = Vec::with_capacity(cplane);
-    for (k, m) in top.mean.iter().chain(&bottom.mean).enumerate() {
+    for (k, m) in parts.iter().flat_map(|p| &p.mean).enumerate() {
         for c in 0..3 {
             median[c * cplane + k] = m[c];
         }
     }
-    for part in [top, bottom] {
+    for part in parts {
         agree.extend(part.agree);
         varied.extend(part.varied);
         covered.extend(part.covered);
@@ -506,18 +495,8 @@ fn best_shift(a: &[f32], b: &[f32], w: usize, h: usize, search: &Search) -> (i32
     // The candidate shifts are independent: half on a helper thread when there are enough
     // to pay for it (the coarsest level's search); the choice below does not depend on it.
     let scored: Vec<((i32, i32), f32)> = if shifts.len() >= 64 {
-        let (first, second) = shifts.split_at(shifts.len() / 2);
-        std::thread::scope(|scope| {
-            let helper = std::thread::Builder::new()
-                .name("ildiff-plate-motion".into())
-                .spawn_scoped(scope, || score(second));
-            let mut out = score(first);
-            match helper.map(|h| h.join()) {
-                Ok(Ok(rest)) => out.extend(rest),
-                _ => out.extend(score(second)),
-            }
-            out
-        })
+        let halves = shifts.split_at(shifts.len() / 2);
+        crate::par::par_map(2, 2, |k| score(if k == 0 { halves.0 } else { halves.1 })).concat()
     } else {
         score(&shifts)
     };
