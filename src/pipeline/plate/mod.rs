@@ -80,6 +80,13 @@ const FIT_TOL: f32 = 0.03;
 /// A spatial fit that explains this share of the ring samples models the background: the
 /// rest is the character where the frame cuts it (stickers often touch the border).
 const FIT_SHARE_GOOD: f32 = 0.55;
+/// A frame sample is the character's when it is steadier in frame coordinates than the
+/// background is on the canvas by this share of frames.
+const STEADIER: f32 = 0.2;
+/// Camera motion (px over the clip) from which frame and canvas coordinates are told apart.
+const MIN_CAMERA_SPAN: i32 = 4;
+/// Fewest samples left after holding out the character's for the rest to give the background.
+const MIN_FREE: usize = 2;
 /// Largest frame-to-frame motion searched, as a share of the shorter side.
 const MAX_MOTION: f32 = 0.25;
 
@@ -107,12 +114,34 @@ pub fn estimate(
     let (cw, ch) = (canvas.width, canvas.height);
     let cplane = cw * ch;
 
-    // Temporal statistics on the canvas, the rows split between two threads (the per-pixel
-    // medians are most of the plate's time and rows are independent).
-    let mid = ch / 2;
-    let stats =
-        |rows: std::ops::Range<usize>| temporal_rows(rgb, &shifts, &canvas, height, width, rows);
-    let parts = crate::par::par_map(2, 2, |k| stats(if k == 0 { 0..mid } else { mid..ch }));
+    // Temporal statistics on the canvas.
+    let mut parts = temporal_stats(rgb, &shifts, &canvas, height, width, None);
+    if camera_moved(&shifts) {
+        // A moving camera separates the layers: the character that stays put in the frame
+        // is steady in frame coordinates while the background slides under it. Samples
+        // steadier in the frame than on the canvas are the character's and must not vote
+        // for the background, even where it covers a canvas pixel in most frames.
+        let agree_c: Vec<f32> = parts.iter().flat_map(|p| p.agree.iter().copied()).collect();
+        let still = vec![(0, 0); frames];
+        let frame_canvas = Canvas::new(&still, height, width);
+        let in_frame = temporal_stats(rgb, &still, &frame_canvas, height, width, None);
+        let m_f: Vec<[f32; 3]> = in_frame.iter().flat_map(|p| p.mean.iter().copied()).collect();
+        let a_f: Vec<f32> = in_frame.iter().flat_map(|p| p.agree.iter().copied()).collect();
+        let mut held = vec![false; frames * plane];
+        for (t, &(dx, dy)) in shifts.iter().enumerate() {
+            let f = &rgb[t * 3 * plane..(t + 1) * 3 * plane];
+            for y in 0..height {
+                for x in 0..width {
+                    let p = y * width + x;
+                    let k = canvas.index(x, y, dx, dy);
+                    let steady = a_f[p] >= 0.5 && a_f[p] >= agree_c[k] + STEADIER;
+                    held[t * plane + p] = steady
+                        && (0..3).all(|c| (f[c * plane + p] - m_f[p][c]).abs() <= AGREE);
+                }
+            }
+        }
+        parts = temporal_stats(rgb, &shifts, &canvas, height, width, Some(&held));
+    }
     let mut median = vec![0f32; 3 * cplane];
     let mut agree = Vec::with_capacity(cplane);
     let mut varied = Vec::with_capacity(cplane);
@@ -329,6 +358,35 @@ impl Canvas {
     }
 }
 
+/// The per-pixel temporal statistics of the whole canvas, the rows split between two threads
+/// (the per-pixel medians are most of the plate's time and rows are independent). `held`
+/// marks frame samples `[T, H, W]` that vote only where too few others saw the pixel.
+fn temporal_stats(
+    rgb: &[f32],
+    shifts: &[(i32, i32)],
+    canvas: &Canvas,
+    height: usize,
+    width: usize,
+    held: Option<&[bool]>,
+) -> Vec<TemporalRows> {
+    let ch = canvas.height;
+    let mid = ch / 2;
+    crate::par::par_map(2, 2, |k| {
+        let rows = if k == 0 { 0..mid } else { mid..ch };
+        temporal_rows(rgb, shifts, canvas, height, width, rows, held)
+    })
+}
+
+/// Whether the frames' offsets span enough for the frame and canvas coordinates to tell the
+/// character (still in the frame) from the background (still on the canvas).
+fn camera_moved(shifts: &[(i32, i32)]) -> bool {
+    let span = |f: fn(&(i32, i32)) -> i32| {
+        let v = shifts.iter().map(f);
+        v.clone().max().unwrap_or(0) - v.min().unwrap_or(0)
+    };
+    span(|s| s.0).max(span(|s| s.1)) >= MIN_CAMERA_SPAN
+}
+
 /// Temporal statistics of some canvas rows, pixel by pixel in row order.
 struct TemporalRows {
     /// Mean colour of the frames that agree with the median (the median where none does).
@@ -348,6 +406,7 @@ fn temporal_rows(
     height: usize,
     width: usize,
     rows: std::ops::Range<usize>,
+    held: Option<&[bool]>,
 ) -> TemporalRows {
     let plane = height * width;
     let cw = canvas.width;
@@ -360,6 +419,7 @@ fn temporal_rows(
     };
     let mut vals: Vec<[f32; 3]> = Vec::with_capacity(shifts.len());
     let mut chan: Vec<f32> = Vec::with_capacity(shifts.len());
+    let mut hold: Vec<bool> = Vec::with_capacity(shifts.len());
     for (r, cy) in rows.enumerate() {
         for cx in 0..cw {
             vals.clear();
@@ -374,12 +434,24 @@ fn temporal_rows(
                 let p = y as usize * width + x as usize;
                 let f = &rgb[t * 3 * plane..(t + 1) * 3 * plane];
                 vals.push([f[p], f[plane + p], f[2 * plane + p]]);
+                hold.push(held.is_some_and(|h| h[t * plane + p]));
             }
             let k = r * cw + cx;
             out.covered[k] = vals.len() as u16;
             if vals.is_empty() {
                 continue;
             }
+            // Held samples vote only when too few others remain to say what is behind.
+            let free = hold.iter().filter(|&&h| !h).count();
+            let dropped = free < vals.len() && free >= MIN_FREE.max(vals.len() / 5);
+            if dropped {
+                let mut i = 0;
+                vals.retain(|_| {
+                    i += 1;
+                    !hold[i - 1]
+                });
+            }
+            hold.clear();
             let mut m = [0f32; 3];
             for (c, mc) in m.iter_mut().enumerate() {
                 chan.clear();
@@ -402,7 +474,7 @@ fn temporal_rows(
                 m
             };
             out.agree[k] = n_agree as f32 / vals.len() as f32;
-            out.varied[k] = n_agree < vals.len();
+            out.varied[k] = dropped || n_agree < vals.len();
         }
     }
     out
