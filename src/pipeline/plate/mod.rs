@@ -21,6 +21,10 @@
 
 use crate::{Error, Result};
 
+mod warp;
+pub use warp::Warp;
+use warp::bilinear;
+
 /// Which plates [`estimate`] may use (the ablation switches).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PlateOptions {
@@ -63,8 +67,11 @@ pub struct Plate {
     pub rgb: Vec<f32>,
     /// Confidence in [0, 1], `[T, H, W]`: how far the plate is to be trusted at each pixel.
     pub confidence: Vec<f32>,
-    /// Each frame's offset on the canvas (pixels; the first frame's is the origin).
+    /// Each frame's offset on the canvas, rounded to whole pixels (the first frame's is the
+    /// origin).
     pub shifts: Vec<(i32, i32)>,
+    /// Each frame's place on the canvas: zoom and sub-pixel offset.
+    pub warps: Vec<Warp>,
     pub fit: SpatialFit,
     /// Median absolute error (3x3-averaged, worst channel) of the chosen spatial fit on the
     /// background samples it explains.
@@ -84,7 +91,7 @@ const FIT_SHARE_GOOD: f32 = 0.55;
 /// background is on the canvas by this share of frames.
 const STEADIER: f32 = 0.2;
 /// Camera motion (px over the clip) from which frame and canvas coordinates are told apart.
-const MIN_CAMERA_SPAN: i32 = 4;
+const MIN_CAMERA_SPAN: f32 = 4.0;
 /// Fewest samples left after holding out the character's for the rest to give the background.
 const MIN_FREE: usize = 2;
 /// Largest frame-to-frame motion searched, as a share of the shorter side.
@@ -105,42 +112,48 @@ pub fn estimate(
         )));
     }
     let plane = height * width;
-    let shifts = if options.temporal && frames > 1 {
+    let warps = if options.temporal && frames > 1 {
         global_motion(rgb, frames, height, width)
     } else {
-        vec![(0, 0); frames]
+        vec![Warp::IDENTITY; frames]
     };
-    let canvas = Canvas::new(&shifts, height, width);
+    let canvas = Canvas::new(&warps, height, width);
     let (cw, ch) = (canvas.width, canvas.height);
     let cplane = cw * ch;
 
     // Temporal statistics on the canvas.
-    let mut parts = temporal_stats(rgb, &shifts, &canvas, height, width, None);
-    if camera_moved(&shifts) {
+    let mut parts = temporal_stats(rgb, &warps, &canvas, height, width, None);
+    if camera_moved(&warps, height, width) {
         // A moving camera separates the layers: the character that stays put in the frame
         // is steady in frame coordinates while the background slides under it. Samples
         // steadier in the frame than on the canvas are the character's and must not vote
         // for the background, even where it covers a canvas pixel in most frames.
         let agree_c: Vec<f32> = parts.iter().flat_map(|p| p.agree.iter().copied()).collect();
-        let still = vec![(0, 0); frames];
+        let still = vec![Warp::IDENTITY; frames];
         let frame_canvas = Canvas::new(&still, height, width);
         let in_frame = temporal_stats(rgb, &still, &frame_canvas, height, width, None);
-        let m_f: Vec<[f32; 3]> = in_frame.iter().flat_map(|p| p.mean.iter().copied()).collect();
-        let a_f: Vec<f32> = in_frame.iter().flat_map(|p| p.agree.iter().copied()).collect();
+        let m_f: Vec<[f32; 3]> = in_frame
+            .iter()
+            .flat_map(|p| p.mean.iter().copied())
+            .collect();
+        let a_f: Vec<f32> = in_frame
+            .iter()
+            .flat_map(|p| p.agree.iter().copied())
+            .collect();
         let mut held = vec![false; frames * plane];
-        for (t, &(dx, dy)) in shifts.iter().enumerate() {
+        for (t, warp) in warps.iter().enumerate() {
             let f = &rgb[t * 3 * plane..(t + 1) * 3 * plane];
             for y in 0..height {
                 for x in 0..width {
                     let p = y * width + x;
-                    let k = canvas.index(x, y, dx, dy);
+                    let k = canvas.index(x, y, warp);
                     let steady = a_f[p] >= 0.5 && a_f[p] >= agree_c[k] + STEADIER;
-                    held[t * plane + p] = steady
-                        && (0..3).all(|c| (f[c * plane + p] - m_f[p][c]).abs() <= AGREE);
+                    held[t * plane + p] =
+                        steady && (0..3).all(|c| (f[c * plane + p] - m_f[p][c]).abs() <= AGREE);
                 }
             }
         }
-        parts = temporal_stats(rgb, &shifts, &canvas, height, width, Some(&held));
+        parts = temporal_stats(rgb, &warps, &canvas, height, width, Some(&held));
     }
     let mut median = vec![0f32; 3 * cplane];
     let mut agree = Vec::with_capacity(cplane);
@@ -160,12 +173,12 @@ pub fn estimate(
     // Background samples: border rings of every frame, and pixels the character uncovered.
     let ring = (height.min(width) / 16).clamp(2, 32);
     let mut sample = vec![false; cplane];
-    for &(dx, dy) in &shifts {
+    for warp in &warps {
         for y in 0..height {
             for x in 0..width {
                 let edge = x < ring || y < ring || x + ring >= width || y + ring >= height;
                 if edge {
-                    let k = canvas.index(x, y, dx, dy);
+                    let k = canvas.index(x, y, warp);
                     sample[k] = true;
                 }
             }
@@ -284,15 +297,25 @@ pub fn estimate(
     // Back to each frame's coordinates.
     let mut out_rgb = vec![0f32; frames * 3 * plane];
     let mut out_conf = vec![0f32; frames * plane];
-    for (t, &(dx, dy)) in shifts.iter().enumerate() {
+    for (t, warp) in warps.iter().enumerate() {
+        let exact = warp.is_exact();
         for y in 0..height {
             for x in 0..width {
-                let k = canvas.index(x, y, dx, dy);
                 let p = y * width + x;
-                for c in 0..3 {
-                    out_rgb[(t * 3 + c) * plane + p] = plate[c * cplane + k];
+                if exact {
+                    let k = canvas.index(x, y, warp);
+                    for c in 0..3 {
+                        out_rgb[(t * 3 + c) * plane + p] = plate[c * cplane + k];
+                    }
+                    out_conf[t * plane + p] = conf[k];
+                } else {
+                    let (u, v) = canvas.position(x, y, warp);
+                    for c in 0..3 {
+                        out_rgb[(t * 3 + c) * plane + p] =
+                            bilinear(&plate[c * cplane..(c + 1) * cplane], cw, ch, u, v);
+                    }
+                    out_conf[t * plane + p] = bilinear(&conf, cw, ch, u, v);
                 }
-                out_conf[t * plane + p] = conf[k];
             }
         }
     }
@@ -302,7 +325,8 @@ pub fn estimate(
         width,
         rgb: out_rgb,
         confidence: out_conf,
-        shifts,
+        shifts: warps.iter().map(Warp::rounded).collect(),
+        warps,
         fit,
         fit_error,
         fit_share: share,
@@ -328,32 +352,45 @@ impl Plate {
     }
 }
 
-/// The union of all shifted frames.
+/// The union of all warped frames, on the first frame's pixel grid.
 struct Canvas {
     width: usize,
     height: usize,
-    /// Canvas position of the origin of an unshifted frame.
+    /// Canvas pixel of the first frame's origin.
     ox: i64,
     oy: i64,
 }
 
 impl Canvas {
-    fn new(shifts: &[(i32, i32)], height: usize, width: usize) -> Self {
-        let min_x = shifts.iter().map(|s| s.0).min().unwrap_or(0);
-        let max_x = shifts.iter().map(|s| s.0).max().unwrap_or(0);
-        let min_y = shifts.iter().map(|s| s.1).min().unwrap_or(0);
-        let max_y = shifts.iter().map(|s| s.1).max().unwrap_or(0);
+    fn new(warps: &[Warp], height: usize, width: usize) -> Self {
+        let (mut lo, mut hi) = ((f32::MAX, f32::MAX), (f32::MIN, f32::MIN));
+        for w in warps {
+            for (px, py) in [(0, 0), (width - 1, height - 1)] {
+                let (x, y) = w.to_canvas(px as f32, py as f32);
+                lo = (lo.0.min(x), lo.1.min(y));
+                hi = (hi.0.max(x), hi.1.max(y));
+            }
+        }
+        let (x0, y0) = (lo.0.floor() as i64, lo.1.floor() as i64);
         Canvas {
-            width: width + (max_x - min_x) as usize,
-            height: height + (max_y - min_y) as usize,
-            ox: -i64::from(min_x),
-            oy: -i64::from(min_y),
+            width: (hi.0.ceil() as i64 - x0) as usize + 1,
+            height: (hi.1.ceil() as i64 - y0) as usize + 1,
+            ox: -x0,
+            oy: -y0,
         }
     }
 
-    fn index(&self, x: usize, y: usize, dx: i32, dy: i32) -> usize {
-        let cx = (x as i64 + self.ox + i64::from(dx)) as usize;
-        let cy = (y as i64 + self.oy + i64::from(dy)) as usize;
+    /// Canvas pixel position (fractional) of frame pixel `(x, y)`.
+    fn position(&self, x: usize, y: usize, warp: &Warp) -> (f32, f32) {
+        let (cx, cy) = warp.to_canvas(x as f32, y as f32);
+        (cx + self.ox as f32, cy + self.oy as f32)
+    }
+
+    /// The canvas pixel nearest to frame pixel `(x, y)`.
+    fn index(&self, x: usize, y: usize, warp: &Warp) -> usize {
+        let (cx, cy) = self.position(x, y, warp);
+        let cx = (cx.round().max(0.0) as usize).min(self.width - 1);
+        let cy = (cy.round().max(0.0) as usize).min(self.height - 1);
         cy * self.width + cx
     }
 }
@@ -363,7 +400,7 @@ impl Canvas {
 /// marks frame samples `[T, H, W]` that vote only where too few others saw the pixel.
 fn temporal_stats(
     rgb: &[f32],
-    shifts: &[(i32, i32)],
+    warps: &[Warp],
     canvas: &Canvas,
     height: usize,
     width: usize,
@@ -373,18 +410,23 @@ fn temporal_stats(
     let mid = ch / 2;
     crate::par::par_map(2, 2, |k| {
         let rows = if k == 0 { 0..mid } else { mid..ch };
-        temporal_rows(rgb, shifts, canvas, height, width, rows, held)
+        temporal_rows(rgb, warps, canvas, height, width, rows, held)
     })
 }
 
-/// Whether the frames' offsets span enough for the frame and canvas coordinates to tell the
-/// character (still in the frame) from the background (still on the canvas).
-fn camera_moved(shifts: &[(i32, i32)]) -> bool {
-    let span = |f: fn(&(i32, i32)) -> i32| {
-        let v = shifts.iter().map(f);
-        v.clone().max().unwrap_or(0) - v.min().unwrap_or(0)
-    };
-    span(|s| s.0).max(span(|s| s.1)) >= MIN_CAMERA_SPAN
+/// Whether the frames' corners move enough over the clip for the frame and canvas
+/// coordinates to tell the character (still in the frame) from the background (still on the
+/// canvas).
+fn camera_moved(warps: &[Warp], height: usize, width: usize) -> bool {
+    let corners = [(0.0, 0.0), ((width - 1) as f32, (height - 1) as f32)];
+    corners.iter().any(|&(px, py)| {
+        let at: Vec<(f32, f32)> = warps.iter().map(|w| w.to_canvas(px, py)).collect();
+        let span = |f: fn(&(f32, f32)) -> f32| {
+            let v = at.iter().map(f);
+            v.clone().fold(f32::MIN, f32::max) - v.fold(f32::MAX, f32::min)
+        };
+        span(|p| p.0).max(span(|p| p.1)) >= MIN_CAMERA_SPAN
+    })
 }
 
 /// Temporal statistics of some canvas rows, pixel by pixel in row order.
@@ -401,7 +443,7 @@ struct TemporalRows {
 
 fn temporal_rows(
     rgb: &[f32],
-    shifts: &[(i32, i32)],
+    warps: &[Warp],
     canvas: &Canvas,
     height: usize,
     width: usize,
@@ -417,23 +459,39 @@ fn temporal_rows(
         varied: vec![false; n],
         covered: vec![0; n],
     };
-    let mut vals: Vec<[f32; 3]> = Vec::with_capacity(shifts.len());
-    let mut chan: Vec<f32> = Vec::with_capacity(shifts.len());
-    let mut hold: Vec<bool> = Vec::with_capacity(shifts.len());
+    let mut vals: Vec<[f32; 3]> = Vec::with_capacity(warps.len());
+    let mut chan: Vec<f32> = Vec::with_capacity(warps.len());
+    let mut hold: Vec<bool> = Vec::with_capacity(warps.len());
+    let exact: Vec<bool> = warps.iter().map(Warp::is_exact).collect();
     for (r, cy) in rows.enumerate() {
         for cx in 0..cw {
             vals.clear();
-            for (t, &(dx, dy)) in shifts.iter().enumerate() {
-                let (x, y) = (
-                    cx as i64 - canvas.ox - dx as i64,
-                    cy as i64 - canvas.oy - dy as i64,
-                );
-                if x < 0 || y < 0 || x >= width as i64 || y >= height as i64 {
-                    continue;
-                }
-                let p = y as usize * width + x as usize;
+            for (t, warp) in warps.iter().enumerate() {
                 let f = &rgb[t * 3 * plane..(t + 1) * 3 * plane];
-                vals.push([f[p], f[plane + p], f[2 * plane + p]]);
+                let p = if exact[t] {
+                    let (x, y) = (
+                        cx as i64 - canvas.ox - warp.x as i64,
+                        cy as i64 - canvas.oy - warp.y as i64,
+                    );
+                    if x < 0 || y < 0 || x >= width as i64 || y >= height as i64 {
+                        continue;
+                    }
+                    let p = y as usize * width + x as usize;
+                    vals.push([f[p], f[plane + p], f[2 * plane + p]]);
+                    p
+                } else {
+                    let (x, y) = warp.to_frame(
+                        (cx as i64 - canvas.ox) as f32,
+                        (cy as i64 - canvas.oy) as f32,
+                    );
+                    if x < 0.0 || y < 0.0 || x > (width - 1) as f32 || y > (height - 1) as f32 {
+                        continue;
+                    }
+                    vals.push(std::array::from_fn(|c| {
+                        bilinear(&f[c * plane..(c + 1) * plane], width, height, x, y)
+                    }));
+                    y.round() as usize * width + x.round() as usize
+                };
                 hold.push(held.is_some_and(|h| h[t * plane + p]));
             }
             let k = r * cw + cx;
@@ -599,10 +657,11 @@ struct Search {
     step: usize,
 }
 
-/// Each frame's translation against the first, as canvas offsets: frame t's pixel (x, y) lies
-/// at canvas (x + dx, y + dy). Frame-to-frame estimates, coarse to fine, chained; the
+/// Each frame's place on the canvas (the first frame's grid). Frame-to-frame translations,
+/// coarse to fine over whole pixels, then refined to sub-pixel pans and zooms
+/// ([`warp::refine`]; on the half-size level for frames over 256 px), chained; the
 /// previous motion is the preferred tie-break, so a steady pan over a checker stays steady.
-fn global_motion(rgb: &[f32], frames: usize, height: usize, width: usize) -> Vec<(i32, i32)> {
+fn global_motion(rgb: &[f32], frames: usize, height: usize, width: usize) -> Vec<Warp> {
     let plane = height * width;
     let lum = luma(rgb, frames, plane);
     // Pyramid levels down to about 64 px on the shorter side.
@@ -622,8 +681,10 @@ fn global_motion(rgb: &[f32], frames: usize, height: usize, width: usize) -> Vec
             pyr
         })
         .collect();
-    let mut out = vec![(0i32, 0i32); frames];
+    let mut out = vec![Warp::IDENTITY; frames];
     let mut last_step = (0i32, 0i32);
+    let fine = if height.min(width) > 256 { levels.min(1) } else { 0 };
+    let centre = ((width as f32 - 1.0) / 2.0, (height as f32 - 1.0) / 2.0);
     for t in 1..frames {
         // Motion of frame t's content relative to frame t-1: content at x in t-1 is at x - d in t.
         let mut d = (0i32, 0i32);
@@ -657,9 +718,31 @@ fn global_motion(rgb: &[f32], frames: usize, height: usize, width: usize) -> Vec
             );
         }
         last_step = d;
-        // b(x + d) ≈ a(x): frame t's pixel x + d shows what frame t-1 showed at x, so frame
-        // t's canvas offset is frame t-1's minus d.
-        out[t] = (out[t - 1].0 - d.0, out[t - 1].1 - d.1);
+        // b(x + d) ≈ a(x): frame t's pixel x + d shows what frame t-1 showed at x. Large
+        // frames are refined on the half-size level (a sample costs a quarter and 128 px
+        // still measure a zoom); smaller ones need every pixel's leverage.
+        let (a, w, h) = (
+            &pyramids[t - 1][fine].0,
+            pyramids[t - 1][fine].1,
+            pyramids[t - 1][fine].2,
+        );
+        let k = 1i32 << fine;
+        let mut pair = warp::refine(a, &pyramids[t][fine].0, w, h, (d.0 / k, d.1 / k));
+        if fine > 0 {
+            // Back to full-size pixels; a fraction the half-size level cannot tell from the
+            // integer search's whole pixel is that pixel.
+            let at_full = |v: f32, whole: i32| {
+                let full = v * k as f32;
+                if (full - whole as f32).abs() <= 0.1 {
+                    whole as f32
+                } else {
+                    full
+                }
+            };
+            pair.dx = at_full(pair.dx, d.0);
+            pair.dy = at_full(pair.dy, d.1);
+        }
+        out[t] = out[t - 1].then(&pair, centre);
     }
     out
 }

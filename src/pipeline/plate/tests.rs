@@ -144,12 +144,33 @@ fn a_character_still_in_a_panning_frame_is_held_out_of_the_plate() {
         [a, 0.5 * a + 0.5 * b, b]
     };
     // One flat colour, as most sticker parts are: on the canvas it is the majority.
-    let fg = |_: usize, x: usize, y: usize| {
-        disc(x, y, 48.0, 48.0, 20.0).map(|_| [0.95, 0.75, 0.2])
-    };
+    let fg = |_: usize, x: usize, y: usize| disc(x, y, 48.0, 48.0, 20.0).map(|_| [0.95, 0.75, 0.2]);
     let (plate, err) = run(n, s, scene, fg);
     assert!(err <= 2.0, "error {err}");
     assert_eq!(plate.shifts[n - 1], (4 * (n as i32 - 1), 0));
+}
+
+#[test]
+fn a_zooming_camera_is_followed_and_its_plate_recovered() {
+    let (n, s) = (16, 96);
+    let m = (s as f32 - 1.0) / 2.0;
+    // The camera zooms in 1 % per frame about the middle and drifts 0.4 px per frame.
+    let zoom = |t: usize| 1.01f32.powi(t as i32);
+    let scene = move |t: usize, x: usize, y: usize| {
+        let z = zoom(t);
+        let u = (x as f32 - m) / z + m + 0.4 * t as f32;
+        let v = (y as f32 - m) / z + m;
+        let a = crate::train::synth::fbm(5, u / 17.0, v / 17.0, 3);
+        let b = crate::train::synth::fbm(9, u / 11.0, v / 23.0, 2);
+        [a, 0.5 * a + 0.5 * b, b]
+    };
+    let (plate, err) = run(n, s, scene, |t, x, y| mover(t, x, y, s, n));
+    assert!(err <= 3.0, "error {err}");
+    let last = plate.warps[n - 1];
+    assert!((last.scale - 1.0 / zoom(n - 1)).abs() < 0.005, "{last:?}");
+    // Frame pixel m maps to canvas m + 0.4 t (frame 0's grid).
+    let (cx, _) = last.to_canvas(m, m);
+    assert!((cx - (m + 0.4 * (n - 1) as f32)).abs() < 0.5, "{last:?}");
 }
 
 fn checker(

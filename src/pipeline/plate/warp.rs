@@ -1,0 +1,296 @@
+//! Sub-pixel camera motion: a zoom about the frame centre plus a translation per frame pair,
+//! refined from the integer search's answer. Integer pans and a still camera stay exact
+//! (whole-pixel offsets, no resampling), so checkers keep their crisp edges.
+
+/// Where a frame lies on the canvas: frame pixel `p` is at canvas position `scale·p + (x, y)`
+/// (canvas positions in the first frame's pixels; the first frame's warp is the identity).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Warp {
+    pub scale: f32,
+    pub x: f32,
+    pub y: f32,
+}
+
+impl Warp {
+    pub const IDENTITY: Warp = Warp {
+        scale: 1.0,
+        x: 0.0,
+        y: 0.0,
+    };
+
+    /// A whole-pixel offset: frames sample and place without interpolation.
+    pub fn is_exact(&self) -> bool {
+        self.scale == 1.0 && self.x.fract() == 0.0 && self.y.fract() == 0.0
+    }
+
+    /// Canvas position of frame pixel `(px, py)`.
+    pub fn to_canvas(&self, px: f32, py: f32) -> (f32, f32) {
+        (self.scale * px + self.x, self.scale * py + self.y)
+    }
+
+    /// Frame position of canvas position `(cx, cy)`.
+    pub fn to_frame(&self, cx: f32, cy: f32) -> (f32, f32) {
+        ((cx - self.x) / self.scale, (cy - self.y) / self.scale)
+    }
+
+    /// The offset rounded to whole pixels (what a report or a test reads).
+    pub fn rounded(&self) -> (i32, i32) {
+        (self.x.round() as i32, self.y.round() as i32)
+    }
+
+    /// The warp of the next frame, given the pair motion `b(A(p)) ≈ a(p)` from this frame
+    /// `a` to the next `b`, with `A(p) = s·(p − m) + m + d` about the frame centre `m`.
+    pub fn then(&self, pair: &PairMotion, centre: (f32, f32)) -> Warp {
+        let PairMotion { scale: s, dx, dy } = *pair;
+        // Next frame's p is this frame's A⁻¹(p) = (p − m − d)/s + m.
+        let k = self.scale / s;
+        Warp {
+            scale: k,
+            x: self.x + self.scale * (centre.0 - (centre.0 + dx) / s),
+            y: self.y + self.scale * (centre.1 - (centre.1 + dy) / s),
+        }
+    }
+}
+
+/// The motion between two frames: content at `p` in the first is at
+/// `scale·(p − m) + m + (dx, dy)` in the second (`m` the frame centre).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PairMotion {
+    pub scale: f32,
+    pub dx: f32,
+    pub dy: f32,
+}
+
+/// A zoom this close to 1 is no zoom (and keeps whole-pixel pans exact).
+const SNAP_SCALE: f32 = 1e-3;
+/// A translation this close to a whole pixel is that pixel.
+const SNAP_SHIFT: f32 = 0.05;
+/// Gauss–Newton rounds of [`refine`].
+const ROUNDS: usize = 8;
+
+/// Bilinear sample of a plane at `(x, y)`, clamped to its edge.
+pub fn bilinear(p: &[f32], w: usize, h: usize, x: f32, y: f32) -> f32 {
+    let x = x.clamp(0.0, (w - 1) as f32);
+    let y = y.clamp(0.0, (h - 1) as f32);
+    let (x0, y0) = (x.floor() as usize, y.floor() as usize);
+    let (x1, y1) = ((x0 + 1).min(w - 1), (y0 + 1).min(h - 1));
+    let (fx, fy) = (x - x0 as f32, y - y0 as f32);
+    let top = p[y0 * w + x0] * (1.0 - fx) + p[y0 * w + x1] * fx;
+    let bottom = p[y1 * w + x0] * (1.0 - fx) + p[y1 * w + x1] * fx;
+    top * (1.0 - fy) + bottom * fy
+}
+
+/// Refines the motion from `a` to `b` (one plane each, `w`×`h`) from an integer translation
+/// by robust Gauss–Newton on `b(A(p)) − a(p)`: each round fits scale and translation to the
+/// half of the samples with the smallest residuals, so the character (a minority that moves
+/// on its own) does not drag the camera. Snaps to no zoom and whole pixels when within
+/// `SNAP_*` of them.
+pub fn refine(a: &[f32], b: &[f32], w: usize, h: usize, start: (i32, i32)) -> PairMotion {
+    // Interpolation smooths what it samples between pixels and not at whole ones, which
+    // pulls a fit towards whole-pixel motion and no zoom; pre-smoothing both frames makes
+    // that small.
+    let (a, b) = (&smooth(a, w, h), &smooth(b, w, h));
+    let m = ((w as f32 - 1.0) / 2.0, (h as f32 - 1.0) / 2.0);
+    let grad = |dir: (usize, usize)| -> Vec<f32> {
+        (0..h)
+            .flat_map(|y| (0..w).map(move |x| (x, y)))
+            .map(|(x, y)| {
+                let (xm, xp) = if dir.0 == 1 {
+                    (x.saturating_sub(1), (x + 1).min(w - 1))
+                } else {
+                    (x, x)
+                };
+                let (ym, yp) = if dir.1 == 1 {
+                    (y.saturating_sub(1), (y + 1).min(h - 1))
+                } else {
+                    (y, y)
+                };
+                let span = ((xp - xm) + (yp - ym)).max(1) as f32;
+                (b[yp * w + xp] - b[ym * w + xm]) / span
+            })
+            .collect()
+    };
+    let (gx, gy) = (grad((1, 0)), grad((0, 1)));
+    let step = if w * h > 128 * 128 { 2 } else { 1 };
+    let mut p = [1.0f32, start.0 as f32, start.1 as f32];
+    let mut rows: Vec<(f32, [f32; 3])> = Vec::new();
+    for _ in 0..ROUNDS {
+        rows.clear();
+        for y in (0..h).step_by(step) {
+            for x in (0..w).step_by(step) {
+                let (rx, ry) = (x as f32 - m.0, y as f32 - m.1);
+                let (u, v) = (p[0] * rx + m.0 + p[1], p[0] * ry + m.1 + p[2]);
+                if u < 0.0 || v < 0.0 || u > (w - 1) as f32 || v > (h - 1) as f32 {
+                    continue;
+                }
+                let r = bilinear(b, w, h, u, v) - a[y * w + x];
+                let (g0, g1) = (bilinear(&gx, w, h, u, v), bilinear(&gy, w, h, u, v));
+                rows.push((r, [g0 * rx + g1 * ry, g0, g1]));
+            }
+        }
+        if rows.len() < 16 {
+            break;
+        }
+        let keep = rows.len() / 2;
+        rows.select_nth_unstable_by(keep, |a, b| a.0.abs().total_cmp(&b.0.abs()));
+        let mut jtj = [[0f64; 3]; 3];
+        let mut jtr = [0f64; 3];
+        for (r, j) in &rows[..keep] {
+            for i in 0..3 {
+                jtr[i] += f64::from(j[i]) * f64::from(*r);
+                for k in 0..3 {
+                    jtj[i][k] += f64::from(j[i]) * f64::from(j[k]);
+                }
+            }
+        }
+        let Some(delta) = solve3(jtj, jtr) else {
+            break;
+        };
+        for i in 0..3 {
+            p[i] -= delta[i] as f32;
+        }
+        // A step outside the search's reach is a diverging fit: keep the integer answer.
+        if (p[0] - 1.0).abs() > 0.1
+            || (p[1] - start.0 as f32).abs() > 2.0
+            || (p[2] - start.1 as f32).abs() > 2.0
+        {
+            p = [1.0, start.0 as f32, start.1 as f32];
+            break;
+        }
+        if delta[0].abs() < 1e-5 && delta[1].abs() < 1e-3 && delta[2].abs() < 1e-3 {
+            break;
+        }
+    }
+    let snap = |v: f32| {
+        if (v - v.round()).abs() <= SNAP_SHIFT {
+            v.round()
+        } else {
+            v
+        }
+    };
+    let scale = if (p[0] - 1.0).abs() <= SNAP_SCALE {
+        1.0
+    } else {
+        p[0]
+    };
+    PairMotion {
+        scale,
+        dx: snap(p[1]),
+        dy: snap(p[2]),
+    }
+}
+
+/// A plane blurred by the binomial [1 2 1]/4 filter across and down (edges clamped).
+fn smooth(p: &[f32], w: usize, h: usize) -> Vec<f32> {
+    let pass = |src: &[f32], across: bool| -> Vec<f32> {
+        (0..w * h)
+            .map(|i| {
+                let (x, y) = (i % w, i / w);
+                let at = |d: isize| {
+                    let (xx, yy) = if across {
+                        ((x as isize + d).clamp(0, w as isize - 1) as usize, y)
+                    } else {
+                        (x, (y as isize + d).clamp(0, h as isize - 1) as usize)
+                    };
+                    src[yy * w + xx]
+                };
+                0.25 * at(-1) + 0.5 * at(0) + 0.25 * at(1)
+            })
+            .collect()
+    };
+    pass(&pass(p, true), false)
+}
+
+/// Solves a 3×3 system by Cramer's rule; `None` when it is singular (a flat frame).
+fn solve3(a: [[f64; 3]; 3], b: [f64; 3]) -> Option<[f64; 3]> {
+    let det = |m: &[[f64; 3]; 3]| {
+        m[0][0] * (m[1][1] * m[2][2] - m[1][2] * m[2][1])
+            - m[0][1] * (m[1][0] * m[2][2] - m[1][2] * m[2][0])
+            + m[0][2] * (m[1][0] * m[2][1] - m[1][1] * m[2][0])
+    };
+    let d = det(&a);
+    let scale: f64 = a.iter().flatten().map(|v| v.abs()).sum::<f64>().max(1e-30);
+    if d.abs() <= 1e-12 * scale.powi(3) {
+        return None;
+    }
+    Some(std::array::from_fn(|i| {
+        let mut m = a;
+        for r in 0..3 {
+            m[r][i] = b[r];
+        }
+        det(&m) / d
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Smooth texture with detail at several scales.
+    fn scene(x: f32, y: f32) -> f32 {
+        0.5 + 0.2 * (x / 7.0).sin() * (y / 9.0).cos() + 0.15 * ((x + 2.0 * y) / 13.0).sin()
+    }
+
+    #[test]
+    fn refine_finds_a_zoom_and_a_subpixel_pan() {
+        let (w, h) = (96, 80);
+        let m = ((w as f32 - 1.0) / 2.0, (h as f32 - 1.0) / 2.0);
+        let truth = PairMotion {
+            scale: 1.02,
+            dx: 1.3,
+            dy: -0.6,
+        };
+        let a: Vec<f32> = (0..w * h)
+            .map(|i| scene((i % w) as f32, (i / w) as f32))
+            .collect();
+        // b(A(p)) = a(p): b at q shows the scene at A⁻¹(q).
+        let b: Vec<f32> = (0..w * h)
+            .map(|i| {
+                let (qx, qy) = ((i % w) as f32, (i / w) as f32);
+                let px = (qx - m.0 - truth.dx) / truth.scale + m.0;
+                let py = (qy - m.1 - truth.dy) / truth.scale + m.1;
+                scene(px, py)
+            })
+            .collect();
+        let got = refine(&a, &b, w, h, (1, -1));
+        assert!((got.scale - truth.scale).abs() < 2e-3, "{got:?}");
+        assert!((got.dx - truth.dx).abs() < 0.05, "{got:?}");
+        assert!((got.dy - truth.dy).abs() < 0.05, "{got:?}");
+    }
+
+    #[test]
+    fn whole_pixel_motion_stays_exact_and_chains() {
+        let (w, h) = (64, 64);
+        let a: Vec<f32> = (0..w * h)
+            .map(|i| scene((i % w) as f32, (i / w) as f32))
+            .collect();
+        let b: Vec<f32> = (0..w * h)
+            .map(|i| scene((i % w) as f32 - 3.0, (i / w) as f32))
+            .collect();
+        let pair = refine(&a, &b, w, h, (3, 0));
+        assert_eq!(
+            pair,
+            PairMotion {
+                scale: 1.0,
+                dx: 3.0,
+                dy: 0.0
+            }
+        );
+        let next = Warp::IDENTITY.then(&pair, (31.5, 31.5));
+        assert!(next.is_exact());
+        assert_eq!(next.rounded(), (-3, 0));
+        // A zoom then maps the centre to itself.
+        let zoom = Warp::IDENTITY.then(
+            &PairMotion {
+                scale: 1.1,
+                dx: 0.0,
+                dy: 0.0,
+            },
+            (31.5, 31.5),
+        );
+        let (cx, cy) = zoom.to_canvas(31.5, 31.5);
+        assert!((cx - 31.5).abs() < 1e-4 && (cy - 31.5).abs() < 1e-4);
+        let (fx, fy) = zoom.to_frame(cx, cy);
+        assert!((fx - 31.5).abs() < 1e-4 && (fy - 31.5).abs() < 1e-4);
+    }
+}
