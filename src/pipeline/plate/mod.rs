@@ -22,8 +22,8 @@
 use crate::{Error, Result};
 
 mod warp;
+use warp::Taps;
 pub use warp::Warp;
-use warp::bilinear;
 
 /// Which plates [`estimate`] may use (the ablation switches).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -310,11 +310,12 @@ pub fn estimate(
                     out_conf[t * plane + p] = conf[k];
                 } else {
                     let (u, v) = canvas.position(x, y, warp);
+                    let taps = Taps::new(cw, ch, u, v);
                     for c in 0..3 {
                         out_rgb[(t * 3 + c) * plane + p] =
-                            bilinear(&plate[c * cplane..(c + 1) * cplane], cw, ch, u, v);
+                            taps.sample(&plate[c * cplane..(c + 1) * cplane]);
                     }
-                    out_conf[t * plane + p] = bilinear(&conf, cw, ch, u, v);
+                    out_conf[t * plane + p] = taps.sample(&conf);
                 }
             }
         }
@@ -487,8 +488,9 @@ fn temporal_rows(
                     if x < 0.0 || y < 0.0 || x > (width - 1) as f32 || y > (height - 1) as f32 {
                         continue;
                     }
+                    let taps = Taps::new(width, height, x, y);
                     vals.push(std::array::from_fn(|c| {
-                        bilinear(&f[c * plane..(c + 1) * plane], width, height, x, y)
+                        taps.sample(&f[c * plane..(c + 1) * plane])
                     }));
                     y.round() as usize * width + x.round() as usize
                 };
@@ -599,9 +601,48 @@ fn shift_error(
             diffs.push((a[y * w + x] - b[by * w + bx]).abs());
         }
     }
-    let keep = (diffs.len() / 2).max(1);
-    diffs.select_nth_unstable_by(keep - 1, f32::total_cmp);
-    Some(diffs[..keep].iter().sum::<f32>() / keep as f32)
+    Some(lower_half_mean(&mut diffs))
+}
+
+/// The mean of the smaller half of `v` (values in [0, 1]). A histogram finds the bin where
+/// the half ends, so only that bin's values are ordered: the motion search calls this for
+/// every candidate shift, and a full selection was most of the plate's time.
+fn lower_half_mean(v: &mut [f32]) -> f32 {
+    const BINS: usize = 1024;
+    let keep = (v.len() / 2).max(1);
+    let bin = |d: f32| ((d * BINS as f32) as usize).min(BINS - 1);
+    let mut count = [0u32; BINS];
+    for &d in v.iter() {
+        count[bin(d)] += 1;
+    }
+    let (mut below, mut edge) = (0usize, BINS - 1);
+    for (b, &c) in count.iter().enumerate() {
+        if below + c as usize >= keep {
+            edge = b;
+            break;
+        }
+        below += c as usize;
+    }
+    let mut sum = 0f32;
+    let mut n = 0;
+    for i in 0..v.len() {
+        let d = v[i];
+        let b = bin(d);
+        if b < edge {
+            sum += d;
+        } else if b == edge {
+            // The edge bin's values gather at the front (the ones before i are done with).
+            v[n] = d;
+            n += 1;
+        }
+    }
+    let rest = keep - below;
+    let edge_vals = &mut v[..n];
+    if rest < n {
+        edge_vals.select_nth_unstable_by(rest, f32::total_cmp);
+    }
+    sum += edge_vals[..rest].iter().sum::<f32>();
+    sum / keep as f32
 }
 
 /// The best shift of `b` against `a` within `±radius` of `centre`: the smallest error, ties
@@ -683,7 +724,11 @@ fn global_motion(rgb: &[f32], frames: usize, height: usize, width: usize) -> Vec
         .collect();
     let mut out = vec![Warp::IDENTITY; frames];
     let mut last_step = (0i32, 0i32);
-    let fine = if height.min(width) > 256 { levels.min(1) } else { 0 };
+    let fine = if height.min(width) > 256 {
+        levels.min(1)
+    } else {
+        0
+    };
     let centre = ((width as f32 - 1.0) / 2.0, (height as f32 - 1.0) / 2.0);
     for t in 1..frames {
         // Motion of frame t's content relative to frame t-1: content at x in t-1 is at x - d in t.

@@ -317,3 +317,31 @@ fn ablation_switches_and_bad_input() {
     assert!(estimate(&rgb[1..], n, s, s, &PlateOptions::default()).is_err());
     assert!(estimate(&[], 0, s, s, &PlateOptions::default()).is_err());
 }
+
+#[test]
+fn lower_half_mean_equals_a_full_sort() {
+    let mut state = 12345u64;
+    let mut next = || {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (state >> 40) as f32 / (1u64 << 24) as f32
+    };
+    for len in [1, 2, 3, 7, 100, 4096] {
+        // Mostly small differences with a tail, many ties in one bin, and exact 0 and 1.
+        let mut v: Vec<f32> = (0..len)
+            .map(|i| match i % 5 {
+                0 => 0.0,
+                1 => 1.0,
+                2 => 0.5,
+                _ => next().powi(3),
+            })
+            .collect();
+        let mut sorted = v.clone();
+        sorted.sort_by(f32::total_cmp);
+        let keep = (len / 2).max(1);
+        let want = sorted[..keep].iter().sum::<f32>() / keep as f32;
+        let got = lower_half_mean(&mut v);
+        assert!((got - want).abs() < 1e-5, "{len}: {got} vs {want}");
+    }
+}

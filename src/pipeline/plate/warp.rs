@@ -68,16 +68,35 @@ const SNAP_SHIFT: f32 = 0.05;
 /// Gauss–Newton rounds of [`refine`].
 const ROUNDS: usize = 8;
 
-/// Bilinear sample of a plane at `(x, y)`, clamped to its edge.
-pub fn bilinear(p: &[f32], w: usize, h: usize, x: f32, y: f32) -> f32 {
-    let x = x.clamp(0.0, (w - 1) as f32);
-    let y = y.clamp(0.0, (h - 1) as f32);
-    let (x0, y0) = (x.floor() as usize, y.floor() as usize);
-    let (x1, y1) = ((x0 + 1).min(w - 1), (y0 + 1).min(h - 1));
-    let (fx, fy) = (x - x0 as f32, y - y0 as f32);
-    let top = p[y0 * w + x0] * (1.0 - fx) + p[y0 * w + x1] * fx;
-    let bottom = p[y1 * w + x0] * (1.0 - fx) + p[y1 * w + x1] * fx;
-    top * (1.0 - fy) + bottom * fy
+/// The four pixels around `(x, y)` (clamped to the plane) and their bilinear weights: computed
+/// once and applied to each colour plane.
+#[derive(Debug, Clone, Copy)]
+pub struct Taps {
+    at: [usize; 4],
+    weight: [f32; 4],
+}
+
+impl Taps {
+    pub fn new(w: usize, h: usize, x: f32, y: f32) -> Taps {
+        let x = x.clamp(0.0, (w - 1) as f32);
+        let y = y.clamp(0.0, (h - 1) as f32);
+        let (x0, y0) = (x.floor() as usize, y.floor() as usize);
+        let (x1, y1) = ((x0 + 1).min(w - 1), (y0 + 1).min(h - 1));
+        let (fx, fy) = (x - x0 as f32, y - y0 as f32);
+        Taps {
+            at: [y0 * w + x0, y0 * w + x1, y1 * w + x0, y1 * w + x1],
+            weight: [
+                (1.0 - fx) * (1.0 - fy),
+                fx * (1.0 - fy),
+                (1.0 - fx) * fy,
+                fx * fy,
+            ],
+        }
+    }
+
+    pub fn sample(&self, p: &[f32]) -> f32 {
+        (0..4).map(|i| p[self.at[i]] * self.weight[i]).sum()
+    }
 }
 
 /// Refines the motion from `a` to `b` (one plane each, `w`×`h`) from an integer translation
@@ -123,8 +142,9 @@ pub fn refine(a: &[f32], b: &[f32], w: usize, h: usize, start: (i32, i32)) -> Pa
                 if u < 0.0 || v < 0.0 || u > (w - 1) as f32 || v > (h - 1) as f32 {
                     continue;
                 }
-                let r = bilinear(b, w, h, u, v) - a[y * w + x];
-                let (g0, g1) = (bilinear(&gx, w, h, u, v), bilinear(&gy, w, h, u, v));
+                let taps = Taps::new(w, h, u, v);
+                let r = taps.sample(b) - a[y * w + x];
+                let (g0, g1) = (taps.sample(&gx), taps.sample(&gy));
                 rows.push((r, [g0 * rx + g1 * ry, g0, g1]));
             }
         }
