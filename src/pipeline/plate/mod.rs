@@ -9,11 +9,14 @@
 //! so windowed output still equals one pass.
 //!
 //! Steps:
-//! 1. global translation of each frame against the first, coarse to fine, scored by a trimmed
-//!    mean so the character does not drag it, and taking the smallest of equally good shifts
-//!    (a checker's period aliases; any alias gives the same periodic plate);
+//! 1. global motion of each frame against the one before: whole-pixel translation coarse to
+//!    fine, scored by a trimmed mean so the character does not drag it, taking the smallest of
+//!    equally good shifts (a checker's period aliases; any alias gives the same periodic
+//!    plate); then sub-pixel pan and zoom by robust Gauss–Newton ([`warp`]), chained;
 //! 2. the frames placed on one canvas; per canvas pixel the per-channel median of the frames
-//!    that cover it and the share of them that agree with it;
+//!    that cover it and the share of them that agree with it. When the camera moves, samples
+//!    steadier in frame coordinates than on the canvas (the character riding with the camera)
+//!    are held out of that vote;
 //! 3. background samples: each frame's border ring where the frames agree over time;
 //!    constant, quadratic and periodic fits to them, the best kept when it explains them;
 //! 4. per pixel: the temporal median where it is trusted and consistent with a good spatial
