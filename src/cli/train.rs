@@ -110,6 +110,10 @@ pub struct ValidateArgs {
     /// Which plates the clips carry (for plate-prior models and the "plate + ramp" row).
     #[arg(long, value_enum, default_value_t = PlateKind::Both)]
     pub plate: PlateKind,
+    /// Draw the clips from the training split instead: for choosing a constant without
+    /// looking at the validation clips (never for reported figures).
+    #[arg(long)]
+    pub tuning: bool,
     /// Also print each clip's alpha PSNR per method.
     #[arg(long)]
     pub per_clip: bool,
@@ -723,7 +727,7 @@ fn train_decoder(args: &DecoderArgs) -> anyhow::Result<bool> {
 fn validate(args: &ValidateArgs) -> anyhow::Result<bool> {
     use crate::train::validate::{
         colour_key, contact_sheet, markdown, model_alpha, per_clip_table, plate_key, report,
-        val_samples,
+        split_samples,
     };
     if args.models.is_empty() && !args.keying {
         bail!("nothing to score: give --model PATH and/or --keying");
@@ -731,10 +735,20 @@ fn validate(args: &ValidateArgs) -> anyhow::Result<bool> {
     let mut data = data_config(args.size, args.frames, &args.sources)?;
     data.plate = Some(args.plate.options());
     let t0 = Instant::now();
-    let samples = val_samples(&data, args.seed, args.clips)?;
+    let split = if args.tuning {
+        Split::Train
+    } else {
+        Split::Val
+    };
+    let samples = split_samples(&data, split, args.seed, args.clips)?;
     eprintln!(
-        "{} validation clips of {} frames at {}² drawn in {:.1} s",
+        "{} {} clips of {} frames at {}² drawn in {:.1} s",
         samples.len(),
+        if args.tuning {
+            "training-split"
+        } else {
+            "validation"
+        },
         args.frames,
         args.size,
         t0.elapsed().as_secs_f64()

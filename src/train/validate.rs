@@ -19,8 +19,19 @@ use crate::{Error, NoProgress, Result};
 
 /// The validation clips of a run seed: `count` samples of `data` (its split forced to val).
 pub fn val_samples(data: &DataConfig, seed: u64, count: usize) -> Result<Vec<Sample>> {
+    split_samples(data, Split::Val, seed, count)
+}
+
+/// `count` samples of `data` from `split`: the training split is for choosing a constant
+/// without looking at the validation clips.
+pub fn split_samples(
+    data: &DataConfig,
+    split: Split,
+    seed: u64,
+    count: usize,
+) -> Result<Vec<Sample>> {
     let mut cfg = data.clone();
-    cfg.split = Split::Val;
+    cfg.split = split;
     (0..count as u64)
         .map(|i| make_sample(&cfg, seed, i))
         .collect()
@@ -367,5 +378,10 @@ mod tests {
         assert_eq!(sheet.dimensions(), (3 * 48, 2 * 48));
         let md = markdown(&[t, r]);
         assert!(md.contains("| truth |") && md.contains("| keying |") && md.contains("plain"));
+        // The tuning draw never repeats a validation clip.
+        let tuning = split_samples(&data, Split::Train, 3, 6).expect("samples");
+        for (a, b) in tuning.iter().zip(&samples) {
+            assert_ne!(a.rgb, b.rgb);
+        }
     }
 }
