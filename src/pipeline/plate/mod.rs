@@ -792,7 +792,30 @@ fn global_motion(rgb: &[f32], frames: usize, height: usize, width: usize) -> Vec
         }
         out[t] = out[t - 1].then(&pair, centre);
     }
-    out
+    bounded(out, height, width)
+}
+
+/// Largest canvas, as a multiple of the frame's area, a clip's motion may spread over (or
+/// `MAX_CANVAS_PIXELS`, whichever is more: a fast pan over small frames is still sane).
+const MAX_CANVAS_AREA: f32 = 16.0;
+const MAX_CANVAS_PIXELS: f32 = 2048.0 * 2048.0;
+
+/// The warps, or no motion at all where they would spread the frames over an absurd canvas
+/// (a zoom chained past 2× either way, or a canvas over `MAX_CANVAS_AREA` frames): what a
+/// scene cut or pure noise gives. The temporal statistics cost memory per canvas pixel, so
+/// the canvas must stay bounded whatever the input.
+fn bounded(warps: Vec<Warp>, height: usize, width: usize) -> Vec<Warp> {
+    let zoom_ok = warps.iter().all(|w| (0.5..=2.0).contains(&w.scale));
+    let canvas = zoom_ok.then(|| Canvas::new(&warps, height, width));
+    let area_ok = canvas.is_some_and(|c| {
+        (c.width * c.height) as f32
+            <= (MAX_CANVAS_AREA * (width * height) as f32).max(MAX_CANVAS_PIXELS)
+    });
+    if area_ok {
+        warps
+    } else {
+        vec![Warp::IDENTITY; warps.len()]
+    }
 }
 
 /// How well a spatial model explains the background samples.

@@ -345,3 +345,33 @@ fn lower_half_mean_equals_a_full_sort() {
         assert!((got - want).abs() < 1e-5, "{len}: {got} vs {want}");
     }
 }
+
+#[test]
+fn runaway_motion_falls_back_to_a_still_canvas() {
+    let fine = vec![
+        Warp::IDENTITY,
+        Warp {
+            scale: 0.98,
+            x: 3.5,
+            y: -2.0,
+        },
+    ];
+    assert_eq!(bounded(fine.clone(), 64, 64), fine);
+    // A zoom chained to 1/20, or a pan spreading the frames over 40 frame widths and beyond
+    // the absolute cap.
+    for bad in [
+        Warp {
+            scale: 0.05,
+            x: 0.0,
+            y: 0.0,
+        },
+        Warp {
+            scale: 1.0,
+            x: 64.0 * 40.0,
+            y: 64.0 * 40.0,
+        },
+    ] {
+        let out = bounded(vec![Warp::IDENTITY, bad], 64, 64);
+        assert!(out.iter().all(|w| *w == Warp::IDENTITY), "{out:?}");
+    }
+}
