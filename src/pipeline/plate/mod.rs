@@ -609,7 +609,7 @@ fn shift_error(
 
 /// The mean of the smaller half of `v` (values in [0, 1]). A histogram finds the bin where
 /// the half ends, so only that bin's values are ordered: the motion search calls this for
-/// every candidate shift, and a full selection was most of the plate's time.
+/// every candidate shift (a full selection there was the plate's hot spot in `perf`).
 fn lower_half_mean(v: &mut [f32]) -> f32 {
     const BINS: usize = 1024;
     let keep = (v.len() / 2).max(1);
@@ -732,6 +732,10 @@ fn global_motion(rgb: &[f32], frames: usize, height: usize, width: usize) -> Vec
     } else {
         0
     };
+    let smoothed: Vec<Vec<f32>> = pyramids
+        .iter()
+        .map(|p| warp::smooth(&p[fine].0, p[fine].1, p[fine].2))
+        .collect();
     let centre = ((width as f32 - 1.0) / 2.0, (height as f32 - 1.0) / 2.0);
     for t in 1..frames {
         // Motion of frame t's content relative to frame t-1: content at x in t-1 is at x - d in t.
@@ -769,13 +773,10 @@ fn global_motion(rgb: &[f32], frames: usize, height: usize, width: usize) -> Vec
         // b(x + d) ≈ a(x): frame t's pixel x + d shows what frame t-1 showed at x. Large
         // frames are refined on the half-size level (a sample costs a quarter and 128 px
         // still measure a zoom); smaller ones need every pixel's leverage.
-        let (a, w, h) = (
-            &pyramids[t - 1][fine].0,
-            pyramids[t - 1][fine].1,
-            pyramids[t - 1][fine].2,
-        );
+        let (w, h) = (pyramids[t][fine].1, pyramids[t][fine].2);
         let k = 1i32 << fine;
-        let mut pair = warp::refine(a, &pyramids[t][fine].0, w, h, (d.0 / k, d.1 / k));
+        let start = (d.0 / k, d.1 / k);
+        let mut pair = warp::refine(&smoothed[t - 1], &smoothed[t], w, h, start);
         if fine > 0 {
             // Back to full-size pixels; a fraction the half-size level cannot tell from the
             // integer search's whole pixel is that pixel.

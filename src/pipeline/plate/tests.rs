@@ -115,16 +115,20 @@ fn a_gradient_is_recovered() {
     assert_eq!(plate.fit, SpatialFit::Smooth);
 }
 
-#[test]
-fn a_pan_of_three_pixels_per_frame_is_followed() {
-    let (n, s) = (16, 96);
-    // Photo-like texture panning left 3 px per frame: frame t shows the scene at x + 3t.
-    let scene = |t: usize, x: usize, y: usize| {
-        let (u, v) = ((x + 3 * t) as f32, y as f32);
+/// Photo-like texture panning left `step` px per frame: frame t shows the scene at x + step·t.
+fn panning_scene(step: usize) -> impl Fn(usize, usize, usize) -> [f32; 3] + Copy {
+    move |t, x, y| {
+        let (u, v) = ((x + step * t) as f32, y as f32);
         let a = crate::train::synth::fbm(5, u / 17.0, v / 17.0, 3);
         let b = crate::train::synth::fbm(9, u / 9.0, v / 23.0, 2);
         [a, 0.5 * a + 0.5 * b, b]
-    };
+    }
+}
+
+#[test]
+fn a_pan_of_three_pixels_per_frame_is_followed() {
+    let (n, s) = (16, 96);
+    let scene = panning_scene(3);
     let (plate, err) = run(n, s, scene, |t, x, y| mover(t, x, y, s, n));
     assert!(err <= 2.0, "error {err}");
     for (t, &(dx, dy)) in plate.shifts.iter().enumerate() {
@@ -137,12 +141,7 @@ fn a_character_still_in_a_panning_frame_is_held_out_of_the_plate() {
     let (n, s) = (16, 96);
     // The camera pans 4 px per frame; the character stays in the middle of the frame, so
     // on the canvas it covers most of its track in most frames (10 of 16 at the centre).
-    let scene = |t: usize, x: usize, y: usize| {
-        let (u, v) = ((x + 4 * t) as f32, y as f32);
-        let a = crate::train::synth::fbm(5, u / 17.0, v / 17.0, 3);
-        let b = crate::train::synth::fbm(9, u / 9.0, v / 23.0, 2);
-        [a, 0.5 * a + 0.5 * b, b]
-    };
+    let scene = panning_scene(4);
     // One flat colour, as most sticker parts are: on the canvas it is the majority.
     let fg = |_: usize, x: usize, y: usize| disc(x, y, 48.0, 48.0, 20.0).map(|_| [0.95, 0.75, 0.2]);
     let (plate, err) = run(n, s, scene, fg);

@@ -103,12 +103,9 @@ impl Taps {
 /// by robust Gauss–Newton on `b(A(p)) − a(p)`: each round fits scale and translation to the
 /// half of the samples with the smallest residuals, so the character (a minority that moves
 /// on its own) does not drag the camera. Snaps to no zoom and whole pixels when within
-/// `SNAP_*` of them.
+/// `SNAP_*` of them. Both planes must have been through [`smooth`] (once per frame, as each
+/// frame is `b` of one pair and `a` of the next).
 pub fn refine(a: &[f32], b: &[f32], w: usize, h: usize, start: (i32, i32)) -> PairMotion {
-    // Interpolation smooths what it samples between pixels and not at whole ones, which
-    // pulls a fit towards whole-pixel motion and no zoom; pre-smoothing both frames makes
-    // that small.
-    let (a, b) = (&smooth(a, w, h), &smooth(b, w, h));
     let m = ((w as f32 - 1.0) / 2.0, (h as f32 - 1.0) / 2.0);
     let grad = |dir: (usize, usize)| -> Vec<f32> {
         (0..h)
@@ -200,8 +197,11 @@ pub fn refine(a: &[f32], b: &[f32], w: usize, h: usize, start: (i32, i32)) -> Pa
     }
 }
 
-/// A plane blurred by the binomial [1 2 1]/4 filter across and down (edges clamped).
-fn smooth(p: &[f32], w: usize, h: usize) -> Vec<f32> {
+/// A plane blurred by the binomial [1 2 1]/4 filter across and down (edges clamped), as
+/// [`refine`] reads it. Interpolation smooths what it samples between pixels and not at whole
+/// ones, which pulls a fit towards whole-pixel motion and no zoom; pre-smoothed frames make
+/// that small.
+pub fn smooth(p: &[f32], w: usize, h: usize) -> Vec<f32> {
     let pass = |src: &[f32], across: bool| -> Vec<f32> {
         (0..w * h)
             .map(|i| {
@@ -272,7 +272,7 @@ mod tests {
                 scene(px, py)
             })
             .collect();
-        let got = refine(&a, &b, w, h, (1, -1));
+        let got = refine(&smooth(&a, w, h), &smooth(&b, w, h), w, h, (1, -1));
         assert!((got.scale - truth.scale).abs() < 2e-3, "{got:?}");
         assert!((got.dx - truth.dx).abs() < 0.05, "{got:?}");
         assert!((got.dy - truth.dy).abs() < 0.05, "{got:?}");
@@ -287,7 +287,7 @@ mod tests {
         let b: Vec<f32> = (0..w * h)
             .map(|i| scene((i % w) as f32 - 3.0, (i / w) as f32))
             .collect();
-        let pair = refine(&a, &b, w, h, (3, 0));
+        let pair = refine(&smooth(&a, w, h), &smooth(&b, w, h), w, h, (3, 0));
         assert_eq!(
             pair,
             PairMotion {
