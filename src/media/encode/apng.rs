@@ -11,7 +11,8 @@
 //! - Lossless mode writes RGBA (RGB when nothing is transparent); palette mode quantises all
 //!   frames to one global palette with alpha (`PLTE` + `tRNS`, entries with alpha sorted first so
 //!   `tRNS` is short) and packs 1/2/4-bit indices for small palettes.
-//! - Compression: the png crate's `High` (zlib level 9) with adaptive per-row filters.
+//! - Compression: adaptive per-row filters and zlib level 9 (`High`) by default, level 6
+//!   (`Balanced`) for a plain export (see [`super::Effort`]).
 
 use png::{BitDepth, BlendOp, ColorType, Compression, DisposeOp, Filter};
 
@@ -28,7 +29,8 @@ pub struct ApngOptions {
     pub dither: bool,
     /// Crop frames to the changed rectangle (smaller files, same pixels).
     pub sub_rect: bool,
-    /// zlib effort; `High` by default. The folder exporter uses `Balanced` for speed.
+    /// zlib effort; `High` by default. The folder exporter and plain exports use `Balanced` for
+    /// speed.
     pub compression: Compression,
 }
 

@@ -1193,7 +1193,8 @@ pub fn export_plain(
     if format == Format::Folder {
         std::fs::create_dir_all(out).map_err(|e| Error::io("create output folder", out, e))?;
     }
-    encode::write(&a, &enc, out)?;
+    // No byte cap here: the balanced effort (see `encode::Effort`).
+    encode::write_with_effort(&a, &enc, out, encode::Effort::Balanced)?;
     let _ = progress.step("check", 0, 1);
     let rb = report::read_back(out, format, &readback_limits(&a))?;
     Ok(ExportReport {

@@ -27,11 +27,36 @@ pub enum Activation {
     Relu,
 }
 
+/// `e^x` to within a few ulp, in plain arithmetic the compiler can vectorise: libm's `expf`
+/// is a scalar call, and SiLU's exp was 5 % of `ildiff matte`'s CPU time in `perf`. `x` is
+/// clamped to [−87, 88] (the normal f32 range of the result); NaN stays NaN.
+#[inline]
+pub(crate) fn fast_exp(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    // ln 2 split in two, so n·ln 2 is subtracted without rounding error.
+    const LN2_HI: f32 = 0.693_145_75;
+    const LN2_LO: f32 = 1.428_606_8e-6;
+    // 1.5 · 2^23: adding it rounds to the nearest integer in the low mantissa bits.
+    const ROUND: f32 = 12_582_912.0;
+    let x = x.clamp(-87.0, 88.0);
+    let n = (x * LOG2E + ROUND) - ROUND;
+    let r = (x - n * LN2_HI) - n * LN2_LO;
+    // Taylor to degree 7 on |r| ≤ ln 2 / 2: the remainder is below 6e-9.
+    let p = 1.0
+        + r * (1.0
+            + r * (0.5
+                + r * (1.0 / 6.0
+                    + r * (1.0 / 24.0
+                        + r * (1.0 / 120.0 + r * (1.0 / 720.0 + r * (1.0 / 5040.0)))))));
+    let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
+    p * scale
+}
+
 impl Activation {
     fn apply(self, z: f32) -> f32 {
         match self {
             Activation::Identity => z,
-            Activation::Silu => z / (1.0 + (-z).exp()),
+            Activation::Silu => z / (1.0 + fast_exp(-z)),
             Activation::Relu => z.max(0.0),
         }
     }
@@ -40,7 +65,7 @@ impl Activation {
         match self {
             Activation::Identity => 1.0,
             Activation::Silu => {
-                let s = 1.0 / (1.0 + (-z).exp());
+                let s = 1.0 / (1.0 + fast_exp(-z));
                 s * (1.0 + z * (1.0 - s))
             }
             Activation::Relu => {
@@ -389,4 +414,26 @@ pub fn group_norm(
     let weight = vb.get_with_hints(channels, "weight", candle_nn::Init::Const(1.))?;
     let bias = vb.get_with_hints(channels, "bias", candle_nn::Init::Const(0.))?;
     FusedGroupNorm::new(weight, bias, groups, eps)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fast_exp;
+
+    #[test]
+    fn fast_exp_matches_libm_to_a_few_ulp() {
+        let mut worst = 0f32;
+        let mut x = -87.0f32;
+        while x <= 88.0 {
+            let (want, got) = (x.exp(), fast_exp(x));
+            worst = worst.max(((got - want) / want).abs());
+            x += 0.0137;
+        }
+        // A few ulp (f32 epsilon is 1.2e-7); SiLU's sigmoid is insensitive well below this.
+        assert!(worst < 4e-7, "worst relative error {worst:e}");
+        assert_eq!(fast_exp(0.0), 1.0);
+        assert!(fast_exp(-1000.0) > 0.0 && fast_exp(-1000.0) < 1e-37);
+        assert!(fast_exp(1000.0).is_finite());
+        assert!(fast_exp(f32::NAN).is_nan());
+    }
 }

@@ -579,14 +579,15 @@ fn half(src: &[f32], w: usize, h: usize) -> (Vec<f32>, usize, usize) {
 
 /// The trimmed mean of |a(x) − b(x + d)| over the overlap: the lower 50 % of the differences,
 /// so the character (which moves differently from the background) is ignored. `None` when
-/// the overlap is too small to judge.
+/// the overlap is too small to judge. `diffs` is scratch space, reused across the candidate
+/// shifts; the histogram is counted in the same pass that takes the differences.
 fn shift_error(
     a: &[f32],
     b: &[f32],
-    w: usize,
-    h: usize,
+    (w, h): (usize, usize),
     d: (i32, i32),
     step: usize,
+    diffs: &mut Vec<f32>,
 ) -> Option<f32> {
     let (dx, dy) = d;
     let x0 = 0.max(-dx) as usize;
@@ -596,29 +597,44 @@ fn shift_error(
     if x1 <= x0 + 2 || y1 <= y0 + 2 || (x1 - x0) * (y1 - y0) < (w * h) / 4 {
         return None;
     }
-    let mut diffs = Vec::with_capacity((x1 - x0) * (y1 - y0) / (step * step) + 1);
+    let bx0 = (x0 as i64 + i64::from(dx)) as usize;
+    let mut count = [0u32; HALF_MEAN_BINS];
+    diffs.clear();
     for y in (y0..y1).step_by(step) {
         let by = (y as i64 + i64::from(dy)) as usize;
-        for x in (x0..x1).step_by(step) {
-            let bx = (x as i64 + i64::from(dx)) as usize;
-            diffs.push((a[y * w + x] - b[by * w + bx]).abs());
+        let ar = &a[y * w + x0..y * w + x1];
+        let br = &b[by * w + bx0..by * w + bx0 + (x1 - x0)];
+        for (p, q) in ar.iter().step_by(step).zip(br.iter().step_by(step)) {
+            let d = (p - q).abs();
+            count[half_mean_bin(d)] += 1;
+            diffs.push(d);
         }
     }
-    Some(lower_half_mean(&mut diffs))
+    Some(lower_half_mean_counted(diffs, &count))
+}
+
+const HALF_MEAN_BINS: usize = 1024;
+
+fn half_mean_bin(d: f32) -> usize {
+    ((d * HALF_MEAN_BINS as f32) as usize).min(HALF_MEAN_BINS - 1)
 }
 
 /// The mean of the smaller half of `v` (values in [0, 1]). A histogram finds the bin where
 /// the half ends, so only that bin's values are ordered: the motion search calls this for
 /// every candidate shift (a full selection there was the plate's hot spot in `perf`).
+#[cfg(test)]
 fn lower_half_mean(v: &mut [f32]) -> f32 {
-    const BINS: usize = 1024;
-    let keep = (v.len() / 2).max(1);
-    let bin = |d: f32| ((d * BINS as f32) as usize).min(BINS - 1);
-    let mut count = [0u32; BINS];
+    let mut count = [0u32; HALF_MEAN_BINS];
     for &d in v.iter() {
-        count[bin(d)] += 1;
+        count[half_mean_bin(d)] += 1;
     }
-    let (mut below, mut edge) = (0usize, BINS - 1);
+    lower_half_mean_counted(v, &count)
+}
+
+/// [`lower_half_mean`] given `v`'s histogram (`count`). Reorders `v`.
+fn lower_half_mean_counted(v: &mut [f32], count: &[u32; HALF_MEAN_BINS]) -> f32 {
+    let keep = (v.len() / 2).max(1);
+    let (mut below, mut edge) = (0usize, HALF_MEAN_BINS - 1);
     for (b, &c) in count.iter().enumerate() {
         if below + c as usize >= keep {
             edge = b;
@@ -630,7 +646,7 @@ fn lower_half_mean(v: &mut [f32]) -> f32 {
     let mut n = 0;
     for i in 0..v.len() {
         let d = v[i];
-        let b = bin(d);
+        let b = half_mean_bin(d);
         if b < edge {
             sum += d;
         } else if b == edge {
@@ -662,8 +678,9 @@ fn best_shift(a: &[f32], b: &[f32], w: usize, h: usize, search: &Search) -> (i32
         .flat_map(|dy| (centre.0 - radius..=centre.0 + radius).map(move |dx| (dx, dy)))
         .collect();
     let score = |part: &[(i32, i32)]| -> Vec<((i32, i32), f32)> {
+        let mut diffs = Vec::with_capacity(w * h / (step * step) + 1);
         part.iter()
-            .filter_map(|&d| shift_error(a, b, w, h, d, step).map(|e| (d, e)))
+            .filter_map(|&d| shift_error(a, b, (w, h), d, step, &mut diffs).map(|e| (d, e)))
             .collect()
     };
     // The candidate shifts are independent: half on a helper thread when there are enough
