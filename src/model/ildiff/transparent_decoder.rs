@@ -121,13 +121,18 @@ pub struct KeyPrior {
 ///   re-encoded flat background (H.264 blocks, GIF dither, a codec's reconstruction) is not
 ///   one colour, and a fixed `lo` turns its noise into a haze of partial alpha;
 /// - `hi = clamp(share × median distance of the pixels beyond lo, hi, hi_max)`: a fixed ramp
-///   saturates soft parts (a 25 % shadow on white is "opaque" at distance 0.2) where the
+///   saturates faint soft parts (a 10 % shadow on white is 80 % opaque at 0.06–0.2) where the
 ///   foreground stands far from the background, and stays narrow where it is close (similar
 ///   colours).
 ///
 /// The gate keeps the learned correction small on flat backgrounds, so there the key itself
 /// must be right. The constants were chosen on training-split composites, never on the
-/// validation clips (`tests/bench/key_ramp_study.py` prints the comparison).
+/// validation clips (`tests/bench/key_ramp_study.py` prints the comparison). `hi_max` was 0.6
+/// until 2026-12-06's fifth session: on 32 training-split artwork clips (`ildiff train
+/// validate --tuning --seed 11`, plate + ramp) 0.6 / 0.4 / 0.3 / 0.25 / 0.2 gave 10.95 /
+/// 11.03 / 11.08 / 11.06 / 11.04 dB overall and 24.8 / 28.7 / 30.0 / 30.3 / 30.5 dB on plain
+/// backgrounds: opaque sticker parts far from the background were keyed partly transparent,
+/// while shadows stronger than about 15 % were never partial anyway.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct AdaptiveRamp {
     pub share: f32,
@@ -194,7 +199,7 @@ impl KeyPrior {
             hi: 0.2,
             adaptive: Some(AdaptiveRamp {
                 share: 0.8,
-                hi_max: 0.6,
+                hi_max: 0.3,
                 noise_quantile: 0.75,
                 noise: 1.5,
                 lo_max: 0.12,
@@ -1194,12 +1199,13 @@ mod tests {
         };
         let hi = |border: &[f32], d: &[f32]| k.frame_ramp(border, d).1;
         assert_eq!(fixed.frame_ramp(&clean, &frame(0.5)), (0.06, 0.2));
-        assert_eq!(k.frame_ramp(&clean, &frame(0.5)), (0.03, 0.4));
+        let (lo, hi_mid) = k.frame_ramp(&clean, &frame(0.3));
+        assert!(lo == 0.03 && (hi_mid - 0.24).abs() < 1e-6, "{lo} {hi_mid}");
         // Clamped to [hi, hi_max]: a foreground close to the background keeps the narrow ramp.
         assert_eq!(hi(&clean, &frame(0.1)), k.hi);
-        assert_eq!(hi(&clean, &frame(1.2)), 0.6);
+        assert_eq!(hi(&clean, &frame(1.2)), 0.3);
         assert_eq!(hi(&clean, &[0.0; 16]), k.hi);
-        assert_eq!(hi(&clean, &[f32::NAN, 0.5]), 0.4);
+        assert!((hi(&clean, &[f32::NAN, 0.3]) - 0.24).abs() < 1e-6);
         // A noisy border raises lo (1.5 × its 75th percentile, at most 0.12): the noise keys
         // out instead of turning into a haze of partial alpha.
         let noisy: Vec<f32> = (0..32).map(|i| 0.002 * i as f32).collect();
@@ -1208,14 +1214,14 @@ mod tests {
         assert_eq!(k.frame_ramp(&[0.5; 8], &frame(0.5)).0, 0.12);
         assert!(KeyPrior::ramp(0.06, (lo, 0.4)) == 0.0);
         assert!(KeyPrior::ramp(0.06, k.frame_ramp(&clean, &frame(0.5))) > 0.0);
-        // A 25 % black shadow on white (distance 0.25·√3) beside a black character (√3): the
-        // fixed ramp calls the shadow opaque, the adaptive one keeps it partial.
-        let shadow = 0.25 * 3f32.sqrt();
+        // A 10 % black shadow on white (distance 0.1·√3) beside a black character (√3): the
+        // fixed ramp calls the shadow nearly opaque, the adaptive one less so.
+        let shadow = 0.1 * 3f32.sqrt();
         let mut d = vec![3f32.sqrt(); 50];
         d.extend(std::iter::repeat_n(shadow, 20));
-        assert_eq!(KeyPrior::ramp(shadow, fixed.frame_ramp(&clean, &d)), 1.0);
+        let f = KeyPrior::ramp(shadow, fixed.frame_ramp(&clean, &d));
         let a = KeyPrior::ramp(shadow, k.frame_ramp(&clean, &d));
-        assert!(a > 0.25 && a < 0.9, "{a}");
+        assert!(f > 0.8 && a > 0.25 && a < 0.6, "fixed {f}, adaptive {a}");
         // The tensor path uses the same per-frame ramp.
         let dev = Device::Cpu;
         // A black square on white, with one pixel of 25 % shadow.
@@ -1226,7 +1232,7 @@ mod tests {
                     raw[c * 64 + y * 8 + x] = 0.0;
                 }
             }
-            raw[c * 64 + 6 * 8 + 3] = 0.75;
+            raw[c * 64 + 6 * 8 + 3] = 0.9;
         }
         let pixel = Tensor::from_vec(raw, (1, 3, 8, 8), &dev).expect("pixel");
         let (alpha, feats) = k.features(&pixel).expect("features");
@@ -1236,7 +1242,7 @@ mod tests {
             .expect("alpha");
         assert_eq!(alpha[0], 0.0);
         assert_eq!(alpha[3 * 8 + 3], 1.0);
-        let want = KeyPrior::ramp(shadow, (0.03, 0.6));
+        let want = KeyPrior::ramp(shadow, (0.03, 0.3));
         assert!(
             (alpha[6 * 8 + 3] - want).abs() < 1e-5,
             "{} vs {want}",
