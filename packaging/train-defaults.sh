@@ -24,7 +24,7 @@ $ildiff train codec -o "$work/codec" --steps 400 --batch 4 --frames 2 --size 128
 $ildiff train decoder -o "$work/default" --codec "$work/codec/codec.safetensors" \
     --steps 600 --batch 4 --frames 6 --size 128 --lr 2e-3 --warmup 40 --checkpoint-every 50 \
     --workers 1 --seed 7 --w-alpha 0.2 --w-mse 0 --w-psnr 0.05 --w-grad 0.5 "${data[@]}" --resume $flags
-# The plate-prior default: two fine-tunes at 256², 16 frames from the key-prior decoder (its
+# The plate-prior default: three fine-tunes at 256², 16 frames from the key-prior decoder (its
 # conv_in widened with zeros for the plate inputs), as models/README.md records.
 $ildiff train decoder -o "$work/plate1" --init "$work/default/ildiff.safetensors" --plate-prior \
     --size 256 --frames 16 --batch 1 --steps 1200 --stop-after 250 --lr 1e-3 --warmup 20 \
@@ -33,6 +33,12 @@ $ildiff train decoder -o "$work/plate1" --init "$work/default/ildiff.safetensors
 $ildiff train decoder -o "$work/plate2" --init "$work/plate1/ildiff.safetensors" --plate-prior \
     --size 256 --frames 16 --batch 1 --steps 1000 --lr 1e-3 --warmup 20 \
     --checkpoint-every 25 --workers 1 --seed 12 --w-alpha 0.2 --w-mse 0 --w-psnr 0.05 \
+    --w-grad 0.5 "${data[@]}" --art-share 0.9 --resume $flags
+# 120 steps with the key ramp that ends at 0.2-0.3 (the code's KeyPrior::plate(); plate2's
+# config still carries the older 0.6).
+$ildiff train decoder -o "$work/plate4" --init "$work/plate2/ildiff.safetensors" --plate-prior \
+    --size 256 --frames 16 --batch 1 --steps 120 --lr 3e-4 --warmup 10 \
+    --checkpoint-every 20 --workers 1 --seed 14 --w-alpha 0.2 --w-mse 0 --w-psnr 0.05 \
     --w-grad 0.5 "${data[@]}" --art-share 0.9 --resume $flags
 # The generator's own codec, trained on what it paints (stickers over the magenta key).
 $ildiff train codec -o "$work/gcodec" --over-key 255,0,255 --fg-weight 3 --channels 32,64,128 \
@@ -59,7 +65,7 @@ else
     generator="$work/gen10z/generator.safetensors"
 fi
 mkdir -p models/default
-cp "$work/plate2/ildiff.safetensors" models/default/ildiff.safetensors
+cp "$work/plate4/ildiff.safetensors" models/default/ildiff.safetensors
 cp "$generator" models/default/generator.safetensors
 $ildiff train validate --model previous="$work/default/ildiff.safetensors" \
     --model default=models/default/ildiff.safetensors --keying --clips 24 --size 256 --frames 16 \
