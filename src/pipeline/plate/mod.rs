@@ -619,9 +619,8 @@ fn half_mean_bin(d: f32) -> usize {
     ((d * HALF_MEAN_BINS as f32) as usize).min(HALF_MEAN_BINS - 1)
 }
 
-/// The mean of the smaller half of `v` (values in [0, 1]). A histogram finds the bin where
-/// the half ends, so only that bin's values are ordered: the motion search calls this for
-/// every candidate shift (a full selection there was the plate's hot spot in `perf`).
+/// The mean of the smaller half of `v` (values in [0, 1]): [`lower_half_mean_counted`] with
+/// the histogram counted here, for tests.
 #[cfg(test)]
 fn lower_half_mean(v: &mut [f32]) -> f32 {
     let mut count = [0u32; HALF_MEAN_BINS];
@@ -631,7 +630,10 @@ fn lower_half_mean(v: &mut [f32]) -> f32 {
     lower_half_mean_counted(v, &count)
 }
 
-/// [`lower_half_mean`] given `v`'s histogram (`count`). Reorders `v`.
+/// The mean of the smaller half of `v` (values in [0, 1]), given its histogram `count`. The
+/// histogram finds the bin where the half ends, so only that bin's values are ordered: the
+/// motion search calls this for every candidate shift (a full selection there was the plate's
+/// hot spot in `perf`). Reorders `v`.
 fn lower_half_mean_counted(v: &mut [f32], count: &[u32; HALF_MEAN_BINS]) -> f32 {
     let keep = (v.len() / 2).max(1);
     let (mut below, mut edge) = (0usize, HALF_MEAN_BINS - 1);
