@@ -73,7 +73,7 @@ pub fn run(args: &MatteArgs) -> anyhow::Result<bool> {
     if let Some(dir) = &args.save_plate {
         // A plate-prior model hands back the plate it used; for another model the plate is
         // estimated here, to show what one would have assumed.
-        let plate = match matted.plate {
+        let plate = match matted.plate()? {
             Some(p) => p,
             None => {
                 let p = plate_of_animation(&anim, &options.plate, &candle_core::Device::Cpu)

@@ -127,10 +127,11 @@ pub fn execute(job: Job, state: &mut WorkerState, emit: &Emitter) -> Result<Even
                     })
                 },
             )?;
+            let plate = matted.plate()?.map(Box::new);
             Ok(Event::Matted {
                 id,
                 clip: Box::new(matted.clip),
-                plate: matted.plate.map(Box::new),
+                plate,
             })
         }
         Job::Generate { job, .. } => {

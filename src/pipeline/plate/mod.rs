@@ -178,12 +178,19 @@ pub fn estimate(
     let mut sample = vec![false; cplane];
     for warp in &warps {
         for y in 0..height {
-            for x in 0..width {
-                let edge = x < ring || y < ring || x + ring >= width || y + ring >= height;
-                if edge {
-                    let k = canvas.index(x, y, warp);
-                    sample[k] = true;
-                }
+            let edge_row = y < ring || y + ring >= height;
+            // Inner rows: only their two ends lie in the ring.
+            let (left, right) = if edge_row {
+                (0..width, 0..0)
+            } else {
+                (
+                    0..ring.min(width),
+                    width.saturating_sub(ring).max(ring)..width,
+                )
+            };
+            for x in left.chain(right) {
+                let k = canvas.index(x, y, warp);
+                sample[k] = true;
             }
         }
     }
@@ -300,29 +307,38 @@ pub fn estimate(
     // Back to each frame's coordinates.
     let mut out_rgb = vec![0f32; frames * 3 * plane];
     let mut out_conf = vec![0f32; frames * plane];
-    for (t, warp) in warps.iter().enumerate() {
-        let exact = warp.is_exact();
-        for y in 0..height {
-            for x in 0..width {
-                let p = y * width + x;
-                if exact {
-                    let k = canvas.index(x, y, warp);
-                    for c in 0..3 {
-                        out_rgb[(t * 3 + c) * plane + p] = plate[c * cplane + k];
+    // Frames are independent: half of them on a helper thread.
+    crate::par::split2(
+        &mut out_rgb,
+        &mut out_conf,
+        frames,
+        |first, out_rgb, out_conf| {
+            let mine = out_conf.len() / plane;
+            for (t, warp) in warps[first..first + mine].iter().enumerate() {
+                let exact = warp.is_exact();
+                for y in 0..height {
+                    for x in 0..width {
+                        let p = y * width + x;
+                        if exact {
+                            let k = canvas.index(x, y, warp);
+                            for c in 0..3 {
+                                out_rgb[(t * 3 + c) * plane + p] = plate[c * cplane + k];
+                            }
+                            out_conf[t * plane + p] = conf[k];
+                        } else {
+                            let (u, v) = canvas.position(x, y, warp);
+                            let taps = Taps::new(cw, ch, u, v);
+                            for c in 0..3 {
+                                out_rgb[(t * 3 + c) * plane + p] =
+                                    taps.sample(&plate[c * cplane..(c + 1) * cplane]);
+                            }
+                            out_conf[t * plane + p] = taps.sample(&conf);
+                        }
                     }
-                    out_conf[t * plane + p] = conf[k];
-                } else {
-                    let (u, v) = canvas.position(x, y, warp);
-                    let taps = Taps::new(cw, ch, u, v);
-                    for c in 0..3 {
-                        out_rgb[(t * 3 + c) * plane + p] =
-                            taps.sample(&plate[c * cplane..(c + 1) * cplane]);
-                    }
-                    out_conf[t * plane + p] = taps.sample(&conf);
                 }
             }
-        }
-    }
+        },
+    );
     Ok(Plate {
         frames,
         height,
@@ -548,15 +564,10 @@ fn lower_median(v: &mut [f32]) -> f32 {
     *v.select_nth_unstable_by(at, f32::total_cmp).1
 }
 
-/// Luma planes of every frame.
-fn luma(rgb: &[f32], frames: usize, plane: usize) -> Vec<Vec<f32>> {
-    (0..frames)
-        .map(|t| {
-            let f = &rgb[t * 3 * plane..(t + 1) * 3 * plane];
-            (0..plane)
-                .map(|p| 0.299 * f[p] + 0.587 * f[plane + p] + 0.114 * f[2 * plane + p])
-                .collect()
-        })
+/// The luma plane of one planar RGB frame.
+fn luma(f: &[f32], plane: usize) -> Vec<f32> {
+    (0..plane)
+        .map(|p| 0.299 * f[p] + 0.587 * f[plane + p] + 0.114 * f[2 * plane + p])
         .collect()
 }
 
@@ -598,25 +609,58 @@ fn shift_error(
         return None;
     }
     let bx0 = (x0 as i64 + i64::from(dx)) as usize;
-    let mut count = [0u32; HALF_MEAN_BINS];
+    let cols = (x1 - x0).div_ceil(step);
+    let rows = (y1 - y0).div_ceil(step);
     diffs.clear();
-    for y in (y0..y1).step_by(step) {
+    diffs.resize(rows * cols, 0.0);
+    // Two histograms, alternate samples: neighbouring differences often share a bin, and one
+    // counter would make each increment wait for the last.
+    let mut count = [[0u32; HALF_MEAN_BINS]; 2];
+    for (out, y) in diffs.chunks_exact_mut(cols).zip((y0..y1).step_by(step)) {
         let by = (y as i64 + i64::from(dy)) as usize;
         let ar = &a[y * w + x0..y * w + x1];
         let br = &b[by * w + bx0..by * w + bx0 + (x1 - x0)];
-        for (p, q) in ar.iter().step_by(step).zip(br.iter().step_by(step)) {
-            let d = (p - q).abs();
-            count[half_mean_bin(d)] += 1;
-            diffs.push(d);
+        if step == 1 {
+            for ((o, p), q) in out.iter_mut().zip(ar).zip(br) {
+                *o = (p - q).abs();
+            }
+        } else {
+            for (i, o) in out.iter_mut().enumerate() {
+                *o = (ar[i * step] - br[i * step]).abs();
+            }
+        }
+        let mut pairs = out.chunks_exact(2);
+        for pair in &mut pairs {
+            count[0][half_mean_bin(pair[0])] += 1;
+            count[1][half_mean_bin(pair[1])] += 1;
+        }
+        for &d in pairs.remainder() {
+            count[0][half_mean_bin(d)] += 1;
         }
     }
-    Some(lower_half_mean_counted(diffs, &count))
+    let [mut total, odd] = count;
+    for (t, o) in total.iter_mut().zip(odd) {
+        *t += o;
+    }
+    Some(lower_half_mean_counted(diffs, &total))
 }
 
 const HALF_MEAN_BINS: usize = 1024;
 
+/// Differences a shift search must take before half of its shifts go to a helper thread
+/// (about a quarter of a millisecond of work against a thread start's tens of microseconds).
+const PAR_SHIFT_WORK: usize = 1 << 18;
+
+/// The histogram bin of a difference in [0, 1]: `⌊1024·d⌋`, the top bin taking 1.
+#[inline]
 fn half_mean_bin(d: f32) -> usize {
-    ((d * HALF_MEAN_BINS as f32) as usize).min(HALF_MEAN_BINS - 1)
+    // max first: it maps NaN to 0, so the clamped value is always a float in [0, 1023].
+    let x = (d * HALF_MEAN_BINS as f32)
+        .max(0.0)
+        .min((HALF_MEAN_BINS - 1) as f32);
+    // SAFETY: x is finite and in [0, 1023] (above), so the truncation fits a u32. The
+    // checked `as` conversion costs its saturation tests in the plate's hottest loop.
+    (unsafe { x.to_int_unchecked::<u32>() }) as usize
 }
 
 /// The mean of the smaller half of `v` (values in [0, 1]): [`lower_half_mean_counted`] with
@@ -646,19 +690,34 @@ fn lower_half_mean_counted(v: &mut [f32], count: &[u32; HALF_MEAN_BINS]) -> f32 
     }
     let mut sum = 0f32;
     let mut n = 0;
+    // Bin `edge` is [edge, edge + 1) in units of 1/1024 (the top bin also takes 1): compared
+    // on the scaled value, which is exactly what `half_mean_bin` truncates.
+    let (lo, hi) = (
+        edge as f32,
+        if edge == HALF_MEAN_BINS - 1 {
+            f32::INFINITY
+        } else {
+            (edge + 1) as f32
+        },
+    );
+    // Branch-free: which side of the edge a difference falls is a coin toss, and mispredicted
+    // branches were most of this loop's time. Adding 0.0 leaves the sum as it was.
     for i in 0..v.len() {
         let d = v[i];
-        let b = half_mean_bin(d);
-        if b < edge {
-            sum += d;
-        } else if b == edge {
-            // The edge bin's values gather at the front (the ones before i are done with).
-            v[n] = d;
-            n += 1;
-        }
+        let x = d * HALF_MEAN_BINS as f32;
+        sum += if x < lo { d } else { 0.0 };
+        // The edge bin's values gather at the front (the ones before i are done with; a
+        // value outside the bin is overwritten by the next one in).
+        v[n] = d;
+        n += usize::from(x >= lo && x < hi);
     }
     let rest = keep - below;
     let edge_vals = &mut v[..n];
+    // Mostly exact zeros (a still background at the right shift): the smallest `rest` are
+    // zeros and sum to 0, which the selection below would take long to find.
+    if below == 0 && edge_vals.iter().filter(|&&d| d == 0.0).count() >= rest {
+        return 0.0;
+    }
     if rest < n {
         edge_vals.select_nth_unstable_by(rest, f32::total_cmp);
     }
@@ -686,8 +745,10 @@ fn best_shift(a: &[f32], b: &[f32], w: usize, h: usize, search: &Search) -> (i32
             .collect()
     };
     // The candidate shifts are independent: half on a helper thread when there are enough
-    // to pay for it (the coarsest level's search); the choice below does not depend on it.
-    let scored: Vec<((i32, i32), f32)> = if shifts.len() >= 64 {
+    // differences to pay for starting it (the coarsest level's wide search, and the finer
+    // levels of frames from 128 px up); the choice below does not depend on it.
+    let work = shifts.len() * (w / step) * (h / step);
+    let scored: Vec<((i32, i32), f32)> = if shifts.len() >= 2 && work >= PAR_SHIFT_WORK {
         let halves = shifts.split_at(shifts.len() / 2);
         crate::par::par_map(2, 2, |k| score(if k == 0 { halves.0 } else { halves.1 })).concat()
     } else {
@@ -726,35 +787,36 @@ struct Search {
 /// previous motion is the preferred tie-break, so a steady pan over a checker stays steady.
 fn global_motion(rgb: &[f32], frames: usize, height: usize, width: usize) -> Vec<Warp> {
     let plane = height * width;
-    let lum = luma(rgb, frames, plane);
     // Pyramid levels down to about 64 px on the shorter side.
     let mut levels = 0;
     while (height.min(width) >> (levels + 1)) >= 48 && levels < 4 {
         levels += 1;
     }
-    let pyramids: Vec<Vec<(Vec<f32>, usize, usize)>> = lum
-        .into_iter()
-        .map(|l| {
-            let mut pyr = vec![(l, width, height)];
-            for _ in 0..levels {
-                let (src, w, h) = pyr.last().map(|p| (&p.0, p.1, p.2)).expect("level");
-                let next = half(src, w, h);
-                pyr.push(next);
-            }
-            pyr
-        })
-        .collect();
-    let mut out = vec![Warp::IDENTITY; frames];
-    let mut last_step = (0i32, 0i32);
     let fine = if height.min(width) > 256 {
         levels.min(1)
     } else {
         0
     };
-    let smoothed: Vec<Vec<f32>> = pyramids
-        .iter()
-        .map(|p| warp::smooth(&p[fine].0, p[fine].1, p[fine].2))
-        .collect();
+    // Per frame (both cores): luma, its pyramid, and the smoothed level the refinement reads.
+    let (pyramids, smoothed): (Vec<Vec<(Vec<f32>, usize, usize)>>, Vec<Vec<f32>>) =
+        crate::par::par_map(frames, 2, |t| {
+            let mut pyr = vec![(
+                luma(&rgb[t * 3 * plane..(t + 1) * 3 * plane], plane),
+                width,
+                height,
+            )];
+            for _ in 0..levels {
+                let (src, w, h) = pyr.last().map(|p| (&p.0, p.1, p.2)).expect("level");
+                let next = half(src, w, h);
+                pyr.push(next);
+            }
+            let smooth = warp::smooth(&pyr[fine].0, pyr[fine].1, pyr[fine].2);
+            (pyr, smooth)
+        })
+        .into_iter()
+        .unzip();
+    let mut out = vec![Warp::IDENTITY; frames];
+    let mut last_step = (0i32, 0i32);
     let centre = ((width as f32 - 1.0) / 2.0, (height as f32 - 1.0) / 2.0);
     for t in 1..frames {
         // Motion of frame t's content relative to frame t-1: content at x in t-1 is at x - d in t.
@@ -920,9 +982,18 @@ fn fit_spatial(
         return (best.0, best.1, Some(best.2));
     }
     // A plane seeded by the constant (the background's typical colour, not the character's),
-    // then a quadratic surface seeded by the plane; each robustly reweighted.
-    if let Some(plane) = fit_surface(median, samples, cw, ch, false, Some((&best.2, 0.1))) {
-        let quad = fit_surface(median, samples, cw, ch, true, Some((&plane, 0.03)));
+    // then a quadratic surface seeded by the plane; each robustly reweighted. The periodic
+    // fit is independent of them and runs beside them.
+    let (surfaces, periodic) = crate::par::join(
+        || {
+            fit_surface(median, samples, cw, ch, false, Some((&best.2, 0.1))).map(|plane| {
+                let quad = fit_surface(median, samples, cw, ch, true, Some((&plane, 0.03)));
+                (plane, quad)
+            })
+        },
+        || fit_periodic(median, samples, cw, ch),
+    );
+    if let Some((plane, quad)) = surfaces {
         let sc = score_of(&plane);
         if sc.beats(best.1) {
             best = (SpatialFit::Smooth, sc, plane);
@@ -934,7 +1005,7 @@ fn fit_spatial(
             }
         }
     }
-    if let Some((period, tile)) = fit_periodic(median, samples, cw, ch) {
+    if let Some((period, tile)) = periodic {
         let sc = score_of(&tile);
         if sc.beats(best.1) {
             best = (SpatialFit::Periodic { period }, sc, tile);
@@ -1133,8 +1204,10 @@ fn fit_periodic(
     for &k in samples {
         mask[k] = true;
     }
-    let px = axis_period(median, &mask, cw, ch, true);
-    let py = axis_period(median, &mask, cw, ch, false);
+    let (px, py) = crate::par::join(
+        || axis_period(median, &mask, cw, ch, true),
+        || axis_period(median, &mask, cw, ch, false),
+    );
     if px.is_none() && py.is_none() {
         return None;
     }
