@@ -294,8 +294,24 @@ unsafe fn col2im_tile(g: &ConvGeom, cols: &[f32], oh0: usize, oh1: usize, img: *
 }
 
 /// Forward: `x` `[B, C, H, W]`, `w` `[Cout, C·kh·kw]`, optional `bias` `[Cout]`, to
-/// `[B, Cout, Ho, Wo]`.
+/// `[B, Cout, Ho, Wo]`: the direct kernel for 3×3 / stride 1 / padding 1 on AVX2 CPUs, the
+/// tiled im2col + gemm otherwise.
 fn conv_forward(
+    g: &ConvGeom,
+    batch: usize,
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+) -> Vec<f32> {
+    if super::direct::applies(g) {
+        super::direct::conv3x3(g, batch, x, w, bias)
+    } else {
+        conv_forward_im2col(g, batch, x, w, bias)
+    }
+}
+
+/// [`conv_forward`] through im2col + gemm, for every geometry.
+pub(crate) fn conv_forward_im2col(
     g: &ConvGeom,
     batch: usize,
     x: &[f32],

@@ -13,6 +13,7 @@
 //! ops off ([`set_enabled`]) to get candle's reference results, which tests and the
 //! benchmark compare against; results differ from candle's only by float rounding.
 
+mod direct;
 mod gn;
 mod kernels;
 

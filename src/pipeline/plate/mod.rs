@@ -571,6 +571,9 @@ fn luma(f: &[f32], plane: usize) -> Vec<f32> {
         .collect()
 }
 
+/// A frame's luma pyramid, finest first: (plane, width, height) per level.
+type Pyramid = Vec<(Vec<f32>, usize, usize)>;
+
 /// Halves a plane (2x2 mean), rounding odd sizes down.
 fn half(src: &[f32], w: usize, h: usize) -> (Vec<f32>, usize, usize) {
     let (hw, hh) = ((w / 2).max(1), (h / 2).max(1));
@@ -798,23 +801,22 @@ fn global_motion(rgb: &[f32], frames: usize, height: usize, width: usize) -> Vec
         0
     };
     // Per frame (both cores): luma, its pyramid, and the smoothed level the refinement reads.
-    let (pyramids, smoothed): (Vec<Vec<(Vec<f32>, usize, usize)>>, Vec<Vec<f32>>) =
-        crate::par::par_map(frames, 2, |t| {
-            let mut pyr = vec![(
-                luma(&rgb[t * 3 * plane..(t + 1) * 3 * plane], plane),
-                width,
-                height,
-            )];
-            for _ in 0..levels {
-                let (src, w, h) = pyr.last().map(|p| (&p.0, p.1, p.2)).expect("level");
-                let next = half(src, w, h);
-                pyr.push(next);
-            }
-            let smooth = warp::smooth(&pyr[fine].0, pyr[fine].1, pyr[fine].2);
-            (pyr, smooth)
-        })
-        .into_iter()
-        .unzip();
+    let (pyramids, smoothed): (Vec<Pyramid>, Vec<Vec<f32>>) = crate::par::par_map(frames, 2, |t| {
+        let mut pyr = vec![(
+            luma(&rgb[t * 3 * plane..(t + 1) * 3 * plane], plane),
+            width,
+            height,
+        )];
+        for _ in 0..levels {
+            let (src, w, h) = pyr.last().map(|p| (&p.0, p.1, p.2)).expect("level");
+            let next = half(src, w, h);
+            pyr.push(next);
+        }
+        let smooth = warp::smooth(&pyr[fine].0, pyr[fine].1, pyr[fine].2);
+        (pyr, smooth)
+    })
+    .into_iter()
+    .unzip();
     let mut out = vec![Warp::IDENTITY; frames];
     let mut last_step = (0i32, 0i32);
     let centre = ((width as f32 - 1.0) / 2.0, (height as f32 - 1.0) / 2.0);
