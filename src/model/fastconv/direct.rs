@@ -1,5 +1,5 @@
-//! A direct 3×3, stride-1, padding-1 convolution for AVX2 + FMA CPUs: the forward of most of
-//! our convs.
+//! A direct 3×3, padding-1 convolution (stride 1 or 2) for AVX2 + FMA CPUs: the forward of
+//! most of our convs.
 //!
 //! Why: our decoder's convs have few output channels (8–64) over large images, so the im2col
 //! path copies each input value nine times into the column buffer and gemm packs it once more,
@@ -23,7 +23,7 @@ const TILE_FLOATS: usize = if cfg!(test) { 400 } else { 64 * 1024 };
 
 /// Whether [`conv3x3`] can run this conv on this CPU.
 pub(crate) fn applies(g: &ConvGeom) -> bool {
-    g.kh == 3 && g.kw == 3 && g.stride == 1 && g.padding == 1 && cpu_ok()
+    g.kh == 3 && g.kw == 3 && (g.stride == 1 || g.stride == 2) && g.padding == 1 && cpu_ok()
 }
 
 fn cpu_ok() -> bool {
@@ -37,8 +37,8 @@ fn cpu_ok() -> bool {
     }
 }
 
-/// Forward of a 3×3 / stride 1 / padding 1 conv: `x` `[B, C, H, W]`, `w` `[Cout, C·9]`, optional
-/// `bias` `[Cout]`, to `[B, Cout, H, W]`. Call only where [`applies`] says so.
+/// Forward of a 3×3 / stride 1 or 2 / padding 1 conv: `x` `[B, C, H, W]`, `w` `[Cout, C·9]`,
+/// optional `bias` `[Cout]`, to `[B, Cout, Ho, Wo]`. Call only where [`applies`] says so.
 pub(crate) fn conv3x3(
     g: &ConvGeom,
     batch: usize,
@@ -46,7 +46,8 @@ pub(crate) fn conv3x3(
     w: &[f32],
     bias: Option<&[f32]>,
 ) -> Vec<f32> {
-    let (c, h, wd) = (g.c_in, g.h, g.w);
+    let (c, h, wd, s) = (g.c_in, g.h, g.w, g.stride);
+    let (ho, wo) = (g.ho, g.wo);
     let blocks = g.c_out.div_ceil(CO_BLOCK);
     // Weights as [block][ci][tap][co in block], zero past Cout: one broadcast per (tap, co).
     let mut wp = vec![0f32; blocks * c * 9 * CO_BLOCK];
@@ -58,49 +59,76 @@ pub(crate) fn conv3x3(
             }
         }
     }
-    // Padded rows: one zero column on the left, the rest up to a whole number of pixel blocks
-    // plus the right neighbour, zero.
-    let xb = wd.div_ceil(X_BLOCK);
-    let stride = xb * X_BLOCK + 2;
-    let rows = (TILE_FLOATS / (c * stride)).clamp(1, h);
-    let tiles = h.div_ceil(rows);
-    let mut out = vec![0f32; batch * g.c_out * h * wd];
+    // A padded row is the input row with a zero on the left (padded position k holds input
+    // pixel k − 1), zero past the image. Output pixel x reads padded positions s·x + j. For
+    // stride 2 the row is stored deinterleaved, even positions then odd ones, so that every
+    // tap still reads 16 consecutive floats: j = 0 and 2 the even half at x and x + 1, j = 1
+    // the odd half at x.
+    let xb = wo.div_ceil(X_BLOCK);
+    let half = xb * X_BLOCK + 1;
+    let (stride, cols) = if s == 1 {
+        (xb * X_BLOCK + 2, [0, 1, 2])
+    } else {
+        (2 * half, [0, half, 1])
+    };
+    let rows = (TILE_FLOATS / (c * stride * s)).clamp(1, ho);
+    let pad_rows = s * (rows - 1) + 3;
+    let tiles = ho.div_ceil(rows);
+    let mut out = vec![0f32; batch * g.c_out * ho * wo];
     let outp = SendPtr(out.as_mut_ptr());
-    let plane = h * wd;
+    let (plane, out_plane) = (h * wd, ho * wo);
     run_tasks(
         batch * tiles,
-        g.c_out * c * 9 * plane * batch,
-        || vec![0f32; c * (rows + 2) * stride],
+        g.c_out * c * 9 * out_plane * batch,
+        || vec![0f32; c * pad_rows * stride],
         |pad, task| {
             let (bi, t) = (task / tiles, task % tiles);
-            let (r0, r1) = (t * rows, (t * rows + rows).min(h));
+            let (r0, r1) = (t * rows, (t * rows + rows).min(ho));
             let n_rows = r1 - r0;
             let img = &x[bi * c * plane..(bi + 1) * c * plane];
-            // Input rows r0 − 1 ..= r1 into the padded buffer (zeros outside the image).
+            // Input rows s·r0 − 1 .. into the padded buffer (zeros outside the image).
             for ci in 0..c {
-                for pr in 0..n_rows + 2 {
-                    let dst = &mut pad[(ci * (rows + 2) + pr) * stride..][..stride];
-                    let y = (r0 + pr) as isize - 1;
+                for pr in 0..s * (n_rows - 1) + 3 {
+                    let dst = &mut pad[(ci * pad_rows + pr) * stride..][..stride];
+                    let y = (s * r0 + pr) as isize - 1;
                     if y < 0 || y >= h as isize {
                         dst.fill(0.0);
-                    } else {
+                        continue;
+                    }
+                    let src = &img[ci * plane + y as usize * wd..][..wd];
+                    if s == 1 {
                         dst[0] = 0.0;
-                        let y = y as usize;
-                        dst[1..=wd].copy_from_slice(&img[ci * plane + y * wd..][..wd]);
+                        dst[1..=wd].copy_from_slice(src);
                         dst[wd + 1..].fill(0.0);
+                    } else {
+                        dst.fill(0.0);
+                        let (even, odd) = dst.split_at_mut(half);
+                        // Padded position k = i + 1: even k in `even[k / 2]`, odd in `odd`.
+                        for (m, e) in even.iter_mut().enumerate().skip(1) {
+                            if 2 * m - 1 < wd {
+                                *e = src[2 * m - 1];
+                            }
+                        }
+                        for (m, o) in odd.iter_mut().enumerate() {
+                            if 2 * m < wd {
+                                *o = src[2 * m];
+                            }
+                        }
                     }
                 }
             }
             // SAFETY: task (bi, t) alone writes rows [r0, r1) of image bi's channels.
-            let dst = unsafe { outp.get().add(bi * g.c_out * plane) };
+            let dst = unsafe { outp.get().add(bi * g.c_out * out_plane) };
             let geo = Tile {
                 c,
                 c_out: g.c_out,
                 rows: n_rows,
-                pad_rows: rows + 2,
+                pad_rows,
                 stride,
-                width: wd,
-                plane,
+                step: s,
+                cols,
+                width: wo,
+                plane: out_plane,
                 r0,
             };
             for b in 0..blocks {
@@ -124,6 +152,11 @@ struct Tile {
     pad_rows: usize,
     /// Floats per padded row.
     stride: usize,
+    /// The conv's stride: output row r reads padded rows `step·r + i`.
+    step: usize,
+    /// Where tap column j's 16 floats start in a padded row, past the block's first pixel.
+    cols: [usize; 3],
+    /// Output width and plane.
     width: usize,
     plane: usize,
     /// First output row.
@@ -167,13 +200,13 @@ unsafe fn block_avx2(
                 a[1] = a[0];
             }
             for ci in 0..t.c {
-                let base = (ci * t.pad_rows + r) * t.stride + x0;
+                let base = (ci * t.pad_rows + t.step * r) * t.stride + x0;
                 let wc = &wb[ci * 9 * CO_BLOCK..(ci + 1) * 9 * CO_BLOCK];
                 for i in 0..3 {
                     let row = base + i * t.stride;
-                    for j in 0..3 {
-                        // Both vectors lie inside the padded row: x0 + j + 16 ≤ stride.
-                        let src = &pad[row + j..row + j + X_BLOCK];
+                    for (j, &col) in t.cols.iter().enumerate() {
+                        // Both vectors lie inside the padded row (see `conv3x3`'s layout).
+                        let src = &pad[row + col..row + col + X_BLOCK];
                         // SAFETY: `src` holds 16 floats (the slice above is bounds-checked).
                         let (v0, v1) = unsafe {
                             (
@@ -271,8 +304,32 @@ mod tests {
                 assert!(worst < 1e-4, "{batch}x{c}->{c_out} {h}x{w}: off by {worst}");
             }
         }
+        // Stride 2, odd and even sizes.
+        for &(batch, c, c_out, h, w) in &[
+            (1, 3, 16, 9, 9),
+            (2, 8, 8, 16, 40),
+            (1, 5, 6, 2, 3),
+            (1, 16, 20, 13, 34),
+        ] {
+            let g = ConvGeom::new(c, c_out, h, w, 3, 3, 2, 1).expect("geometry");
+            assert!(applies(&g));
+            let x = values(batch * c * h * w, 5 + c as u32);
+            let wt = values(c_out * c * 9, 9 + c_out as u32);
+            let want = conv_forward_im2col(&g, batch, &x, &wt, None);
+            let got = conv3x3(&g, batch, &x, &wt, None);
+            assert_eq!(got.len(), want.len());
+            let worst = got
+                .iter()
+                .zip(&want)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max);
+            assert!(
+                worst < 1e-4,
+                "stride 2 {batch}x{c}->{c_out} {h}x{w}: off by {worst}"
+            );
+        }
         // Other geometries keep the im2col path.
-        let g = ConvGeom::new(4, 4, 8, 8, 3, 3, 2, 1).expect("geometry");
+        let g = ConvGeom::new(4, 4, 8, 8, 3, 3, 3, 1).expect("geometry");
         assert!(!applies(&g));
         let g = ConvGeom::new(4, 4, 8, 8, 1, 1, 1, 0).expect("geometry");
         assert!(!applies(&g));

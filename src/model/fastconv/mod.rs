@@ -16,6 +16,7 @@
 mod direct;
 mod gn;
 mod kernels;
+mod shuffle;
 
 use std::cell::Cell;
 
@@ -191,6 +192,42 @@ pub fn upsample_nearest2x(x: &Tensor) -> Result<Tensor> {
         return x.upsample_nearest2d(2 * h, 2 * w);
     }
     x.contiguous()?.apply_op1(Upsample2x)
+}
+
+/// PyTorch's `pixel_unshuffle`: `[B, C, H, W]` to `[B, C·r², H/r, W/r]` (H, W multiples of
+/// r), as one copy on the CPU in f32 (see [`shuffle`]), candle's reshape + permute otherwise.
+pub fn space_to_depth(x: &Tensor, r: usize) -> Result<Tensor> {
+    if r == 1 {
+        return Ok(x.clone());
+    }
+    let (b, c, h, w) = x.dims4()?;
+    if enabled() && x.device().is_cpu() && x.dtype() == DType::F32 {
+        return x
+            .contiguous()?
+            .apply_op1(shuffle::Shuffle { r, to_depth: true });
+    }
+    x.reshape((b, c, h / r, r, w / r, r))?
+        .permute((0, 1, 3, 5, 2, 4))?
+        .contiguous()?
+        .reshape((b, c * r * r, h / r, w / r))
+}
+
+/// The inverse of [`space_to_depth`] (PyTorch's `pixel_shuffle`).
+pub fn depth_to_space(x: &Tensor, r: usize) -> Result<Tensor> {
+    if r == 1 {
+        return Ok(x.clone());
+    }
+    let (b, c, h, w) = x.dims4()?;
+    if enabled() && x.device().is_cpu() && x.dtype() == DType::F32 {
+        return x
+            .contiguous()?
+            .apply_op1(shuffle::Shuffle { r, to_depth: false });
+    }
+    let co = c / (r * r);
+    x.reshape((b, co, r, r, h, w))?
+        .permute((0, 1, 4, 2, 5, 3))?
+        .contiguous()?
+        .reshape((b, co, h * r, w * r))
 }
 
 #[cfg(test)]
@@ -431,6 +468,46 @@ mod tests {
             .expect("bwd");
         let (ga, gb) = (ga.get(&x).expect("ga"), gb.get(&x).expect("gb"));
         assert!(max_rel(ga, gb) < 1e-5);
+    }
+
+    #[test]
+    fn pixel_shuffles_match_candle_and_their_gradients() {
+        for (shape, r) in [
+            ([2usize, 3, 4, 6], 2usize),
+            ([1, 2, 6, 3], 3),
+            ([1, 8, 2, 2], 2),
+        ] {
+            let x = Var::from_tensor(&rand(&shape, 120)).expect("var");
+            let run = |fast: bool, to_depth: bool| {
+                let before = set_enabled(fast);
+                let y = if to_depth {
+                    space_to_depth(x.as_tensor(), r)
+                } else {
+                    depth_to_space(x.as_tensor(), r)
+                };
+                set_enabled(before);
+                y
+            };
+            for to_depth in [true, false] {
+                let (a, b) = (run(true, to_depth), run(false, to_depth));
+                if !to_depth && shape[1] % (r * r) != 0 {
+                    assert!(a.is_err() && b.is_err(), "{shape:?} r {r}");
+                    continue;
+                }
+                let (a, b) = (a.expect("fast"), b.expect("candle"));
+                assert_eq!(a.dims(), b.dims());
+                let flat = |t: &Tensor| t.flatten_all().and_then(|t| t.to_vec1::<f32>());
+                assert_eq!(flat(&a).expect("a"), flat(&b).expect("b"));
+                let mask = rand(a.dims(), 121);
+                let grad = |y: Tensor| {
+                    let g = (y * &mask)
+                        .and_then(|t| t.sum_all())
+                        .and_then(|t| t.backward());
+                    g.expect("bwd").get(&x).expect("grad").clone()
+                };
+                assert_eq!(flat(&grad(a)).expect("ga"), flat(&grad(b)).expect("gb"));
+            }
+        }
     }
 
     #[test]

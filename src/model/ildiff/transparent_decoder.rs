@@ -25,27 +25,12 @@ const ATTENTION_CHUNK_ELEMENTS: usize = 1 << 25;
 /// `[B, C, H, W]` -> `[B, C·r², H/r, W/r]`, channel `c·r² + dy·r + dx` holding sub-pixel
 /// `(dy, dx)` (PyTorch's `pixel_unshuffle` order). Identity for r = 1.
 pub fn space_to_depth(x: &Tensor, r: usize) -> Result<Tensor> {
-    if r == 1 {
-        return Ok(x.clone());
-    }
-    let (b, c, h, w) = x.dims4()?;
-    x.reshape((b, c, h / r, r, w / r, r))?
-        .permute((0, 1, 3, 5, 2, 4))?
-        .contiguous()?
-        .reshape((b, c * r * r, h / r, w / r))
+    crate::model::fastconv::space_to_depth(x, r)
 }
 
 /// The inverse of [`space_to_depth`] (PyTorch's `pixel_shuffle`).
 pub fn depth_to_space(x: &Tensor, r: usize) -> Result<Tensor> {
-    if r == 1 {
-        return Ok(x.clone());
-    }
-    let (b, c, h, w) = x.dims4()?;
-    let co = c / (r * r);
-    x.reshape((b, co, r, r, h, w))?
-        .permute((0, 1, 4, 2, 5, 3))?
-        .contiguous()?
-        .reshape((b, co, h * r, w * r))
+    crate::model::fastconv::depth_to_space(x, r)
 }
 
 /// Shape of a transparent decoder. `official()` matches the published weights.
