@@ -78,10 +78,10 @@ impl MatteOptions {
 impl Default for MatteOptions {
     fn default() -> Self {
         Self {
-            // 6, not 8: on 512² × 48 frames with two windows in flight, 8 peaked at 1 003–1 157
-            // MiB and 6 at 929–973 MiB, with no loss of speed (12.5 s against 13.3 s, mean of
-            // three alternating runs).
-            window: 6,
+            // 5: on 512² × 48 frames with two windows in flight, 8 peaked at 1 003–1 157 MiB,
+            // 6 at 862–987 MiB and 5 at 832–864 MiB. Speed did not tell 5 from 6 (8.23 s against
+            // 8.35 s, means of three alternated runs), nor 6 from 8 with the older kernels.
+            window: 5,
             quality: Quality::Full,
             plate: PlateOptions::default(),
         }
