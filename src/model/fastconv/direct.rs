@@ -255,7 +255,9 @@ unsafe fn block_avx2(_: &Tile, _: &[f32], _: &[f32], _: Option<&[f32]>, _: usize
 
 #[cfg(test)]
 mod tests {
-    use super::super::kernels::{ConvGeom, conv_forward_im2col};
+    use super::super::kernels::{
+        ConvGeom, conv_forward_im2col, conv_grad_input, conv_grad_input_im2col,
+    };
     use super::*;
 
     /// Deterministic values in [-1, 1).
@@ -326,6 +328,24 @@ mod tests {
             assert!(
                 worst < 1e-4,
                 "stride 2 {batch}x{c}->{c_out} {h}x{w}: off by {worst}"
+            );
+        }
+        // The input gradient of a stride-1 conv runs as a direct conv too.
+        for &(batch, c, c_out, h, w) in &[(2, 3, 8, 5, 17), (1, 16, 5, 12, 33), (1, 8, 20, 1, 9)] {
+            let g = ConvGeom::new(c, c_out, h, w, 3, 3, 1, 1).expect("geometry");
+            let gy = values(batch * c_out * h * w, 11 + c as u32);
+            let wt = values(c_out * c * 9, 13 + c_out as u32);
+            let want = conv_grad_input_im2col(&g, batch, &gy, &wt);
+            let got = conv_grad_input(&g, batch, &gy, &wt);
+            assert_eq!(got.len(), want.len());
+            let worst = got
+                .iter()
+                .zip(&want)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max);
+            assert!(
+                worst < 1e-4,
+                "grad input {batch}x{c}->{c_out} {h}x{w}: off by {worst}"
             );
         }
         // Other geometries keep the im2col path.
