@@ -459,19 +459,20 @@ fn conv_grad_weight(g: &ConvGeom, batch: usize, x: &[f32], gy: &[f32]) -> Vec<f3
 /// itself such a conv, of `gy` with the kernel flipped and its channel axes swapped, so the
 /// direct kernel runs it; otherwise [`conv_grad_input_im2col`].
 pub(crate) fn conv_grad_input(g: &ConvGeom, batch: usize, gy: &[f32], w: &[f32]) -> Vec<f32> {
-    if super::direct::applies(g) && g.stride == 1 {
-        if let Ok(gt) = ConvGeom::new(g.c_out, g.c_in, g.ho, g.wo, 3, 3, 1, 1) {
-            // W'[ci, co, i, j] = W[co, ci, 2 − i, 2 − j].
-            let mut wt = vec![0f32; g.c_in * g.c_out * 9];
-            for co in 0..g.c_out {
-                for ci in 0..g.c_in {
-                    for tap in 0..9 {
-                        wt[(ci * g.c_out + co) * 9 + 8 - tap] = w[(co * g.c_in + ci) * 9 + tap];
-                    }
+    if super::direct::applies(g)
+        && g.stride == 1
+        && let Ok(gt) = ConvGeom::new(g.c_out, g.c_in, g.ho, g.wo, 3, 3, 1, 1)
+    {
+        // W'[ci, co, i, j] = W[co, ci, 2 − i, 2 − j].
+        let mut wt = vec![0f32; g.c_in * g.c_out * 9];
+        for co in 0..g.c_out {
+            for ci in 0..g.c_in {
+                for tap in 0..9 {
+                    wt[(ci * g.c_out + co) * 9 + 8 - tap] = w[(co * g.c_in + ci) * 9 + tap];
                 }
             }
-            return super::direct::conv3x3(&gt, batch, gy, &wt, None);
         }
+        return super::direct::conv3x3(&gt, batch, gy, &wt, None);
     }
     conv_grad_input_im2col(g, batch, gy, w)
 }
