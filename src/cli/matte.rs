@@ -86,7 +86,7 @@ pub fn run(args: &MatteArgs) -> anyhow::Result<bool> {
         save_plate(&plate, dir)?;
     }
     drop(anim);
-    let matte = matted.clip;
+    let matte = matted.into_clip();
     let opts = args.fit.options();
     let report = presets::export(&matte, args.preset, &args.output, &opts, None, &mut bar)
         .with_context(|| {

@@ -79,8 +79,8 @@ impl Default for MatteOptions {
     fn default() -> Self {
         Self {
             // 5: on 512² × 48 frames with two windows in flight, 8 peaked at 1 003–1 157 MiB,
-            // 6 at 862–987 MiB and 5 at 832–864 MiB. Speed did not tell 5 from 6 (8.23 s against
-            // 8.35 s, means of three alternated runs), nor 6 from 8 with the older kernels.
+            // 6 at 862–987 MiB and 5 at 832–864 MiB. Speed did not tell 5 from 6 (means of three
+            // alternated runs: 8.35 s with 5, 8.23 s with 6), nor 6 from 8 with older kernels.
             window: 5,
             quality: Quality::Full,
             plate: PlateOptions::default(),
@@ -108,6 +108,11 @@ impl Matted {
             .as_ref()
             .map(|p| plate_animation(p, &self.clip))
             .transpose()
+    }
+
+    /// The sticker alone, freeing the plate (four f32 planes a frame) before an export.
+    pub fn into_clip(self) -> Animation {
+        self.clip
     }
 }
 

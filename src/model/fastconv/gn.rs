@@ -102,6 +102,7 @@ fn norm_act_row_any(act: Activation, xs: &[f32], ys: &mut [f32], scale: f32, shi
 }
 
 impl Activation {
+    #[inline(always)]
     fn derivative(self, z: f32) -> f32 {
         match self {
             Activation::Identity => 1.0,
@@ -127,6 +128,84 @@ impl Activation {
             Activation::Relu => t.relu(),
         }
     }
+}
+
+/// The backward's first pass over one channel: `gz = gy · act'(γ·x̂ + β)` into `gx`, and the
+/// sums of `gz` and `gz·x̂` (`p` = mean, 1/σ, γ, β). Like the forward, the activation is
+/// matched once per row and the sums run in 8 lanes per block of 4096 (blocks added in f64),
+/// so the loop vectorises; eight lanes wide on AVX2 CPUs.
+fn bwd_row(act: Activation, xs: &[f32], gy: &[f32], gx: &mut [f32], p: [f32; 4]) -> (f64, f64) {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() {
+        // SAFETY: the CPU has AVX2 (checked above).
+        return unsafe { bwd_row_avx2(act, xs, gy, gx, p) };
+    }
+    bwd_row_any(act, xs, gy, gx, p)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn bwd_row_avx2(
+    act: Activation,
+    xs: &[f32],
+    gy: &[f32],
+    gx: &mut [f32],
+    p: [f32; 4],
+) -> (f64, f64) {
+    bwd_row_any(act, xs, gy, gx, p)
+}
+
+#[inline(always)]
+fn bwd_row_any(act: Activation, xs: &[f32], gy: &[f32], gx: &mut [f32], p: [f32; 4]) -> (f64, f64) {
+    // Each arm passes a constant, so `derivative`'s match folds away inside the loop.
+    match act {
+        Activation::Identity => bwd_row_with(xs, gy, gx, p, |z| Activation::Identity.derivative(z)),
+        Activation::Silu => bwd_row_with(xs, gy, gx, p, |z| Activation::Silu.derivative(z)),
+        Activation::Relu => bwd_row_with(xs, gy, gx, p, |z| Activation::Relu.derivative(z)),
+    }
+}
+
+#[inline(always)]
+fn bwd_row_with(
+    xs: &[f32],
+    gy: &[f32],
+    gx: &mut [f32],
+    [mean, rstd, g, bt]: [f32; 4],
+    d: impl Fn(f32) -> f32,
+) -> (f64, f64) {
+    let (mut sgz, mut sgzx) = (0f64, 0f64);
+    for ((xb, gyb), gxb) in xs
+        .chunks(4096)
+        .zip(gy.chunks(4096))
+        .zip(gx.chunks_mut(4096))
+    {
+        let (mut s1, mut s2) = ([0f32; 8], [0f32; 8]);
+        let mut lanes = xb
+            .chunks_exact(8)
+            .zip(gyb.chunks_exact(8))
+            .zip(gxb.chunks_exact_mut(8));
+        for ((xv, gv), ov) in &mut lanes {
+            for l in 0..8 {
+                let xh = (xv[l] - mean) * rstd;
+                let gz = gv[l] * d(g * xh + bt);
+                ov[l] = gz;
+                s1[l] += gz;
+                s2[l] += gz * xh;
+            }
+        }
+        let done = xb.len() / 8 * 8;
+        let (mut t1, mut t2) = (0f32, 0f32);
+        for ((&v, &gv), o) in xb[done..].iter().zip(&gyb[done..]).zip(&mut gxb[done..]) {
+            let xh = (v - mean) * rstd;
+            let gz = gv * d(g * xh + bt);
+            *o = gz;
+            t1 += gz;
+            t2 += gz * xh;
+        }
+        sgz += f64::from(s1.iter().sum::<f32>() + t1);
+        sgzx += f64::from(s2.iter().sum::<f32>() + t2);
+    }
+    (sgz, sgzx)
 }
 
 /// Sum of `f(v)` over `xs`, in 8 f32 lanes per block of 4096, blocks added in f64: vectorises,
@@ -344,23 +423,7 @@ impl CustomOp3 for GnBwd {
                     let (g, bt) = (gamma[c0 + k], beta[c0 + k]);
                     let range = k * d.s..(k + 1) * d.s;
                     let (xc, gyc, gxc) = (&xs[range.clone()], &gys[range.clone()], &mut gx[range]);
-                    let (mut sgz, mut sgzx) = (0f64, 0f64);
-                    for ((xb, gyb), gxb) in xc
-                        .chunks(4096)
-                        .zip(gyc.chunks(4096))
-                        .zip(gxc.chunks_mut(4096))
-                    {
-                        let (mut s1, mut s2) = (0f32, 0f32);
-                        for ((&v, &gv), o) in xb.iter().zip(gyb).zip(gxb.iter_mut()) {
-                            let xh = (v - mean) * rstd;
-                            let gz = gv * act.derivative(g * xh + bt);
-                            *o = gz;
-                            s1 += gz;
-                            s2 += gz * xh;
-                        }
-                        sgz += f64::from(s1);
-                        sgzx += f64::from(s2);
-                    }
+                    let (sgz, sgzx) = bwd_row(act, xc, gyc, gxc, [mean, rstd, g, bt]);
                     part_b[k] = sgz as f32;
                     part_g[k] = sgzx as f32;
                     a += f64::from(g) * sgz;
