@@ -12,7 +12,7 @@
 //! Sums run in another order than the gemm's, so results differ from the im2col path by float
 //! rounding only (tested).
 
-use super::kernels::{ConvGeom, SendPtr, run_tasks};
+use super::kernels::{ConvGeom, SendPtr, has_avx2, run_tasks};
 
 /// Output channels per register block.
 const CO_BLOCK: usize = 4;
@@ -23,18 +23,7 @@ const TILE_FLOATS: usize = if cfg!(test) { 400 } else { 64 * 1024 };
 
 /// Whether [`conv3x3`] can run this conv on this CPU.
 pub(crate) fn applies(g: &ConvGeom) -> bool {
-    g.kh == 3 && g.kw == 3 && (g.stride == 1 || g.stride == 2) && g.padding == 1 && cpu_ok()
-}
-
-fn cpu_ok() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
+    g.kh == 3 && g.kw == 3 && (g.stride == 1 || g.stride == 2) && g.padding == 1 && has_avx2(true)
 }
 
 /// Forward of a 3×3 / stride 1 or 2 / padding 1 conv: `x` `[B, C, H, W]`, `w` `[Cout, C·9]`,
@@ -273,9 +262,20 @@ mod tests {
             .collect()
     }
 
+    /// `got` equals `want` to float rounding (1e-4 on values of a few units).
+    fn assert_close(got: &[f32], want: &[f32], what: &str) {
+        assert_eq!(got.len(), want.len(), "{what}");
+        let worst = got
+            .iter()
+            .zip(want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(worst < 1e-4, "{what}: off by {worst}");
+    }
+
     #[test]
     fn direct_3x3_equals_im2col_to_rounding() {
-        if !cpu_ok() {
+        if !has_avx2(true) {
             eprintln!("no AVX2 + FMA here: the direct kernel is not used");
             return;
         }
@@ -297,13 +297,7 @@ mod tests {
             for b in [None, Some(&bias[..])] {
                 let want = conv_forward_im2col(&g, batch, &x, &wt, b);
                 let got = conv3x3(&g, batch, &x, &wt, b);
-                assert_eq!(got.len(), want.len());
-                let worst = got
-                    .iter()
-                    .zip(&want)
-                    .map(|(a, b)| (a - b).abs())
-                    .fold(0f32, f32::max);
-                assert!(worst < 1e-4, "{batch}x{c}->{c_out} {h}x{w}: off by {worst}");
+                assert_close(&got, &want, &format!("{batch}x{c}->{c_out} {h}x{w}"));
             }
         }
         // Stride 2, odd and even sizes.
@@ -319,15 +313,10 @@ mod tests {
             let wt = values(c_out * c * 9, 9 + c_out as u32);
             let want = conv_forward_im2col(&g, batch, &x, &wt, None);
             let got = conv3x3(&g, batch, &x, &wt, None);
-            assert_eq!(got.len(), want.len());
-            let worst = got
-                .iter()
-                .zip(&want)
-                .map(|(a, b)| (a - b).abs())
-                .fold(0f32, f32::max);
-            assert!(
-                worst < 1e-4,
-                "stride 2 {batch}x{c}->{c_out} {h}x{w}: off by {worst}"
+            assert_close(
+                &got,
+                &want,
+                &format!("stride 2 {batch}x{c}->{c_out} {h}x{w}"),
             );
         }
         // The input gradient of a stride-1 conv runs as a direct conv too.
@@ -337,15 +326,10 @@ mod tests {
             let wt = values(c_out * c * 9, 13 + c_out as u32);
             let want = conv_grad_input_im2col(&g, batch, &gy, &wt);
             let got = conv_grad_input(&g, batch, &gy, &wt);
-            assert_eq!(got.len(), want.len());
-            let worst = got
-                .iter()
-                .zip(&want)
-                .map(|(a, b)| (a - b).abs())
-                .fold(0f32, f32::max);
-            assert!(
-                worst < 1e-4,
-                "grad input {batch}x{c}->{c_out} {h}x{w}: off by {worst}"
+            assert_close(
+                &got,
+                &want,
+                &format!("grad input {batch}x{c}->{c_out} {h}x{w}"),
             );
         }
         // Other geometries keep the im2col path.

@@ -14,7 +14,7 @@
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Module, Result, Shape, Tensor, bail};
 use candle_nn::VarBuilder;
 
-use super::kernels::{SendPtr, contiguous_f32, run_tasks};
+use super::kernels::{SendPtr, contiguous_f32, has_avx2, run_tasks};
 
 /// The activation fused after the norm.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,25 +56,12 @@ fn fast_exp(x: f32) -> f32 {
     p * scale
 }
 
-/// Whether this CPU runs AVX2 (checked once, cached by std).
-#[inline]
-fn has_avx2() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::is_x86_feature_detected!("avx2")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
-}
-
 /// `ys = act(xs · scale + shift)`: the forward's one write pass. The activation is matched
 /// once per row, not per element, so each arm is a straight loop that vectorises; on AVX2
 /// CPUs it runs eight lanes wide (same arithmetic, so the same results as the SSE2 build).
 fn norm_act_row(act: Activation, xs: &[f32], ys: &mut [f32], scale: f32, shift: f32) {
     #[cfg(target_arch = "x86_64")]
-    if has_avx2() {
+    if has_avx2(false) {
         // SAFETY: the CPU has AVX2 (checked above).
         unsafe { norm_act_row_avx2(act, xs, ys, scale, shift) };
         return;
@@ -136,7 +123,7 @@ impl Activation {
 /// so the loop vectorises; eight lanes wide on AVX2 CPUs.
 fn bwd_row(act: Activation, xs: &[f32], gy: &[f32], gx: &mut [f32], p: [f32; 4]) -> (f64, f64) {
     #[cfg(target_arch = "x86_64")]
-    if has_avx2() {
+    if has_avx2(false) {
         // SAFETY: the CPU has AVX2 (checked above).
         return unsafe { bwd_row_avx2(act, xs, gy, gx, p) };
     }
@@ -231,7 +218,7 @@ fn sum_by(xs: &[f32], f: impl Fn(f32) -> f32) -> f64 {
 /// wide on AVX2 CPUs (the lanes are explicit, so the sums are the same either way).
 fn stats(xs: &[f32], eps: f64) -> (f32, f32) {
     #[cfg(target_arch = "x86_64")]
-    if has_avx2() {
+    if has_avx2(false) {
         // SAFETY: the CPU has AVX2 (checked above).
         return unsafe { stats_avx2(xs, eps) };
     }

@@ -201,6 +201,20 @@ where
     })
 }
 
+/// Whether this CPU runs AVX2 (and, with `fma`, FMA too); std caches the answer.
+#[inline]
+pub(crate) fn has_avx2(fma: bool) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::is_x86_feature_detected!("avx2") && (!fma || std::is_x86_feature_detected!("fma"))
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = fma;
+        false
+    }
+}
+
 /// The contiguous f32 data of a storage, or an error naming the op.
 pub(crate) fn contiguous_f32<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
     let CpuStorage::F32(data) = s else {
@@ -294,8 +308,8 @@ unsafe fn col2im_tile(g: &ConvGeom, cols: &[f32], oh0: usize, oh1: usize, img: *
 }
 
 /// Forward: `x` `[B, C, H, W]`, `w` `[Cout, C·kh·kw]`, optional `bias` `[Cout]`, to
-/// `[B, Cout, Ho, Wo]`: the direct kernel for 3×3 / stride 1 / padding 1 on AVX2 CPUs, the
-/// tiled im2col + gemm otherwise.
+/// `[B, Cout, Ho, Wo]`: the direct kernel for 3×3 / stride 1 or 2 / padding 1 on AVX2 + FMA
+/// CPUs, the tiled im2col + gemm otherwise.
 fn conv_forward(
     g: &ConvGeom,
     batch: usize,

@@ -195,39 +195,37 @@ pub fn upsample_nearest2x(x: &Tensor) -> Result<Tensor> {
 }
 
 /// PyTorch's `pixel_unshuffle`: `[B, C, H, W]` to `[B, C·r², H/r, W/r]` (H, W multiples of
-/// r), as one copy on the CPU in f32 (see [`shuffle`]), candle's reshape + permute otherwise.
+/// r), channel `c·r² + dy·r + dx` holding sub-pixel `(dy, dx)`; identity for r = 1. One copy
+/// on the CPU in f32 (see [`shuffle`]), candle's reshape + permute otherwise.
 pub fn space_to_depth(x: &Tensor, r: usize) -> Result<Tensor> {
-    if r == 1 {
-        return Ok(x.clone());
-    }
-    let (b, c, h, w) = x.dims4()?;
-    if enabled() && x.device().is_cpu() && x.dtype() == DType::F32 {
-        return x
-            .contiguous()?
-            .apply_op1(shuffle::Shuffle { r, to_depth: true });
-    }
-    x.reshape((b, c, h / r, r, w / r, r))?
-        .permute((0, 1, 3, 5, 2, 4))?
-        .contiguous()?
-        .reshape((b, c * r * r, h / r, w / r))
+    pixel_shuffle(x, r, true)
 }
 
 /// The inverse of [`space_to_depth`] (PyTorch's `pixel_shuffle`).
 pub fn depth_to_space(x: &Tensor, r: usize) -> Result<Tensor> {
+    pixel_shuffle(x, r, false)
+}
+
+fn pixel_shuffle(x: &Tensor, r: usize, to_depth: bool) -> Result<Tensor> {
     if r == 1 {
         return Ok(x.clone());
     }
     let (b, c, h, w) = x.dims4()?;
     if enabled() && x.device().is_cpu() && x.dtype() == DType::F32 {
-        return x
-            .contiguous()?
-            .apply_op1(shuffle::Shuffle { r, to_depth: false });
+        return x.contiguous()?.apply_op1(shuffle::Shuffle { r, to_depth });
     }
-    let co = c / (r * r);
-    x.reshape((b, co, r, r, h, w))?
-        .permute((0, 1, 4, 2, 5, 3))?
-        .contiguous()?
-        .reshape((b, co, h * r, w * r))
+    if to_depth {
+        x.reshape((b, c, h / r, r, w / r, r))?
+            .permute((0, 1, 3, 5, 2, 4))?
+            .contiguous()?
+            .reshape((b, c * r * r, h / r, w / r))
+    } else {
+        let co = c / (r * r);
+        x.reshape((b, co, r, r, h, w))?
+            .permute((0, 1, 4, 2, 5, 3))?
+            .contiguous()?
+            .reshape((b, co, h * r, w * r))
+    }
 }
 
 #[cfg(test)]

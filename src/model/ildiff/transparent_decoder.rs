@@ -22,16 +22,8 @@ use super::augment::{Dihedral, crop, lower_median, mirror_pad};
 /// heads so a 1024-px decode does not need gigabytes for one softmax.
 const ATTENTION_CHUNK_ELEMENTS: usize = 1 << 25;
 
-/// `[B, C, H, W]` -> `[B, C·r², H/r, W/r]`, channel `c·r² + dy·r + dx` holding sub-pixel
-/// `(dy, dx)` (PyTorch's `pixel_unshuffle` order). Identity for r = 1.
-pub fn space_to_depth(x: &Tensor, r: usize) -> Result<Tensor> {
-    crate::model::fastconv::space_to_depth(x, r)
-}
-
-/// The inverse of [`space_to_depth`] (PyTorch's `pixel_shuffle`).
-pub fn depth_to_space(x: &Tensor, r: usize) -> Result<Tensor> {
-    crate::model::fastconv::depth_to_space(x, r)
-}
+/// The decoder's pixel (un)shuffle, from the CPU kernels (one copy each there).
+pub use crate::model::fastconv::{depth_to_space, space_to_depth};
 
 /// Shape of a transparent decoder. `official()` matches the published weights.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -1210,7 +1202,7 @@ mod tests {
         assert!(f > 0.8 && a > 0.25 && a < 0.6, "fixed {f}, adaptive {a}");
         // The tensor path uses the same per-frame ramp.
         let dev = Device::Cpu;
-        // A black square on white, with one pixel of 25 % shadow.
+        // A black square on white, with one pixel of 10 % shadow.
         let mut raw = vec![1f32; 3 * 64];
         for c in 0..3 {
             for y in 2..6 {
