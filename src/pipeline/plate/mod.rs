@@ -97,6 +97,17 @@ const STEADIER: f32 = 0.2;
 const MIN_CAMERA_SPAN: f32 = 4.0;
 /// Fewest samples left after holding out the character's for the rest to give the background.
 const MIN_FREE: usize = 2;
+/// A frame sample this far from the median (max over channels) is not noise: an edge of the
+/// character passed over the pixel.
+const STRONG: f32 = 0.15;
+/// Gaps in the ring of moving pixels around a character that are closed before looking for
+/// what it encloses (px).
+const WALL_CLOSE: usize = 2;
+/// A steady region meeting the canvas's edge less than this share of what the background
+/// region meets is a character's inside.
+const BACKGROUND_CONTACT: f32 = 0.35;
+/// Confidence of a plate inpainted under a character that never left its place.
+const HIDDEN_CONF: f32 = 0.2;
 /// Largest frame-to-frame motion searched, as a share of the shorter side.
 const MAX_MOTION: f32 = 0.25;
 
@@ -167,11 +178,24 @@ pub fn estimate(
             median[c * cplane + k] = m[c];
         }
     }
+    let mut strong = Vec::with_capacity(cplane);
+    let mut held_major = Vec::with_capacity(cplane);
     for part in parts {
         agree.extend(part.agree);
         varied.extend(part.varied);
         covered.extend(part.covered);
+        strong.extend(part.strong);
+        held_major.extend(part.held_major);
     }
+    // Where the character never leaves its place, the median of its pixels is the character
+    // itself, steady and confident. What gives it away is the ring of moving pixels around it
+    // (a wobble, a pulse, a turn): steady pixels that ring encloses, and the canvas pixels a
+    // character riding with the camera covers in most frames, are not trusted to the median.
+    let (hidden, wall) = if options.temporal && frames > 1 {
+        hidden_interior(&covered, &strong, &held_major, cw, ch, plane)
+    } else {
+        (vec![false; cplane], vec![false; cplane])
+    };
 
     // Background samples: border rings of every frame, and pixels the character uncovered.
     let ring = (height.min(width) / 16).clamp(2, 32);
@@ -197,7 +221,7 @@ pub fn estimate(
     // Only the rings: inside, a character that stays put in most frames makes the majority
     // (and would pull the fits towards its own colour).
     for k in 0..cplane {
-        sample[k] = sample[k] && covered[k] > 0 && agree[k] >= 0.6;
+        sample[k] = sample[k] && covered[k] > 0 && agree[k] >= 0.6 && !hidden[k];
     }
     let samples: Vec<usize> = (0..cplane).filter(|&k| sample[k]).collect();
 
@@ -216,7 +240,7 @@ pub fn estimate(
     let good_fit = share >= FIT_SHARE_GOOD;
 
     // The temporal statistic is trusted where the frames saw the pixel and most agree.
-    let t_ok = |k: usize| options.temporal && covered[k] > 0 && agree[k] >= 0.5;
+    let t_ok = |k: usize| options.temporal && covered[k] > 0 && agree[k] >= 0.5 && !hidden[k];
     // Under a good fit, what the fit misses (a radial gradient's plateau, a vignette) is
     // carried inward from where the frames agree with it: the residual there, membrane-filled
     // under the character.
@@ -286,6 +310,29 @@ pub fn estimate(
         }
         conf[k] = c.clamp(0.0, 1.0);
         known[k] = true;
+    }
+    if (0..cplane).any(|k| hidden[k] && !known[k]) {
+        // Under a character that never moved: what is seen of the background around it,
+        // carried inward (the moving ring itself is left out: its median is often the
+        // character's outline).
+        let mut src: Vec<bool> = (0..cplane).map(|k| known[k] && !wall[k]).collect();
+        if !src.iter().any(|&s| s) {
+            src.clone_from(&known);
+        }
+        if src.iter().any(|&s| s) {
+            let mut fill = plate.clone();
+            pull_push_fill(&mut fill, &src, cw, ch);
+            for k in 0..cplane {
+                if !hidden[k] || known[k] {
+                    continue;
+                }
+                for c in 0..3 {
+                    plate[c * cplane + k] = fill[c * cplane + k];
+                }
+                conf[k] = HIDDEN_CONF;
+                known[k] = true;
+            }
+        }
     }
     if known.iter().any(|&k| !k) {
         if let Some(s) = &spatial {
@@ -459,6 +506,11 @@ struct TemporalRows {
     varied: Vec<bool>,
     /// Frames that saw the pixel.
     covered: Vec<u16>,
+    /// Frames that differ from the median by more than [`STRONG`]: something passed.
+    strong: Vec<u16>,
+    /// Most samples were held out as the character's, but too few others remained to say
+    /// what lies behind it: the median is the character's.
+    held_major: Vec<bool>,
 }
 
 fn temporal_rows(
@@ -478,6 +530,8 @@ fn temporal_rows(
         agree: vec![0.0; n],
         varied: vec![false; n],
         covered: vec![0; n],
+        strong: vec![0; n],
+        held_major: vec![false; n],
     };
     let mut vals: Vec<[f32; 3]> = Vec::with_capacity(warps.len());
     let mut chan: Vec<f32> = Vec::with_capacity(warps.len());
@@ -523,6 +577,7 @@ fn temporal_rows(
             // Held samples vote only when too few others remain to say what is behind.
             let free = hold.iter().filter(|&&h| !h).count();
             let dropped = free < vals.len() && free >= MIN_FREE.max(vals.len() / 5);
+            out.held_major[k] = !dropped && 2 * free < vals.len();
             if dropped {
                 let mut i = 0;
                 vals.retain(|_| {
@@ -554,6 +609,111 @@ fn temporal_rows(
             };
             out.agree[k] = n_agree as f32 / vals.len() as f32;
             out.varied[k] = dropped || n_agree < vals.len();
+            out.strong[k] = vals
+                .iter()
+                .filter(|v| (0..3).any(|c| (v[c] - m[c]).abs() > STRONG))
+                .count() as u16;
+        }
+    }
+    out
+}
+
+/// Canvas pixels whose temporal median is the character's own, and the closed ring of moving
+/// pixels (`wall`) used to find them: steady regions between the moving pixels that meet the
+/// canvas's edge much less than the background does (see [`BACKGROUND_CONTACT`]), of at least
+/// 1/256 of a frame (smaller islands are noise between moving pixels), grown back by the
+/// closing radius; plus
+/// `held_major` pixels (the character riding with the camera over most of the clip).
+fn hidden_interior(
+    covered: &[u16],
+    strong: &[u16],
+    held_major: &[bool],
+    cw: usize,
+    ch: usize,
+    frame_plane: usize,
+) -> (Vec<bool>, Vec<bool>) {
+    let n = cw * ch;
+    let moving: Vec<bool> = (0..n)
+        .map(|k| covered[k] > 0 && usize::from(strong[k]) >= 2.max(usize::from(covered[k]) / 10))
+        .collect();
+    let wall = dilate(&moving, cw, ch, WALL_CLOSE);
+    let neighbours = |k: usize| {
+        let (x, y) = (k % cw, k / cw);
+        [
+            (x > 0).then(|| k - 1),
+            (x + 1 < cw).then(|| k + 1),
+            (y > 0).then(|| k - cw),
+            (y + 1 < ch).then(|| k + cw),
+        ]
+        .into_iter()
+        .flatten()
+    };
+    // Where a pixel meets the canvas's edge (or the part of it no frame saw).
+    let edge = |k: usize| {
+        let (x, y) = (k % cw, k / cw);
+        x == 0 || y == 0 || x + 1 == cw || y + 1 == ch || covered[k] == 0
+    };
+    // Steady regions between the moving pixels, each with how much of the canvas edge it
+    // meets.
+    let mut label = vec![u32::MAX; n];
+    let mut regions: Vec<(usize, usize)> = Vec::new(); // (area, edge contact)
+    let mut stack = Vec::new();
+    for start in 0..n {
+        if wall[start] || label[start] != u32::MAX {
+            continue;
+        }
+        let id = regions.len() as u32;
+        let (mut area, mut contact) = (0, 0);
+        label[start] = id;
+        stack.push(start);
+        while let Some(k) = stack.pop() {
+            area += 1;
+            contact += usize::from(edge(k));
+            for j in neighbours(k) {
+                if !wall[j] && label[j] == u32::MAX {
+                    label[j] = id;
+                    stack.push(j);
+                }
+            }
+        }
+        regions.push((area, contact));
+    }
+    // The background is the region that meets the edge most, and any that meets it nearly as
+    // much (a character standing across the canvas splits it); a large region that meets it
+    // much less is the inside of a character that stays put (enclosed by its moving ring, or
+    // cut by the frame: stickers often touch it). A small one is noise between moving pixels.
+    let most = regions.iter().map(|r| r.1).max().unwrap_or(0);
+    let min_area = (frame_plane / 256).max(16);
+    let inside: Vec<bool> = regions
+        .iter()
+        .map(|&(area, contact)| {
+            area >= min_area && (contact as f32) < BACKGROUND_CONTACT * most as f32
+        })
+        .collect();
+    let enclosed: Vec<bool> = (0..n)
+        .map(|k| label[k] != u32::MAX && inside[label[k] as usize])
+        .collect();
+    let grown = dilate(&enclosed, cw, ch, WALL_CLOSE);
+    let hidden = (0..n)
+        .map(|k| held_major[k] || enclosed[k] || (grown[k] && !moving[k]))
+        .collect();
+    (hidden, wall)
+}
+
+/// `mask` grown by `r` pixels (a square neighbourhood), separably.
+fn dilate(mask: &[bool], w: usize, h: usize, r: usize) -> Vec<bool> {
+    let mut rows = vec![false; w * h];
+    for y in 0..h {
+        for x in 0..w {
+            let (a, b) = (x.saturating_sub(r), (x + r).min(w - 1));
+            rows[y * w + x] = mask[y * w + a..=y * w + b].iter().any(|&m| m);
+        }
+    }
+    let mut out = vec![false; w * h];
+    for y in 0..h {
+        let (a, b) = (y.saturating_sub(r), (y + r).min(h - 1));
+        for x in 0..w {
+            out[y * w + x] = (a..=b).any(|yy| rows[yy * w + x]);
         }
     }
     out
@@ -1339,10 +1499,17 @@ fn pull_push_fill(plane: &mut [f32], known: &[bool], w: usize, h: usize) {
                 if a >= 1.0 {
                     continue;
                 }
-                let q = (y / 2).min(chh - 1) * cw + (x / 2).min(cw - 1);
+                // Bilinear from the coarser level: nearest-neighbour leaves blocks the size
+                // of the coarse pixels, which a key then reads as edges.
+                let taps = Taps::new(
+                    *cw,
+                    *chh,
+                    ((x as f32 + 0.5) / 2.0 - 0.5).clamp(0.0, (cw - 1) as f32),
+                    ((y as f32 + 0.5) / 2.0 - 0.5).clamp(0.0, (chh - 1) as f32),
+                );
                 for c in 0..3 {
-                    fv[c * fw * fh + k] =
-                        fv[c * fw * fh + k] * a + cv[c * cw * chh + q] * (1.0 - a);
+                    let up = taps.sample(&cv[c * cw * chh..(c + 1) * cw * chh]);
+                    fv[c * fw * fh + k] = fv[c * fw * fh + k] * a + up * (1.0 - a);
                 }
                 fwt[k] = 1.0;
             }

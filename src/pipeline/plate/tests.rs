@@ -374,3 +374,78 @@ fn runaway_motion_falls_back_to_a_still_canvas() {
         assert!(out.iter().all(|w| *w == Warp::IDENTITY), "{out:?}");
     }
 }
+
+/// A flat character pulsing in place (radius 20 ± 3 px) at `(cx, cy)` over a still photo-like
+/// texture: its inside is covered in every frame, so the median there is the character.
+fn pulsing_over_texture(cx: f32, cy: f32) -> (Plate, f32, usize) {
+    let (n, s) = (16, 96);
+    let scene = panning_scene(0);
+    let fg = move |t: usize, x: usize, y: usize| {
+        let r = 20.0 + 3.0 * (t as f32 * 0.8).sin();
+        disc(x, y, cx, cy, r).map(|_| [0.95, 0.75, 0.2])
+    };
+    let (plate, err) = run(n, s, scene, fg);
+    (plate, err, s)
+}
+
+/// Asserts the plate at `(x, y)` is not the pulsing character's colour and is not trusted.
+fn assert_not_the_character(plate: &Plate, s: usize, x: usize, y: usize) {
+    let plane = s * s;
+    let p = y * s + x;
+    let far = [0.95f32, 0.75, 0.2]
+        .iter()
+        .enumerate()
+        .map(|(c, v)| (plate.rgb[c * plane + p] - v).abs())
+        .fold(0f32, f32::max);
+    assert!(
+        far > 0.2,
+        "plate at ({x}, {y}) is the character (off by {far})"
+    );
+    assert!(
+        plate.confidence[p] <= HIDDEN_CONF + 1e-6,
+        "confidence {}",
+        plate.confidence[p]
+    );
+}
+
+#[test]
+fn the_inside_of_a_character_that_stays_put_is_not_background() {
+    let (plate, err, s) = pulsing_over_texture(48.0, 48.0);
+    assert!(err <= 2.0, "error {err}");
+    assert_not_the_character(&plate, s, 48, 48);
+    // The background around it keeps the frames' own median, trusted.
+    assert!(plate.confidence[10 * s + 10] > 0.5);
+}
+
+#[test]
+fn a_character_cut_by_the_frame_that_stays_put_is_not_background() {
+    // Centred on the left edge: its inside meets the canvas's edge, but far less than the
+    // background does.
+    let (plate, err, s) = pulsing_over_texture(0.0, 48.0);
+    assert!(err <= 2.0, "error {err}");
+    assert_not_the_character(&plate, s, 4, 48);
+}
+
+#[test]
+fn dilate_grows_a_mask_by_its_radius() {
+    let (w, h) = (7, 5);
+    let mut m = vec![false; w * h];
+    m[2 * w + 3] = true;
+    let d = dilate(&m, w, h, 1);
+    let on: Vec<usize> = (0..w * h).filter(|&k| d[k]).collect();
+    assert_eq!(
+        on,
+        vec![
+            w + 2,
+            w + 3,
+            w + 4,
+            2 * w + 2,
+            2 * w + 3,
+            2 * w + 4,
+            3 * w + 2,
+            3 * w + 3,
+            3 * w + 4
+        ]
+    );
+    assert_eq!(dilate(&m, w, h, 0), m);
+}
