@@ -137,7 +137,8 @@ pub fn estimate(
 
     // Temporal statistics on the canvas.
     let mut parts = temporal_stats(rgb, &warps, &canvas, height, width, None);
-    if camera_moved(&warps, height, width) {
+    let moved = camera_moved(&warps, height, width);
+    if moved {
         // A moving camera separates the layers: the character that stays put in the frame
         // is steady in frame coordinates while the background slides under it. Samples
         // steadier in the frame than on the canvas are the character's and must not vote
@@ -192,7 +193,11 @@ pub fn estimate(
     // (a wobble, a pulse, a turn): steady pixels that ring encloses, and the canvas pixels a
     // character riding with the camera covers in most frames, are not trusted to the median.
     let (hidden, wall) = if options.temporal && frames > 1 {
-        hidden_interior(&covered, &strong, &held_major, cw, ch, plane)
+        // Under a moving camera, sub-pixel misalignment on a textured background leaves
+        // moving pixels that cut the background into pieces, each meeting the canvas edge
+        // little: there only fully enclosed regions count.
+        let contact = if moved { 0.0 } else { BACKGROUND_CONTACT };
+        hidden_interior(&covered, &strong, &held_major, contact, (cw, ch), plane)
     } else {
         (vec![false; cplane], vec![false; cplane])
     };
@@ -620,7 +625,8 @@ fn temporal_rows(
 
 /// Canvas pixels whose temporal median is the character's own, and the closed ring of moving
 /// pixels (`wall`) used to find them: steady regions between the moving pixels that meet the
-/// canvas's edge much less than the background does (see [`BACKGROUND_CONTACT`]), of at least
+/// canvas's edge much less than the background does (`background_contact`, see
+/// [`BACKGROUND_CONTACT`]; 0: only regions that do not meet it), of at least
 /// 1/256 of a frame (smaller islands are noise between moving pixels), grown back by the
 /// closing radius; plus
 /// `held_major` pixels (the character riding with the camera over most of the clip).
@@ -628,8 +634,8 @@ fn hidden_interior(
     covered: &[u16],
     strong: &[u16],
     held_major: &[bool],
-    cw: usize,
-    ch: usize,
+    background_contact: f32,
+    (cw, ch): (usize, usize),
     frame_plane: usize,
 ) -> (Vec<bool>, Vec<bool>) {
     let n = cw * ch;
@@ -687,7 +693,8 @@ fn hidden_interior(
     let inside: Vec<bool> = regions
         .iter()
         .map(|&(area, contact)| {
-            area >= min_area && (contact as f32) < BACKGROUND_CONTACT * most as f32
+            area >= min_area
+                && (contact == 0 || (contact as f32) < background_contact * most as f32)
         })
         .collect();
     let enclosed: Vec<bool> = (0..n)
