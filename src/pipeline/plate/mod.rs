@@ -106,6 +106,9 @@ const WALL_CLOSE: usize = 2;
 /// A steady region meeting the canvas's edge less than this share of what the background
 /// region meets is a character's inside.
 const BACKGROUND_CONTACT: f32 = 0.35;
+/// A good spatial fit with a larger error than this is a rough model of a textured
+/// background (photos), not the background itself (flat colours, gradients, tiles: 0-0.005).
+const TEXTURE_FIT_ERROR: f32 = 0.006;
 /// Confidence of a plate inpainted under a character that never left its place.
 const HIDDEN_CONF: f32 = 0.2;
 /// Largest frame-to-frame motion searched, as a share of the shorter side.
@@ -291,8 +294,12 @@ pub fn estimate(
                 // most frames, must not become background.
                 let tol = (2.0 * fit_error).max(4.0 / 255.0);
                 let consistent = (0..3).all(|c| (m[c] - s[c]).abs() <= tol);
+                // A fit that explains the ring only roughly (a photo's smooth part) misses the
+                // texture: there a pixel no frame ever changed, outside any character's
+                // inside, is the background as seen.
+                let texture = fit_error > TEXTURE_FIT_ERROR && !varied[k];
                 let fit_conf = 1.0 - fit_error / (2.0 * FIT_TOL);
-                if t_ok && consistent {
+                if t_ok && (consistent || texture) {
                     (m, fit_conf.max(agree[k]))
                 } else if let Some(r) = &residual {
                     let v: [f32; 3] =

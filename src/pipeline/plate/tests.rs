@@ -449,3 +449,40 @@ fn dilate_grows_a_mask_by_its_radius() {
     );
     assert_eq!(dilate(&m, w, h, 0), m);
 }
+
+#[test]
+fn a_photo_that_a_smooth_fit_explains_roughly_keeps_its_texture() {
+    let (n, s) = (16, 96);
+    // A soft gradient with faint texture: a quadratic explains the ring within the fit's
+    // tolerance for most samples, but misses the texture.
+    let scene = |_: usize, x: usize, y: usize| {
+        let (u, v) = (x as f32, y as f32);
+        let a = crate::train::synth::fbm(5, u / 7.0, v / 7.0, 3) - 0.5;
+        let g = (u + v) / 192.0;
+        [
+            0.3 + 0.4 * g + 0.2 * a,
+            0.6 - 0.2 * g + 0.2 * a,
+            0.5 + 0.2 * a,
+        ]
+    };
+    let fg = |t, x, y| mover(t, x, y, s, n);
+    let (plate, err) = run(n, s, scene, fg);
+    // Where no frame ever showed the character, the plate is the scene itself, not the fit
+    // smoothed over its texture.
+    let plane = s * s;
+    let bg = truth(n, s, scene);
+    let worst = (0..plane)
+        .filter(|&p| (0..n).all(|t| fg(t, p % s, p / s).is_none()))
+        .flat_map(|p| (0..3).map(move |c| c * plane + p))
+        .map(|i| (plate.rgb[i] - bg[i]).abs())
+        .fold(0f32, f32::max);
+    assert!(worst * 255.0 <= 1.0, "worst error {}", worst * 255.0);
+    assert!(
+        plate.fit_error > TEXTURE_FIT_ERROR && plate.fit_share >= FIT_SHARE_GOOD,
+        "the scene should be a rough fit: {:?} {} {}",
+        plate.fit,
+        plate.fit_error,
+        plate.fit_share
+    );
+    assert!(err <= 2.0, "error {err}");
+}
