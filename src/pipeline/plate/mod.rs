@@ -19,8 +19,13 @@
 //!    are held out of that vote;
 //! 3. background samples: each frame's border ring where the frames agree over time;
 //!    constant, quadratic and periodic fits to them, the best kept when it explains them;
-//! 4. per pixel: the temporal median where it is trusted and consistent with a good spatial
-//!    fit, else the spatial fit, else a pull-push fill from trusted pixels.
+//! 4. the inside of a character that never leaves its place (steady pixels its ring of moving
+//!    pixels encloses, or that meet the canvas's edge much less than the background does) is
+//!    not trusted to the median, which there is the character itself;
+//! 5. per pixel: the temporal median where it is trusted and consistent with a good spatial
+//!    fit (or the fit is only a rough model of a texture the frames show unchanged), else the
+//!    spatial fit, else a pull-push fill from trusted pixels; under a character's inside,
+//!    what is seen of the background around it, carried inward at a low confidence.
 
 use crate::{Error, Result};
 
