@@ -234,7 +234,7 @@ pub fn estimate(
     // Only the rings: inside, a character that stays put in most frames makes the majority
     // (and would pull the fits towards its own colour).
     for k in 0..cplane {
-        sample[k] = sample[k] && covered[k] > 0 && agree[k] >= 0.6 && !hidden[k];
+        sample[k] = sample[k] && covered[k] > 0 && agree[k] >= 0.6;
     }
     let samples: Vec<usize> = (0..cplane).filter(|&k| sample[k]).collect();
 
