@@ -279,45 +279,45 @@ mod tests {
             eprintln!("no AVX2 + FMA here: the direct kernel is not used");
             return;
         }
-        // Output channels not a multiple of 4, widths not a multiple of 16 (and below it),
-        // one-row images, several tiles, batch 2, with and without bias.
-        for &(batch, c, c_out, h, w) in &[
+        // Stride 1: output channels not a multiple of 4, widths not a multiple of 16 (and
+        // below it), one-row images, several tiles, batch 2, with and without bias. Stride 2:
+        // odd and even sizes, without bias. (Value seeds per stride.)
+        let stride1: &[(usize, usize, usize, usize, usize)] = &[
             (1, 1, 1, 1, 1),
             (2, 3, 8, 5, 17),
             (1, 8, 20, 9, 16),
             (2, 16, 5, 12, 33),
             (1, 36, 8, 7, 40),
             (1, 4, 3, 1, 7),
-        ] {
-            let g = ConvGeom::new(c, c_out, h, w, 3, 3, 1, 1).expect("geometry");
-            assert!(applies(&g));
-            let x = values(batch * c * h * w, 1 + c as u32);
-            let wt = values(c_out * c * 9, 7 + c_out as u32);
-            let bias = values(c_out, 3);
-            for b in [None, Some(&bias[..])] {
-                let want = conv_forward_im2col(&g, batch, &x, &wt, b);
-                let got = conv3x3(&g, batch, &x, &wt, b);
-                assert_close(&got, &want, &format!("{batch}x{c}->{c_out} {h}x{w}"));
-            }
-        }
-        // Stride 2, odd and even sizes.
-        for &(batch, c, c_out, h, w) in &[
+        ];
+        let stride2: &[(usize, usize, usize, usize, usize)] = &[
             (1, 3, 16, 9, 9),
             (2, 8, 8, 16, 40),
             (1, 5, 6, 2, 3),
             (1, 16, 20, 13, 34),
-        ] {
-            let g = ConvGeom::new(c, c_out, h, w, 3, 3, 2, 1).expect("geometry");
-            assert!(applies(&g));
-            let x = values(batch * c * h * w, 5 + c as u32);
-            let wt = values(c_out * c * 9, 9 + c_out as u32);
-            let want = conv_forward_im2col(&g, batch, &x, &wt, None);
-            let got = conv3x3(&g, batch, &x, &wt, None);
-            assert_close(
-                &got,
-                &want,
-                &format!("stride 2 {batch}x{c}->{c_out} {h}x{w}"),
-            );
+        ];
+        for (s, cases, (sx, sw)) in [(1, stride1, (1, 7)), (2, stride2, (5, 9))] {
+            for &(batch, c, c_out, h, w) in cases {
+                let g = ConvGeom::new(c, c_out, h, w, 3, 3, s, 1).expect("geometry");
+                assert!(applies(&g));
+                let x = values(batch * c * h * w, sx + c as u32);
+                let wt = values(c_out * c * 9, sw + c_out as u32);
+                let bias = values(c_out, 3);
+                let biases = if s == 1 {
+                    vec![None, Some(&bias[..])]
+                } else {
+                    vec![None]
+                };
+                for b in biases {
+                    let want = conv_forward_im2col(&g, batch, &x, &wt, b);
+                    let got = conv3x3(&g, batch, &x, &wt, b);
+                    assert_close(
+                        &got,
+                        &want,
+                        &format!("stride {s} {batch}x{c}->{c_out} {h}x{w}"),
+                    );
+                }
+            }
         }
         // The input gradient of a stride-1 conv runs as a direct conv too.
         for &(batch, c, c_out, h, w) in &[(2, 3, 8, 5, 17), (1, 16, 5, 12, 33), (1, 8, 20, 1, 9)] {

@@ -712,9 +712,10 @@ fn hidden_interior(
     let enclosed: Vec<bool> = (0..n)
         .map(|k| label[k] != u32::MAX && inside[label[k] as usize])
         .collect();
+    // Grown back over the steady pixels the closing took (the enclosed ones are steady too).
     let grown = dilate(&enclosed, cw, ch, WALL_CLOSE);
     let hidden = (0..n)
-        .map(|k| held_major[k] || enclosed[k] || (grown[k] && !moving[k]))
+        .map(|k| held_major[k] || (grown[k] && !moving[k]))
         .collect();
     (hidden, wall)
 }
