@@ -116,6 +116,11 @@ const BACKGROUND_CONTACT: f32 = 0.35;
 const TEXTURE_FIT_ERROR: f32 = 0.006;
 /// Confidence of a plate inpainted under a character that never left its place.
 const HIDDEN_CONF: f32 = 0.2;
+/// How much more a whole period's folded variation may be than a fractional one's and still
+/// be kept (see `refine_period`).
+const WHOLE_PERIOD_MARGIN: f64 = 4.0;
+/// The share of the ring a tile repeating along one axis only must explain.
+const ONE_AXIS_SHARE: f32 = 0.8;
 /// Largest frame-to-frame motion searched, as a share of the shorter side.
 const MAX_MOTION: f32 = 0.25;
 
@@ -237,6 +242,12 @@ pub fn estimate(
         sample[k] = sample[k] && covered[k] > 0 && agree[k] >= 0.6;
     }
     let samples: Vec<usize> = (0..cplane).filter(|&k| sample[k]).collect();
+    // A periodic tile needs every phase, and a ring covers few of a large tile's: its empty
+    // phases are filled from the steady pixels inside, where a character that stays put is one
+    // voice among the many repeats of the same phase.
+    let inner: Vec<usize> = (0..cplane)
+        .filter(|&k| !sample[k] && covered[k] > 0 && agree[k] >= 0.6 && !hidden[k])
+        .collect();
 
     let (
         fit,
@@ -246,7 +257,7 @@ pub fn estimate(
         },
         spatial,
     ) = if options.spatial && samples.len() >= 16 {
-        fit_spatial(&median, &samples, cw, ch)
+        fit_spatial(&median, &samples, &inner, cw, ch)
     } else {
         (SpatialFit::None, Score::NONE, None)
     };
@@ -1110,6 +1121,7 @@ impl Score {
 fn fit_spatial(
     median: &[f32],
     samples: &[usize],
+    inner: &[usize],
     cw: usize,
     ch: usize,
 ) -> (SpatialFit, Score, Option<Vec<f32>>) {
@@ -1173,7 +1185,7 @@ fn fit_spatial(
                 (plane, quad)
             })
         },
-        || fit_periodic(median, samples, cw, ch),
+        || fit_periodic(median, samples, inner, cw, ch),
     );
     if let Some((plane, quad)) = surfaces {
         let sc = score_of(&plane);
@@ -1187,9 +1199,23 @@ fn fit_spatial(
             }
         }
     }
-    if let Some((period, tile)) = periodic {
+    // The found and the refined periods' tiles: the better explains the ring.
+    let mut periodic_best: Option<(Score, PeriodicFit)> = None;
+    for fit in periodic {
+        let sc = score_of(fit.judge.as_ref().unwrap_or(&fit.tile));
+        if periodic_best
+            .as_ref()
+            .is_none_or(|(b, _)| sc.share > b.share || (sc.share == b.share && sc.error < b.error))
+        {
+            periodic_best = Some((sc, fit));
+        }
+    }
+    if let Some((_, PeriodicFit { period, tile, .. })) = periodic_best {
         let sc = score_of(&tile);
-        if sc.beats(best.1) {
+        // Stripes repeat along one axis only; a 2-D pattern whose second period was missed
+        // also explains part of the ring with a 1-D tile, and then everywhere wrongly.
+        let one_axis = period.0.is_infinite() || period.1.is_infinite();
+        if sc.beats(best.1) && (!one_axis || sc.share >= ONE_AXIS_SHARE) {
             best = (SpatialFit::Periodic { period }, sc, tile);
         }
     }
@@ -1304,11 +1330,11 @@ fn solve6(mut a: [[f64; 6]; 6], mut b: [f64; 6]) -> Option<[f32; 6]> {
     Some(x)
 }
 
-/// One axis's period from sample pairs `p` apart: the first local minimum (4–130 px,
-/// quarter-pixel steps) of the mean colour difference that comes close to the least one, if
-/// that least is well below the typical difference and far below the difference at half the
-/// period (a gradient also differs least at small shifts, but not periodically). `None` for an
-/// axis without repetition.
+/// One axis's period from sample pairs `p` apart: among the local minima (4–130 px,
+/// quarter-pixel steps) of the mean colour difference that come close to the least one, the
+/// shortest that differs far less than at half its period (a gradient, or a checker of large
+/// squares, also differs little at small shifts, but not periodically), if that least is well
+/// below the typical difference. `None` for an axis without repetition.
 fn axis_period(median: &[f32], sample: &[bool], cw: usize, ch: usize, across: bool) -> Option<f32> {
     let cplane = cw * ch;
     let len = if across { cw } else { ch };
@@ -1364,54 +1390,270 @@ fn axis_period(median: &[f32], sample: &[bool], cw: usize, ch: usize, across: bo
         return None;
     }
     let near = min + 0.15 * (typical - min);
-    let mut i = errs.iter().position(|e| e.1 <= near)?;
-    while i + 1 < errs.len() && errs[i + 1].1 < errs[i].1 {
-        i += 1;
+    // Candidates in order of period: the bottom of each dip below `near`. The first that is
+    // not a gradient's (large cells also differ little at small shifts) wins.
+    let mut i = 0;
+    while i < errs.len() {
+        if errs[i].1 > near {
+            i += 1;
+            continue;
+        }
+        while i + 1 < errs.len() && errs[i + 1].1 < errs[i].1 {
+            i += 1;
+        }
+        let (p, e) = errs[i];
+        if err_at(p / 2.0).is_some_and(|half| half >= 2.0 * e + 0.05) {
+            return Some(p);
+        }
+        while i < errs.len() && errs[i].1 <= near {
+            i += 1;
+        }
     }
-    let (p, e) = errs[i];
-    let half = err_at(p / 2.0)?;
-    (half >= 2.0 * e + 0.05).then_some(p)
+    None
 }
 
-/// A periodic tile fitted to the samples: the periods, then the per-channel median of the
-/// samples in each half-pixel phase bin of the tile, empty bins filled from their neighbours.
+/// The exact period near `p` along one axis (or a fraction of it): textures drawn at a
+/// fractional cell size repeat only approximately at any whole or quarter-pixel shift, and a
+/// tile built with a period off by δ drifts by δ per repeat, a pixel or more across the
+/// canvas, where the plate then shows seams at every cell edge. Each line (row for `across`)
+/// of the samples `sample` is folded at the candidate period into half-pixel phase bins; the
+/// right period leaves every bin one colour. Candidates: `p / k` for every whole `k` that
+/// leaves at least four repeats per line, each searched ±0.6 px (0.02 px steps, then 0.005
+/// around the best); the
+/// shortest whose spread is within 10 % of the least wins (the fundamental: more repeats per
+/// bin). Within the flat bottom of an exact period the middle is taken.
+fn refine_period(
+    median: &[f32],
+    sample: &[bool],
+    cw: usize,
+    ch: usize,
+    across: bool,
+    p: f32,
+) -> f32 {
+    let cplane = cw * ch;
+    let (len, lines) = if across { (cw, ch) } else { (ch, cw) };
+    let step = if cplane > 200_000 { 2 } else { 1 };
+    let at = |line: usize, pos: usize| {
+        if across {
+            line * cw + pos
+        } else {
+            pos * cw + line
+        }
+    };
+    // The samples per line as (position, value), read once.
+    let mut points: Vec<(usize, [f32; 3])> = Vec::new();
+    let mut starts = vec![0usize];
+    for line in (0..lines).step_by(step) {
+        for pos in 0..len {
+            let k = at(line, pos);
+            if sample[k] {
+                points.push((pos, std::array::from_fn(|c| median[c * cplane + k])));
+            }
+        }
+        starts.push(points.len());
+    }
+    // The folded line's total variation: each line's samples in order of their phase at
+    // `period`, summed absolute steps between neighbours. At the true period the fold is the
+    // pattern itself (a step per edge); off it, repeats drift apart and their samples
+    // interleave across every edge. Unlike binning, it needs no bin width and does not reward
+    // a period that spreads samples thinly.
+    let mut fold: Vec<(u32, [f32; 3])> = Vec::new();
+    let mut spread = |period: f32| -> Option<f64> {
+        let (mut tv, mut n) = (0f64, 0usize);
+        for w in starts.windows(2) {
+            // Whole lines of the ring only: a line through a still character folds its
+            // colours into the sum differently at every period.
+            let line = &points[w[0]..w[1]];
+            if line.len() * 4 < len * 3 {
+                continue;
+            }
+            fold.clear();
+            fold.extend(
+                line.iter()
+                    .map(|&(pos, v)| (((pos as f32 % period) * 64.0) as u32, v)),
+            );
+            fold.sort_unstable_by_key(|f| f.0);
+            for pair in fold.windows(2) {
+                tv += (0..3)
+                    .map(|c| f64::from((pair[1].1[c] - pair[0].1[c]).abs()))
+                    .sum::<f64>();
+            }
+            n += fold.len();
+        }
+        (n >= 64).then(|| tv / n as f64)
+    };
+    let mut best: Vec<(f32, f64)> = Vec::new();
+    for k in 1..=4 {
+        let base = p / k as f32;
+        // A short fraction can line up with a GIF's ordered dither instead of the pattern.
+        if k > 1 && base < 8.0 {
+            break;
+        }
+        if k > 1 && base * 4.0 > len as f32 {
+            continue;
+        }
+        // Coarse (±0.6 px: the shift search favours whole shifts, where no interpolation
+        // blurs the edges), then fine around the coarse best.
+        let coarse: Vec<(f32, f64)> = (-30..=30)
+            .filter_map(|i| {
+                let q = base + i as f32 * 0.02;
+                spread(q).map(|e| (q, e))
+            })
+            .collect();
+        let Some(&(centre, _)) = coarse.iter().min_by(|a, b| a.1.total_cmp(&b.1)) else {
+            continue;
+        };
+        let scan: Vec<(f32, f64)> = (-6..=6)
+            .filter_map(|i| {
+                let q = centre + i as f32 * 0.005;
+                spread(q).map(|e| (q, e))
+            })
+            .collect();
+        let Some(least) = scan.iter().map(|s| s.1).min_by(f64::total_cmp) else {
+            continue;
+        };
+        let flat: Vec<f32> = scan
+            .iter()
+            .filter(|s| s.1 <= least + 1e-7)
+            .map(|s| s.0)
+            .collect();
+        best.push((flat[flat.len() / 2], least));
+    }
+    let Some(least) = best.iter().map(|b| b.1).min_by(f64::total_cmp) else {
+        return p;
+    };
+    let found = best
+        .iter()
+        .filter(|b| b.1 <= 1.1 * least + 1e-6)
+        .map(|b| b.0)
+        .min_by(f32::total_cmp)
+        .unwrap_or(p);
+    // Baked-in checkers, the common case, are drawn in whole pixels: a whole period within
+    // 4× of the found one's variation is kept. On the training split's checkers the whole
+    // period's variation was 1.0–1.6× the found one's where the whole one was right (a flat
+    // bottom's middle can sit tenths off it, and dither or a character on the ring tilts it)
+    // and 2.6–47× where the cells were fractional; the margin is wide because a fractional
+    // period wrongly taken paints seams over the whole plate.
+    let whole = found.round();
+    match (spread(whole), spread(found)) {
+        (Some(w), Some(f)) if w <= WHOLE_PERIOD_MARGIN * f + 1e-4 => whole,
+        _ => found,
+    }
+}
+
+/// A periodic tile fitted to the samples: the periods (as found, and refined), then the
+/// per-channel median of the samples in each phase bin of the tile, empty bins filled from
+/// their neighbours.
 fn fit_periodic(
     median: &[f32],
     samples: &[usize],
+    inner: &[usize],
     cw: usize,
     ch: usize,
-) -> Option<((f32, f32), Vec<f32>)> {
+) -> Vec<PeriodicFit> {
     let cplane = cw * ch;
     let mut mask = vec![false; cplane];
     for &k in samples {
         mask[k] = true;
     }
-    let (px, py) = crate::par::join(
-        || axis_period(median, &mask, cw, ch, true),
-        || axis_period(median, &mask, cw, ch, false),
-    );
-    if px.is_none() && py.is_none() {
-        return None;
+    let axis = |across: bool| {
+        axis_period(median, &mask, cw, ch, across)
+            .map(|p| (p, refine_period(median, &mask, cw, ch, across, p)))
+    };
+    let (ax, ay) = crate::par::join(|| axis(true), || axis(false));
+    if ax.is_none() && ay.is_none() {
+        return Vec::new();
     }
-    let bins = |p: Option<f32>| p.map_or(1, |p| ((2.0 * p).round() as usize).max(1));
+    let raw = (ax.map(|a| a.0), ay.map(|a| a.0));
+    let refined = (ax.map(|a| a.1), ay.map(|a| a.1));
+    let mut periods = vec![raw];
+    if refined != raw {
+        periods.push(refined);
+    }
+    // Two candidates are judged by tiles built from the inside alone, scored on the ring
+    // they never saw: a fractional period's fine bins can otherwise fit a character that sits
+    // on the ring and look better for it.
+    let held_out = periods.len() > 1 && inner.len() >= 1024;
+    periods
+        .into_iter()
+        .filter_map(|period| {
+            let tile = periodic_tile(median, samples, inner, cw, ch, period)?;
+            let judge = if held_out {
+                Some(periodic_tile(median, &[], inner, cw, ch, period)?)
+            } else {
+                None
+            };
+            let (px, py) = period;
+            Some(PeriodicFit {
+                period: (px.unwrap_or(f32::INFINITY), py.unwrap_or(f32::INFINITY)),
+                tile,
+                judge,
+            })
+        })
+        .collect()
+}
+
+/// A periodic candidate: its periods, its tile, and (when candidates compete) the tile built
+/// without the ring samples that judge it.
+struct PeriodicFit {
+    period: (f32, f32),
+    tile: Vec<f32>,
+    judge: Option<Vec<f32>>,
+}
+
+/// The tile of periods `(px, py)` (`None`: that axis does not repeat) over the canvas.
+fn periodic_tile(
+    median: &[f32],
+    samples: &[usize],
+    inner: &[usize],
+    cw: usize,
+    ch: usize,
+    (px, py): (Option<f32>, Option<f32>),
+) -> Option<Vec<f32>> {
+    let cplane = cw * ch;
+    // A whole period: one bin per pixel phase, exact. A fractional one: quarter-pixel bins,
+    // so few bins straddle a cell edge.
+    let bins = |p: Option<f32>| {
+        p.map_or(1, |p| {
+            let per_px = if (p - p.round()).abs() < 1e-3 {
+                1.0
+            } else {
+                4.0
+            };
+            ((per_px * p).round() as usize).max(1)
+        })
+    };
     let (nx, ny) = (bins(px), bins(py));
     let bin = |pos: usize, p: Option<f32>, n: usize| -> usize {
         p.map_or(0, |p| {
-            ((((pos as f32) % p) / p * n as f32) as usize).min(n - 1)
+            if n as f32 == p {
+                // Whole: integer arithmetic, no rounding at the bin edges.
+                pos % n
+            } else {
+                ((((pos as f32) % p) / p * n as f32) as usize).min(n - 1)
+            }
         })
     };
-    let mut tile: Vec<Vec<f32>> = vec![Vec::new(); nx * ny * 3];
-    for &k in samples {
-        let (x, y) = (k % cw, k / cw);
-        let b = bin(y, py, ny) * nx + bin(x, px, nx);
-        for c in 0..3 {
-            tile[b * 3 + c].push(median[c * cplane + k]);
+    let collect = |from: &[usize]| {
+        let mut tile: Vec<Vec<f32>> = vec![Vec::new(); nx * ny * 3];
+        for &k in from {
+            let (x, y) = (k % cw, k / cw);
+            let b = bin(y, py, ny) * nx + bin(x, px, nx);
+            for c in 0..3 {
+                tile[b * 3 + c].push(median[c * cplane + k]);
+            }
         }
-    }
+        tile
+    };
+    let (mut ring, mut inside) = (collect(samples), collect(inner));
     let mut value = vec![f32::NAN; nx * ny * 3];
-    for (i, v) in tile.iter_mut().enumerate() {
-        if !v.is_empty() {
-            value[i] = lower_median(v);
+    for (i, (r, n)) in ring.iter_mut().zip(&mut inside).enumerate() {
+        // The ring's samples where it has a few, else the inside's with them.
+        if r.len() >= 2 {
+            value[i] = lower_median(r);
+        } else if !r.is_empty() || !n.is_empty() {
+            n.extend_from_slice(r);
+            value[i] = lower_median(n);
         }
     }
     // Fill empty bins from filled neighbours (cyclic), a few sweeps.
@@ -1455,10 +1697,7 @@ fn fit_periodic(
             }
         }
     }
-    Some((
-        (px.unwrap_or(f32::INFINITY), py.unwrap_or(f32::INFINITY)),
-        out,
-    ))
+    Some(out)
 }
 
 /// Fills the unknown pixels of `plane` `[3, h, w]` smoothly from the known ones (pull-push:
