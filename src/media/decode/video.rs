@@ -557,6 +557,21 @@ mod tests {
         )
         .expect("script");
         std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        // A test on another thread that forks while the script's write handle is open hands
+        // its child a copy until that child execs, and running the script then fails with
+        // "Text file busy": wait until it runs once.
+        for _ in 0..100 {
+            match std::process::Command::new(&script)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status()
+            {
+                Err(e) if e.raw_os_error() == Some(26) => {
+                    std::thread::sleep(std::time::Duration::from_millis(10))
+                }
+                _ => break,
+            }
+        }
         src.program = script;
         (dir, src)
     }
