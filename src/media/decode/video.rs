@@ -566,7 +566,7 @@ mod tests {
                 .stderr(std::process::Stdio::null())
                 .status()
             {
-                Err(e) if e.raw_os_error() == Some(26) => {
+                Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) => {
                     std::thread::sleep(std::time::Duration::from_millis(10))
                 }
                 _ => break,

@@ -1417,13 +1417,12 @@ fn axis_period(median: &[f32], sample: &[bool], cw: usize, ch: usize, across: bo
 /// The exact period near `p` along one axis (or a fraction of it): textures drawn at a
 /// fractional cell size repeat only approximately at any whole or quarter-pixel shift, and a
 /// tile built with a period off by δ drifts by δ per repeat, a pixel or more across the
-/// canvas, where the plate then shows seams at every cell edge. Each line (row for `across`)
-/// of the samples `sample` is folded at the candidate period into half-pixel phase bins; the
-/// right period leaves every bin one colour. Candidates: `p / k` for every whole `k` that
-/// leaves at least four repeats per line, each searched ±0.6 px (0.02 px steps, then 0.005
-/// around the best); the
-/// shortest whose spread is within 10 % of the least wins (the fundamental: more repeats per
-/// bin). Within the flat bottom of an exact period the middle is taken.
+/// canvas, where the plate then shows seams at every cell edge. Each whole line of the ring
+/// samples `sample` (row for `across`) is folded at a candidate period; the right period
+/// leaves the fold with the least total variation. Candidates: `p / k` for k ≤ 4 (fractions at
+/// least 8 px long with four repeats per line), each searched ±0.6 px in 0.02 px steps, then
+/// ±0.03 in 0.005 around the best; the shortest within 10 % of the least wins (the
+/// fundamental), the middle of a flat bottom, and a whole period unless clearly worse.
 fn refine_period(
     median: &[f32],
     sample: &[bool],
@@ -1496,21 +1495,19 @@ fn refine_period(
         }
         // Coarse (±0.6 px: the shift search favours whole shifts, where no interpolation
         // blurs the edges), then fine around the coarse best.
-        let coarse: Vec<(f32, f64)> = (-30..=30)
-            .filter_map(|i| {
-                let q = base + i as f32 * 0.02;
-                spread(q).map(|e| (q, e))
-            })
-            .collect();
+        let mut scan = |centre: f32, half: i32, step: f32| -> Vec<(f32, f64)> {
+            (-half..=half)
+                .filter_map(|i| {
+                    let q = centre + i as f32 * step;
+                    spread(q).map(|e| (q, e))
+                })
+                .collect()
+        };
+        let coarse = scan(base, 30, 0.02);
         let Some(&(centre, _)) = coarse.iter().min_by(|a, b| a.1.total_cmp(&b.1)) else {
             continue;
         };
-        let scan: Vec<(f32, f64)> = (-6..=6)
-            .filter_map(|i| {
-                let q = centre + i as f32 * 0.005;
-                spread(q).map(|e| (q, e))
-            })
-            .collect();
+        let scan = scan(centre, 6, 0.005);
         let Some(least) = scan.iter().map(|s| s.1).min_by(f64::total_cmp) else {
             continue;
         };
@@ -1524,12 +1521,13 @@ fn refine_period(
     let Some(least) = best.iter().map(|b| b.1).min_by(f64::total_cmp) else {
         return p;
     };
-    let found = best
+    let Some(&(found, found_spread)) = best
         .iter()
         .filter(|b| b.1 <= 1.1 * least + 1e-6)
-        .map(|b| b.0)
-        .min_by(f32::total_cmp)
-        .unwrap_or(p);
+        .min_by(|a, b| a.0.total_cmp(&b.0))
+    else {
+        return p;
+    };
     // Baked-in checkers, the common case, are drawn in whole pixels: a whole period within
     // 4× of the found one's variation is kept. On the training split's checkers the whole
     // period's variation was 1.0–1.6× the found one's where the whole one was right (a flat
@@ -1537,15 +1535,14 @@ fn refine_period(
     // and 2.6–47× where the cells were fractional; the margin is wide because a fractional
     // period wrongly taken paints seams over the whole plate.
     let whole = found.round();
-    match (spread(whole), spread(found)) {
-        (Some(w), Some(f)) if w <= WHOLE_PERIOD_MARGIN * f + 1e-4 => whole,
+    match spread(whole) {
+        Some(w) if w <= WHOLE_PERIOD_MARGIN * found_spread + 1e-4 => whole,
         _ => found,
     }
 }
 
-/// A periodic tile fitted to the samples: the periods (as found, and refined), then the
-/// per-channel median of the samples in each phase bin of the tile, empty bins filled from
-/// their neighbours.
+/// Periodic candidates for the samples: the periods as the shift search found them, and
+/// refined (see [`refine_period`]) when that differs, each with its tile.
 fn fit_periodic(
     median: &[f32],
     samples: &[usize],
@@ -1603,7 +1600,9 @@ struct PeriodicFit {
     judge: Option<Vec<f32>>,
 }
 
-/// The tile of periods `(px, py)` (`None`: that axis does not repeat) over the canvas.
+/// The tile of periods `(px, py)` (`None`: that axis does not repeat) over the canvas: the
+/// per-channel median of the samples in each phase bin, empty bins filled from their
+/// neighbours.
 fn periodic_tile(
     median: &[f32],
     samples: &[usize],
@@ -1613,23 +1612,18 @@ fn periodic_tile(
     (px, py): (Option<f32>, Option<f32>),
 ) -> Option<Vec<f32>> {
     let cplane = cw * ch;
-    // A whole period: one bin per pixel phase, exact. A fractional one: quarter-pixel bins,
-    // so few bins straddle a cell edge.
+    // A whole period: one bin per pixel phase, exact (integer arithmetic, no rounding at the
+    // bin edges). A fractional one: quarter-pixel bins, so few bins straddle a cell edge.
     let bins = |p: Option<f32>| {
         p.map_or(1, |p| {
-            let per_px = if (p - p.round()).abs() < 1e-3 {
-                1.0
-            } else {
-                4.0
-            };
+            let per_px = if p.fract() == 0.0 { 1.0 } else { 4.0 };
             ((per_px * p).round() as usize).max(1)
         })
     };
     let (nx, ny) = (bins(px), bins(py));
     let bin = |pos: usize, p: Option<f32>, n: usize| -> usize {
         p.map_or(0, |p| {
-            if n as f32 == p {
-                // Whole: integer arithmetic, no rounding at the bin edges.
+            if p.fract() == 0.0 {
                 pos % n
             } else {
                 ((((pos as f32) % p) / p * n as f32) as usize).min(n - 1)

@@ -210,12 +210,6 @@ fn checkers_of_every_size_are_recovered_grey_and_coloured() {
                 "still, cell {cell} {a:?}: error {err} ({:?})",
                 plate.fit
             );
-            // Known gap: with a still character, 32 px squares (a 64 px period, four periods
-            // across) are fitted as a smooth surface, so the plate under the character is
-            // wrong there; the seen pixels above still come out right.
-            if cell > 64 {
-                continue;
-            }
             match plate.fit {
                 SpatialFit::Periodic { period } => {
                     let want = 2.0 * cell as f32;
