@@ -248,7 +248,8 @@ pub struct DecoderArgs {
     /// Model shape.
     #[arg(long, value_enum, default_value_t = Arch::CpuDefault)]
     pub arch: Arch,
-    /// Trained codec: a `train codec` run's codec.safetensors (required unless --init has one).
+    /// Trained codec: a `train codec` run's codec.safetensors, or an ILDiff model whose codec
+    /// is taken (required unless --init has one).
     #[arg(long)]
     pub codec: Option<PathBuf>,
     /// Start from this ILDiff checkpoint's weights (fine-tuning).
@@ -354,37 +355,13 @@ pub const GENERATOR_FILE: &str = "generator.safetensors";
 pub fn run(args: &TrainArgs) -> anyhow::Result<bool> {
     // The fast conv and GroupNorm kernels: several times faster training on the CPU.
     crate::model::fastconv::set_enabled(true);
-    keep_freed_memory();
+    crate::train::keep_freed_memory();
     match &args.command {
         TrainCommand::Codec(a) => train_codec(a),
         TrainCommand::Decoder(a) => train_decoder(a),
         TrainCommand::Generator(a) => train_generator(a),
         TrainCommand::Distill(a) => train_distill(a),
         TrainCommand::Validate(a) => validate(a),
-    }
-}
-
-/// Keeps freed memory in the process for reuse instead of handing it back to the kernel, and
-/// serves buffers up to 32 MiB from the heap: a training step frees and reallocates the same
-/// large activations every step, and with glibc's defaults each comes back as fresh pages
-/// (page faults, zeroing, cgroup charges). On the `train_step` benchmark (256², batch 8)
-/// system time fell from 19.5 to 9.2 s and the step from 6.9 to 5.9 s, for ~4 % more peak
-/// memory (the same settings given as `GLIBC_TUNABLES`); 8 steps of `train decoder` at 256²,
-/// batch 1, took 20.7 s instead of 21.4 s (system time 1.5 instead of 2.6 s). Training only:
-/// the matte showed no gain. Returns whether glibc took both settings.
-fn keep_freed_memory() -> bool {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    {
-        // SAFETY: mallopt only changes the allocator's thresholds; it takes the allocator's
-        // own lock, and both values are within the ranges glibc documents.
-        unsafe {
-            libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20) == 1
-                && libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30) == 1
-        }
-    }
-    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-    {
-        false
     }
 }
 
@@ -710,6 +687,8 @@ fn train_decoder(args: &DecoderArgs) -> anyhow::Result<bool> {
         }
         if let Some(p) = &args.codec {
             let ck = Checkpoint::read(p, DType::F32, &dev)?;
+            // A whole model's codec serves too (the ablation arms share the shipped one).
+            let ck = ck.part("codec.").unwrap_or(ck);
             let n = load_into(&varmap, &ck, "codec.", "adam.")?;
             eprintln!("codec: {n} tensors from {}", p.display());
         } else if args.init.is_none() && cfg.codec.is_some() {
@@ -1126,13 +1105,4 @@ fn print_summary(what: &str, summary: &crate::train::run::Summary, out_file: &Pa
         summary.seconds,
         out_file.display()
     );
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    fn glibc_takes_the_training_allocator_settings() {
-        assert!(super::keep_freed_memory());
-    }
 }

@@ -225,6 +225,24 @@ impl Checkpoint {
         n
     }
 
+    /// The tensors under `prefix` (e.g. `codec.`), renamed without it: one part of a whole
+    /// model, read as the file of that part alone (a model's codec reused by another run).
+    /// `None` when no tensor has the prefix.
+    pub fn part(&self, prefix: &str) -> Option<Checkpoint> {
+        let tensors: HashMap<String, Tensor> = self
+            .tensors
+            .iter()
+            .filter_map(|(n, t)| n.strip_prefix(prefix).map(|r| (r.to_string(), t.clone())))
+            .collect();
+        if tensors.is_empty() {
+            return None;
+        }
+        Some(Self::from_tensors(
+            tensors,
+            format!("{} ({prefix}*)", self.source),
+        ))
+    }
+
     /// A `VarBuilder` that serves this checkpoint's tensors, checking names and shapes and
     /// recording what was used.
     pub fn var_builder(&self, dtype: DType, device: &Device) -> VarBuilder<'static> {
@@ -581,6 +599,27 @@ mod tests {
         let a = model.forward(&pixel, &latent).expect("original");
         let b = loaded.forward(&pixel, &latent).expect("loaded");
         assert_eq!(values(&a), values(&b));
+    }
+
+    #[test]
+    fn a_part_of_a_model_reads_as_that_part_alone() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (_, varmap, _, path) = saved_tiny(dir.path());
+        let ck = Checkpoint::read(&path, DType::F32, &Device::Cpu).expect("read");
+        // The layout adapter stands in for the codec (this tiny model has none).
+        let part = ck.part("adapter.").expect("the tiny model has an adapter");
+        let whole = ck.names();
+        let want: Vec<String> = whole
+            .iter()
+            .filter_map(|n| n.strip_prefix("adapter.").map(str::to_string))
+            .collect();
+        assert!(!want.is_empty() && want.len() < whole.len());
+        assert_eq!(part.names(), want);
+        let name = &want[0];
+        let tensors = varmap_tensors(&varmap);
+        let original = &tensors[&format!("adapter.{name}")];
+        assert_eq!(values(part.get(name).expect("tensor")), values(original));
+        assert!(ck.part("codec.").is_none());
     }
 
     #[test]

@@ -146,7 +146,17 @@ impl Sample {
     /// user's clip.
     pub fn estimate_plate(&mut self, options: &PlateOptions) -> Result<()> {
         let p = plate::estimate(&self.rgb, self.frames, self.size, self.size, options)?;
-        self.plate_fit = format!("{:?} {:.0}% {:.3}", p.fit, 100.0 * p.fit_share, p.fit_error);
+        // The last frame's place on the canvas says what camera motion the plate assumed.
+        let last = p.warps.last().copied().unwrap_or(plate::Warp::IDENTITY);
+        self.plate_fit = format!(
+            "{:?} {:.0}% {:.3}, last frame at {:+.1},{:+.1} ×{:.3}",
+            p.fit,
+            100.0 * p.fit_share,
+            p.fit_error,
+            last.x,
+            last.y,
+            last.scale
+        );
         self.plate = p.into_planar();
         Ok(())
     }

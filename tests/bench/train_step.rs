@@ -128,6 +128,15 @@ fn main() -> candle_core::Result<()> {
         _ => size != 256,
     };
     let part = std::env::var("ILDIFF_BENCH").unwrap_or_default();
+    // The allocator settings `ildiff train` runs with (freed activations kept for reuse).
+    println!(
+        "training allocator settings: {}",
+        if ildiff::train::keep_freed_memory() {
+            "on"
+        } else {
+            "unavailable"
+        }
+    );
     println!("candle threads: {}", candle_core::utils::get_num_threads());
     let cfg = bench_decoder_config();
     let batch = 8;

@@ -121,6 +121,9 @@ const HIDDEN_CONF: f32 = 0.2;
 const WHOLE_PERIOD_MARGIN: f64 = 4.0;
 /// The share of the ring a tile repeating along one axis only must explain.
 const ONE_AXIS_SHARE: f32 = 0.8;
+/// The edge band the shift search scores, as a share of the shorter side (see
+/// `shift_error`).
+const MOTION_BAND: f32 = 0.2;
 /// Largest frame-to-frame motion searched, as a share of the shorter side.
 const MAX_MOTION: f32 = 0.25;
 
@@ -782,9 +785,11 @@ fn half(src: &[f32], w: usize, h: usize) -> (Vec<f32>, usize, usize) {
     (out, hw, hh)
 }
 
-/// The trimmed mean of |a(x) − b(x + d)| over the overlap: the lower 50 % of the differences,
-/// so the character (which moves differently from the background) is ignored. `None` when
-/// the overlap is too small to judge. `diffs` is scratch space, reused across the candidate
+/// The trimmed mean of |a(x) − b(x + d)| over the overlap's pixels within `band` of the
+/// frame's edge: the lower 50 % of the differences, so the character (which moves differently
+/// from the background) is ignored. The band keeps a large character at the centre from being
+/// that majority: under a moving camera it rides with the frame, and a whole-frame vote would
+/// take its stillness for the camera's. `None` when the overlap is too small to judge. `diffs` is scratch space, reused across the candidate
 /// shifts; the histogram is counted in the same pass that takes the differences.
 fn shift_error(
     a: &[f32],
@@ -792,6 +797,7 @@ fn shift_error(
     (w, h): (usize, usize),
     d: (i32, i32),
     step: usize,
+    band: usize,
     diffs: &mut Vec<f32>,
 ) -> Option<f32> {
     let (dx, dy) = d;
@@ -802,35 +808,55 @@ fn shift_error(
     if x1 <= x0 + 2 || y1 <= y0 + 2 || (x1 - x0) * (y1 - y0) < (w * h) / 4 {
         return None;
     }
-    let bx0 = (x0 as i64 + i64::from(dx)) as usize;
-    let cols = (x1 - x0).div_ceil(step);
-    let rows = (y1 - y0).div_ceil(step);
+    // The columns a row contributes: all of them in the top and bottom bands, else the two
+    // side bands (every column when `band` covers the frame).
+    let sides = if 2 * band >= w {
+        [(x0, x1), (x1, x1)]
+    } else {
+        [(x0, band.clamp(x0, x1)), ((w - band).clamp(x0, x1), x1)]
+    };
     diffs.clear();
-    diffs.resize(rows * cols, 0.0);
     // Two histograms, alternate samples: neighbouring differences often share a bin, and one
     // counter would make each increment wait for the last.
     let mut count = [[0u32; HALF_MEAN_BINS]; 2];
-    for (out, y) in diffs.chunks_exact_mut(cols).zip((y0..y1).step_by(step)) {
+    for y in (y0..y1).step_by(step) {
         let by = (y as i64 + i64::from(dy)) as usize;
-        let ar = &a[y * w + x0..y * w + x1];
-        let br = &b[by * w + bx0..by * w + bx0 + (x1 - x0)];
-        if step == 1 {
-            for ((o, p), q) in out.iter_mut().zip(ar).zip(br) {
-                *o = (p - q).abs();
-            }
+        let whole = [(x0, x1), (x1, x1)];
+        let spans = if y < band || y + band >= h {
+            &whole
         } else {
-            for (i, o) in out.iter_mut().enumerate() {
-                *o = (ar[i * step] - br[i * step]).abs();
+            &sides
+        };
+        for &(s0, s1) in spans {
+            if s1 <= s0 {
+                continue;
+            }
+            let bx = (s0 as i64 + i64::from(dx)) as usize;
+            let ar = &a[y * w + s0..y * w + s1];
+            let br = &b[by * w + bx..by * w + bx + (s1 - s0)];
+            let first = diffs.len();
+            if step == 1 {
+                diffs.extend(ar.iter().zip(br).map(|(p, q)| (p - q).abs()));
+            } else {
+                diffs.extend(
+                    ar.iter()
+                        .step_by(step)
+                        .zip(br.iter().step_by(step))
+                        .map(|(p, q)| (p - q).abs()),
+                );
+            }
+            let mut pairs = diffs[first..].chunks_exact(2);
+            for pair in &mut pairs {
+                count[0][half_mean_bin(pair[0])] += 1;
+                count[1][half_mean_bin(pair[1])] += 1;
+            }
+            for &d in pairs.remainder() {
+                count[0][half_mean_bin(d)] += 1;
             }
         }
-        let mut pairs = out.chunks_exact(2);
-        for pair in &mut pairs {
-            count[0][half_mean_bin(pair[0])] += 1;
-            count[1][half_mean_bin(pair[1])] += 1;
-        }
-        for &d in pairs.remainder() {
-            count[0][half_mean_bin(d)] += 1;
-        }
+    }
+    if diffs.len() < 16 {
+        return None;
     }
     let [mut total, odd] = count;
     for (t, o) in total.iter_mut().zip(odd) {
@@ -928,6 +954,7 @@ fn best_shift(a: &[f32], b: &[f32], w: usize, h: usize, search: &Search) -> (i32
         radius,
         prefer,
         step,
+        band,
     } = *search;
     let shifts: Vec<(i32, i32)> = (centre.1 - radius..=centre.1 + radius)
         .flat_map(|dy| (centre.0 - radius..=centre.0 + radius).map(move |dx| (dx, dy)))
@@ -935,7 +962,7 @@ fn best_shift(a: &[f32], b: &[f32], w: usize, h: usize, search: &Search) -> (i32
     let score = |part: &[(i32, i32)]| -> Vec<((i32, i32), f32)> {
         let mut diffs = Vec::with_capacity(w * h / (step * step) + 1);
         part.iter()
-            .filter_map(|&d| shift_error(a, b, (w, h), d, step, &mut diffs).map(|e| (d, e)))
+            .filter_map(|&d| shift_error(a, b, (w, h), d, step, band, &mut diffs).map(|e| (d, e)))
             .collect()
     };
     // The candidate shifts are independent: half on a helper thread when there are enough
@@ -951,7 +978,7 @@ fn best_shift(a: &[f32], b: &[f32], w: usize, h: usize, search: &Search) -> (i32
     let Some(best) = scored.iter().map(|s| s.1).min_by(f32::total_cmp) else {
         return centre;
     };
-    let margin = best * 0.1 + 1e-3;
+    let margin = best * 0.1 + 2.5e-4;
     scored
         .iter()
         .filter(|s| s.1 <= best + margin)
@@ -966,13 +993,14 @@ fn best_shift(a: &[f32], b: &[f32], w: usize, h: usize, search: &Search) -> (i32
 }
 
 /// Where [`best_shift`] looks: shifts within `radius` of `centre`, ties broken towards
-/// `prefer`, every `step`-th pixel scored.
+/// `prefer`, every `step`-th pixel within `band` of the edge scored.
 #[derive(Debug, Clone, Copy)]
 struct Search {
     centre: (i32, i32),
     radius: i32,
     prefer: (i32, i32),
     step: usize,
+    band: usize,
 }
 
 /// Each frame's place on the canvas (the first frame's grid). Frame-to-frame translations,
@@ -1040,6 +1068,7 @@ fn global_motion(rgb: &[f32], frames: usize, height: usize, width: usize) -> Vec
                     radius,
                     prefer,
                     step,
+                    band: ((MOTION_BAND * h.min(w) as f32) as usize).max(4),
                 },
             );
         }
