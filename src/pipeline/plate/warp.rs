@@ -65,6 +65,11 @@ pub struct PairMotion {
 const SNAP_SCALE: f32 = 1e-3;
 /// A translation this close to a whole pixel is that pixel.
 const SNAP_SHIFT: f32 = 0.05;
+/// A sample whose smoothed luma changes less than this per pixel (about one 8-bit level) is
+/// flat for [`Trim::Displacement`].
+const FLAT_GRADIENT: f32 = 0.004;
+/// How much lower the textured fit's edge-band error must be for [`refine`] to take it.
+const TEXTURED_GAIN: f32 = 0.9;
 /// Gauss–Newton rounds of [`refine`].
 const ROUNDS: usize = 8;
 
@@ -99,13 +104,82 @@ impl Taps {
     }
 }
 
+/// Which samples each Gauss–Newton round of [`refine_by`] fits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Trim {
+    /// The half with the smallest residuals: flat samples (any motion fits them) fill it when
+    /// the background has little texture, and then the integer answer stands.
+    Residual,
+    /// The half of the textured samples that the current motion puts closest to agreeing
+    /// (residual over gradient: a displacement in pixels): texture that a zoom has moved by a
+    /// pixel still counts. On a flat background it is the character's edges that remain.
+    Displacement,
+}
+
 /// Refines the motion from `a` to `b` (one plane each, `w`×`h`) from an integer translation
-/// by robust Gauss–Newton on `b(A(p)) − a(p)`: each round fits scale and translation to the
-/// half of the samples with the smallest residuals, so the character (a minority that moves
-/// on its own) does not drag the camera. Snaps to no zoom and whole pixels when within
+/// by robust Gauss–Newton on `b(A(p)) − a(p)`, so the character (a minority that moves on its
+/// own) does not drag the camera. Two fits ([`Trim`]) compete: the one on textured samples is
+/// kept only where it clearly aligns the frame's edge band better (a zoom over a photo the
+/// residual fit never sees), else the residual fit stands (a flat background, where the
+/// textured samples are the character's). Snaps to no zoom and whole pixels when within
 /// `SNAP_*` of them. Both planes must have been through [`smooth`] (once per frame, as each
 /// frame is `b` of one pair and `a` of the next).
 pub fn refine(a: &[f32], b: &[f32], w: usize, h: usize, start: (i32, i32)) -> PairMotion {
+    let plain = refine_by(a, b, w, h, start, Trim::Residual);
+    let textured = refine_by(a, b, w, h, start, Trim::Displacement);
+    if textured == plain {
+        return plain;
+    }
+    let (e_plain, e_textured) = (
+        band_error(a, b, w, h, &plain),
+        band_error(a, b, w, h, &textured),
+    );
+    if e_textured < TEXTURED_GAIN * e_plain {
+        textured
+    } else {
+        plain
+    }
+}
+
+/// The trimmed mean (lower half) of |b(A(p)) − a(p)| over the samples within a fifth of the
+/// shorter side from the frame's edge, where the background is the majority.
+fn band_error(a: &[f32], b: &[f32], w: usize, h: usize, pair: &PairMotion) -> f32 {
+    let m = ((w as f32 - 1.0) / 2.0, (h as f32 - 1.0) / 2.0);
+    let band = (w.min(h) / 5).max(2);
+    let step = if w * h > 128 * 128 { 2 } else { 1 };
+    let mut d = Vec::new();
+    for y in (0..h).step_by(step) {
+        for x in (0..w).step_by(step) {
+            if y >= band && y + band < h && x >= band && x + band < w {
+                continue;
+            }
+            let (rx, ry) = (x as f32 - m.0, y as f32 - m.1);
+            let (u, v) = (
+                pair.scale * rx + m.0 + pair.dx,
+                pair.scale * ry + m.1 + pair.dy,
+            );
+            if u < 0.0 || v < 0.0 || u > (w - 1) as f32 || v > (h - 1) as f32 {
+                continue;
+            }
+            d.push((Taps::new(w, h, u, v).sample(b) - a[y * w + x]).abs());
+        }
+    }
+    if d.is_empty() {
+        return f32::INFINITY;
+    }
+    let keep = (d.len() / 2).max(1);
+    d.select_nth_unstable_by(keep - 1, f32::total_cmp);
+    d[..keep].iter().sum::<f32>() / keep as f32
+}
+
+fn refine_by(
+    a: &[f32],
+    b: &[f32],
+    w: usize,
+    h: usize,
+    start: (i32, i32),
+    trim: Trim,
+) -> PairMotion {
     let m = ((w as f32 - 1.0) / 2.0, (h as f32 - 1.0) / 2.0);
     let grad = |dir: (usize, usize)| -> Vec<f32> {
         (0..h)
@@ -129,7 +203,8 @@ pub fn refine(a: &[f32], b: &[f32], w: usize, h: usize, start: (i32, i32)) -> Pa
     let (gx, gy) = (grad((1, 0)), grad((0, 1)));
     let step = if w * h > 128 * 128 { 2 } else { 1 };
     let mut p = [1.0f32, start.0 as f32, start.1 as f32];
-    let mut rows: Vec<(f32, [f32; 3])> = Vec::new();
+    // (the sample's rank for the trim, its residual, its Jacobian row)
+    let mut rows: Vec<(f32, f32, [f32; 3])> = Vec::new();
     for _ in 0..ROUNDS {
         rows.clear();
         for y in (0..h).step_by(step) {
@@ -142,17 +217,27 @@ pub fn refine(a: &[f32], b: &[f32], w: usize, h: usize, start: (i32, i32)) -> Pa
                 let taps = Taps::new(w, h, u, v);
                 let r = taps.sample(b) - a[y * w + x];
                 let (g0, g1) = (taps.sample(&gx), taps.sample(&gy));
-                rows.push((r, [g0 * rx + g1 * ry, g0, g1]));
+                let rank = match trim {
+                    Trim::Residual => r.abs(),
+                    Trim::Displacement => {
+                        let g = g0.hypot(g1);
+                        if g < FLAT_GRADIENT {
+                            continue;
+                        }
+                        r.abs() / g
+                    }
+                };
+                rows.push((rank, r, [g0 * rx + g1 * ry, g0, g1]));
             }
         }
         if rows.len() < 16 {
             break;
         }
         let keep = rows.len() / 2;
-        rows.select_nth_unstable_by(keep, |a, b| a.0.abs().total_cmp(&b.0.abs()));
+        rows.select_nth_unstable_by(keep, |a, b| a.0.total_cmp(&b.0));
         let mut jtj = [[0f64; 3]; 3];
         let mut jtr = [0f64; 3];
-        for (r, j) in &rows[..keep] {
+        for (_, r, j) in &rows[..keep] {
             for i in 0..3 {
                 jtr[i] += f64::from(j[i]) * f64::from(*r);
                 for k in 0..3 {
@@ -276,6 +361,39 @@ mod tests {
         assert!((got.scale - truth.scale).abs() < 2e-3, "{got:?}");
         assert!((got.dx - truth.dx).abs() < 0.05, "{got:?}");
         assert!((got.dy - truth.dy).abs() < 0.05, "{got:?}");
+    }
+
+    #[test]
+    fn a_character_moving_over_a_flat_background_is_not_the_camera() {
+        let (w, h) = (96, 96);
+        // A textured disc at the middle moves (2, 1) px; the background is one flat colour.
+        let frame = |ox: f32, oy: f32| -> Vec<f32> {
+            (0..w * h)
+                .map(|i| {
+                    let (x, y) = ((i % w) as f32 - ox, (i / w) as f32 - oy);
+                    let (dx, dy) = (x - 47.5, y - 47.5);
+                    if dx * dx + dy * dy <= 20.0 * 20.0 {
+                        scene(x, y)
+                    } else {
+                        0.3
+                    }
+                })
+                .collect()
+        };
+        let (a, b) = (smooth(&frame(0.0, 0.0), w, h), smooth(&frame(2.0, 1.0), w, h));
+        // The textured samples are the character's: that fit alone follows it...
+        let textured = refine_by(&a, &b, w, h, (0, 0), Trim::Displacement);
+        assert!(textured.dx > 0.5, "{textured:?}");
+        // ...and the edge band, flat under any motion, gives it no reason to win.
+        let got = refine(&a, &b, w, h, (0, 0));
+        assert_eq!(
+            got,
+            PairMotion {
+                scale: 1.0,
+                dx: 0.0,
+                dy: 0.0
+            }
+        );
     }
 
     #[test]
