@@ -380,7 +380,10 @@ mod tests {
                 })
                 .collect()
         };
-        let (a, b) = (smooth(&frame(0.0, 0.0), w, h), smooth(&frame(2.0, 1.0), w, h));
+        let (a, b) = (
+            smooth(&frame(0.0, 0.0), w, h),
+            smooth(&frame(2.0, 1.0), w, h),
+        );
         // The textured samples are the character's: that fit alone follows it...
         let textured = refine_by(&a, &b, w, h, (0, 0), Trim::Displacement);
         assert!(textured.dx > 0.5, "{textured:?}");
