@@ -124,6 +124,10 @@ const ONE_AXIS_SHARE: f32 = 0.8;
 /// The edge band the shift search scores, as a share of the shorter side (see
 /// `shift_error`).
 const MOTION_BAND: f32 = 0.2;
+/// The edge band of a `w`×`h` plane that motion is judged on, in pixels.
+fn motion_band(w: usize, h: usize) -> usize {
+    ((MOTION_BAND * w.min(h) as f32) as usize).max(4)
+}
 /// Largest frame-to-frame motion searched, as a share of the shorter side.
 const MAX_MOTION: f32 = 0.25;
 
@@ -789,7 +793,8 @@ fn half(src: &[f32], w: usize, h: usize) -> (Vec<f32>, usize, usize) {
 /// frame's edge: the lower 50 % of the differences, so the character (which moves differently
 /// from the background) is ignored. The band keeps a large character at the centre from being
 /// that majority: under a moving camera it rides with the frame, and a whole-frame vote would
-/// take its stillness for the camera's. `None` when the overlap is too small to judge. `diffs` is scratch space, reused across the candidate
+/// take its stillness for the camera's. `None` when the overlap is too small to judge.
+/// `diffs` is scratch space, reused across the candidate
 /// shifts; the histogram is counted in the same pass that takes the differences.
 fn shift_error(
     a: &[f32],
@@ -978,6 +983,8 @@ fn best_shift(a: &[f32], b: &[f32], w: usize, h: usize, search: &Search) -> (i32
     let Some(best) = scored.iter().map(|s| s.1).min_by(f32::total_cmp) else {
         return centre;
     };
+    // The absolute part is small: on a smooth photo (sky, water) a real pan beats no motion
+    // by little, while a checker's aliases tie at exactly zero.
     let margin = best * 0.1 + 2.5e-4;
     scored
         .iter()
@@ -1068,7 +1075,7 @@ fn global_motion(rgb: &[f32], frames: usize, height: usize, width: usize) -> Vec
                     radius,
                     prefer,
                     step,
-                    band: ((MOTION_BAND * h.min(w) as f32) as usize).max(4),
+                    band: motion_band(w, h),
                 },
             );
         }

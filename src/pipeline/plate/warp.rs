@@ -141,11 +141,11 @@ pub fn refine(a: &[f32], b: &[f32], w: usize, h: usize, start: (i32, i32)) -> Pa
     }
 }
 
-/// The trimmed mean (lower half) of |b(A(p)) − a(p)| over the samples within a fifth of the
-/// shorter side from the frame's edge, where the background is the majority.
+/// The trimmed mean (lower half) of |b(A(p)) − a(p)| over the samples in the frame's edge
+/// band (the shift search's), where the background is the majority.
 fn band_error(a: &[f32], b: &[f32], w: usize, h: usize, pair: &PairMotion) -> f32 {
     let m = ((w as f32 - 1.0) / 2.0, (h as f32 - 1.0) / 2.0);
-    let band = (w.min(h) / 5).max(2);
+    let band = super::motion_band(w, h);
     let step = if w * h > 128 * 128 { 2 } else { 1 };
     let mut d = Vec::new();
     for y in (0..h).step_by(step) {
