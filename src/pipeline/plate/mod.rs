@@ -983,9 +983,9 @@ fn best_shift(a: &[f32], b: &[f32], w: usize, h: usize, search: &Search) -> (i32
     let Some(best) = scored.iter().map(|s| s.1).min_by(f32::total_cmp) else {
         return centre;
     };
-    // The absolute part is tiny: on a smooth photo (sky, water) or dark tiles a real pan beats
-    // no motion by little, while a checker's aliases tie at exactly zero.
-    let margin = best * 0.1 + 2e-5;
+    // The absolute part is small: on a smooth photo (sky, water) a real pan beats no motion
+    // by little, while a checker's aliases tie at exactly zero.
+    let margin = best * 0.1 + 2.5e-4;
     scored
         .iter()
         .filter(|s| s.1 <= best + margin)
