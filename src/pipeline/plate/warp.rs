@@ -125,8 +125,9 @@ enum Trim {
 /// `SNAP_*` of them. Both planes must have been through [`smooth`] (once per frame, as each
 /// frame is `b` of one pair and `a` of the next).
 pub fn refine(a: &[f32], b: &[f32], w: usize, h: usize, start: (i32, i32)) -> PairMotion {
-    let plain = refine_by(a, b, w, h, start, Trim::Residual);
-    let textured = refine_by(a, b, w, h, start, Trim::Displacement);
+    let (gx, gy) = gradients(b, w, h);
+    let plain = refine_by((a, b), (&gx, &gy), w, h, start, Trim::Residual);
+    let textured = refine_by((a, b), (&gx, &gy), w, h, start, Trim::Displacement);
     if textured == plain {
         return plain;
     }
@@ -172,15 +173,9 @@ fn band_error(a: &[f32], b: &[f32], w: usize, h: usize, pair: &PairMotion) -> f3
     d[..keep].iter().sum::<f32>() / keep as f32
 }
 
-fn refine_by(
-    a: &[f32],
-    b: &[f32],
-    w: usize,
-    h: usize,
-    start: (i32, i32),
-    trim: Trim,
-) -> PairMotion {
-    let m = ((w as f32 - 1.0) / 2.0, (h as f32 - 1.0) / 2.0);
+/// The central-difference gradients of `b` across and down (one-sided at the edges), which
+/// both of [`refine`]'s fits sample.
+fn gradients(b: &[f32], w: usize, h: usize) -> (Vec<f32>, Vec<f32>) {
     let grad = |dir: (usize, usize)| -> Vec<f32> {
         (0..h)
             .flat_map(|y| (0..w).map(move |x| (x, y)))
@@ -200,7 +195,19 @@ fn refine_by(
             })
             .collect()
     };
-    let (gx, gy) = (grad((1, 0)), grad((0, 1)));
+    (grad((1, 0)), grad((0, 1)))
+}
+
+fn refine_by(
+    (a, b): (&[f32], &[f32]),
+    grads: (&[f32], &[f32]),
+    w: usize,
+    h: usize,
+    start: (i32, i32),
+    trim: Trim,
+) -> PairMotion {
+    let m = ((w as f32 - 1.0) / 2.0, (h as f32 - 1.0) / 2.0);
+    let (gx, gy) = grads;
     let step = if w * h > 128 * 128 { 2 } else { 1 };
     let mut p = [1.0f32, start.0 as f32, start.1 as f32];
     // (the sample's rank for the trim, its residual, its Jacobian row)
@@ -216,7 +223,7 @@ fn refine_by(
                 }
                 let taps = Taps::new(w, h, u, v);
                 let r = taps.sample(b) - a[y * w + x];
-                let (g0, g1) = (taps.sample(&gx), taps.sample(&gy));
+                let (g0, g1) = (taps.sample(gx), taps.sample(gy));
                 let rank = match trim {
                     Trim::Residual => r.abs(),
                     Trim::Displacement => {
@@ -385,7 +392,8 @@ mod tests {
             smooth(&frame(2.0, 1.0), w, h),
         );
         // The textured samples are the character's: that fit alone follows it...
-        let textured = refine_by(&a, &b, w, h, (0, 0), Trim::Displacement);
+        let (gx, gy) = gradients(&b, w, h);
+        let textured = refine_by((&a, &b), (&gx, &gy), w, h, (0, 0), Trim::Displacement);
         assert!(textured.dx > 0.5, "{textured:?}");
         // ...and the edge band, flat under any motion, gives it no reason to win.
         let got = refine(&a, &b, w, h, (0, 0));
