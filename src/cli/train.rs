@@ -822,8 +822,16 @@ fn validate(args: &ValidateArgs) -> anyhow::Result<bool> {
             let mut png = std::io::Cursor::new(Vec::new());
             contact_sheet(s, &preds).write_to(&mut png, image::ImageFormat::Png)?;
             write_atomic(&path, png.get_ref())?;
+            // The clip's input as a lossless APNG, so `ildiff matte --save-plate` can be
+            // rerun on exactly what the model saw.
+            let input = dir.join(format!("{i:03}-{}-input.png", s.background.name()));
+            let apng = crate::media::encode::apng::encode(
+                &crate::train::validate::input_animation(s),
+                &Default::default(),
+            )?;
+            write_atomic(&input, &apng)?;
         }
-        eprintln!("contact sheets in {}", dir.display());
+        eprintln!("contact sheets and input clips in {}", dir.display());
     }
     if let Some(p) = &args.json {
         write_atomic(p, serde_json::to_string_pretty(&reports)?.as_bytes())?;

@@ -285,6 +285,30 @@ pub fn per_clip_table(samples: &[Sample], reports: &[MethodReport]) -> String {
     out
 }
 
+/// A sample's (degraded) input frames as an opaque animation at 12 frames/s.
+pub fn input_animation(sample: &Sample) -> crate::media::Animation {
+    use crate::media::{Animation, Delay, Frame, LoopCount};
+    let s = sample.size;
+    let n = s * s;
+    let px = |v: f32| (v.clamp(0.0, 1.0) * 255.0).round() as u8;
+    let frames = (0..sample.frames)
+        .map(|t| {
+            let f = &sample.rgb[t * 3 * n..(t + 1) * 3 * n];
+            let img = image::RgbaImage::from_fn(s as u32, s as u32, |x, y| {
+                let k = y as usize * s + x as usize;
+                image::Rgba([px(f[k]), px(f[n + k]), px(f[2 * n + k]), 255])
+            });
+            Frame::new(img, Delay::from_fps(12.0))
+        })
+        .collect();
+    Animation {
+        width: s as u32,
+        height: s as u32,
+        frames,
+        loops: LoopCount::Infinite,
+    }
+}
+
 /// A clip's first, middle and last frame as rows of an RGB picture: input, plate, plate
 /// confidence, true alpha, and one alpha per prediction, side by side (`--dump`).
 pub fn contact_sheet(sample: &Sample, preds: &[&[Plane]]) -> image::RgbImage {
@@ -376,6 +400,13 @@ mod tests {
         let sheet = contact_sheet(&samples[0], &[&preds[0]]);
         // Input, truth and one prediction per row; a row per frame of these 2-frame clips.
         assert_eq!(sheet.dimensions(), (3 * 48, 2 * 48));
+        // The dumped input is the sample's frames, to 8 bits.
+        let input = input_animation(&samples[0]);
+        assert_eq!((input.width, input.height, input.frames.len()), (48, 48, 2));
+        let px = input.frames[1].image.get_pixel(5, 7);
+        let k = 48 * 48 * 3 + 7 * 48 + 5;
+        assert_eq!(px[1], (samples[0].rgb[k + 48 * 48] * 255.0).round() as u8);
+        assert_eq!(px[3], 255);
         let md = markdown(&[t, r]);
         assert!(md.contains("| truth |") && md.contains("| keying |") && md.contains("plain"));
         // The tuning draw never repeats a validation clip.

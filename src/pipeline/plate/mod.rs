@@ -121,6 +121,9 @@ const HIDDEN_CONF: f32 = 0.2;
 const WHOLE_PERIOD_MARGIN: f64 = 4.0;
 /// The share of the ring a tile repeating along one axis only must explain.
 const ONE_AXIS_SHARE: f32 = 0.8;
+/// The share of a shift's sample pairs whose mean finds a period's dip: the rest may be a
+/// character that sits on the ring and never moves.
+const PERIOD_KEEP: f32 = 0.75;
 /// The edge band the shift search scores, as a share of the shorter side (see
 /// `shift_error`).
 const MOTION_BAND: f32 = 0.2;
@@ -1235,13 +1238,14 @@ fn fit_spatial(
             }
         }
     }
-    // The found and the refined periods' tiles: the better explains the ring.
+    // The found and the refined periods' tiles: the better explains the ring (the refined,
+    // second, on a tie).
     let mut periodic_best: Option<(Score, PeriodicFit)> = None;
     for fit in periodic {
         let sc = score_of(fit.judge.as_ref().unwrap_or(&fit.tile));
         if periodic_best
             .as_ref()
-            .is_none_or(|(b, _)| sc.share > b.share || (sc.share == b.share && sc.error < b.error))
+            .is_none_or(|(b, _)| sc.share > b.share || (sc.share == b.share && sc.error <= b.error))
         {
             periodic_best = Some((sc, fit));
         }
@@ -1379,9 +1383,10 @@ fn axis_period(median: &[f32], sample: &[bool], cw: usize, ch: usize, across: bo
         return None;
     }
     let stride = if cplane > 200_000 { 3 } else { 1 };
-    let err_at = |p: f32| -> Option<f32> {
+    // Per shift: the mean pair difference, and the mean of its best `PERIOD_KEEP` share.
+    let err_at = |p: f32| -> Option<(f32, f32)> {
         let (i0, frac) = (p.floor() as usize, p.fract());
-        let (mut sum, mut n) = (0f32, 0u32);
+        let mut diffs = Vec::new();
         for y in (0..ch).step_by(if across { stride } else { 1 }) {
             for x in (0..cw).step_by(if across { 1 } else { stride }) {
                 let pos = if across { x } else { y };
@@ -1399,52 +1404,73 @@ fn axis_period(median: &[f32], sample: &[bool], cw: usize, ch: usize, across: bo
                 if !(sample[k] && sample[k0] && sample[k1]) {
                     continue;
                 }
+                let mut d = 0f32;
                 for c in 0..3 {
                     let m = &median[c * cplane..(c + 1) * cplane];
-                    sum += (m[k] - (m[k0] * (1.0 - frac) + m[k1] * frac)).abs();
+                    d += (m[k] - (m[k0] * (1.0 - frac) + m[k1] * frac)).abs();
                 }
-                n += 1;
+                diffs.push(d);
             }
         }
-        (n >= 64).then(|| sum / n as f32)
+        let n = diffs.len();
+        if n < 64 {
+            return None;
+        }
+        let mean = diffs.iter().sum::<f32>() / n as f32;
+        let keep = ((n as f32 * PERIOD_KEEP) as usize).max(1);
+        diffs.select_nth_unstable_by(keep - 1, f32::total_cmp);
+        let trimmed = diffs[..keep].iter().sum::<f32>() / keep as f32;
+        Some((mean, trimmed))
     };
     let mut errs = Vec::new();
     let mut p = 4.0f32;
     while p <= max_p {
-        if let Some(e) = err_at(p) {
-            errs.push((p, e));
+        if let Some((e, t)) = err_at(p) {
+            errs.push((p, e, t));
         }
         p += 0.25;
     }
-    let min = errs.iter().map(|e| e.1).min_by(f32::total_cmp)?;
-    let max = errs.iter().map(|e| e.1).max_by(f32::total_cmp)?;
-    let typical = {
-        let mut v: Vec<f32> = errs.iter().map(|e| e.1).collect();
-        lower_median(&mut v)
+    let stats = |f: fn(&(f32, f32, f32)) -> f32| {
+        let mut v: Vec<f32> = errs.iter().map(f).collect();
+        let min = v.iter().copied().min_by(f32::total_cmp)?;
+        let max = v.iter().copied().max_by(f32::total_cmp)?;
+        Some((min, max, lower_median(&mut v)))
     };
+    let (min, max, typical) = stats(|e| e.1)?;
     // The absolute cap was 0.1: a character that never moves on the ring adds its pairs'
     // difference at every shift (a barrel on a grey/white checker: 0.12 at its period).
     if max < 0.06 || min > 0.35 * typical.max(1e-6) || min > 0.15 {
         return None;
     }
-    let near = min + 0.15 * (typical - min);
-    // Candidates in order of period: the bottom of each dip below `near`. The first that is
-    // not a gradient's (large cells also differ little at small shifts) wins.
+    // Dips are found on the trimmed curve, where a character sitting on the ring (a
+    // quarter of its pairs at most) no longer fills the dip at the period, and located on the
+    // mean's, whose V is sharp where the trimmed one is flat.
+    let (min_t, _, typical_t) = stats(|e| e.2)?;
+    let near = min_t + 0.15 * (typical_t - min_t);
+    // Candidates in order of period: the mean's lowest point in or near each run below
+    // `near`. The first that is not a gradient's (large cells also differ little at small shifts) wins.
     let mut i = 0;
     while i < errs.len() {
-        if errs[i].1 > near {
+        if errs[i].2 > near {
             i += 1;
             continue;
         }
-        while i + 1 < errs.len() && errs[i + 1].1 < errs[i].1 {
+        let mut best = i;
+        while i < errs.len() && errs[i].2 <= near {
+            if errs[i].1 < errs[best].1 {
+                best = i;
+            }
             i += 1;
         }
-        let (p, e) = errs[i];
-        if err_at(p / 2.0).is_some_and(|half| half >= 2.0 * e + 0.05) {
+        // Noise can split a dip's trimmed run short of its bottom: the mean's lowest within
+        // a tenth of the period (the next dip is a whole period away).
+        let around = errs[best].0;
+        let (p, e, _) = errs
+            .iter()
+            .filter(|x| (x.0 - around).abs() <= 0.1 * around)
+            .fold(errs[best], |a, &x| if x.1 < a.1 { x } else { a });
+        if err_at(p / 2.0).is_some_and(|half| half.0 >= 2.0 * e + 0.05) {
             return Some(p);
-        }
-        while i < errs.len() && errs[i].1 <= near {
-            i += 1;
         }
     }
     None
@@ -1539,20 +1565,23 @@ fn refine_period(
                 })
                 .collect()
         };
-        let coarse = scan(base, 30, 0.02);
-        let Some(&(centre, _)) = coarse.iter().min_by(|a, b| a.1.total_cmp(&b.1)) else {
+        // The middle of a flat bottom, at both scales: hard edges on whole pixels fold
+        // without interleaving anywhere within a pixel of a large period (two repeats).
+        let middle = |scan: &[(f32, f64)]| -> Option<(f32, f64)> {
+            let least = scan.iter().map(|s| s.1).min_by(f64::total_cmp)?;
+            let flat: Vec<f32> = scan
+                .iter()
+                .filter(|s| s.1 <= least + 1e-7)
+                .map(|s| s.0)
+                .collect();
+            Some((flat[flat.len() / 2], least))
+        };
+        let Some((centre, _)) = middle(&scan(base, 30, 0.02)) else {
             continue;
         };
-        let scan = scan(centre, 6, 0.005);
-        let Some(least) = scan.iter().map(|s| s.1).min_by(f64::total_cmp) else {
-            continue;
-        };
-        let flat: Vec<f32> = scan
-            .iter()
-            .filter(|s| s.1 <= least + 1e-7)
-            .map(|s| s.0)
-            .collect();
-        best.push((flat[flat.len() / 2], least));
+        if let Some(fine) = middle(&scan(centre, 6, 0.005)) {
+            best.push(fine);
+        }
     }
     let Some(least) = best.iter().map(|b| b.1).min_by(f64::total_cmp) else {
         return p;
@@ -1609,12 +1638,20 @@ fn fit_periodic(
     // they never saw: a fractional period's fine bins can otherwise fit a character that sits
     // on the ring and look better for it.
     let held_out = periods.len() > 1 && inner.len() >= 1024;
+    let palette = RingPalette::new(median, samples, cplane);
     periods
         .into_iter()
         .filter_map(|period| {
-            let tile = periodic_tile(median, samples, inner, cw, ch, period)?;
+            let tile = periodic_tile(median, samples, inner, &palette, (cw, ch), period)?;
             let judge = if held_out {
-                Some(periodic_tile(median, &[], inner, cw, ch, period)?)
+                Some(periodic_tile(
+                    median,
+                    &[],
+                    inner,
+                    &palette,
+                    (cw, ch),
+                    period,
+                )?)
             } else {
                 None
             };
@@ -1637,14 +1674,15 @@ struct PeriodicFit {
 }
 
 /// The tile of periods `(px, py)` (`None`: that axis does not repeat) over the canvas: the
-/// per-channel median of the samples in each phase bin, empty bins filled from their
-/// neighbours.
+/// per-channel median of the samples in each phase bin (where the ring has too few, of the
+/// inside's samples in colours `palette` says the ring shows often), empty bins filled from
+/// their neighbours.
 fn periodic_tile(
     median: &[f32],
     samples: &[usize],
     inner: &[usize],
-    cw: usize,
-    ch: usize,
+    palette: &RingPalette,
+    (cw, ch): (usize, usize),
     (px, py): (Option<f32>, Option<f32>),
 ) -> Option<Vec<f32>> {
     let cplane = cw * ch;
@@ -1677,15 +1715,39 @@ fn periodic_tile(
         }
         tile
     };
-    let (mut ring, mut inside) = (collect(samples), collect(inner));
+    let (mut ring, inside) = (collect(samples), collect(inner));
     let mut value = vec![f32::NAN; nx * ny * 3];
-    for (i, (r, n)) in ring.iter_mut().zip(&mut inside).enumerate() {
-        // The ring's samples where it has a few, else the inside's with them.
-        if r.len() >= 2 {
-            value[i] = lower_median(r);
-        } else if !r.is_empty() || !n.is_empty() {
-            n.extend_from_slice(r);
-            value[i] = lower_median(n);
+    for b in 0..nx * ny {
+        let cell = b * 3..b * 3 + 3;
+        if ring[cell.start].len() >= 2 {
+            // The ring's samples where it has a few.
+            for i in cell {
+                value[i] = lower_median(&mut ring[i]);
+            }
+            continue;
+        }
+        // Else the inside's with them, in the colours the ring shows often: a large tile's
+        // phase has few repeats inside, and a character that never moves can be half of them.
+        let mut votes: Vec<[f32; 3]> = (0..ring[cell.start].len())
+            .map(|j| std::array::from_fn(|c| ring[cell.start + c][j]))
+            .chain(
+                (0..inside[cell.start].len())
+                    .map(|j| std::array::from_fn(|c| inside[cell.start + c][j])),
+            )
+            .collect();
+        if votes.is_empty() {
+            continue;
+        }
+        let share: Vec<f32> = votes.iter().map(|v| palette.share(v)).collect();
+        let most = share.iter().copied().fold(0f32, f32::max);
+        let mut j = 0;
+        votes.retain(|_| {
+            j += 1;
+            share[j - 1] >= 0.5 * most
+        });
+        for c in 0..3 {
+            let mut v: Vec<f32> = votes.iter().map(|s| s[c]).collect();
+            value[b * 3 + c] = lower_median(&mut v);
         }
     }
     // Fill empty bins from filled neighbours (cyclic), a few sweeps.
@@ -1730,6 +1792,51 @@ fn periodic_tile(
         }
     }
     Some(out)
+}
+
+/// How often the ring samples show a colour: a coarse RGB histogram (16 levels a channel)
+/// read with its neighbouring cells, so a colour on a cell's edge is not split.
+struct RingPalette {
+    counts: Vec<u32>,
+    total: f32,
+}
+
+impl RingPalette {
+    const LEVELS: usize = 16;
+
+    fn cell(v: f32) -> usize {
+        ((v.clamp(0.0, 1.0) * Self::LEVELS as f32) as usize).min(Self::LEVELS - 1)
+    }
+
+    fn new(median: &[f32], samples: &[usize], cplane: usize) -> Self {
+        let l = Self::LEVELS;
+        let mut counts = vec![0u32; l * l * l];
+        for &k in samples {
+            let [r, g, b] = std::array::from_fn(|c| Self::cell(median[c * cplane + k]));
+            counts[(r * l + g) * l + b] += 1;
+        }
+        RingPalette {
+            counts,
+            total: samples.len().max(1) as f32,
+        }
+    }
+
+    /// The share of ring samples within about one cell of `rgb`.
+    fn share(&self, rgb: &[f32; 3]) -> f32 {
+        let l = Self::LEVELS as isize;
+        let [r, g, b] = rgb.map(|v| Self::cell(v) as isize);
+        let mut n = 0u32;
+        for i in r - 1..=r + 1 {
+            for j in g - 1..=g + 1 {
+                for k in b - 1..=b + 1 {
+                    if (0..l).contains(&i) && (0..l).contains(&j) && (0..l).contains(&k) {
+                        n += self.counts[((i * l + j) * l + k) as usize];
+                    }
+                }
+            }
+        }
+        n as f32 / self.total
+    }
 }
 
 /// Fills the unknown pixels of `plane` `[3, h, w]` smoothly from the known ones (pull-push:

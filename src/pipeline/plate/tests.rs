@@ -294,6 +294,56 @@ fn a_checker_of_fractional_cells_is_recovered_under_a_still_character() {
     assert!(under <= 4.0, "error under the character {under}");
 }
 
+/// The largest cells (64 px squares: a 128 px period, two repeats on a 256² clip) behind a
+/// still character standing on the bottom edge: its legs are a fifth of the ring's pairs at
+/// the period, and it covers the same phase of the tile in two of the four repeats inside.
+#[test]
+fn a_large_checker_is_recovered_behind_a_still_character_on_the_edge() {
+    let (n, s) = (6, 256);
+    let (a, b) = ([0.04, 0.03, 0.58], [0.02, 0.03, 0.94]);
+    let bg = move |_: usize, x: usize, y: usize| {
+        if ((x + 52) / 64 + (y + 48) / 64).is_multiple_of(2) {
+            a
+        } else {
+            b
+        }
+    };
+    // An orange shirt over grey legs that reach the bottom edge (48 px wide there: a fifth
+    // of the ring's pairs at the period, as in a training-split clip the fit missed).
+    let still = |_: usize, x: usize, y: usize| {
+        let shirt = (55..135).contains(&x) && (55..180).contains(&y);
+        let legs = (71..119).contains(&x) && y >= 180 && (x as i32 - 95).abs() >= 3;
+        match () {
+            _ if shirt => Some([1.0, 0.4, 0.1]),
+            _ if legs => Some([0.6, 0.6, 0.6]),
+            _ => None,
+        }
+    };
+    let (plate, err) = run(n, s, bg, still);
+    assert!(err <= 2.0, "seen error {err} ({:?})", plate.fit);
+    assert_eq!(
+        plate.fit,
+        SpatialFit::Periodic {
+            period: (128.0, 128.0)
+        }
+    );
+    let want = truth(1, s, bg);
+    let plane = s * s;
+    let (mut sum, mut count) = (0f32, 0usize);
+    for y in 0..s {
+        for x in 0..s {
+            if still(0, x, y).is_some() {
+                for c in 0..3 {
+                    sum += (plate.rgb[c * plane + y * s + x] - want[c * plane + y * s + x]).abs();
+                }
+                count += 3;
+            }
+        }
+    }
+    let under = sum / count as f32 * 255.0;
+    assert!(under <= 2.0, "error under the character {under}");
+}
+
 #[test]
 fn a_character_that_never_moves_is_not_taken_for_background() {
     let (n, s) = (16, 96);
