@@ -215,7 +215,7 @@ pub fn estimate(
     // itself, steady and confident. What gives it away is the ring of moving pixels around it
     // (a wobble, a pulse, a turn): steady pixels that ring encloses, and the canvas pixels a
     // character riding with the camera covers in most frames, are not trusted to the median.
-    let (hidden, wall) = if options.temporal && frames > 1 {
+    let (mut hidden, wall) = if options.temporal && frames > 1 {
         // Under a moving camera, sub-pixel misalignment on a textured background leaves
         // moving pixels that cut the background into pieces, each meeting the canvas edge
         // little: there only fully enclosed regions count.
@@ -247,9 +247,16 @@ pub fn estimate(
         }
     }
     // Only the rings: inside, a character that stays put in most frames makes the majority
-    // (and would pull the fits towards its own colour).
+    // (and would pull the fits towards its own colour). Nor the inside of a still character
+    // the frame cuts: half the ring can be a large one's, and the fit then looks poor.
     for k in 0..cplane {
         sample[k] = sample[k] && covered[k] > 0 && agree[k] >= 0.6;
+    }
+    let unhidden = (0..cplane).filter(|&k| sample[k] && !hidden[k]).count();
+    if unhidden >= 16 {
+        for k in 0..cplane {
+            sample[k] = sample[k] && !hidden[k];
+        }
     }
     let samples: Vec<usize> = (0..cplane).filter(|&k| sample[k]).collect();
     // A periodic tile needs every phase, and a ring covers few of a large tile's: its empty
@@ -272,6 +279,20 @@ pub fn estimate(
         (SpatialFit::None, Score::NONE, None)
     };
     let good_fit = share >= FIT_SHARE_GOOD;
+    // Far from a rough fit: not the background it models (see below).
+    let far = STRONG.max(3.0 * fit_error);
+    // (Under a moving camera the wall also holds a textured background's misaligned edges.)
+    let rough = (!good_fit && !moved).then_some(()).and(spatial.as_ref());
+    if let (Some(s), true) = (rough, hidden.iter().any(|&h| h)) {
+        // A still character's moving parts (a turning face, a swinging arm) cover the
+        // pixels of its outline in most frames: with no good fit to check the median against,
+        // those far from the rough fit are the character's, like the inside they bound.
+        for k in 0..cplane {
+            if wall[k] && (0..3).any(|c| (median[c * cplane + k] - s[c * cplane + k]).abs() > far) {
+                hidden[k] = true;
+            }
+        }
+    }
 
     // The temporal statistic is trusted where the frames saw the pixel and most agree.
     let t_ok = |k: usize| options.temporal && covered[k] > 0 && agree[k] >= 0.5 && !hidden[k];
@@ -352,8 +373,20 @@ pub fn estimate(
     if (0..cplane).any(|k| hidden[k] && !known[k]) {
         // Under a character that never moved: what is seen of the background around it,
         // carried inward (the moving ring itself is left out: its median is often the
-        // character's outline).
+        // character's outline). Without a good fit, nor what lies far from the rough one:
+        // the parts of a still character the frame cuts.
         let mut src: Vec<bool> = (0..cplane).map(|k| known[k] && !wall[k]).collect();
+        if let Some(s) = rough {
+            let near: Vec<bool> = (0..cplane)
+                .map(|k| {
+                    src[k]
+                        && (0..3).all(|c| (plate[c * cplane + k] - s[c * cplane + k]).abs() <= far)
+                })
+                .collect();
+            if near.iter().any(|&n| n) {
+                src = near;
+            }
+        }
         if !src.iter().any(|&s| s) {
             src.clone_from(&known);
         }
