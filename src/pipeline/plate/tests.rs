@@ -570,6 +570,58 @@ fn a_large_still_character_cut_by_the_frame_leaves_the_fit_to_the_background() {
     }
 }
 
+/// A still character cut by the frame over a noisy background no fit explains well: its two
+/// tones turn slowly, so their edges are moving pixels that the character covers in every
+/// frame. Their median is the character; far from the rough fit, they are hidden with the
+/// inside they bound, and filled from what lies near the fit.
+#[test]
+fn a_still_characters_moving_outline_over_noise_is_not_background() {
+    let (n, s) = (12, 96);
+    let noise = |x: usize, y: usize, c: usize| {
+        let h = (x as u32 * 73_856_093) ^ (y as u32 * 19_349_663) ^ (c as u32 * 83_492_791);
+        (h.wrapping_mul(2_654_435_761) >> 8) as f32 / (1u32 << 24) as f32 - 0.5
+    };
+    let base = [0.7, 0.3, 0.6];
+    let bg = move |_: usize, x: usize, y: usize| -> [f32; 3] {
+        std::array::from_fn(|c| base[c] + 0.3 * noise(x, y, c))
+    };
+    let fg = |t: usize, x: usize, y: usize| {
+        let (dx, dy) = (x as f32 + 0.5 - 96.0, y as f32 + 0.5 - 48.0);
+        let r = 38.0 + 2.0 * (0.9 * t as f32).sin();
+        if dx * dx + dy * dy > r * r {
+            return None;
+        }
+        let turn = dy.atan2(dx) + 0.05 * t as f32;
+        let sector = (turn / (std::f32::consts::PI / 3.0)).floor() as i32;
+        Some(if sector.rem_euclid(2) == 0 {
+            [0.3, 0.3, 0.3]
+        } else {
+            [0.85, 0.85, 0.85]
+        })
+    };
+    let (plate, _) = run(n, s, bg, fg);
+    assert!(
+        plate.fit_share < FIT_SHARE_GOOD,
+        "the noise should be a poor fit: {:?} {}",
+        plate.fit,
+        plate.fit_share
+    );
+    // Under the character, on the tones' edges and between them: the background's colour,
+    // not a grey.
+    let plane = s * s;
+    let mut worst = 0f32;
+    for y in 24..72 {
+        for x in 76..96 {
+            let p = y * s + x;
+            let off = (0..3)
+                .map(|c| (plate.rgb[c * plane + p] - base[c]).abs())
+                .fold(0f32, f32::max);
+            worst = worst.max(off);
+        }
+    }
+    assert!(worst < 0.2, "plate under the character off by {worst}");
+}
+
 #[test]
 fn dilate_grows_a_mask_by_its_radius() {
     let (w, h) = (7, 5);
