@@ -250,6 +250,31 @@ fn checkers_of_every_size_are_recovered_grey_and_coloured() {
     }
 }
 
+/// A checker of 6 px cells with a dark dot every second repeat: shifted by half the true
+/// period (12 px) only the dots' pairs differ, few enough to pass for noise, so the dip at 12
+/// looks like a period. Its multiple at 24 is clearly lower, and is the period.
+#[test]
+fn a_pattern_is_not_taken_at_a_fraction_of_its_period() {
+    let (n, s) = (12, 192);
+    let bg = |_: usize, x: usize, y: usize| {
+        if x % 24 < 4 && y % 24 < 4 {
+            [0.5, 0.05, 0.1]
+        } else if (x / 6 + y / 6).is_multiple_of(2) {
+            [0.8, 0.8, 0.8]
+        } else {
+            [1.0, 1.0, 1.0]
+        }
+    };
+    let (plate, err) = run(n, s, bg, |t, x, y| mover(t, x, y, s, n));
+    assert_eq!(
+        plate.fit,
+        SpatialFit::Periodic {
+            period: (24.0, 24.0)
+        }
+    );
+    assert!(err <= 2.0, "seen error {err}");
+}
+
 /// Regular textures drawn at a fractional cell size repeat only approximately at any whole
 /// or quarter-pixel shift: a tile off by a tenth of a pixel drifts a pixel across the canvas
 /// and leaves seams at every cell edge. A 10.3 px checker (period 20.6) behind a character
