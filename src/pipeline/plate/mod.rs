@@ -1519,10 +1519,10 @@ fn axis_period(median: &[f32], sample: &[bool], cw: usize, ch: usize, across: bo
                         Some(a) if a.1 <= x.1 => Some(a),
                         _ => Some(x),
                     });
-                if let Some((q, m, _)) = at {
-                    if m + 0.02 < 0.5 * found.1 {
-                        found = (q, m);
-                    }
+                if let Some((q, m, _)) = at
+                    && m + 0.02 < 0.5 * found.1
+                {
+                    found = (q, m);
                 }
             }
             return Some(found.0);
