@@ -1505,24 +1505,18 @@ fn axis_period(median: &[f32], sample: &[bool], cw: usize, ch: usize, across: bo
         if err_at(p / 2.0).is_some_and(|half| half.0 >= 2.0 * e + 0.05) {
             // The trimmed curve cannot see what tells a period from its fraction when that is
             // under a quarter of the pairs (thin grid lines, small dots, or block noise on top):
-            // a multiple whose mean is clearly lower is the period.
+            // a multiple whose mean is clearly lower is the period. Whole periods only, as
+            // baked-in patterns are drawn: a fractional one's multiple can land on a whole
+            // shift and differ less for that alone.
             let mut found = (p, e);
-            for k in 2..=8 {
-                let want = k as f32 * p;
-                if want > max_p {
-                    break;
-                }
-                let at = errs
-                    .iter()
-                    .filter(|x| (x.0 - want).abs() <= (0.02 * want).max(0.5))
-                    .fold(None, |a: Option<(f32, f32, f32)>, &x| match a {
-                        Some(a) if a.1 <= x.1 => Some(a),
-                        _ => Some(x),
-                    });
-                if let Some((q, m, _)) = at
-                    && m + 0.02 < 0.5 * found.1
-                {
-                    found = (q, m);
+            if p.fract() == 0.0 {
+                for k in 2..=8 {
+                    let want = k as f32 * p;
+                    if let Some(&(q, m, _)) = errs.iter().find(|x| x.0 == want)
+                        && m + 0.02 < 0.5 * found.1
+                    {
+                        found = (q, m);
+                    }
                 }
             }
             return Some(found.0);

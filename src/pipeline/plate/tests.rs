@@ -603,7 +603,9 @@ fn a_large_still_character_cut_by_the_frame_leaves_the_fit_to_the_background() {
 fn a_still_characters_moving_outline_over_noise_is_not_background() {
     let (n, s) = (12, 96);
     let noise = |x: usize, y: usize, c: usize| {
-        let h = (x as u32 * 73_856_093) ^ (y as u32 * 19_349_663) ^ (c as u32 * 83_492_791);
+        let h = (x as u32).wrapping_mul(73_856_093)
+            ^ (y as u32).wrapping_mul(19_349_663)
+            ^ (c as u32).wrapping_mul(83_492_791);
         (h.wrapping_mul(2_654_435_761) >> 8) as f32 / (1u32 << 24) as f32 - 0.5
     };
     let base = [0.7, 0.3, 0.6];
