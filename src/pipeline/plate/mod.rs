@@ -281,14 +281,17 @@ pub fn estimate(
     let good_fit = share >= FIT_SHARE_GOOD;
     // Far from a rough fit: not the background it models (see below).
     let far = STRONG.max(3.0 * fit_error);
+    let off_fit = |v: &[f32], s: &[f32], k: usize| {
+        (0..3).any(|c| (v[c * cplane + k] - s[c * cplane + k]).abs() > far)
+    };
     // (Under a moving camera the wall also holds a textured background's misaligned edges.)
-    let rough = (!good_fit && !moved).then_some(()).and(spatial.as_ref());
+    let rough = spatial.as_ref().filter(|_| !good_fit && !moved);
     if let (Some(s), true) = (rough, hidden.iter().any(|&h| h)) {
         // A still character's moving parts (a turning face, a swinging arm) cover the
         // pixels of its outline in most frames: with no good fit to check the median against,
         // those far from the rough fit are the character's, like the inside they bound.
         for k in 0..cplane {
-            if wall[k] && (0..3).any(|c| (median[c * cplane + k] - s[c * cplane + k]).abs() > far) {
+            if wall[k] && off_fit(&median, s, k) {
                 hidden[k] = true;
             }
         }
@@ -378,10 +381,7 @@ pub fn estimate(
         let mut src: Vec<bool> = (0..cplane).map(|k| known[k] && !wall[k]).collect();
         if let Some(s) = rough {
             let near: Vec<bool> = (0..cplane)
-                .map(|k| {
-                    src[k]
-                        && (0..3).all(|c| (plate[c * cplane + k] - s[c * cplane + k]).abs() <= far)
-                })
+                .map(|k| src[k] && !off_fit(&plate, s, k))
                 .collect();
             if near.iter().any(|&n| n) {
                 src = near;
@@ -1777,7 +1777,7 @@ fn periodic_tile(
         }
         // Else the inside's with them, in the colours the ring shows often: a large tile's
         // phase has few repeats inside, and a character that never moves can be half of them.
-        let mut votes: Vec<[f32; 3]> = (0..ring[cell.start].len())
+        let votes: Vec<[f32; 3]> = (0..ring[cell.start].len())
             .map(|j| std::array::from_fn(|c| ring[cell.start + c][j]))
             .chain(
                 (0..inside[cell.start].len())
@@ -1789,11 +1789,12 @@ fn periodic_tile(
         }
         let share: Vec<f32> = votes.iter().map(|v| palette.share(v)).collect();
         let most = share.iter().copied().fold(0f32, f32::max);
-        let mut j = 0;
-        votes.retain(|_| {
-            j += 1;
-            share[j - 1] >= 0.5 * most
-        });
+        let votes: Vec<[f32; 3]> = votes
+            .into_iter()
+            .zip(share)
+            .filter(|&(_, sh)| sh >= 0.5 * most)
+            .map(|(v, _)| v)
+            .collect();
         for c in 0..3 {
             let mut v: Vec<f32> = votes.iter().map(|s| s[c]).collect();
             value[b * 3 + c] = lower_median(&mut v);

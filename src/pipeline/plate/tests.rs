@@ -73,6 +73,30 @@ fn truth(frames: usize, size: usize, bg: impl Fn(usize, usize, usize) -> [f32; 3
     clip(frames, size, bg, |_, _, _| None).0
 }
 
+/// Mean absolute plate error (0–255 scale) of the first frame where `covers` (a still
+/// character) hides the background `bg`.
+fn error_under(
+    plate: &Plate,
+    s: usize,
+    bg: impl Fn(usize, usize, usize) -> [f32; 3],
+    covers: impl Fn(usize, usize, usize) -> Option<[f32; 3]>,
+) -> f32 {
+    let want = truth(1, s, bg);
+    let plane = s * s;
+    let (mut sum, mut count) = (0f32, 0usize);
+    for y in 0..s {
+        for x in 0..s {
+            if covers(0, x, y).is_some() {
+                for c in 0..3 {
+                    sum += (plate.rgb[c * plane + y * s + x] - want[c * plane + y * s + x]).abs();
+                }
+                count += 3;
+            }
+        }
+    }
+    sum / count as f32 * 255.0
+}
+
 fn run(
     frames: usize,
     size: usize,
@@ -302,20 +326,7 @@ fn a_checker_of_fractional_cells_is_recovered_under_a_still_character() {
         ),
         other => panic!("{other:?}"),
     }
-    let want = truth(1, s, bg);
-    let plane = s * s;
-    let (mut sum, mut count) = (0f32, 0usize);
-    for y in 0..s {
-        for x in 0..s {
-            if still(0, x, y).is_some() {
-                for c in 0..3 {
-                    sum += (plate.rgb[c * plane + y * s + x] - want[c * plane + y * s + x]).abs();
-                }
-                count += 3;
-            }
-        }
-    }
-    let under = sum / count as f32 * 255.0;
+    let under = error_under(&plate, s, bg, still);
     assert!(under <= 4.0, "error under the character {under}");
 }
 
@@ -352,20 +363,7 @@ fn a_large_checker_is_recovered_behind_a_still_character_on_the_edge() {
             period: (128.0, 128.0)
         }
     );
-    let want = truth(1, s, bg);
-    let plane = s * s;
-    let (mut sum, mut count) = (0f32, 0usize);
-    for y in 0..s {
-        for x in 0..s {
-            if still(0, x, y).is_some() {
-                for c in 0..3 {
-                    sum += (plate.rgb[c * plane + y * s + x] - want[c * plane + y * s + x]).abs();
-                }
-                count += 3;
-            }
-        }
-    }
-    let under = sum / count as f32 * 255.0;
+    let under = error_under(&plate, s, bg, still);
     assert!(under <= 2.0, "error under the character {under}");
 }
 
