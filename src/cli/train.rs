@@ -782,6 +782,21 @@ fn validate(args: &ValidateArgs) -> anyhow::Result<bool> {
             .collect::<crate::Result<Vec<_>>>()?;
         reports.push(report("plate + ramp (no network)", &samples, &plated)?);
         keep(plated);
+        // The same without the local ramp end: what the parts rule adds.
+        let frame_ramp = KeyPrior {
+            local: None,
+            ..KeyPrior::plate()
+        };
+        let plated = samples
+            .iter()
+            .map(|s| plate_key(s, &frame_ramp))
+            .collect::<crate::Result<Vec<_>>>()?;
+        reports.push(report(
+            "plate + frame ramp (no network)",
+            &samples,
+            &plated,
+        )?);
+        keep(plated);
     }
     let dev = Device::Cpu;
     for spec in &args.models {

@@ -30,12 +30,13 @@ pub mod sd;
 pub mod weights;
 
 pub use ildiff::{
-    augment, codec, conv3d, layout, offset_encoder, sam, temporal, transparent_decoder,
+    augment, codec, conv3d, layout, local_ramp, offset_encoder, sam, temporal, transparent_decoder,
 };
 
 pub use codec::{LatentCodec, SdVae, SmallCodec, SmallCodecConfig};
 pub use ildiff::{IldiffConfig, IldiffDecoder};
 pub use layout::{LayoutAdapter, LayoutAdapterConfig};
+pub use local_ramp::LocalRamp;
 pub use offset_encoder::{OffsetEncoder, OffsetEncoderConfig};
 pub use temporal::{TemporalConfig, TemporalStack};
 pub use transparent_decoder::{

@@ -75,7 +75,7 @@ pub fn colour_key(sample: &Sample, rule: &KeyPrior) -> Vec<Plane> {
                 v[v.len() / 2]
             };
             let key = [median(ch(0)), median(ch(1)), median(ch(2))];
-            ramped(sample, t, rule, |c, _| key[c])
+            ramped(sample, t, rule, |c, _| key[c], None)
         })
         .collect()
 }
@@ -87,7 +87,15 @@ fn border(s: usize) -> impl Iterator<Item = usize> {
 
 /// Frame `t`'s alpha keyed against the background colour `bg(channel, pixel)`, with `rule`'s
 /// ramp for the frame (set from the border's distances).
-fn ramped(sample: &Sample, t: usize, rule: &KeyPrior, bg: impl Fn(usize, usize) -> f32) -> Plane {
+/// `plate_conf` is the plate's confidence for the frame, which the local ramp end reads
+/// (without one, the border's agreement with the key, as the model reads it).
+fn ramped(
+    sample: &Sample,
+    t: usize,
+    rule: &KeyPrior,
+    bg: impl Fn(usize, usize) -> f32,
+    plate_conf: Option<&[f32]>,
+) -> Plane {
     let s = sample.size;
     let n = s * s;
     let dist: Vec<f32> = (0..n)
@@ -100,7 +108,28 @@ fn ramped(sample: &Sample, t: usize, rule: &KeyPrior, bg: impl Fn(usize, usize) 
         .collect();
     let border_dist: Vec<f32> = border(s).map(|k| dist[k]).collect();
     let ramp = rule.frame_ramp(&border_dist, &dist);
-    let data = dist.iter().map(|&d| KeyPrior::ramp(d, ramp)).collect();
+    let data = match rule.local {
+        Some(local) => {
+            let diff: Vec<f32> = (0..3)
+                .flat_map(|c| (0..n).map(move |k| (c, k)))
+                .map(|(c, k)| sample.rgb[(t * 3 + c) * n + k] - bg(c, k))
+                .collect();
+            let planes = [&diff[..n], &diff[n..2 * n], &diff[2 * n..]];
+            // Without a plate the model trusts its border colour as far as the border agrees.
+            let agree = border_dist.iter().filter(|&&d| d < ramp.0).count() as f32
+                / border_dist.len().max(1) as f32;
+            let flat;
+            let conf = match plate_conf {
+                Some(c) => c,
+                None => {
+                    flat = vec![agree; n];
+                    &flat
+                }
+            };
+            local.alpha(planes, conf, s, s, ramp)
+        }
+        None => dist.iter().map(|&d| KeyPrior::ramp(d, ramp)).collect(),
+    };
     Plane { w: s, h: s, data }
 }
 
@@ -114,7 +143,16 @@ pub fn plate_key(sample: &Sample, rule: &KeyPrior) -> Result<Vec<Plane>> {
         return Err(Error::Invalid("the validation sample has no plate".into()));
     }
     Ok((0..sample.frames)
-        .map(|t| ramped(sample, t, rule, |c, k| sample.plate[(t * 4 + c) * n + k]))
+        .map(|t| {
+            let conf = &sample.plate[(t * 4 + 3) * n..(t * 4 + 4) * n];
+            ramped(
+                sample,
+                t,
+                rule,
+                |c, k| sample.plate[(t * 4 + c) * n + k],
+                Some(conf),
+            )
+        })
         .collect())
 }
 

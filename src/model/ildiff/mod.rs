@@ -16,6 +16,7 @@ pub mod augment;
 pub mod codec;
 pub mod conv3d;
 pub mod layout;
+pub mod local_ramp;
 pub mod offset_encoder;
 pub mod sam;
 pub mod temporal;

@@ -17,6 +17,7 @@ use candle_nn::{Conv2dConfig, Init, Linear, VarBuilder};
 use serde::{Deserialize, Serialize};
 
 use super::augment::{Dihedral, crop, lower_median, mirror_pad};
+use super::local_ramp::LocalRamp;
 
 /// Largest attention score matrix computed at once, in elements; bigger ones are split over
 /// heads so a 1024-px decode does not need gigabytes for one softmax.
@@ -91,6 +92,11 @@ pub struct KeyPrior {
     /// generalisation of the colour key.
     #[serde(default)]
     pub plate: bool,
+    /// With a plate: each pixel's ramp ends where its neighbours in its own colour direction
+    /// reach ([`LocalRamp`]), so parts close to the background's colour key opaque. `None`
+    /// (and in files written before it existed) keeps the frame's ramp.
+    #[serde(default)]
+    pub local: Option<LocalRamp>,
 }
 
 /// A per-frame ramp, the way a chroma keyer's tolerance and softness are set by hand:
@@ -130,6 +136,7 @@ impl Default for KeyPrior {
             adaptive: None,
             gate_learned: Self::legacy_gate_learned(),
             plate: false,
+            local: None,
         }
     }
 }
@@ -142,13 +149,15 @@ impl KeyPrior {
     /// Input channels of the plate prior: keyed alpha, distance, confidence, plate RGB.
     pub const PLATE_CHANNELS: usize = 6;
 
-    /// The plate prior of a model trained with plates: the adaptive ramp, and a learned gate
-    /// range wide enough (σ(±4 ± 6)) that the network can overrule a wrong plate anywhere: a
-    /// prior must never hold the network back.
+    /// The plate prior of a model trained with plates: the adaptive ramp with each pixel's end
+    /// read from its part ([`LocalRamp`]), and a learned gate range wide enough (σ(±4 ± 6))
+    /// that the network can overrule a wrong plate anywhere: a prior must never hold the
+    /// network back.
     pub fn plate() -> Self {
         Self {
             plate: true,
             gate_learned: 6.0,
+            local: Some(LocalRamp::default()),
             ..Self::adaptive()
         }
     }
@@ -263,16 +272,34 @@ impl KeyPrior {
         }
         let rgb = plate.narrow(1, 0, 3)?;
         let conf = plate.narrow(1, 3, 1)?.contiguous()?;
-        let d = (&pixel - &rgb)?.sqr()?.sum_keepdim(1)?.sqrt()?;
-        let (alpha, _, _) = self.keyed(&d)?;
+        let diff = (&pixel - &rgb)?;
+        let d = diff.sqr()?.sum_keepdim(1)?.sqrt()?;
+        let (mut alpha, _, ramps) = self.keyed(&d)?;
+        if let Some(local) = self.local {
+            let diff = diff
+                .to_dtype(DType::F32)?
+                .flatten_from(1)?
+                .to_vec2::<f32>()?;
+            let cv = conf
+                .to_dtype(DType::F32)?
+                .flatten_from(1)?
+                .to_vec2::<f32>()?;
+            let n = h * w;
+            let mut v = Vec::with_capacity(b * n);
+            for ((df, cf), &ramp) in diff.iter().zip(&cv).zip(&ramps) {
+                let planes = [&df[..n], &df[n..2 * n], &df[2 * n..]];
+                v.extend(local.alpha(planes, cf, w, h, ramp));
+            }
+            alpha = Tensor::from_vec(v, (b, 1, h, w), d.device())?.to_dtype(d.dtype())?;
+        }
         let feats = Tensor::cat(&[&alpha, &d, &conf, &rgb], 1)?;
         Ok((alpha, feats))
     }
 
     /// Keyed alpha `[B, 1, H, W]` from the distances `d` `[B, 1, H, W]` to the key (or plate),
     /// each frame's ramp set by [`KeyPrior::frame_ramp`] from its border's distances; also
-    /// returns those border distances and each frame's ramp start.
-    fn keyed(&self, d: &Tensor) -> Result<(Tensor, Vec<Vec<f32>>, Vec<f32>)> {
+    /// returns those border distances and each frame's ramp `(lo, hi)`.
+    fn keyed(&self, d: &Tensor) -> Result<(Tensor, Vec<Vec<f32>>, Vec<Ramp>)> {
         let b = d.dim(0)?;
         let border_v = border_ring(d)?
             .flatten_from(1)?
@@ -282,17 +309,18 @@ impl KeyPrior {
             Some(_) => d.flatten_from(1)?.to_dtype(DType::F32)?.to_vec2::<f32>()?,
             None => vec![Vec::new(); b],
         };
-        let (mut los, mut spans) = (Vec::new(), Vec::new());
-        for (bd, dist) in border_v.iter().zip(&dist_v) {
-            let (lo, hi) = self.frame_ramp(bd, dist);
-            los.push(lo);
-            spans.push((hi - lo).max(1e-6));
-        }
+        let ramps: Vec<(f32, f32)> = border_v
+            .iter()
+            .zip(&dist_v)
+            .map(|(bd, dist)| self.frame_ramp(bd, dist))
+            .collect();
+        let los = ramps.iter().map(|r| r.0).collect();
+        let spans = ramps.iter().map(|(lo, hi)| (hi - lo).max(1e-6)).collect();
         let alpha = d
-            .broadcast_sub(&per_frame(los.clone(), d)?)?
+            .broadcast_sub(&per_frame(los, d)?)?
             .broadcast_div(&per_frame(spans, d)?)?
             .clamp(0f32, 1f32)?;
-        Ok((alpha, border_v, los))
+        Ok((alpha, border_v, ramps))
     }
 
     /// The border key: keyed alpha, the key features, and the key as a constant plate.
@@ -308,12 +336,14 @@ impl KeyPrior {
             .sqr()?
             .sum_keepdim(1)?
             .sqrt()?;
-        let (alpha, border_v, los) = self.keyed(&d)?;
+        let (alpha, border_v, ramps) = self.keyed(&d)?;
         // Per frame: the share of border pixels within the ramp's start (agreement).
         let agrees = border_v
             .iter()
-            .zip(&los)
-            .map(|(bd, &lo)| bd.iter().filter(|&&x| x < lo).count() as f32 / bd.len().max(1) as f32)
+            .zip(&ramps)
+            .map(|(bd, &(lo, _))| {
+                bd.iter().filter(|&&x| x < lo).count() as f32 / bd.len().max(1) as f32
+            })
             .collect();
         let agree = per_frame(agrees, &d)?
             .broadcast_as((b, 1, h, w))?
@@ -324,6 +354,9 @@ impl KeyPrior {
         Ok((alpha, feats, plate))
     }
 }
+
+/// One frame's ramp `(lo, hi)`.
+type Ramp = (f32, f32);
 
 fn one() -> usize {
     1
