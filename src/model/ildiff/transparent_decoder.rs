@@ -285,11 +285,18 @@ impl KeyPrior {
                 .flatten_from(1)?
                 .to_vec2::<f32>()?;
             let n = h * w;
-            let mut v = Vec::with_capacity(b * n);
-            for ((df, cf), &ramp) in diff.iter().zip(&cv).zip(&ramps) {
-                let planes = [&df[..n], &df[n..2 * n], &df[2 * n..]];
-                v.extend(local.alpha(planes, cf, w, h, ramp));
-            }
+            // Frames are independent: on both cores.
+            let v: Vec<f32> = crate::par::par_map(b, 2, |t| {
+                let df = &diff[t];
+                local.alpha(
+                    [&df[..n], &df[n..2 * n], &df[2 * n..]],
+                    &cv[t],
+                    w,
+                    h,
+                    ramps[t],
+                )
+            })
+            .concat();
             alpha = Tensor::from_vec(v, (b, 1, h, w), d.device())?.to_dtype(d.dtype())?;
         }
         let feats = Tensor::cat(&[&alpha, &d, &conf, &rgb], 1)?;
