@@ -29,8 +29,13 @@ pub struct LocalRamp {
     /// inpainted or rough plate is wrong in broad smooth patches, which would read as parts.
     pub conf_lo: f32,
     pub conf_hi: f32,
-    /// How far past the ramp's start a pixel must be to belong to a part.
+    /// How far past the ramp's start a pixel must be to belong to a part: at least `onset`,
+    /// and at least `onset_noise` × the start (which follows the border's noise): a
+    /// compressed background's errors inside a hole are flat, sharp-edged regions too.
     pub onset: f32,
+    /// (Files written before it existed read 0.)
+    #[serde(default)]
+    pub onset_noise: f32,
     /// How many pixels past a part's edge its colour may continue, fainter, before the edge
     /// counts as a fade.
     pub depth: usize,
@@ -53,6 +58,7 @@ impl Default for LocalRamp {
             conf_lo: 0.6,
             conf_hi: 0.9,
             onset: 0.02,
+            onset_noise: 1.0,
             depth: 4,
             soft_share: 0.15,
             flat: 0.35,
@@ -153,7 +159,8 @@ impl LocalRamp {
         same: &impl Fn(usize, usize) -> bool,
     ) -> Vec<bool> {
         let n = w * h;
-        let inside = |k: usize| dist[k] > lo + self.onset;
+        let onset = self.onset.max(self.onset_noise * lo);
+        let inside = |k: usize| dist[k] > lo + onset;
         let mut parent: Vec<u32> = (0..n as u32).collect();
         fn find(parent: &mut [u32], mut k: u32) -> u32 {
             while parent[k as usize] != k {
@@ -312,7 +319,7 @@ mod tests {
         // A faint uniform 5×5 part just past the start keeps `min_span` of ramp.
         for y in 8..13 {
             for x in 8..13 {
-                v[y * w + x] = 0.06;
+                v[y * w + x] = 0.07;
             }
         }
         let conf = vec![1.0; n];
@@ -323,10 +330,29 @@ mod tests {
             a[4 * w + 4]
         );
         assert!(
-            (a[10 * w + 10] - 0.03 / 0.05).abs() < 1e-5,
+            (a[10 * w + 10] - 0.04 / 0.05).abs() < 1e-5,
             "{}",
             a[10 * w + 10]
         );
+        // Over a noisy background (the ramp starts at 0.1) a region 0.05 past the start is
+        // within the noise's reach: a compressed plate's error, not a part.
+        for y in 8..13 {
+            for x in 8..13 {
+                v[y * w + x] = 0.15;
+            }
+        }
+        let noisy = LocalRamp::default().alpha(planes(&v), &conf, w, h, (0.1, 0.3));
+        assert!(
+            (noisy[10 * w + 10] - 0.25).abs() < 1e-5,
+            "{}",
+            noisy[10 * w + 10]
+        );
+        let trusting = LocalRamp {
+            onset_noise: 0.0,
+            ..LocalRamp::default()
+        };
+        let b = trusting.alpha(planes(&v), &conf, w, h, (0.1, 0.3));
+        assert!((b[10 * w + 10] - 1.0).abs() < 1e-5, "{}", b[10 * w + 10]);
     }
 
     #[test]
