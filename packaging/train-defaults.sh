@@ -40,6 +40,16 @@ $ildiff train decoder -o "$work/plate4" --init "$work/plate2/ildiff.safetensors"
     --size 256 --frames 16 --batch 1 --steps 120 --lr 3e-4 --warmup 10 \
     --checkpoint-every 20 --workers 1 --seed 14 --w-alpha 0.2 --w-mse 0 --w-psnr 0.05 \
     --w-grad 0.5 "${data[@]}" --art-share 0.9 --resume $flags
+# With each pixel's ramp ending where its part reaches (LocalRamp, 2026-12-07's eleventh
+# session): 600 steps, then 200 more once a part had to stand past the border's noise too.
+$ildiff train decoder -o "$work/plate6" --init "$work/plate4/ildiff.safetensors" --plate-prior \
+    --size 256 --frames 16 --batch 1 --steps 600 --lr 3e-4 --warmup 10 \
+    --checkpoint-every 50 --workers 1 --seed 16 --w-alpha 0.2 --w-mse 0 --w-psnr 0.05 \
+    --w-grad 0.5 "${data[@]}" --art-share 0.9 --resume $flags
+$ildiff train decoder -o "$work/plate7" --init "$work/plate6/ildiff.safetensors" --plate-prior \
+    --size 256 --frames 16 --batch 1 --steps 200 --lr 3e-4 --warmup 10 \
+    --checkpoint-every 20 --workers 1 --seed 17 --w-alpha 0.2 --w-mse 0 --w-psnr 0.05 \
+    --w-grad 0.5 "${data[@]}" --art-share 0.9 --resume $flags
 # The generator's own codec, trained on what it paints (stickers over the magenta key).
 $ildiff train codec -o "$work/gcodec" --over-key 255,0,255 --fg-weight 3 --channels 32,64,128 \
     --steps 2000 --stop-after 1250 --batch 4 --frames 2 --size 128 --lr 2e-3 --warmup 50 \
@@ -65,7 +75,7 @@ else
     generator="$work/gen10z/generator.safetensors"
 fi
 mkdir -p models/default
-cp "$work/plate4/ildiff.safetensors" models/default/ildiff.safetensors
+cp "$work/plate7/ildiff.safetensors" models/default/ildiff.safetensors
 cp "$generator" models/default/generator.safetensors
 $ildiff train validate --model previous="$work/default/ildiff.safetensors" \
     --model default=models/default/ildiff.safetensors --keying --clips 24 --size 256 --frames 16 \
