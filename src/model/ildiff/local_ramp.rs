@@ -67,6 +67,26 @@ impl Default for LocalRamp {
 }
 
 impl LocalRamp {
+    /// Whether the numbers make sense (a config read from a file is checked before use; a
+    /// huge window would make every matte crawl).
+    pub fn is_valid(&self) -> bool {
+        let shares = [
+            self.across,
+            self.support,
+            self.min_span,
+            self.onset,
+            self.onset_noise,
+            self.soft_share,
+            self.flat,
+        ];
+        (1..=8).contains(&self.radius)
+            && (1..=16).contains(&self.depth)
+            && shares.iter().all(|x| x.is_finite() && *x >= 0.0)
+            && self.conf_lo.is_finite()
+            && self.conf_hi.is_finite()
+            && self.conf_lo < self.conf_hi
+    }
+
     /// Keyed alpha of one `w`×`h` frame: `diff` holds the three planes of pixel − plate,
     /// `conf` the plate's confidence, `(lo, hi)` the frame's ramp. Never below the frame
     /// ramp's alpha, since the local end lies between the start and the frame's end.
@@ -394,6 +414,27 @@ mod tests {
         }
         let b = LocalRamp::default().alpha(planes(&v), &conf, w, h, (0.03, 0.3));
         assert!((b[30 * w + 30] - 1.0).abs() < 1e-5, "{}", b[30 * w + 30]);
+    }
+
+    #[test]
+    fn a_config_with_a_huge_window_or_reversed_confidence_is_refused() {
+        assert!(LocalRamp::default().is_valid());
+        let big = LocalRamp {
+            radius: 100,
+            ..LocalRamp::default()
+        };
+        assert!(!big.is_valid());
+        let reversed = LocalRamp {
+            conf_lo: 0.9,
+            conf_hi: 0.6,
+            ..LocalRamp::default()
+        };
+        assert!(!reversed.is_valid());
+        let nan = LocalRamp {
+            flat: f32::NAN,
+            ..LocalRamp::default()
+        };
+        assert!(!nan.is_valid());
     }
 
     #[test]

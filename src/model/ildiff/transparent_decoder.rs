@@ -518,6 +518,13 @@ impl TransparentDecoderConfig {
                 "transparent decoder config: key prior needs 0 <= lo < hi and a finite gate_learned >= 0, not {k:?}"
             );
         }
+        if let Some(l) = self.key_prior.and_then(|k| k.local)
+            && !l.is_valid()
+        {
+            bail!(
+                "transparent decoder config: local ramp needs radius 1..=8, conf_lo < conf_hi and finite shares >= 0, not {l:?}"
+            );
+        }
         Ok(())
     }
 
