@@ -24,32 +24,30 @@ $ildiff train codec -o "$work/codec" --steps 400 --batch 4 --frames 2 --size 128
 $ildiff train decoder -o "$work/default" --codec "$work/codec/codec.safetensors" \
     --steps 600 --batch 4 --frames 6 --size 128 --lr 2e-3 --warmup 40 --checkpoint-every 50 \
     --workers 1 --seed 7 --w-alpha 0.2 --w-mse 0 --w-psnr 0.05 --w-grad 0.5 "${data[@]}" --resume $flags
-# The plate-prior default: three fine-tunes at 256², 16 frames from the key-prior decoder (its
-# conv_in widened with zeros for the plate inputs), as models/README.md records.
-$ildiff train decoder -o "$work/plate1" --init "$work/default/ildiff.safetensors" --plate-prior \
-    --size 256 --frames 16 --batch 1 --steps 1200 --stop-after 250 --lr 1e-3 --warmup 20 \
-    --checkpoint-every 25 --workers 1 --seed 11 --w-alpha 0.2 --w-mse 0 --w-psnr 0.05 \
-    --w-grad 0.5 "${data[@]}" --art-share 0.9 --resume $flags
-$ildiff train decoder -o "$work/plate2" --init "$work/plate1/ildiff.safetensors" --plate-prior \
-    --size 256 --frames 16 --batch 1 --steps 1000 --lr 1e-3 --warmup 20 \
-    --checkpoint-every 25 --workers 1 --seed 12 --w-alpha 0.2 --w-mse 0 --w-psnr 0.05 \
-    --w-grad 0.5 "${data[@]}" --art-share 0.9 --resume $flags
+# The plate-prior default: fine-tunes at 256², 16 frames from the key-prior decoder (its
+# conv_in widened with zeros for the plate inputs), as models/README.md records. Each stage:
+# plate_tune OUT INIT, then its own steps, rate, checkpoints and seed.
+plate_tune() {
+    local out=$1 init=$2
+    shift 2
+    $ildiff train decoder -o "$work/$out" --init "$init" --plate-prior --size 256 --frames 16 \
+        --batch 1 --workers 1 --w-alpha 0.2 --w-mse 0 --w-psnr 0.05 --w-grad 0.5 \
+        "${data[@]}" --art-share 0.9 "$@" --resume $flags
+}
+plate_tune plate1 "$work/default/ildiff.safetensors" --steps 1200 --stop-after 250 --lr 1e-3 \
+    --warmup 20 --checkpoint-every 25 --seed 11
+plate_tune plate2 "$work/plate1/ildiff.safetensors" --steps 1000 --lr 1e-3 --warmup 20 \
+    --checkpoint-every 25 --seed 12
 # 120 steps with the key ramp that ends at 0.2-0.3 (the code's KeyPrior::plate(); plate2's
 # config still carries the older 0.6).
-$ildiff train decoder -o "$work/plate4" --init "$work/plate2/ildiff.safetensors" --plate-prior \
-    --size 256 --frames 16 --batch 1 --steps 120 --lr 3e-4 --warmup 10 \
-    --checkpoint-every 20 --workers 1 --seed 14 --w-alpha 0.2 --w-mse 0 --w-psnr 0.05 \
-    --w-grad 0.5 "${data[@]}" --art-share 0.9 --resume $flags
+plate_tune plate4 "$work/plate2/ildiff.safetensors" --steps 120 --lr 3e-4 --warmup 10 \
+    --checkpoint-every 20 --seed 14
 # With each pixel's ramp ending where its part reaches (LocalRamp, 2026-12-07's eleventh
 # session): 600 steps, then 200 more once a part had to stand past the border's noise too.
-$ildiff train decoder -o "$work/plate6" --init "$work/plate4/ildiff.safetensors" --plate-prior \
-    --size 256 --frames 16 --batch 1 --steps 600 --lr 3e-4 --warmup 10 \
-    --checkpoint-every 50 --workers 1 --seed 16 --w-alpha 0.2 --w-mse 0 --w-psnr 0.05 \
-    --w-grad 0.5 "${data[@]}" --art-share 0.9 --resume $flags
-$ildiff train decoder -o "$work/plate7" --init "$work/plate6/ildiff.safetensors" --plate-prior \
-    --size 256 --frames 16 --batch 1 --steps 200 --lr 3e-4 --warmup 10 \
-    --checkpoint-every 20 --workers 1 --seed 17 --w-alpha 0.2 --w-mse 0 --w-psnr 0.05 \
-    --w-grad 0.5 "${data[@]}" --art-share 0.9 --resume $flags
+plate_tune plate6 "$work/plate4/ildiff.safetensors" --steps 600 --lr 3e-4 --warmup 10 \
+    --checkpoint-every 50 --seed 16
+plate_tune plate7 "$work/plate6/ildiff.safetensors" --steps 200 --lr 3e-4 --warmup 10 \
+    --checkpoint-every 20 --seed 17
 # The generator's own codec, trained on what it paints (stickers over the magenta key).
 $ildiff train codec -o "$work/gcodec" --over-key 255,0,255 --fg-weight 3 --channels 32,64,128 \
     --steps 2000 --stop-after 1250 --batch 4 --frames 2 --size 128 --lr 2e-3 --warmup 50 \

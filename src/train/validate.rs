@@ -98,31 +98,25 @@ fn ramped(
 ) -> Plane {
     let s = sample.size;
     let n = s * s;
+    // pixel − background, planar, once: the distance and the local ramp both read it.
+    let diff: Vec<f32> = (0..3)
+        .flat_map(|c| (0..n).map(move |k| (c, k)))
+        .map(|(c, k)| sample.rgb[(t * 3 + c) * n + k] - bg(c, k))
+        .collect();
+    let planes = [&diff[..n], &diff[n..2 * n], &diff[2 * n..]];
     let dist: Vec<f32> = (0..n)
-        .map(|k| {
-            (0..3)
-                .map(|c| (sample.rgb[(t * 3 + c) * n + k] - bg(c, k)).powi(2))
-                .sum::<f32>()
-                .sqrt()
-        })
+        .map(|k| planes.iter().map(|p| p[k] * p[k]).sum::<f32>().sqrt())
         .collect();
     let border_dist: Vec<f32> = border(s).map(|k| dist[k]).collect();
     let ramp = rule.frame_ramp(&border_dist, &dist);
     let data = match rule.local {
         Some(local) => {
-            let diff: Vec<f32> = (0..3)
-                .flat_map(|c| (0..n).map(move |k| (c, k)))
-                .map(|(c, k)| sample.rgb[(t * 3 + c) * n + k] - bg(c, k))
-                .collect();
-            let planes = [&diff[..n], &diff[n..2 * n], &diff[2 * n..]];
             // Without a plate the model trusts its border colour as far as the border agrees.
-            let agree = border_dist.iter().filter(|&&d| d < ramp.0).count() as f32
-                / border_dist.len().max(1) as f32;
             let flat;
             let conf = match plate_conf {
                 Some(c) => c,
                 None => {
-                    flat = vec![agree; n];
+                    flat = vec![KeyPrior::agreement(&border_dist, ramp.0); n];
                     &flat
                 }
             };

@@ -109,7 +109,6 @@ impl LocalRamp {
             dot >= cos_min * dist[p] * dist[q] && dist[q] > lo
         };
         let parts = self.parts(&dist, w, h, lo, &same);
-        let accepted = |k: usize| parts[k];
         let r = self.radius as isize;
         let floor = (lo + self.min_span).min(hi);
         let mut out = vec![0f32; n];
@@ -127,7 +126,7 @@ impl LocalRamp {
                     let u = [diff[0][k] / d, diff[1][k] / d, diff[2][k] / d];
                     // A pixel of an accepted part reaches at least itself; a rim pixel only
                     // as far as an accepted part beside it.
-                    let mut reach: f32 = if accepted(k) { d } else { 0.0 };
+                    let mut reach: f32 = if parts[k] { d } else { 0.0 };
                     let (mut along, mut seen) = (0usize, 0usize);
                     let (x0, x1) = (
                         (x as isize - r).max(0),
@@ -149,7 +148,7 @@ impl LocalRamp {
                             let cross2 = (dist[q] * dist[q] - s * s).max(0.0);
                             if cross2 <= (self.across * s).powi(2) {
                                 along += 1;
-                                if accepted(q) {
+                                if parts[q] {
                                     reach = reach.max(s);
                                 }
                             }

@@ -210,6 +210,12 @@ impl KeyPrior {
         (lo, hi)
     }
 
+    /// The share of a frame's border distances within the ramp's start `lo`: how far the
+    /// border agrees with the key (the confidence of a border-colour plate).
+    pub fn agreement(border: &[f32], lo: f32) -> f32 {
+        border.iter().filter(|&&x| x < lo).count() as f32 / border.len().max(1) as f32
+    }
+
     /// Keyed alpha for one distance under a frame's ramp.
     pub fn ramp(d: f32, (lo, hi): (f32, f32)) -> f32 {
         ((d - lo) / (hi - lo).max(1e-6)).clamp(0.0, 1.0)
@@ -348,9 +354,7 @@ impl KeyPrior {
         let agrees = border_v
             .iter()
             .zip(&ramps)
-            .map(|(bd, &(lo, _))| {
-                bd.iter().filter(|&&x| x < lo).count() as f32 / bd.len().max(1) as f32
-            })
+            .map(|(bd, &(lo, _))| Self::agreement(bd, lo))
             .collect();
         let agree = per_frame(agrees, &d)?
             .broadcast_as((b, 1, h, w))?
