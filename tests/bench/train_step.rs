@@ -11,7 +11,7 @@
 //! nothing. candle's reference training step is slow (minutes at 256²): it runs at 128² (and
 //! for the forward) only, unless `ILDIFF_BENCH_CANDLE=all`; `=forward` runs candle for the
 //! forward only, `=none` skips candle altogether. `ILDIFF_BENCH=train` or `=forward` runs one
-//! half.
+//! half; `ILDIFF_BENCH_SIZES=128` picks the training sizes.
 
 use std::time::Instant;
 
@@ -140,7 +140,12 @@ fn main() -> candle_core::Result<()> {
     println!("candle threads: {}", candle_core::utils::get_num_threads());
     let cfg = bench_decoder_config();
     let batch = 8;
-    let sizes: &[usize] = if part == "forward" { &[] } else { &[128, 256] };
+    // `ILDIFF_BENCH_SIZES=128` (comma-separated) times only those training sizes.
+    let sizes: Vec<usize> = match std::env::var("ILDIFF_BENCH_SIZES") {
+        Ok(list) => list.split(',').filter_map(|s| s.trim().parse().ok()).collect(),
+        Err(_) => vec![128, 256],
+    };
+    let sizes: &[usize] = if part == "forward" { &[] } else { &sizes };
     for &size in sizes {
         for (fast, steps) in [(true, 5), (false, 1)] {
             if !fast && !candle_at(size) {

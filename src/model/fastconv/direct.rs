@@ -1,25 +1,90 @@
-//! A direct 3×3, padding-1 convolution (stride 1 or 2) for AVX2 + FMA CPUs: the forward of
-//! most of our convs.
+//! A direct 3×3, padding-1 convolution (stride 1 or 2) for AVX2 + FMA and AVX-512 CPUs: the
+//! forward of most of our convs, and the input gradient of the stride-1 ones.
 //!
 //! Why: our decoder's convs have few output channels (8–64) over large images, so the im2col
 //! path copies each input value nine times into the column buffer and gemm packs it once more,
 //! for only 8–64 multiply-adds per copied value; in `perf` of `ildiff matte` the copies cost
 //! about half as much as the gemm itself. Here each task copies its input rows once into a
-//! zero-bordered buffer, and a register-blocked kernel (4 output channels × 16 pixels in 8
-//! accumulators) reads them straight from there: per kernel tap two loads and four broadcasts
-//! feed eight FMAs.
+//! zero-bordered buffer, and a register-blocked kernel reads them straight from there. With
+//! AVX2 a block is 4 output channels × 16 pixels in 8 accumulators (per kernel tap two loads
+//! and four broadcasts feed eight FMAs). Where the CPU has AVX-512 (the training machine
+//! does), a block holds 16 accumulators of 16 floats, shaped by the output width (see
+//! [`Plan`]): twice the work per instruction and twice the FMAs per load, which took the
+//! training step's share of this kernel roughly in half.
 //!
 //! Sums run in another order than the gemm's, so results differ from the im2col path by float
-//! rounding only (tested).
+//! rounding only (tested, for every block shape).
 
 use super::kernels::{ConvGeom, SendPtr, has_avx2, run_tasks};
 
-/// Output channels per register block.
-const CO_BLOCK: usize = 4;
-/// Output pixels per register block (two AVX vectors).
-const X_BLOCK: usize = 16;
 /// Floats of the padded input buffer one task aims for (≈256 KiB, in L2 with the weights).
 const TILE_FLOATS: usize = if cfg!(test) { 400 } else { 64 * 1024 };
+
+/// How a conv's output is cut into register blocks, and which kernel computes them.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) enum Plan {
+    /// AVX2 + FMA: 4 output channels × 16 pixels of one row.
+    Avx2,
+    /// AVX-512: `co` output channels × `nv` 16-float vectors × `nr` output rows (16
+    /// accumulators in every shape). Wide rows take 4 channels × 64 pixels; narrow ones more
+    /// channels or rows, so that few lanes fall past the row's end.
+    Avx512 { co: usize, nv: usize, nr: usize },
+}
+
+impl Plan {
+    /// The fastest plan this CPU runs for output width `wo` and `c_out` channels, or None
+    /// without AVX2 + FMA.
+    fn best(wo: usize, c_out: usize) -> Option<Plan> {
+        if has_avx512() {
+            Some(Plan::avx512_for(wo, c_out))
+        } else if has_avx2(true) {
+            Some(Plan::Avx2)
+        } else {
+            None
+        }
+    }
+
+    fn avx512_for(wo: usize, c_out: usize) -> Plan {
+        let many = c_out > 4;
+        let (co, nv, nr) = match wo {
+            33.. => (4, 4, 1),
+            17..=32 if many => (8, 2, 1),
+            17..=32 => (4, 2, 2),
+            _ if many => (8, 1, 2),
+            _ => (4, 1, 4),
+        };
+        Plan::Avx512 { co, nv, nr }
+    }
+
+    /// Output channels per block.
+    fn co(self) -> usize {
+        match self {
+            Plan::Avx2 => 4,
+            Plan::Avx512 { co, .. } => co,
+        }
+    }
+
+    /// Output pixels per block along a row.
+    fn x_block(self) -> usize {
+        match self {
+            Plan::Avx2 => 16,
+            Plan::Avx512 { nv, .. } => 16 * nv,
+        }
+    }
+}
+
+/// Whether this CPU runs AVX-512 F (std caches the answer).
+#[inline]
+fn has_avx512() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::is_x86_feature_detected!("avx512f")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
 
 /// Whether [`conv3x3`] can run this conv on this CPU.
 pub(crate) fn applies(g: &ConvGeom) -> bool {
@@ -35,28 +100,43 @@ pub(crate) fn conv3x3(
     w: &[f32],
     bias: Option<&[f32]>,
 ) -> Vec<f32> {
+    let plan = Plan::best(g.wo, g.c_out).expect("conv3x3 is called only where `applies` holds");
+    conv3x3_with(plan, g, batch, x, w, bias)
+}
+
+/// [`conv3x3`] with a chosen plan (tests run every plan the CPU has).
+fn conv3x3_with(
+    plan: Plan,
+    g: &ConvGeom,
+    batch: usize,
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+) -> Vec<f32> {
     let (c, h, wd, s) = (g.c_in, g.h, g.w, g.stride);
     let (ho, wo) = (g.ho, g.wo);
-    let blocks = g.c_out.div_ceil(CO_BLOCK);
+    let co_block = plan.co();
+    let x_block = plan.x_block();
+    let blocks = g.c_out.div_ceil(co_block);
     // Weights as [block][ci][tap][co in block], zero past Cout: one broadcast per (tap, co).
-    let mut wp = vec![0f32; blocks * c * 9 * CO_BLOCK];
+    let mut wp = vec![0f32; blocks * c * 9 * co_block];
     for co in 0..g.c_out {
-        let (b, o) = (co / CO_BLOCK, co % CO_BLOCK);
+        let (b, o) = (co / co_block, co % co_block);
         for ci in 0..c {
             for tap in 0..9 {
-                wp[((b * c + ci) * 9 + tap) * CO_BLOCK + o] = w[co * c * 9 + ci * 9 + tap];
+                wp[((b * c + ci) * 9 + tap) * co_block + o] = w[co * c * 9 + ci * 9 + tap];
             }
         }
     }
     // A padded row is the input row with a zero on the left (padded position k holds input
     // pixel k − 1), zero past the image. Output pixel x reads padded positions s·x + j. For
     // stride 2 the row is stored deinterleaved, even positions then odd ones, so that every
-    // tap still reads 16 consecutive floats: j = 0 and 2 the even half at x and x + 1, j = 1
-    // the odd half at x.
-    let xb = wo.div_ceil(X_BLOCK);
-    let half = xb * X_BLOCK + 1;
+    // tap still reads a block of consecutive floats: j = 0 and 2 the even half at x and
+    // x + 1, j = 1 the odd half at x.
+    let xb = wo.div_ceil(x_block);
+    let half = xb * x_block + 1;
     let (stride, cols) = if s == 1 {
-        (xb * X_BLOCK + 2, [0, 1, 2])
+        (xb * x_block + 2, [0, 1, 2])
     } else {
         (2 * half, [0, half, 1])
     };
@@ -121,14 +201,41 @@ pub(crate) fn conv3x3(
                 r0,
             };
             for b in 0..blocks {
-                let wb = &wp[b * c * 9 * CO_BLOCK..(b + 1) * c * 9 * CO_BLOCK];
-                // SAFETY: `applies` checked AVX2 and FMA; the pointers cover the tile (see
-                // `Tile`).
-                unsafe { block_avx2(&geo, pad, wb, bias, b, dst) };
+                let wb = &wp[b * c * 9 * co_block..(b + 1) * c * 9 * co_block];
+                // SAFETY: the plan was made for this CPU's features (`Plan::best`, or the
+                // tests' check); the pointers cover the tile (see `Tile`).
+                unsafe { run_block(plan, &geo, pad, wb, bias, b, dst) };
             }
         },
     );
     out
+}
+
+/// Calls the kernel of `plan` for output channel block `b` of one tile.
+///
+/// # Safety
+/// As [`block_avx2`], with the CPU features `plan` needs.
+unsafe fn run_block(
+    plan: Plan,
+    t: &Tile,
+    pad: &[f32],
+    wb: &[f32],
+    bias: Option<&[f32]>,
+    b: usize,
+    dst: *mut f32,
+) {
+    // SAFETY (all arms): the caller's contract.
+    unsafe {
+        match plan {
+            Plan::Avx2 => block_avx2(t, pad, wb, bias, b, dst),
+            Plan::Avx512 { co: 4, nv: 4, nr: 1 } => block_avx512::<4, 4, 1>(t, pad, wb, bias, b, dst),
+            Plan::Avx512 { co: 8, nv: 2, nr: 1 } => block_avx512::<8, 2, 1>(t, pad, wb, bias, b, dst),
+            Plan::Avx512 { co: 4, nv: 2, nr: 2 } => block_avx512::<4, 2, 2>(t, pad, wb, bias, b, dst),
+            Plan::Avx512 { co: 8, nv: 1, nr: 2 } => block_avx512::<8, 1, 2>(t, pad, wb, bias, b, dst),
+            Plan::Avx512 { co: 4, nv: 1, nr: 4 } => block_avx512::<4, 1, 4>(t, pad, wb, bias, b, dst),
+            Plan::Avx512 { .. } => unreachable!("Plan::avx512_for makes only the shapes above"),
+        }
+    }
 }
 
 /// One task's geometry.
@@ -168,6 +275,8 @@ unsafe fn block_avx2(
     dst: *mut f32,
 ) {
     use std::arch::x86_64::*;
+    const CO_BLOCK: usize = 4;
+    const X_BLOCK: usize = 16;
     let co0 = b * CO_BLOCK;
     let live = (t.c_out - co0).min(CO_BLOCK);
     let bias_of = |o: usize| {
@@ -242,6 +351,133 @@ unsafe fn block_avx2(_: &Tile, _: &[f32], _: &[f32], _: Option<&[f32]>, _: usize
     unreachable!("conv3x3 runs only where `applies` found AVX2 and FMA")
 }
 
+/// Output channels `CO·b .. CO·b + CO` (those below Cout) of one tile, in blocks of `NR` rows
+/// × `NV` vectors of 16 pixels (the tile's last rows in blocks of one row).
+///
+/// # Safety
+/// The CPU must have AVX-512 F; `dst` as in [`block_avx2`].
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn block_avx512<const CO: usize, const NV: usize, const NR: usize>(
+    t: &Tile,
+    pad: &[f32],
+    wb: &[f32],
+    bias: Option<&[f32]>,
+    b: usize,
+    dst: *mut f32,
+) {
+    let co0 = b * CO;
+    let live = (t.c_out - co0).min(CO);
+    let mut init = [0f32; CO];
+    for (o, v) in init.iter_mut().enumerate().take(live) {
+        *v = bias.map_or(0.0, |bs| bs[co0 + o]);
+    }
+    let xb = t.width.div_ceil(16 * NV);
+    let mut r = 0;
+    while r < t.rows {
+        let nr = if t.rows - r >= NR { NR } else { 1 };
+        for bx in 0..xb {
+            let at = (r, bx * 16 * NV);
+            // SAFETY: the caller's contract; rows r .. r + nr are in the tile.
+            unsafe {
+                if nr == NR {
+                    rows_avx512::<CO, NV, NR>(t, pad, wb, &init, (co0, live), at, dst)
+                } else {
+                    rows_avx512::<CO, NV, 1>(t, pad, wb, &init, (co0, live), at, dst)
+                }
+            }
+        }
+        r += nr;
+    }
+}
+
+/// One register block of [`block_avx512`]: output rows `at.0 .. at.0 + NR` of the tile, pixels
+/// `at.1 ..` (`16·NV` of them, those inside the row stored), output channels `ch.0 ..` (the
+/// `ch.1` below Cout stored).
+///
+/// # Safety
+/// As [`block_avx512`].
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn rows_avx512<const CO: usize, const NV: usize, const NR: usize>(
+    t: &Tile,
+    pad: &[f32],
+    wb: &[f32],
+    init: &[f32; CO],
+    ch: (usize, usize),
+    at: (usize, usize),
+    dst: *mut f32,
+) {
+    use std::arch::x86_64::*;
+    let (r, x0) = at;
+    let (co0, live) = ch;
+    let mut acc = [[[_mm512_setzero_ps(); NV]; NR]; CO];
+    for (o, a) in acc.iter_mut().enumerate() {
+        *a = [[_mm512_set1_ps(init[o]); NV]; NR];
+    }
+    for ci in 0..t.c {
+        let wc = &wb[ci * 9 * CO..(ci + 1) * 9 * CO];
+        for i in 0..3 {
+            for (j, &col) in t.cols.iter().enumerate() {
+                let mut v = [[_mm512_setzero_ps(); NV]; NR];
+                for (rr, vr) in v.iter_mut().enumerate() {
+                    let row = (ci * t.pad_rows + t.step * (r + rr) + i) * t.stride;
+                    // Inside the padded row (see `conv3x3_with`'s layout); bounds-checked.
+                    let src = &pad[row + col + x0..][..16 * NV];
+                    for (k, vk) in vr.iter_mut().enumerate() {
+                        // SAFETY: `src` holds 16·NV floats.
+                        *vk = unsafe { _mm512_loadu_ps(src.as_ptr().add(16 * k)) };
+                    }
+                }
+                let wt = &wc[(i * 3 + j) * CO..(i * 3 + j + 1) * CO];
+                for (o, a) in acc.iter_mut().enumerate() {
+                    let w = _mm512_set1_ps(wt[o]);
+                    for (ar, vr) in a.iter_mut().zip(&v) {
+                        for (ak, vk) in ar.iter_mut().zip(vr) {
+                            *ak = _mm512_fmadd_ps(*vk, w, *ak);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let n = (16 * NV).min(t.width - x0);
+    for (o, a) in acc.iter().enumerate().take(live) {
+        for (rr, ar) in a.iter().enumerate() {
+            let y = t.r0 + r + rr;
+            for (k, ak) in ar.iter().enumerate() {
+                let valid = n.saturating_sub(16 * k).min(16);
+                if valid == 0 {
+                    break;
+                }
+                // SAFETY: channel co0 + o < Cout, row y of this tile, pixels x0 + 16·k ..
+                // + valid < W: inside the image and this call's own rows (see the contract).
+                unsafe {
+                    let out = dst.add((co0 + o) * t.plane + y * t.width + x0 + 16 * k);
+                    if valid == 16 {
+                        _mm512_storeu_ps(out, *ak);
+                    } else {
+                        _mm512_mask_storeu_ps(out, ((1u32 << valid) - 1) as __mmask16, *ak);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn block_avx512<const CO: usize, const NV: usize, const NR: usize>(
+    _: &Tile,
+    _: &[f32],
+    _: &[f32],
+    _: Option<&[f32]>,
+    _: usize,
+    _: *mut f32,
+) {
+    unreachable!("conv3x3 runs AVX-512 blocks only where the CPU has AVX-512")
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::kernels::{
@@ -273,6 +509,22 @@ mod tests {
         assert!(worst < 1e-4, "{what}: off by {worst}");
     }
 
+    /// Every block shape this CPU can run (AVX-512's only where it has AVX-512).
+    fn plans() -> Vec<Plan> {
+        let mut plans = vec![Plan::Avx2];
+        if has_avx512() {
+            let shapes = [(4, 4, 1), (8, 2, 1), (4, 2, 2), (8, 1, 2), (4, 1, 4)];
+            plans.extend(shapes.map(|(co, nv, nr)| Plan::Avx512 { co, nv, nr }));
+            // The shapes `Plan::best` picks are among them.
+            for (wo, c_out) in [(128, 16), (64, 4), (32, 64), (20, 3), (16, 128), (8, 4)] {
+                assert!(plans.contains(&Plan::avx512_for(wo, c_out)), "{wo} {c_out}");
+            }
+        } else {
+            eprintln!("no AVX-512 here: only the AVX2 kernel is checked");
+        }
+        plans
+    }
+
     #[test]
     fn direct_3x3_equals_im2col_to_rounding() {
         if !has_avx2(true) {
@@ -289,12 +541,15 @@ mod tests {
             (2, 16, 5, 12, 33),
             (1, 36, 8, 7, 40),
             (1, 4, 3, 1, 7),
+            (1, 1, 6, 11, 70),
+            (2, 2, 9, 7, 130),
         ];
         let stride2: &[(usize, usize, usize, usize, usize)] = &[
             (1, 3, 16, 9, 9),
             (2, 8, 8, 16, 40),
             (1, 5, 6, 2, 3),
             (1, 16, 20, 13, 34),
+            (1, 2, 8, 13, 131),
         ];
         for (s, cases, (sx, sw)) in [(1, stride1, (1, 7)), (2, stride2, (5, 9))] {
             for &(batch, c, c_out, h, w) in cases {
@@ -316,6 +571,14 @@ mod tests {
                         &want,
                         &format!("stride {s} {batch}x{c}->{c_out} {h}x{w}"),
                     );
+                    for plan in plans() {
+                        let got = conv3x3_with(plan, &g, batch, &x, &wt, b);
+                        assert_close(
+                            &got,
+                            &want,
+                            &format!("{plan:?} stride {s} {batch}x{c}->{c_out} {h}x{w}"),
+                        );
+                    }
                 }
             }
         }
