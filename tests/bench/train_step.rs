@@ -142,7 +142,10 @@ fn main() -> candle_core::Result<()> {
     let batch = 8;
     // `ILDIFF_BENCH_SIZES=128` (comma-separated) times only those training sizes.
     let sizes: Vec<usize> = match std::env::var("ILDIFF_BENCH_SIZES") {
-        Ok(list) => list.split(',').filter_map(|s| s.trim().parse().ok()).collect(),
+        Ok(list) => list
+            .split(',')
+            .filter_map(|s| s.trim().parse().ok())
+            .collect(),
         Err(_) => vec![128, 256],
     };
     let sizes: &[usize] = if part == "forward" { &[] } else { &sizes };

@@ -113,8 +113,7 @@ fn conv3x3_with(
     w: &[f32],
     bias: Option<&[f32]>,
 ) -> Vec<f32> {
-    let (c, h, wd, s) = (g.c_in, g.h, g.w, g.stride);
-    let (ho, wo) = (g.ho, g.wo);
+    let c = g.c_in;
     let co_block = plan.co();
     let x_block = plan.x_block();
     let blocks = g.c_out.div_ceil(co_block);
@@ -128,75 +127,28 @@ fn conv3x3_with(
             }
         }
     }
-    // A padded row is the input row with a zero on the left (padded position k holds input
-    // pixel k − 1), zero past the image. Output pixel x reads padded positions s·x + j. For
-    // stride 2 the row is stored deinterleaved, even positions then odd ones, so that every
-    // tap still reads a block of consecutive floats: j = 0 and 2 the even half at x and
-    // x + 1, j = 1 the odd half at x.
-    let xb = wo.div_ceil(x_block);
-    let half = xb * x_block + 1;
-    let (stride, cols) = if s == 1 {
-        (xb * x_block + 2, [0, 1, 2])
-    } else {
-        (2 * half, [0, half, 1])
-    };
-    let rows = (TILE_FLOATS / (c * stride * s)).clamp(1, ho);
-    let pad_rows = s * (rows - 1) + 3;
-    let tiles = ho.div_ceil(rows);
-    let mut out = vec![0f32; batch * g.c_out * ho * wo];
+    let pl = Padding::new(g, x_block);
+    let mut out = vec![0f32; batch * g.c_out * g.ho * g.wo];
     let outp = SendPtr(out.as_mut_ptr());
-    let (plane, out_plane) = (h * wd, ho * wo);
+    let out_plane = g.ho * g.wo;
     run_tasks(
-        batch * tiles,
+        batch * pl.tiles,
         g.c_out * c * 9 * out_plane * batch,
-        || vec![0f32; c * pad_rows * stride],
+        || vec![0f32; c * pl.pad_rows * pl.stride],
         |pad, task| {
-            let (bi, t) = (task / tiles, task % tiles);
-            let (r0, r1) = (t * rows, (t * rows + rows).min(ho));
-            let n_rows = r1 - r0;
-            let img = &x[bi * c * plane..(bi + 1) * c * plane];
-            // Input rows s·r0 − 1 .. into the padded buffer (zeros outside the image).
-            for ci in 0..c {
-                for pr in 0..s * (n_rows - 1) + 3 {
-                    let dst = &mut pad[(ci * pad_rows + pr) * stride..][..stride];
-                    let y = (s * r0 + pr) as isize - 1;
-                    if y < 0 || y >= h as isize {
-                        dst.fill(0.0);
-                        continue;
-                    }
-                    let src = &img[ci * plane + y as usize * wd..][..wd];
-                    if s == 1 {
-                        dst[0] = 0.0;
-                        dst[1..=wd].copy_from_slice(src);
-                        dst[wd + 1..].fill(0.0);
-                    } else {
-                        dst.fill(0.0);
-                        let (even, odd) = dst.split_at_mut(half);
-                        // Padded position k = i + 1: even k in `even[k / 2]`, odd in `odd`.
-                        for (m, e) in even.iter_mut().enumerate().skip(1) {
-                            if 2 * m - 1 < wd {
-                                *e = src[2 * m - 1];
-                            }
-                        }
-                        for (m, o) in odd.iter_mut().enumerate() {
-                            if 2 * m < wd {
-                                *o = src[2 * m];
-                            }
-                        }
-                    }
-                }
-            }
-            // SAFETY: task (bi, t) alone writes rows [r0, r1) of image bi's channels.
+            let (bi, t) = (task / pl.tiles, task % pl.tiles);
+            let (r0, n_rows) = pl.fill(g, x, bi, t, pad);
+            // SAFETY: task (bi, t) alone writes rows r0 .. r0 + n_rows of image bi's channels.
             let dst = unsafe { outp.get().add(bi * g.c_out * out_plane) };
             let geo = Tile {
                 c,
                 c_out: g.c_out,
                 rows: n_rows,
-                pad_rows,
-                stride,
-                step: s,
-                cols,
-                width: wo,
+                pad_rows: pl.pad_rows,
+                stride: pl.stride,
+                step: g.stride,
+                cols: pl.cols,
+                width: g.wo,
                 plane: out_plane,
                 r0,
             };
@@ -209,6 +161,222 @@ fn conv3x3_with(
         },
     );
     out
+}
+
+/// Whether [`grad_weight3x3`] can run this conv's weight gradient on this CPU (AVX-512 only:
+/// with AVX2 the im2col + gemm path is as fast).
+pub(crate) fn grad_weight_applies(g: &ConvGeom) -> bool {
+    applies(g) && has_avx512()
+}
+
+/// Weight gradient `[Cout, C·9]` of a 3×3 / stride 1 or 2 / padding 1 conv from its input `x`
+/// `[B, C, H, W]` and output gradient `gy` `[B, Cout, Ho, Wo]`. Call only where
+/// [`grad_weight_applies`] says so.
+///
+/// Why not im2col + gemm: that path copies every input value nine times into a column buffer
+/// (in `perf` of the training step the copies cost a third as much as the gemm), and the gemm
+/// crate runs AVX2 only on a stable compiler. Here each task pads its input rows once (as the
+/// forward does) and a kernel keeps 4 output channels × 3 taps of one input channel in 12
+/// AVX-512 accumulators, summed across lanes once per tile.
+pub(crate) fn grad_weight3x3(g: &ConvGeom, batch: usize, x: &[f32], gy: &[f32]) -> Vec<f32> {
+    let pl = Padding::new(g, 16);
+    let k = g.c_in * 9;
+    let out_plane = g.ho * g.wo;
+    let accs = run_tasks(
+        batch * pl.tiles,
+        g.c_out * k * out_plane * batch,
+        || {
+            (
+                vec![0f32; g.c_in * pl.pad_rows * pl.stride],
+                vec![0f32; g.c_out * k],
+            )
+        },
+        |(pad, acc), task| {
+            let (bi, t) = (task / pl.tiles, task % pl.tiles);
+            let (r0, n_rows) = pl.fill(g, x, bi, t, pad);
+            let gimg = &gy[bi * g.c_out * out_plane..(bi + 1) * g.c_out * out_plane];
+            // SAFETY: `grad_weight_applies` checked AVX-512; the slices are this image's.
+            unsafe { grad_weight_tile_avx512(g, &pl, pad, gimg, (r0, n_rows), acc) };
+        },
+    );
+    let mut total = vec![0f32; g.c_out * k];
+    for (_, acc) in &accs {
+        for (t, a) in total.iter_mut().zip(acc) {
+            *t += a;
+        }
+    }
+    total
+}
+
+/// Adds one tile's share of the weight gradient to `acc` `[Cout, C·9]`: output rows
+/// `rows.0 .. rows.0 + rows.1` of the image whose output gradient is `gimg` `[Cout, Ho, Wo]`
+/// and whose padded input rows are in `pad` (laid out by `pl`).
+///
+/// # Safety
+/// The CPU must have AVX-512 F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn grad_weight_tile_avx512(
+    g: &ConvGeom,
+    pl: &Padding,
+    pad: &[f32],
+    gimg: &[f32],
+    rows: (usize, usize),
+    acc: &mut [f32],
+) {
+    use std::arch::x86_64::*;
+    const CO: usize = 4;
+    let (r0, n_rows) = rows;
+    let (wo, k) = (g.wo, g.c_in * 9);
+    let out_plane = g.ho * wo;
+    for co0 in (0..g.c_out).step_by(CO) {
+        let live = (g.c_out - co0).min(CO);
+        for ci in 0..g.c_in {
+            // One kernel row i at a time: 4 channels × 3 taps in 12 accumulators (all nine
+            // taps at once would not fit the registers).
+            for i in 0..3 {
+                let mut a = [[_mm512_setzero_ps(); 3]; CO];
+                for r in 0..n_rows {
+                    let y = r0 + r;
+                    // The padded row this output row reads through kernel row i, and the
+                    // gradient rows, each bounds-checked once: raw pointers below keep the
+                    // accumulators in registers.
+                    let at = (ci * pl.pad_rows + g.stride * r + i) * pl.stride;
+                    let prow = pad[at..at + pl.stride].as_ptr();
+                    let grow: [*const f32; CO] = std::array::from_fn(|o| {
+                        let at = (co0 + o.min(live - 1)) * out_plane + y * wo;
+                        gimg[at..at + wo].as_ptr()
+                    });
+                    for x0 in (0..wo).step_by(16) {
+                        let valid = (wo - x0).min(16);
+                        let mask = ((1u32 << valid) - 1) as __mmask16;
+                        let mut gv = [_mm512_setzero_ps(); CO];
+                        for (o, v) in gv.iter_mut().enumerate().take(live) {
+                            // SAFETY: the mask reads only the `valid` floats left in the row.
+                            *v = unsafe { _mm512_maskz_loadu_ps(mask, grow[o].add(x0)) };
+                        }
+                        for (j, &col) in pl.cols.iter().enumerate() {
+                            // SAFETY: col + x0 + 16 ≤ the padded row's length (`Padding`).
+                            let v = unsafe { _mm512_loadu_ps(prow.add(col + x0)) };
+                            for (ao, go) in a.iter_mut().zip(&gv) {
+                                ao[j] = _mm512_fmadd_ps(*go, v, ao[j]);
+                            }
+                        }
+                    }
+                }
+                for (o, ao) in a.iter().enumerate().take(live) {
+                    let dst = &mut acc[(co0 + o) * k + ci * 9 + i * 3..][..3];
+                    for (d, v) in dst.iter_mut().zip(ao) {
+                        *d += _mm512_reduce_add_ps(*v);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn grad_weight_tile_avx512(
+    _: &ConvGeom,
+    _: &Padding,
+    _: &[f32],
+    _: &[f32],
+    _: (usize, usize),
+    _: &mut [f32],
+) {
+    unreachable!("grad_weight3x3 runs only where the CPU has AVX-512")
+}
+
+/// How [`conv3x3`] and [`grad_weight3x3`] lay out their zero-bordered copies of the input, and
+/// cut the output rows into tiles (one task each).
+///
+/// A padded row is the input row with a zero on the left (padded position k holds input pixel
+/// k − 1), zero past the image, long enough for whole blocks of `x_block` output pixels.
+/// Output pixel x reads padded positions s·x + j. For stride 2 the row is stored
+/// deinterleaved, even positions then odd ones, so that every tap still reads a block of
+/// consecutive floats: j = 0 and 2 the even half at x and x + 1, j = 1 the odd half at x.
+struct Padding {
+    /// Floats per padded row, and where stride 2's odd half starts.
+    stride: usize,
+    half: usize,
+    /// Where tap column j's block starts in a padded row, past the block's first pixel.
+    cols: [usize; 3],
+    /// Output rows per tile, tiles per image, padded rows per channel in a tile's buffer.
+    rows: usize,
+    tiles: usize,
+    pad_rows: usize,
+}
+
+impl Padding {
+    fn new(g: &ConvGeom, x_block: usize) -> Padding {
+        let s = g.stride;
+        let xb = g.wo.div_ceil(x_block);
+        let half = xb * x_block + 1;
+        let (stride, cols) = if s == 1 {
+            (xb * x_block + 2, [0, 1, 2])
+        } else {
+            (2 * half, [0, half, 1])
+        };
+        let rows = (TILE_FLOATS / (g.c_in * stride * s)).clamp(1, g.ho);
+        Padding {
+            stride,
+            half,
+            cols,
+            rows,
+            tiles: g.ho.div_ceil(rows),
+            pad_rows: s * (rows - 1) + 3,
+        }
+    }
+
+    /// Copies the input rows tile `t` of image `bi` of `x` reads (rows s·r0 − 1 ..) into
+    /// `pad` (`[C, pad_rows, stride]`, zeros outside the image); returns the tile's first
+    /// output row and its row count.
+    fn fill(
+        &self,
+        g: &ConvGeom,
+        x: &[f32],
+        bi: usize,
+        t: usize,
+        pad: &mut [f32],
+    ) -> (usize, usize) {
+        let (c, h, wd, s) = (g.c_in, g.h, g.w, g.stride);
+        let (stride, half, pad_rows) = (self.stride, self.half, self.pad_rows);
+        let plane = h * wd;
+        let r0 = t * self.rows;
+        let n_rows = (r0 + self.rows).min(g.ho) - r0;
+        let img = &x[bi * c * plane..(bi + 1) * c * plane];
+        for ci in 0..c {
+            for pr in 0..s * (n_rows - 1) + 3 {
+                let dst = &mut pad[(ci * pad_rows + pr) * stride..][..stride];
+                let y = (s * r0 + pr) as isize - 1;
+                if y < 0 || y >= h as isize {
+                    dst.fill(0.0);
+                    continue;
+                }
+                let src = &img[ci * plane + y as usize * wd..][..wd];
+                if s == 1 {
+                    dst[0] = 0.0;
+                    dst[1..=wd].copy_from_slice(src);
+                    dst[wd + 1..].fill(0.0);
+                } else {
+                    dst.fill(0.0);
+                    let (even, odd) = dst.split_at_mut(half);
+                    // Padded position k = i + 1: even k in `even[k / 2]`, odd in `odd`.
+                    for (m, e) in even.iter_mut().enumerate().skip(1) {
+                        if 2 * m - 1 < wd {
+                            *e = src[2 * m - 1];
+                        }
+                    }
+                    for (m, o) in odd.iter_mut().enumerate() {
+                        if 2 * m < wd {
+                            *o = src[2 * m];
+                        }
+                    }
+                }
+            }
+        }
+        (r0, n_rows)
+    }
 }
 
 /// Calls the kernel of `plan` for output channel block `b` of one tile.
@@ -228,11 +396,31 @@ unsafe fn run_block(
     unsafe {
         match plan {
             Plan::Avx2 => block_avx2(t, pad, wb, bias, b, dst),
-            Plan::Avx512 { co: 4, nv: 4, nr: 1 } => block_avx512::<4, 4, 1>(t, pad, wb, bias, b, dst),
-            Plan::Avx512 { co: 8, nv: 2, nr: 1 } => block_avx512::<8, 2, 1>(t, pad, wb, bias, b, dst),
-            Plan::Avx512 { co: 4, nv: 2, nr: 2 } => block_avx512::<4, 2, 2>(t, pad, wb, bias, b, dst),
-            Plan::Avx512 { co: 8, nv: 1, nr: 2 } => block_avx512::<8, 1, 2>(t, pad, wb, bias, b, dst),
-            Plan::Avx512 { co: 4, nv: 1, nr: 4 } => block_avx512::<4, 1, 4>(t, pad, wb, bias, b, dst),
+            Plan::Avx512 {
+                co: 4,
+                nv: 4,
+                nr: 1,
+            } => block_avx512::<4, 4, 1>(t, pad, wb, bias, b, dst),
+            Plan::Avx512 {
+                co: 8,
+                nv: 2,
+                nr: 1,
+            } => block_avx512::<8, 2, 1>(t, pad, wb, bias, b, dst),
+            Plan::Avx512 {
+                co: 4,
+                nv: 2,
+                nr: 2,
+            } => block_avx512::<4, 2, 2>(t, pad, wb, bias, b, dst),
+            Plan::Avx512 {
+                co: 8,
+                nv: 1,
+                nr: 2,
+            } => block_avx512::<8, 1, 2>(t, pad, wb, bias, b, dst),
+            Plan::Avx512 {
+                co: 4,
+                nv: 1,
+                nr: 4,
+            } => block_avx512::<4, 1, 4>(t, pad, wb, bias, b, dst),
             Plan::Avx512 { .. } => unreachable!("Plan::avx512_for makes only the shapes above"),
         }
     }
@@ -482,6 +670,7 @@ unsafe fn block_avx512<const CO: usize, const NV: usize, const NR: usize>(
 mod tests {
     use super::super::kernels::{
         ConvGeom, conv_forward_im2col, conv_grad_input, conv_grad_input_im2col,
+        conv_grad_weight_im2col,
     };
     use super::*;
 
@@ -594,6 +783,30 @@ mod tests {
                 &want,
                 &format!("grad input {batch}x{c}->{c_out} {h}x{w}"),
             );
+        }
+        // The weight gradient, stride 1 and 2, against im2col + gemm.
+        if has_avx512() {
+            let cases: &[(usize, usize, usize, usize, usize, usize)] = &[
+                (1, 2, 1, 3, 4, 1),
+                (2, 3, 8, 5, 17, 1),
+                (1, 16, 5, 12, 33, 1),
+                (2, 4, 3, 9, 70, 1),
+                (1, 3, 16, 9, 9, 2),
+                (2, 5, 6, 13, 34, 2),
+            ];
+            for &(batch, c, c_out, h, w, s) in cases {
+                let g = ConvGeom::new(c, c_out, h, w, 3, 3, s, 1).expect("geometry");
+                assert!(grad_weight_applies(&g));
+                let x = values(batch * c * h * w, 17 + c as u32);
+                let gy = values(batch * c_out * g.ho * g.wo, 19 + c_out as u32);
+                let want = conv_grad_weight_im2col(&g, batch, &x, &gy);
+                let got = grad_weight3x3(&g, batch, &x, &gy);
+                assert_close(
+                    &got,
+                    &want,
+                    &format!("grad weight stride {s} {batch}x{c}->{c_out} {h}x{w}"),
+                );
+            }
         }
         // Other geometries keep the im2col path.
         let g = ConvGeom::new(4, 4, 8, 8, 3, 3, 3, 1).expect("geometry");

@@ -403,7 +403,12 @@ pub(crate) fn conv_forward_im2col(
 /// while packing; the accumulator is kept as `[k, Cout]` so that it picks the small gradient
 /// tile (`Cout` rows) rather than the columns (`C·kh·kw` rows), and is transposed once at the
 /// end.
-fn conv_grad_weight(g: &ConvGeom, batch: usize, x: &[f32], gy: &[f32]) -> Vec<f32> {
+pub(crate) fn conv_grad_weight_im2col(
+    g: &ConvGeom,
+    batch: usize,
+    x: &[f32],
+    gy: &[f32],
+) -> Vec<f32> {
     let (k, np_in, np_out) = (g.k(), g.in_plane(), g.out_plane());
     let rows = g.tile_rows(if g.pointwise() { g.c_in + g.c_out } else { k }, GW_TILE, 1);
     let tiles = g.ho.div_ceil(rows);
@@ -781,7 +786,11 @@ impl CustomOp2 for GradWeight {
         }
         let x = contiguous_f32(s1, l1, "fastconv input")?;
         let gy = contiguous_f32(s2, l2, "fastconv grad-weight")?;
-        let gw = conv_grad_weight(g, b, x, gy);
+        let gw = if super::direct::grad_weight_applies(g) {
+            super::direct::grad_weight3x3(g, b, x, gy)
+        } else {
+            conv_grad_weight_im2col(g, b, x, gy)
+        };
         Ok((CpuStorage::F32(gw), Shape::from((g.c_out, g.k()))))
     }
 }
