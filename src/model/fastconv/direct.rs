@@ -229,6 +229,7 @@ unsafe fn grad_weight_tile_avx512(
     let (r0, n_rows) = rows;
     let (wo, k) = (g.wo, g.c_in * 9);
     let out_plane = g.ho * wo;
+    let zeros = vec![0f32; wo];
     for co0 in (0..g.c_out).step_by(CO) {
         let live = (g.c_out - co0).min(CO);
         for ci in 0..g.c_in {
@@ -243,25 +244,36 @@ unsafe fn grad_weight_tile_avx512(
                     // accumulators in registers.
                     let at = (ci * pl.pad_rows + g.stride * r + i) * pl.stride;
                     let prow = pad[at..at + pl.stride].as_ptr();
+                    // Channels past Cout read a row of zeros.
                     let grow: [*const f32; CO] = std::array::from_fn(|o| {
-                        let at = (co0 + o.min(live - 1)) * out_plane + y * wo;
-                        gimg[at..at + wo].as_ptr()
-                    });
-                    for x0 in (0..wo).step_by(16) {
-                        let valid = (wo - x0).min(16);
-                        let mask = ((1u32 << valid) - 1) as __mmask16;
-                        let mut gv = [_mm512_setzero_ps(); CO];
-                        for (o, v) in gv.iter_mut().enumerate().take(live) {
-                            // SAFETY: the mask reads only the `valid` floats left in the row.
-                            *v = unsafe { _mm512_maskz_loadu_ps(mask, grow[o].add(x0)) };
+                        if o < live {
+                            let at = (co0 + o) * out_plane + y * wo;
+                            gimg[at..at + wo].as_ptr()
+                        } else {
+                            zeros.as_ptr()
                         }
+                    });
+                    let mut x0 = 0;
+                    while x0 < wo {
+                        let valid = (wo - x0).min(16);
+                        // SAFETY (loads): full blocks read 16 floats inside each row of
+                        // `wo` (`x0 + 16 ≤ wo`), the last one only its `valid` floats; the
+                        // padded row holds col + x0 + 16 floats (`Padding`).
+                        let gv: [__m512; CO] = if valid == 16 {
+                            std::array::from_fn(|o| unsafe { _mm512_loadu_ps(grow[o].add(x0)) })
+                        } else {
+                            let mask = ((1u32 << valid) - 1) as __mmask16;
+                            std::array::from_fn(|o| unsafe {
+                                _mm512_maskz_loadu_ps(mask, grow[o].add(x0))
+                            })
+                        };
                         for (j, &col) in pl.cols.iter().enumerate() {
-                            // SAFETY: col + x0 + 16 ≤ the padded row's length (`Padding`).
                             let v = unsafe { _mm512_loadu_ps(prow.add(col + x0)) };
                             for (ao, go) in a.iter_mut().zip(&gv) {
                                 ao[j] = _mm512_fmadd_ps(*go, v, ao[j]);
                             }
                         }
+                        x0 += 16;
                     }
                 }
                 for (o, ao) in a.iter().enumerate().take(live) {
