@@ -4,7 +4,9 @@
 //! counts (8–128) over big images its threads spend their time in barriers, and its backward
 //! goes through a naive `conv_transpose2d`. [`conv2d_fast`] instead runs tiled im2col +
 //! single-threaded gemm calls, parallel over (image, tile of output rows), for the forward and
-//! both gradients, with no full-size column tensor (see [`kernels`]). [`gn`] fuses GroupNorm
+//! both gradients, with no full-size column tensor (see [`kernels`]); 3×3 convs, most of ours,
+//! run on [`direct`] kernels instead where the CPU has AVX2 (forward, input gradient) or
+//! AVX-512 (the weight gradient too). [`gn`] fuses GroupNorm
 //! with the SiLU/ReLU after it.
 //!
 //! [`FastConv2d`] mirrors `candle_nn::Conv2d` (same `weight`/`bias` names and layout) and
