@@ -48,14 +48,18 @@ pub fn split_of(seed: u64) -> Split {
 }
 
 /// Keeps freed memory in the process for reuse instead of handing it back to the kernel, and
-/// serves buffers up to 32 MiB from the heap: a training step frees and reallocates the same
+/// serves every buffer from the heap: a training step frees and reallocates the same
 /// large activations every step, and with glibc's defaults each comes back as fresh pages
 /// (page faults, zeroing, cgroup charges). On the `train_step` benchmark (256², batch 8)
 /// system time fell from 19.5 to 9.2 s and the step from 6.9 to 5.9 s, for ~4 % more peak
 /// memory (the same settings given as `GLIBC_TUNABLES`); 8 steps of `train decoder` at 256²,
 /// batch 1, took 20.7 s instead of 21.4 s (system time 1.5 instead of 2.6 s). Training only:
 /// the matte showed no gain. The `train_step` benchmark calls it too, so it times the step
-/// `ildiff train` runs. Returns whether glibc took both settings.
+/// `ildiff train` runs. Since 2026-12-07's twelfth session mmap is off altogether
+/// (`M_MMAP_MAX` 0), not only below 32 MiB (glibc's highest `M_MMAP_THRESHOLD`): the
+/// benchmark's 256² activations are 32 MiB and more, and were still mmapped fresh every step
+/// (system time 12.1–13.2 s → 2.5–2.8 s, step 4 809–4 987 → 4 109–4 495 ms, peak 2.40 →
+/// 2.60 GB, alternated rounds). Returns whether glibc took all three settings.
 pub fn keep_freed_memory() -> bool {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
@@ -64,6 +68,7 @@ pub fn keep_freed_memory() -> bool {
         unsafe {
             libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20) == 1
                 && libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30) == 1
+                && libc::mallopt(libc::M_MMAP_MAX, 0) == 1
         }
     }
     #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
