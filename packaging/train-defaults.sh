@@ -48,6 +48,9 @@ plate_tune plate6 "$work/plate4/ildiff.safetensors" --steps 600 --lr 3e-4 --warm
     --checkpoint-every 50 --seed 16
 plate_tune plate7 "$work/plate6/ildiff.safetensors" --steps 200 --lr 3e-4 --warmup 10 \
     --checkpoint-every 20 --seed 17
+# 1 500 steps of an 1 800-step schedule on the same code (2026-12-07's twelfth session).
+plate_tune plate8 "$work/plate7/ildiff.safetensors" --steps 1800 --stop-after 1500 --lr 3e-4 \
+    --warmup 10 --checkpoint-every 50 --seed 18
 # The generator's own codec, trained on what it paints (stickers over the magenta key).
 $ildiff train codec -o "$work/gcodec" --over-key 255,0,255 --fg-weight 3 --channels 32,64,128 \
     --steps 2000 --stop-after 1250 --batch 4 --frames 2 --size 128 --lr 2e-3 --warmup 50 \
@@ -73,7 +76,7 @@ else
     generator="$work/gen10z/generator.safetensors"
 fi
 mkdir -p models/default
-cp "$work/plate7/ildiff.safetensors" models/default/ildiff.safetensors
+cp "$work/plate8/ildiff.safetensors" models/default/ildiff.safetensors
 cp "$generator" models/default/generator.safetensors
 $ildiff train validate --model previous="$work/default/ildiff.safetensors" \
     --model default=models/default/ildiff.safetensors --keying --clips 24 --size 256 --frames 16 \
