@@ -59,7 +59,8 @@ pub fn split_of(seed: u64) -> Split {
 /// (`M_MMAP_MAX` 0), not only below 32 MiB (glibc's highest `M_MMAP_THRESHOLD`): the
 /// benchmark's 256² activations are 32 MiB and more, and were still mmapped fresh every step
 /// (system time 12.1–13.2 s → 2.5–2.8 s, step 4 809–4 987 → 4 109–4 495 ms, peak 2.40 →
-/// 2.60 GB, alternated rounds). Returns whether glibc took all three settings.
+/// 2.60 GB, alternated rounds, indicative: a paused training run kept the load average up).
+/// Returns whether glibc took all three settings.
 pub fn keep_freed_memory() -> bool {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
