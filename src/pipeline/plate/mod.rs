@@ -808,6 +808,66 @@ fn luma(f: &[f32], plane: usize) -> Vec<f32> {
 /// A frame's luma pyramid, finest first: (plane, width, height) per level.
 type Pyramid = Vec<(Vec<f32>, usize, usize)>;
 
+/// A pixel whose 3×3 neighbourhood holds a step of more than this (about five 8-bit levels,
+/// above GIF dither) is textured for the shift search.
+const TEXTURE_STEP: f32 = 0.02;
+/// The share of the textured pixels' differences a shift is scored on: the character's edges
+/// are a minority among them, and flat faces no longer fill the lower half with zeros.
+const TEXTURED_KEEP: f32 = 0.75;
+/// How far from the previous motion (or none) a textured background's motion is searched,
+/// in pixels per frame.
+const TEXTURED_RADIUS: i32 = 6;
+/// The share of an edge band's side that must be textured for that side to count.
+const TEXTURE_SIDE_SHARE: f32 = 0.02;
+
+/// The pixels on either side of a step of more than [`TEXTURE_STEP`] in `p`: where a shift
+/// shows.
+fn texture_mask(p: &[f32], w: usize, h: usize) -> Vec<bool> {
+    let mut step = vec![false; w * h];
+    for y in 0..h {
+        for x in 0..w {
+            let v = p[y * w + x];
+            let right = x + 1 < w && (p[y * w + x + 1] - v).abs() > TEXTURE_STEP;
+            let down = y + 1 < h && (p[(y + 1) * w + x] - v).abs() > TEXTURE_STEP;
+            if right || down {
+                step[y * w + x] = true;
+                if x + 1 < w {
+                    step[y * w + x + 1] = true;
+                }
+                if y + 1 < h {
+                    step[(y + 1) * w + x] = true;
+                }
+            }
+        }
+    }
+    step
+}
+
+/// `mask` when the background shows texture all round the frame: at least three of the edge
+/// band's four sides textured. Flat areas then match at every shift and would drown a pan's
+/// evidence in the lower half's zeros (a zooming photo of tiles with flat faces), so only
+/// textured pixels are scored. A character alone on a flat background reaches one or two
+/// sides at most, and its edges must not become the camera's motion: there every pixel is
+/// scored, and the flat background ties every shift towards the preferred one.
+fn texture_all_round(mask: &[bool], w: usize, h: usize, band: usize) -> bool {
+    let band = band.min(h / 2).min(w / 2).max(1);
+    let share = |xs: std::ops::Range<usize>, ys: std::ops::Range<usize>| {
+        let n = xs.len() * ys.len();
+        let on = ys
+            .flat_map(|y| xs.clone().map(move |x| (x, y)))
+            .filter(|&(x, y)| mask[y * w + x])
+            .count();
+        n > 0 && on as f32 >= TEXTURE_SIDE_SHARE * n as f32
+    };
+    let corners = [
+        share(0..band, 0..band),
+        share(w - band..w, 0..band),
+        share(0..band, h - band..h),
+        share(w - band..w, h - band..h),
+    ];
+    corners.iter().all(|&c| c)
+}
+
 /// Halves a plane (2x2 mean), rounding odd sizes down.
 fn half(src: &[f32], w: usize, h: usize) -> (Vec<f32>, usize, usize) {
     let (hw, hh) = ((w / 2).max(1), (h / 2).max(1));
@@ -829,8 +889,9 @@ fn half(src: &[f32], w: usize, h: usize) -> (Vec<f32>, usize, usize) {
 /// frame's edge: the lower 50 % of the differences, so the character (which moves differently
 /// from the background) is ignored. The band keeps a large character at the centre from being
 /// that majority: under a moving camera it rides with the frame, and a whole-frame vote would
-/// take its stillness for the camera's. `None` when the overlap is too small to judge.
-/// `diffs` is scratch space, reused across the candidate
+/// take its stillness for the camera's. With a `texture` mask, only the first plane's textured
+/// pixels are scored, on their lower [`TEXTURED_KEEP`] (see [`texture_all_round`]). `None`
+/// when the overlap is too small to judge. `diffs` is scratch space, reused across the candidate
 /// shifts; the histogram is counted in the same pass that takes the differences.
 fn shift_error(
     a: &[f32],
@@ -839,6 +900,7 @@ fn shift_error(
     d: (i32, i32),
     step: usize,
     band: usize,
+    texture: Option<&[bool]>,
     diffs: &mut Vec<f32>,
 ) -> Option<f32> {
     let (dx, dy) = d;
@@ -876,7 +938,17 @@ fn shift_error(
             let ar = &a[y * w + s0..y * w + s1];
             let br = &b[by * w + bx..by * w + bx + (s1 - s0)];
             let first = diffs.len();
-            if step == 1 {
+            if let Some(mask) = texture {
+                let mr = &mask[y * w + s0..y * w + s1];
+                diffs.extend(
+                    ar.iter()
+                        .zip(br)
+                        .zip(mr)
+                        .step_by(step)
+                        .filter(|&(_, &m)| m)
+                        .map(|((p, q), _)| (p - q).abs()),
+                );
+            } else if step == 1 {
                 diffs.extend(ar.iter().zip(br).map(|(p, q)| (p - q).abs()));
             } else {
                 diffs.extend(
@@ -903,7 +975,12 @@ fn shift_error(
     for (t, o) in total.iter_mut().zip(odd) {
         *t += o;
     }
-    Some(lower_half_mean_counted(diffs, &total))
+    let share = if texture.is_some() {
+        TEXTURED_KEEP
+    } else {
+        0.5
+    };
+    Some(lower_share_mean_counted(diffs, &total, share))
 }
 
 const HALF_MEAN_BINS: usize = 1024;
@@ -924,7 +1001,7 @@ fn half_mean_bin(d: f32) -> usize {
     (unsafe { x.to_int_unchecked::<u32>() }) as usize
 }
 
-/// The mean of the smaller half of `v` (values in [0, 1]): [`lower_half_mean_counted`] with
+/// The mean of the smaller half of `v` (values in [0, 1]): [`lower_share_mean_counted`] with
 /// the histogram counted here, for tests.
 #[cfg(test)]
 fn lower_half_mean(v: &mut [f32]) -> f32 {
@@ -932,15 +1009,15 @@ fn lower_half_mean(v: &mut [f32]) -> f32 {
     for &d in v.iter() {
         count[half_mean_bin(d)] += 1;
     }
-    lower_half_mean_counted(v, &count)
+    lower_share_mean_counted(v, &count, 0.5)
 }
 
-/// The mean of the smaller half of `v` (values in [0, 1]), given its histogram `count`. The
-/// histogram finds the bin where the half ends, so only that bin's values are ordered: the
-/// motion search calls this for every candidate shift (a full selection there was the plate's
-/// hot spot in `perf`). Reorders `v`.
-fn lower_half_mean_counted(v: &mut [f32], count: &[u32; HALF_MEAN_BINS]) -> f32 {
-    let keep = (v.len() / 2).max(1);
+/// The mean of the smallest `share` of `v` (values in [0, 1]), given its histogram `count`.
+/// The histogram finds the bin where that share ends, so only that bin's values are ordered:
+/// the motion search calls this for every candidate shift (a full selection there was the
+/// plate's hot spot in `perf`). Reorders `v`.
+fn lower_share_mean_counted(v: &mut [f32], count: &[u32; HALF_MEAN_BINS], share: f32) -> f32 {
+    let keep = ((v.len() as f32 * share) as usize).clamp(1, v.len().max(1));
     let (mut below, mut edge) = (0usize, HALF_MEAN_BINS - 1);
     for (b, &c) in count.iter().enumerate() {
         if below + c as usize >= keep {
@@ -991,19 +1068,29 @@ fn lower_half_mean_counted(v: &mut [f32], count: &[u32; HALF_MEAN_BINS]) -> f32 
 /// `prefer`.
 fn best_shift(a: &[f32], b: &[f32], w: usize, h: usize, search: &Search) -> (i32, i32) {
     let Search {
-        centre,
+        centres,
         radius,
         prefer,
         step,
         band,
+        texture,
     } = *search;
-    let shifts: Vec<(i32, i32)> = (centre.1 - radius..=centre.1 + radius)
-        .flat_map(|dy| (centre.0 - radius..=centre.0 + radius).map(move |dx| (dx, dy)))
+    let centre = centres.first().copied().unwrap_or((0, 0));
+    let mut shifts: Vec<(i32, i32)> = centres
+        .iter()
+        .flat_map(|&(cx, cy)| {
+            (cy - radius..=cy + radius)
+                .flat_map(move |dy| (cx - radius..=cx + radius).map(move |dx| (dx, dy)))
+        })
         .collect();
+    shifts.sort_unstable();
+    shifts.dedup();
     let score = |part: &[(i32, i32)]| -> Vec<((i32, i32), f32)> {
         let mut diffs = Vec::with_capacity(w * h / (step * step) + 1);
         part.iter()
-            .filter_map(|&d| shift_error(a, b, (w, h), d, step, band, &mut diffs).map(|e| (d, e)))
+            .filter_map(|&d| {
+                shift_error(a, b, (w, h), d, step, band, texture, &mut diffs).map(|e| (d, e))
+            })
             .collect()
     };
     // The candidate shifts are independent: half on a helper thread when there are enough
@@ -1038,12 +1125,14 @@ fn best_shift(a: &[f32], b: &[f32], w: usize, h: usize, search: &Search) -> (i32
 /// Where [`best_shift`] looks: shifts within `radius` of `centre`, ties broken towards
 /// `prefer`, every `step`-th pixel within `band` of the edge scored.
 #[derive(Debug, Clone, Copy)]
-struct Search {
-    centre: (i32, i32),
+struct Search<'a> {
+    centres: &'a [(i32, i32)],
     radius: i32,
     prefer: (i32, i32),
     step: usize,
     band: usize,
+    /// Only these pixels of the first plane are scored (see [`texture_all_round`]).
+    texture: Option<&'a [bool]>,
 }
 
 /// Each frame's place on the canvas (the first frame's grid). Frame-to-frame translations,
@@ -1063,59 +1152,113 @@ fn global_motion(rgb: &[f32], frames: usize, height: usize, width: usize) -> Vec
         0
     };
     // Per frame (both cores): luma, its pyramid, and the smoothed level the refinement reads.
-    let (pyramids, smoothed): (Vec<Pyramid>, Vec<Vec<f32>>) = crate::par::par_map(frames, 2, |t| {
-        let mut pyr = vec![(
-            luma(&rgb[t * 3 * plane..(t + 1) * 3 * plane], plane),
-            width,
-            height,
-        )];
-        for _ in 0..levels {
-            let (src, w, h) = pyr.last().map(|p| (&p.0, p.1, p.2)).expect("level");
-            let next = half(src, w, h);
-            pyr.push(next);
+    #[allow(clippy::type_complexity)]
+    let (pyramids, smoothed): (Vec<(Pyramid, [Vec<bool>; 2])>, Vec<Vec<f32>>) =
+        crate::par::par_map(frames, 2, |t| {
+            let mut pyr = vec![(
+                luma(&rgb[t * 3 * plane..(t + 1) * 3 * plane], plane),
+                width,
+                height,
+            )];
+            for _ in 0..levels {
+                let (src, w, h) = pyr.last().map(|p| (&p.0, p.1, p.2)).expect("level");
+                let next = half(src, w, h);
+                pyr.push(next);
+            }
+            let smooth = warp::smooth(&pyr[fine].0, pyr[fine].1, pyr[fine].2);
+            // The steps' pixels, and those a pixel away.
+            let edges = texture_mask(&pyr[0].0, width, height);
+            let near = dilate(&edges, width, height, 1);
+            ((pyr, [edges, near]), smooth)
+        })
+        .into_iter()
+        .unzip();
+    let (pyramids, masks): (Vec<Pyramid>, Vec<[Vec<bool>; 2]>) = pyramids.into_iter().unzip();
+    // Whole-pixel motion of each pair (index t - 1 for frames t - 1 → t): content at x in
+    // frame t - 1 is at x - d in frame t.
+    // `texture`: which of each frame's masks a textured background is scored on.
+    let steps = |texture: Option<usize>| -> Vec<(i32, i32)> {
+        let textured = texture.is_some();
+        let mut out = Vec::with_capacity(frames - 1);
+        let mut last_step = (0i32, 0i32);
+        for t in 1..frames {
+            let mut d = (0i32, 0i32);
+            // A textured background is searched at full size only, near the previous motion
+            // and no motion: its flat faces hide it from the coarse levels, where only the
+            // character's motion shows.
+            let searched: Vec<usize> = if textured {
+                vec![0]
+            } else {
+                (0..=levels).rev().collect()
+            };
+            for lvl in searched {
+                let (a, w, h) = (
+                    &pyramids[t - 1][lvl].0,
+                    pyramids[t - 1][lvl].1,
+                    pyramids[t - 1][lvl].2,
+                );
+                let b = &pyramids[t][lvl].0;
+                let scale = 1i32 << lvl;
+                let prefer = (last_step.0 / scale, last_step.1 / scale);
+                let (centres, radius) = if textured {
+                    let mut c = vec![prefer, (0, 0)];
+                    c.dedup();
+                    (c, TEXTURED_RADIUS)
+                } else if lvl == levels {
+                    let r = ((MAX_MOTION * h.min(w) as f32) as i32).clamp(2, 24);
+                    (vec![(0, 0)], r)
+                } else if lvl == 0 {
+                    // A background finer than the coarse levels resolve (a small checker)
+                    // leaves them only the character's motion to follow: at full size, the
+                    // previous motion and no motion are candidates too, and the aliases of a
+                    // periodic background then tie towards the steady one.
+                    let mut c = vec![(d.0 * 2, d.1 * 2), prefer, (0, 0)];
+                    c.dedup();
+                    (c, 2)
+                } else {
+                    (vec![(d.0 * 2, d.1 * 2)], 2)
+                };
+                let step = if w * h > 128 * 128 { 2 } else { 1 };
+                let band = motion_band(w, h);
+                d = best_shift(
+                    a,
+                    b,
+                    w,
+                    h,
+                    &Search {
+                        centres: &centres,
+                        radius,
+                        prefer,
+                        step,
+                        band,
+                        texture: texture.map(|m| masks[t - 1][m].as_slice()),
+                    },
+                );
+            }
+            last_step = d;
+            out.push(d);
         }
-        let smooth = warp::smooth(&pyr[fine].0, pyr[fine].1, pyr[fine].2);
-        (pyr, smooth)
-    })
-    .into_iter()
-    .unzip();
+        out
+    };
+    let mut chosen = steps(None);
+    let band = motion_band(width, height);
+    let textured_pairs = (1..frames)
+        .filter(|&t| texture_all_round(&masks[t - 1][1], width, height, band))
+        .count();
+    if textured_pairs > 0 {
+        // Scored on textured pixels only, a character's edges can outvote the background's
+        // where they are many (a large character, a coarse checker): its motion is taken
+        // only when it is a steady pan, as a camera's is. The steps' own pixels tell a pan
+        // of a pixel or two; where they are too few against the character's, the pixels
+        // beside them too.
+        if let Some(pan) = [0, 1].into_iter().find_map(|m| steady_pan(&steps(Some(m)))) {
+            chosen = pan;
+        }
+    }
     let mut out = vec![Warp::IDENTITY; frames];
-    let mut last_step = (0i32, 0i32);
     let centre = ((width as f32 - 1.0) / 2.0, (height as f32 - 1.0) / 2.0);
     for t in 1..frames {
-        // Motion of frame t's content relative to frame t-1: content at x in t-1 is at x - d in t.
-        let mut d = (0i32, 0i32);
-        for lvl in (0..=levels).rev() {
-            let (a, w, h) = (
-                &pyramids[t - 1][lvl].0,
-                pyramids[t - 1][lvl].1,
-                pyramids[t - 1][lvl].2,
-            );
-            let b = &pyramids[t][lvl].0;
-            let scale = 1i32 << lvl;
-            let (centre, radius) = if lvl == levels {
-                let r = ((MAX_MOTION * h.min(w) as f32) as i32).clamp(2, 24);
-                ((0, 0), r)
-            } else {
-                ((d.0 * 2, d.1 * 2), 2)
-            };
-            let prefer = (last_step.0 / scale, last_step.1 / scale);
-            let step = if w * h > 128 * 128 { 2 } else { 1 };
-            d = best_shift(
-                a,
-                b,
-                w,
-                h,
-                &Search {
-                    centre,
-                    radius,
-                    prefer,
-                    step,
-                    band: motion_band(w, h),
-                },
-            );
-        }
-        last_step = d;
+        let d = chosen[t - 1];
         // b(x + d) ≈ a(x): frame t's pixel x + d shows what frame t-1 showed at x. Large
         // frames are refined on the half-size level (a sample costs a quarter and 128 px
         // still measure a zoom); smaller ones need every pixel's leverage.
@@ -1141,6 +1284,31 @@ fn global_motion(rgb: &[f32], frames: usize, height: usize, width: usize) -> Vec
     }
     bounded(out, height, width)
 }
+
+/// The steps as a camera's steady pan (or slow zoom): a median step that moves, with at least
+/// [`STEADY_SHARE`] of the steps within a pixel of it on both axes; the others (where the
+/// character's edges won, or the first pairs' ties went to no motion) take the median.
+/// `None` for a character's walk, hop or turn.
+fn steady_pan(steps: &[(i32, i32)]) -> Option<Vec<(i32, i32)>> {
+    let median = |mut v: Vec<i32>| {
+        v.sort_unstable();
+        v[v.len() / 2]
+    };
+    if steps.is_empty() {
+        return None;
+    }
+    let m = (
+        median(steps.iter().map(|s| s.0).collect()),
+        median(steps.iter().map(|s| s.1).collect()),
+    );
+    let near = |s: &(i32, i32)| (s.0 - m.0).abs() <= 1 && (s.1 - m.1).abs() <= 1;
+    let steady = steps.iter().filter(|s| near(s)).count();
+    (m != (0, 0) && steady as f32 >= STEADY_SHARE * steps.len() as f32)
+        .then(|| steps.iter().map(|s| if near(s) { *s } else { m }).collect())
+}
+
+/// The share of a clip's steps that must agree for [`steady_pan`].
+const STEADY_SHARE: f32 = 0.75;
 
 /// Largest canvas, as a multiple of the frame's area, a clip's motion may spread over (or
 /// `MAX_CANVAS_PIXELS`, whichever is more: a fast pan over small frames is still sane).

@@ -707,3 +707,101 @@ fn a_photo_that_a_smooth_fit_explains_roughly_keeps_its_texture() {
     );
     assert!(err <= 2.0, "error {err}");
 }
+
+/// Irregular flat tiles (each a colour of its own, so no period): a scene whose faces match
+/// at every shift and whose motion only the tiles' edges show, panning `step` px per frame
+/// downwards.
+fn flat_tiles(step: usize) -> impl Fn(usize, usize, usize) -> [f32; 3] + Copy {
+    move |t, x, y| {
+        let v = y + 1000 - step * t;
+        let (i, j) = ((x / 21) as u32, (v / 27) as u32);
+        let h =
+            (i.wrapping_mul(73_856_093) ^ j.wrapping_mul(19_349_663)).wrapping_mul(2_654_435_761);
+        let k = |s: u32| 0.25 + 0.5 * ((h >> s) & 0xff) as f32 / 255.0;
+        [k(0), k(8), k(16)]
+    }
+}
+
+#[test]
+fn a_pan_over_flat_tiles_is_followed() {
+    // Two thirds of the band are flat faces that match at any shift: a lower-half vote over
+    // every pixel ties there and took no motion.
+    let (n, s) = (16, 128);
+    let (plate, err) = run(n, s, flat_tiles(3), |t, x, y| mover(t, x, y, s, n));
+    assert!(err <= 2.0, "error {err} {:?} {:?}", plate.shifts, plate.fit);
+    for (t, &(dx, dy)) in plate.shifts.iter().enumerate() {
+        assert_eq!(
+            (dx, dy),
+            (0, -3 * t as i32),
+            "frame {t}: {:?}",
+            plate.shifts
+        );
+    }
+}
+
+#[test]
+fn a_small_checker_pans_steadily_behind_a_hopping_character() {
+    // 6 px cells scroll 2 px per frame; the character jumps about, so at the coarse levels
+    // (where the checker blurs to grey) only its hops show, and its edges break the
+    // aliases' ties towards them.
+    let (n, s) = (16, 128);
+    let bg = move |t: usize, x: usize, y: usize| {
+        checker(6, [0.6, 0.6, 0.6], [0.4, 0.4, 0.4])(t, x, y + 2 * t)
+    };
+    let hop = |t: usize, x: usize, y: usize| {
+        let spots = [(40.0, 40.0), (90.0, 50.0), (60.0, 90.0), (35.0, 80.0)];
+        let (cx, cy) = spots[t % spots.len()];
+        disc(x, y, cx, cy, 18.0)
+    };
+    let (plate, err) = run(n, s, bg, hop);
+    assert!(err <= 2.0, "error {err}");
+    for (t, &(dx, dy)) in plate.shifts.iter().enumerate() {
+        assert_eq!((dx, dy), (0, 2 * t as i32), "frame {t}: {:?}", plate.shifts);
+    }
+}
+
+#[test]
+fn a_large_outlined_character_on_plain_ground_does_not_move_the_camera() {
+    // Its dark outline reaches every corner of the band, so the band looks textured all
+    // round; its late hops are no steady pan, and the plain ground keeps the camera still.
+    let (n, s) = (16, 128);
+    let big = |t: usize, x: usize, y: usize| {
+        let (ox, oy) = if t < 11 {
+            (0, 0)
+        } else {
+            (3 * (t - 10), 2 * (t % 2))
+        };
+        let (u, v) = (x as i64 - ox as i64, y as i64 - oy as i64);
+        let inside = |m: i64| (m..s as i64 - m).contains(&u) && (m..s as i64 - m).contains(&v);
+        if inside(14) {
+            Some([0.95, 0.95, 0.95])
+        } else if inside(6) {
+            Some([0.05, 0.05, 0.05])
+        } else {
+            None
+        }
+    };
+    let (plate, _) = run(n, s, |_, _, _| [0.1, 0.9, 0.1], big);
+    assert!(
+        plate.shifts.iter().all(|&d| d == (0, 0)),
+        "{:?}",
+        plate.shifts
+    );
+}
+
+#[test]
+fn steady_pan_takes_a_cameras_steps_and_mends_the_odd_ones() {
+    let mut steps = vec![(0, 3); 12];
+    steps[0] = (0, 0);
+    steps[5] = (4, -2);
+    steps[7] = (1, 4);
+    let pan = steady_pan(&steps).expect("a pan");
+    assert_eq!(pan[0], (0, 3));
+    assert_eq!(pan[5], (0, 3));
+    // Within a pixel: a slow zoom's drift, kept.
+    assert_eq!(pan[7], (1, 4));
+    // No motion, or a character's walk back and forth, is no pan.
+    assert!(steady_pan(&[(0, 0); 8]).is_none());
+    assert!(steady_pan(&[(0, 1), (0, 1), (0, -1), (0, -1), (0, 1), (0, -1)]).is_none());
+    assert!(steady_pan(&[]).is_none());
+}
