@@ -817,8 +817,8 @@ const TEXTURED_KEEP: f32 = 0.75;
 /// How far from the previous motion (or none) a textured background's motion is searched,
 /// in pixels per frame.
 const TEXTURED_RADIUS: i32 = 6;
-/// The share of an edge band's side that must be textured for that side to count.
-const TEXTURE_SIDE_SHARE: f32 = 0.02;
+/// The share of an edge band's corner that must be textured for that corner to count.
+const TEXTURE_CORNER_SHARE: f32 = 0.02;
 
 /// The pixels on either side of a step of more than [`TEXTURE_STEP`] in `p`: where a shift
 /// shows.
@@ -843,12 +843,12 @@ fn texture_mask(p: &[f32], w: usize, h: usize) -> Vec<bool> {
     step
 }
 
-/// `mask` when the background shows texture all round the frame: at least three of the edge
-/// band's four sides textured. Flat areas then match at every shift and would drown a pan's
-/// evidence in the lower half's zeros (a zooming photo of tiles with flat faces), so only
-/// textured pixels are scored. A character alone on a flat background reaches one or two
-/// sides at most, and its edges must not become the camera's motion: there every pixel is
-/// scored, and the flat background ties every shift towards the preferred one.
+/// Whether the background shows texture all round the frame: each of the edge band's four
+/// corners has some of `mask`. Flat areas match at every shift and drown a pan's evidence in
+/// the lower half's zeros (a zooming photo of tiles with flat faces), so such a clip's motion
+/// is also scored on textured pixels only. A character alone on a flat background seldom
+/// reaches every corner; where it does, [`steady_pan`] still keeps its hops from becoming the
+/// camera's.
 fn texture_all_round(mask: &[bool], w: usize, h: usize, band: usize) -> bool {
     let band = band.min(h / 2).min(w / 2).max(1);
     let share = |xs: std::ops::Range<usize>, ys: std::ops::Range<usize>| {
@@ -857,7 +857,7 @@ fn texture_all_round(mask: &[bool], w: usize, h: usize, band: usize) -> bool {
             .flat_map(|y| xs.clone().map(move |x| (x, y)))
             .filter(|&(x, y)| mask[y * w + x])
             .count();
-        n > 0 && on as f32 >= TEXTURE_SIDE_SHARE * n as f32
+        n > 0 && on as f32 >= TEXTURE_CORNER_SHARE * n as f32
     };
     let corners = [
         share(0..band, 0..band),
@@ -898,11 +898,15 @@ fn shift_error(
     b: &[f32],
     (w, h): (usize, usize),
     d: (i32, i32),
-    step: usize,
-    band: usize,
-    texture: Option<&[bool]>,
+    search: &Search,
     diffs: &mut Vec<f32>,
 ) -> Option<f32> {
+    let Search {
+        step,
+        band,
+        texture,
+        ..
+    } = *search;
     let (dx, dy) = d;
     let x0 = 0.max(-dx) as usize;
     let x1 = (w as i64).min(w as i64 - i64::from(dx)).max(0) as usize;
@@ -1063,7 +1067,7 @@ fn lower_share_mean_counted(v: &mut [f32], count: &[u32; HALF_MEAN_BINS], share:
     sum / keep as f32
 }
 
-/// The best shift of `b` against `a` within `±radius` of `centre`: the smallest error, ties
+/// The best shift of `b` against `a` within `±radius` of the centres: the smallest error, ties
 /// (within a small margin: periodic backgrounds alias) broken by the shift closest to
 /// `prefer`.
 fn best_shift(a: &[f32], b: &[f32], w: usize, h: usize, search: &Search) -> (i32, i32) {
@@ -1072,8 +1076,7 @@ fn best_shift(a: &[f32], b: &[f32], w: usize, h: usize, search: &Search) -> (i32
         radius,
         prefer,
         step,
-        band,
-        texture,
+        ..
     } = *search;
     let centre = centres.first().copied().unwrap_or((0, 0));
     let mut shifts: Vec<(i32, i32)> = centres
@@ -1088,9 +1091,7 @@ fn best_shift(a: &[f32], b: &[f32], w: usize, h: usize, search: &Search) -> (i32
     let score = |part: &[(i32, i32)]| -> Vec<((i32, i32), f32)> {
         let mut diffs = Vec::with_capacity(w * h / (step * step) + 1);
         part.iter()
-            .filter_map(|&d| {
-                shift_error(a, b, (w, h), d, step, band, texture, &mut diffs).map(|e| (d, e))
-            })
+            .filter_map(|&d| shift_error(a, b, (w, h), d, search, &mut diffs).map(|e| (d, e)))
             .collect()
     };
     // The candidate shifts are independent: half on a helper thread when there are enough
@@ -1122,7 +1123,7 @@ fn best_shift(a: &[f32], b: &[f32], w: usize, h: usize, search: &Search) -> (i32
         .map_or(centre, |s| s.0)
 }
 
-/// Where [`best_shift`] looks: shifts within `radius` of `centre`, ties broken towards
+/// Where [`best_shift`] looks: shifts within `radius` of any of `centres`, ties broken towards
 /// `prefer`, every `step`-th pixel within `band` of the edge scored.
 #[derive(Debug, Clone, Copy)]
 struct Search<'a> {
