@@ -1219,7 +1219,13 @@ fn global_motion(rgb: &[f32], frames: usize, height: usize, width: usize) -> Vec
                 } else {
                     (vec![(d.0 * 2, d.1 * 2)], 2)
                 };
-                let step = if w * h > 128 * 128 { 2 } else { 1 };
+                // A textured search runs at full size: over 256², every fourth pixel keeps
+                // its samples to a 256² frame's.
+                let step = match w * h {
+                    n if textured && n > 256 * 256 => 4,
+                    n if n > 128 * 128 => 2,
+                    _ => 1,
+                };
                 let band = motion_band(w, h);
                 d = best_shift(
                     a,
