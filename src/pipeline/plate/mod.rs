@@ -1258,7 +1258,10 @@ fn global_motion(rgb: &[f32], frames: usize, height: usize, width: usize) -> Vec
         // only when it is a steady pan, as a camera's is. The steps' own pixels tell a pan
         // of a pixel or two; where they are too few against the character's, the pixels
         // beside them too.
-        if let Some(pan) = [0, 1].into_iter().find_map(|m| steady_pan(&steps(Some(m)))) {
+        // Over 256² the search scores every fourth row and column, which can miss a
+        // two-pixel-wide edge altogether: there only the wider mask is used.
+        let first = if width * height > 256 * 256 { 1 } else { 0 };
+        if let Some(pan) = (first..2).find_map(|m| steady_pan(&steps(Some(m)))) {
             chosen = pan;
         }
     }
