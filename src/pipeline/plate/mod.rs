@@ -808,8 +808,8 @@ fn luma(f: &[f32], plane: usize) -> Vec<f32> {
 /// A frame's luma pyramid, finest first: (plane, width, height) per level.
 type Pyramid = Vec<(Vec<f32>, usize, usize)>;
 
-/// A pixel whose 3×3 neighbourhood holds a step of more than this (about five 8-bit levels,
-/// above GIF dither) is textured for the shift search.
+/// A step between neighbouring pixels of more than this (about five 8-bit levels, above GIF
+/// dither) marks both pixels textured for the shift search.
 const TEXTURE_STEP: f32 = 0.02;
 /// The share of the textured pixels' differences a shift is scored on: the character's edges
 /// are a minority among them, and flat faces no longer fill the lower half with zeros.
