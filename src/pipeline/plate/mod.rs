@@ -114,6 +114,20 @@ const BACKGROUND_CONTACT: f32 = 0.35;
 /// A good spatial fit with a larger error than this is a rough model of a textured
 /// background (photos), not the background itself (flat colours, gradients, tiles: 0-0.005).
 const TEXTURE_FIT_ERROR: f32 = 0.006;
+/// A periodic fit explaining less of the ring than this may hold a still character cut by
+/// the frame in its tile (see `unexplained_regions`).
+const UNEXPLAINED_SHARE_MAX: f32 = 0.97;
+/// A steady region whose pixels a periodic tile explains less than this share of is not the
+/// background it repeats.
+const UNEXPLAINED_REGION: f32 = 0.5;
+/// ... provided the tile explains this share of the best-explained region (less where the
+/// character's colour stands in some of the tile's phases).
+const UNEXPLAINED_BEST: f32 = 0.7;
+/// A tile bin whose ring samples are all of colours the ring shows less than this share of
+/// its most common colour's is not trusted to them (a still character cut by the frame).
+const RARE_IN_RING: f32 = 0.25;
+/// A pixel within this (max over channels) of a tile is explained by it.
+const EXPLAINED: f32 = 0.1;
 /// Confidence of a plate inpainted under a character that never left its place.
 const HIDDEN_CONF: f32 = 0.2;
 /// How much more a whole period's folded variation may be than a fractional one's and still
@@ -252,32 +266,80 @@ pub fn estimate(
     for k in 0..cplane {
         sample[k] = sample[k] && covered[k] > 0 && agree[k] >= 0.6;
     }
-    let unhidden = (0..cplane).filter(|&k| sample[k] && !hidden[k]).count();
-    if unhidden >= 16 {
-        for k in 0..cplane {
-            sample[k] = sample[k] && !hidden[k];
+    let ring_sample = sample;
+    // The ring's samples outside `hidden` (unless too few remain), and the steady pixels
+    // inside: a periodic tile needs every phase, and a ring covers few of a large tile's; its
+    // empty phases are filled from the inside, where a character that stays put is one voice
+    // among the many repeats of the same phase.
+    let sets = |hidden: &[bool]| {
+        let unhidden = (0..cplane)
+            .filter(|&k| ring_sample[k] && !hidden[k])
+            .count();
+        let sample: Vec<bool> = (0..cplane)
+            .map(|k| ring_sample[k] && (unhidden < 16 || !hidden[k]))
+            .collect();
+        let samples: Vec<usize> = (0..cplane).filter(|&k| sample[k]).collect();
+        let inner: Vec<usize> = (0..cplane)
+            .filter(|&k| !sample[k] && covered[k] > 0 && agree[k] >= 0.6 && !hidden[k])
+            .collect();
+        (sample, samples, inner)
+    };
+    let fit_to = |samples: &[usize], inner: &[usize]| {
+        if options.spatial && samples.len() >= 16 {
+            fit_spatial(&median, samples, inner, cw, ch)
+        } else {
+            (SpatialFit::None, Score::NONE, None)
+        }
+    };
+    let (sample, samples, inner) = sets(&hidden);
+    let (mut fit, mut score, mut spatial) = fit_to(&samples, &inner);
+    if let (SpatialFit::Periodic { period }, Some(s), false) = (fit, &spatial, moved) {
+        // A tile is a median per phase, and a still character that the frame cuts can hold
+        // most of a phase's ring samples (it meets the edge too much to count as an inside
+        // above): its colour then stands in the tile wherever that phase repeats. Its steady
+        // region gives it away: the tile explains the background's region and little of it.
+        // Such regions are left out and the tile built again.
+        if score.share < UNEXPLAINED_SHARE_MAX && options.temporal && frames > 1 {
+            let axis = |p: f32| p.is_finite().then_some(p);
+            let palette = RingPalette::new(&median, &samples, cplane);
+            let tile_without = |out: &[bool]| {
+                let keep = |v: &[usize]| -> Vec<usize> {
+                    v.iter().copied().filter(|&k| !out[k]).collect()
+                };
+                periodic_tile(
+                    &median,
+                    &keep(&samples),
+                    &keep(&inner),
+                    &palette,
+                    (cw, ch),
+                    (axis(period.0), axis(period.1)),
+                )
+            };
+            let more = unexplained_regions(
+                &median,
+                s,
+                &tile_without,
+                &wall,
+                &covered,
+                &agree,
+                (cw, ch),
+                plane,
+            );
+            if more.iter().zip(&hidden).any(|(&m, &h)| m && !h) {
+                let hidden2: Vec<bool> = hidden.iter().zip(&more).map(|(&h, &m)| h || m).collect();
+                let (_, samples2, inner2) = sets(&hidden2);
+                let refit = fit_to(&samples2, &inner2);
+                if matches!(refit.0, SpatialFit::Periodic { .. }) && refit.1.share > score.share {
+                    (fit, score, spatial) = refit;
+                    hidden = hidden2;
+                }
+            }
         }
     }
-    let samples: Vec<usize> = (0..cplane).filter(|&k| sample[k]).collect();
-    // A periodic tile needs every phase, and a ring covers few of a large tile's: its empty
-    // phases are filled from the steady pixels inside, where a character that stays put is one
-    // voice among the many repeats of the same phase.
-    let inner: Vec<usize> = (0..cplane)
-        .filter(|&k| !sample[k] && covered[k] > 0 && agree[k] >= 0.6 && !hidden[k])
-        .collect();
-
-    let (
-        fit,
-        Score {
-            share,
-            error: fit_error,
-        },
-        spatial,
-    ) = if options.spatial && samples.len() >= 16 {
-        fit_spatial(&median, &samples, &inner, cw, ch)
-    } else {
-        (SpatialFit::None, Score::NONE, None)
-    };
+    let Score {
+        share,
+        error: fit_error,
+    } = score;
     let good_fit = share >= FIT_SHARE_GOOD;
     // Far from a rough fit: not the background it models (see below).
     let far = STRONG.max(3.0 * fit_error);
@@ -709,47 +771,7 @@ fn hidden_interior(
         .map(|k| covered[k] > 0 && usize::from(strong[k]) >= 2.max(usize::from(covered[k]) / 10))
         .collect();
     let wall = dilate(&moving, cw, ch, WALL_CLOSE);
-    let neighbours = |k: usize| {
-        let (x, y) = (k % cw, k / cw);
-        [
-            (x > 0).then(|| k - 1),
-            (x + 1 < cw).then(|| k + 1),
-            (y > 0).then(|| k - cw),
-            (y + 1 < ch).then(|| k + cw),
-        ]
-        .into_iter()
-        .flatten()
-    };
-    // Where a pixel meets the canvas's edge (or the part of it no frame saw).
-    let edge = |k: usize| {
-        let (x, y) = (k % cw, k / cw);
-        x == 0 || y == 0 || x + 1 == cw || y + 1 == ch || covered[k] == 0
-    };
-    // Steady regions between the moving pixels, each with how much of the canvas edge it
-    // meets.
-    let mut label = vec![u32::MAX; n];
-    let mut regions: Vec<(usize, usize)> = Vec::new(); // (area, edge contact)
-    let mut stack = Vec::new();
-    for start in 0..n {
-        if wall[start] || label[start] != u32::MAX {
-            continue;
-        }
-        let id = regions.len() as u32;
-        let (mut area, mut contact) = (0, 0);
-        label[start] = id;
-        stack.push(start);
-        while let Some(k) = stack.pop() {
-            area += 1;
-            contact += usize::from(edge(k));
-            for j in neighbours(k) {
-                if !wall[j] && label[j] == u32::MAX {
-                    label[j] = id;
-                    stack.push(j);
-                }
-            }
-        }
-        regions.push((area, contact));
-    }
+    let (label, regions) = steady_regions(&wall, covered, (cw, ch));
     // The background is the region that meets the edge most, and any that meets it nearly as
     // much (a character standing across the canvas splits it); a large region that meets it
     // much less is the inside of a character that stays put (enclosed by its moving ring, or
@@ -772,6 +794,113 @@ fn hidden_interior(
         .map(|k| held_major[k] || (grown[k] && !moving[k]))
         .collect();
     (hidden, wall)
+}
+
+/// Large steady regions (between the moving pixels' `wall`) that a periodic tile built
+/// without them explains little of, while `tile` explains most of the background's region
+/// (the one meeting the canvas's edge most): a still character that the frame cuts. Left out
+/// of its own tile, because where it holds a phase's samples it explains itself. Grown by
+/// the closing radius over its outline.
+#[allow(clippy::too_many_arguments)]
+fn unexplained_regions(
+    median: &[f32],
+    tile: &[f32],
+    tile_without: &dyn Fn(&[bool]) -> Option<Vec<f32>>,
+    wall: &[bool],
+    covered: &[u16],
+    agree: &[f32],
+    (cw, ch): (usize, usize),
+    frame_plane: usize,
+) -> Vec<bool> {
+    let n = cw * ch;
+    let (label, regions) = steady_regions(wall, covered, (cw, ch));
+    let steady = |k: usize| label[k] != u32::MAX && covered[k] > 0 && agree[k] >= 0.6;
+    let explained = |tile: &[f32], k: usize| {
+        (0..3).all(|c| (median[c * n + k] - tile[c * n + k]).abs() <= EXPLAINED)
+    };
+    // Per region: steady pixels, and those the tile explains.
+    let mut counts = vec![(0usize, 0usize); regions.len()];
+    for k in (0..n).filter(|&k| steady(k)) {
+        let c = &mut counts[label[k] as usize];
+        c.0 += 1;
+        c.1 += usize::from(explained(tile, k));
+    }
+    let share = |(steady, explained): (usize, usize)| explained as f32 / steady.max(1) as f32;
+    let Some(main) = (0..regions.len()).max_by_key(|&i| regions[i].1) else {
+        return vec![false; n];
+    };
+    if share(counts[main]) < UNEXPLAINED_BEST {
+        return vec![false; n];
+    }
+    let min_area = (frame_plane / 256).max(16);
+    let mut found = vec![false; n];
+    for i in (0..regions.len()).filter(|&i| i != main && counts[i].0 >= min_area) {
+        let members: Vec<bool> = label.iter().map(|&l| l == i as u32).collect();
+        let Some(other) = tile_without(&members) else {
+            continue;
+        };
+        let (mut total, mut hit) = (0usize, 0usize);
+        for k in (0..n).filter(|&k| members[k] && steady(k)) {
+            total += 1;
+            hit += usize::from(explained(&other, k));
+        }
+        if share((total, hit)) < UNEXPLAINED_REGION {
+            for (f, m) in found.iter_mut().zip(&members) {
+                *f |= m;
+            }
+        }
+    }
+    dilate(&found, cw, ch, WALL_CLOSE)
+}
+
+/// The connected regions of canvas pixels outside `wall` (4-neighbours): each pixel's region
+/// (`u32::MAX` on the wall) and per region its area and how many of its pixels meet the
+/// canvas's edge (or the part of it no frame saw).
+fn steady_regions(
+    wall: &[bool],
+    covered: &[u16],
+    (cw, ch): (usize, usize),
+) -> (Vec<u32>, Vec<(usize, usize)>) {
+    let n = cw * ch;
+    let neighbours = |k: usize| {
+        let (x, y) = (k % cw, k / cw);
+        [
+            (x > 0).then(|| k - 1),
+            (x + 1 < cw).then(|| k + 1),
+            (y > 0).then(|| k - cw),
+            (y + 1 < ch).then(|| k + cw),
+        ]
+        .into_iter()
+        .flatten()
+    };
+    let edge = |k: usize| {
+        let (x, y) = (k % cw, k / cw);
+        x == 0 || y == 0 || x + 1 == cw || y + 1 == ch || covered[k] == 0
+    };
+    let mut label = vec![u32::MAX; n];
+    let mut regions: Vec<(usize, usize)> = Vec::new();
+    let mut stack = Vec::new();
+    for start in 0..n {
+        if wall[start] || label[start] != u32::MAX {
+            continue;
+        }
+        let id = regions.len() as u32;
+        let (mut area, mut contact) = (0, 0);
+        label[start] = id;
+        stack.push(start);
+        while let Some(k) = stack.pop() {
+            area += 1;
+            contact += usize::from(edge(k));
+            for j in neighbours(k) {
+                if !wall[j] && label[j] == u32::MAX {
+                    label[j] = id;
+                    stack.push(j);
+                }
+            }
+        }
+        regions.push((area, contact));
+    }
+    (label, regions)
 }
 
 /// `mask` grown by `r` pixels (a square neighbourhood), separably.
@@ -1833,6 +1962,26 @@ fn refine_period(
     }
 }
 
+/// A tile's periods across and down (`None`: that axis does not repeat).
+type Periods = (Option<f32>, Option<f32>);
+/// The period pairs whose tiles compete: as the shift search found them, refined when that
+/// differs, and, when refinement rounded one axis of a square tile to whole pixels and not
+/// the other (its variation there within the margin, e.g. under GIF dither), the fractional
+/// one on both: the rounded axis would drift a fraction of a pixel every repeat.
+fn candidate_periods(raw: Periods, refined: Periods) -> Vec<Periods> {
+    let mut periods = vec![raw];
+    if refined != raw {
+        periods.push(refined);
+    }
+    if let (Some(x), Some(y)) = refined {
+        if (x.fract() == 0.0) != (y.fract() == 0.0) && (x - y).abs() < 1.0 {
+            let f = if x.fract() == 0.0 { y } else { x };
+            periods.push((Some(f), Some(f)));
+        }
+    }
+    periods
+}
+
 /// Periodic candidates for the samples: the periods as the shift search found them, and
 /// refined (see [`refine_period`]) when that differs, each with its tile.
 fn fit_periodic(
@@ -1857,10 +2006,7 @@ fn fit_periodic(
     }
     let raw = (ax.map(|a| a.0), ay.map(|a| a.0));
     let refined = (ax.map(|a| a.1), ay.map(|a| a.1));
-    let mut periods = vec![raw];
-    if refined != raw {
-        periods.push(refined);
-    }
+    let periods = candidate_periods(raw, refined);
     // Two candidates are judged by tiles built from the inside alone, scored on the ring
     // they never saw: a fractional period's fine bins can otherwise fit a character that sits
     // on the ring and look better for it.
@@ -1942,28 +2088,50 @@ fn periodic_tile(
         }
         tile
     };
-    let (mut ring, inside) = (collect(samples), collect(inner));
+    let (ring, inside) = (collect(samples), collect(inner));
     let mut value = vec![f32::NAN; nx * ny * 3];
+    let mut seen = vec![false; nx * ny];
+    // The ring's samples where it has a few, in the colours the ring shows often: a
+    // fractional period's bin is met in a few bands only, and a still character the frame
+    // cuts can be half of its samples there (the median would then mix the two), or all of
+    // them (a colour the ring shows rarely: the bin is then left to the rules below).
+    let shares: Vec<Vec<f32>> = (0..nx * ny)
+        .map(|b| {
+            (0..ring[b * 3].len())
+                .map(|j| palette.share(&std::array::from_fn(|c| ring[b * 3 + c][j])))
+                .collect()
+        })
+        .collect();
+    let most = |b: usize| shares[b].iter().copied().fold(0f32, f32::max);
+    let top = (0..nx * ny).map(most).fold(0f32, f32::max);
+    let mut kept: [Vec<f32>; 3] = Default::default();
     for b in 0..nx * ny {
-        let cell = b * 3..b * 3 + 3;
-        if ring[cell.start].len() >= 2 {
-            // The ring's samples where it has a few.
-            for i in cell {
-                value[i] = lower_median(&mut ring[i]);
-            }
+        let count = ring[b * 3].len();
+        let m = most(b);
+        if count < 2 || m < RARE_IN_RING * top {
             continue;
         }
-        // Else the inside's with them, in the colours the ring shows often: a large tile's
-        // phase has few repeats inside, and a character that never moves can be half of them.
-        let votes: Vec<[f32; 3]> = (0..ring[cell.start].len())
-            .map(|j| std::array::from_fn(|c| ring[cell.start + c][j]))
-            .chain(
-                (0..inside[cell.start].len())
-                    .map(|j| std::array::from_fn(|c| inside[cell.start + c][j])),
-            )
+        seen[b] = true;
+        for (c, v) in kept.iter_mut().enumerate() {
+            v.clear();
+            v.extend(
+                (0..count)
+                    .filter(|&j| shares[b][j] >= 0.5 * m)
+                    .map(|j| ring[b * 3 + c][j]),
+            );
+            value[b * 3 + c] = lower_median(v);
+        }
+    }
+    // Where the ring has too few samples of a phase: the inside's with them, in the colours
+    // the ring shows often (a large tile's phase has few repeats inside, and a character that
+    // never moves can be half of them).
+    let inside_vote = |b: usize| -> Option<[f32; 3]> {
+        let votes: Vec<[f32; 3]> = (0..ring[b * 3].len())
+            .map(|j| std::array::from_fn(|c| ring[b * 3 + c][j]))
+            .chain((0..inside[b * 3].len()).map(|j| std::array::from_fn(|c| inside[b * 3 + c][j])))
             .collect();
         if votes.is_empty() {
-            continue;
+            return None;
         }
         let share: Vec<f32> = votes.iter().map(|v| palette.share(v)).collect();
         let most = share.iter().copied().fold(0f32, f32::max);
@@ -1973,9 +2141,90 @@ fn periodic_tile(
             .filter(|&(_, sh)| sh >= 0.5 * most)
             .map(|(v, _)| v)
             .collect();
-        for c in 0..3 {
+        Some(std::array::from_fn(|c| {
             let mut v: Vec<f32> = votes.iter().map(|s| s[c]).collect();
-            value[b * 3 + c] = lower_median(&mut v);
+            lower_median(&mut v)
+        }))
+    };
+    // A fractional period's quarter-pixel bins drift against the pixel grid: each bin is met
+    // only by pixels in bands some periods wide, and where such a band never crosses the
+    // ring, the inside alone votes for its bins; where a still character covers the band, it
+    // is all the inside shows. The ring's bins a fraction of a pixel of phase away say what
+    // colours lie there: an inside vote of none of them is the character's, and then the two
+    // nearest seen bins along an axis are taken when they agree (no cell edge between them),
+    // else the median of those around it.
+    let reach = |p: Option<f32>| {
+        if p.is_some_and(|p| p.fract() != 0.0) {
+            3
+        } else {
+            0
+        }
+    };
+    let (rx, ry) = (reach(px), reach(py));
+    let at = |x: usize, y: usize| (y % ny) * nx + x % nx;
+    let close = |a: &[f32], b: &[f32]| (0..3).all(|c| (a[c] - b[c]).abs() <= AGREE);
+    let mut near: [Vec<f32>; 3] = Default::default();
+    'bins: for b in 0..nx * ny {
+        if seen[b] {
+            continue;
+        }
+        let (bx, by) = (b % nx, b / nx);
+        let vote = inside_vote(b);
+        let (sx, sy) = (rx.min(2), ry.min(2));
+        let mut around = (0..=2 * sy)
+            .flat_map(|dy| (0..=2 * sx).map(move |dx| (dx, dy)))
+            .map(|(dx, dy)| at(bx + nx + dx - sx, by + ny + dy - sy))
+            .filter(|&nb| seen[nb])
+            .peekable();
+        let plausible = match &vote {
+            Some(v) => around.peek().is_none() || around.any(|nb| close(&value[nb * 3..], v)),
+            None => false,
+        };
+        if let (true, Some(v)) = (plausible, vote) {
+            value[b * 3..b * 3 + 3].copy_from_slice(&v);
+            continue;
+        }
+        // The nearest seen bin each way along an axis, within `reach` bins.
+        let side = |step: &dyn Fn(usize) -> usize, reach: usize| {
+            (1..=reach).map(step).find(|&nb| seen[nb])
+        };
+        for (r, fwd, back) in [
+            (
+                rx,
+                &(|d| at(bx + d, by)) as &dyn Fn(usize) -> usize,
+                &(|d| at(bx + nx - d, by)) as &dyn Fn(usize) -> usize,
+            ),
+            (ry, &|d| at(bx, by + d), &|d| at(bx, by + ny - d)),
+        ] {
+            if let (Some(a), Some(z)) = (side(fwd, r), side(back, r)) {
+                if close(&value[a * 3..], &value[z * 3..]) {
+                    for c in 0..3 {
+                        value[b * 3 + c] = 0.5 * (value[a * 3 + c] + value[z * 3 + c]);
+                    }
+                    continue 'bins;
+                }
+            }
+        }
+        for r in 1..=rx.max(ry).min(2) {
+            let (sx, sy) = (r.min(rx), r.min(ry));
+            near.iter_mut().for_each(Vec::clear);
+            for dy in 0..=2 * sy {
+                for dx in 0..=2 * sx {
+                    let nb = at(bx + nx + dx - sx, by + ny + dy - sy);
+                    for (c, v) in near.iter_mut().enumerate() {
+                        v.extend_from_slice(&ring[nb * 3 + c]);
+                    }
+                }
+            }
+            if near[0].len() >= 2 {
+                for (c, v) in near.iter_mut().enumerate() {
+                    value[b * 3 + c] = lower_median(v);
+                }
+                continue 'bins;
+            }
+        }
+        if let Some(v) = vote {
+            value[b * 3..b * 3 + 3].copy_from_slice(&v);
         }
     }
     // Fill empty bins from filled neighbours (cyclic), a few sweeps.
