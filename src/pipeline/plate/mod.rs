@@ -282,7 +282,7 @@ pub fn estimate(
         let inner: Vec<usize> = (0..cplane)
             .filter(|&k| !sample[k] && covered[k] > 0 && agree[k] >= 0.6 && !hidden[k])
             .collect();
-        (sample, samples, inner)
+        (samples, inner)
     };
     let fit_to = |samples: &[usize], inner: &[usize]| {
         if options.spatial && samples.len() >= 16 {
@@ -291,7 +291,7 @@ pub fn estimate(
             (SpatialFit::None, Score::NONE, None)
         }
     };
-    let (sample, samples, inner) = sets(&hidden);
+    let (samples, inner) = sets(&hidden);
     let (mut fit, mut score, mut spatial) = fit_to(&samples, &inner);
     if let (SpatialFit::Periodic { period }, Some(s), false) = (fit, &spatial, moved) {
         // A tile is a median per phase, and a still character that the frame cuts can hold
@@ -327,7 +327,7 @@ pub fn estimate(
             );
             if more.iter().zip(&hidden).any(|(&m, &h)| m && !h) {
                 let hidden2: Vec<bool> = hidden.iter().zip(&more).map(|(&h, &m)| h || m).collect();
-                let (_, samples2, inner2) = sets(&hidden2);
+                let (samples2, inner2) = sets(&hidden2);
                 let refit = fit_to(&samples2, &inner2);
                 if matches!(refit.0, SpatialFit::Periodic { .. }) && refit.1.share > score.share {
                     (fit, score, spatial) = refit;
@@ -1973,11 +1973,12 @@ fn candidate_periods(raw: Periods, refined: Periods) -> Vec<Periods> {
     if refined != raw {
         periods.push(refined);
     }
-    if let (Some(x), Some(y)) = refined {
-        if (x.fract() == 0.0) != (y.fract() == 0.0) && (x - y).abs() < 1.0 {
-            let f = if x.fract() == 0.0 { y } else { x };
-            periods.push((Some(f), Some(f)));
-        }
+    if let (Some(x), Some(y)) = refined
+        && (x.fract() == 0.0) != (y.fract() == 0.0)
+        && (x - y).abs() < 1.0
+    {
+        let f = if x.fract() == 0.0 { y } else { x };
+        periods.push((Some(f), Some(f)));
     }
     periods
 }
@@ -2196,13 +2197,13 @@ fn periodic_tile(
             ),
             (ry, &|d| at(bx, by + d), &|d| at(bx, by + ny - d)),
         ] {
-            if let (Some(a), Some(z)) = (side(fwd, r), side(back, r)) {
-                if close(&value[a * 3..], &value[z * 3..]) {
-                    for c in 0..3 {
-                        value[b * 3 + c] = 0.5 * (value[a * 3 + c] + value[z * 3 + c]);
-                    }
-                    continue 'bins;
+            if let (Some(a), Some(z)) = (side(fwd, r), side(back, r))
+                && close(&value[a * 3..], &value[z * 3..])
+            {
+                for c in 0..3 {
+                    value[b * 3 + c] = 0.5 * (value[a * 3 + c] + value[z * 3 + c]);
                 }
+                continue 'bins;
             }
         }
         for r in 1..=rx.max(ry).min(2) {
