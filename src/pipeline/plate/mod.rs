@@ -2099,53 +2099,33 @@ fn periodic_tile(
     let shares: Vec<Vec<f32>> = (0..nx * ny)
         .map(|b| {
             (0..ring[b * 3].len())
-                .map(|j| palette.share(&std::array::from_fn(|c| ring[b * 3 + c][j])))
+                .map(|j| palette.share(&sample_at(&ring, b, j)))
                 .collect()
         })
         .collect();
     let most = |b: usize| shares[b].iter().copied().fold(0f32, f32::max);
     let top = (0..nx * ny).map(most).fold(0f32, f32::max);
-    let mut kept: [Vec<f32>; 3] = Default::default();
+    let ring_votes = |b: usize| {
+        let ring = &ring;
+        (0..ring[b * 3].len()).map(move |j| sample_at(ring, b, j))
+    };
     for b in 0..nx * ny {
-        let count = ring[b * 3].len();
-        let m = most(b);
-        if count < 2 || m < RARE_IN_RING * top {
+        if ring[b * 3].len() < 2 || most(b) < RARE_IN_RING * top {
             continue;
         }
         seen[b] = true;
-        for (c, v) in kept.iter_mut().enumerate() {
-            v.clear();
-            v.extend(
-                (0..count)
-                    .filter(|&j| shares[b][j] >= 0.5 * m)
-                    .map(|j| ring[b * 3 + c][j]),
-            );
-            value[b * 3 + c] = lower_median(v);
-        }
+        let votes: Vec<[f32; 3]> = ring_votes(b).collect();
+        value[b * 3..b * 3 + 3].copy_from_slice(&common_median(&votes, &shares[b]));
     }
     // Where the ring has too few samples of a phase: the inside's with them, in the colours
     // the ring shows often (a large tile's phase has few repeats inside, and a character that
     // never moves can be half of them).
     let inside_vote = |b: usize| -> Option<[f32; 3]> {
-        let votes: Vec<[f32; 3]> = (0..ring[b * 3].len())
-            .map(|j| std::array::from_fn(|c| ring[b * 3 + c][j]))
-            .chain((0..inside[b * 3].len()).map(|j| std::array::from_fn(|c| inside[b * 3 + c][j])))
+        let votes: Vec<[f32; 3]> = ring_votes(b)
+            .chain((0..inside[b * 3].len()).map(|j| sample_at(&inside, b, j)))
             .collect();
-        if votes.is_empty() {
-            return None;
-        }
         let share: Vec<f32> = votes.iter().map(|v| palette.share(v)).collect();
-        let most = share.iter().copied().fold(0f32, f32::max);
-        let votes: Vec<[f32; 3]> = votes
-            .into_iter()
-            .zip(share)
-            .filter(|&(_, sh)| sh >= 0.5 * most)
-            .map(|(v, _)| v)
-            .collect();
-        Some(std::array::from_fn(|c| {
-            let mut v: Vec<f32> = votes.iter().map(|s| s[c]).collect();
-            lower_median(&mut v)
-        }))
+        (!votes.is_empty()).then(|| common_median(&votes, &share))
     };
     // A fractional period's quarter-pixel bins drift against the pixel grid: each bin is met
     // only by pixels in bands some periods wide, and where such a band never crosses the
@@ -2185,19 +2165,19 @@ fn periodic_tile(
             value[b * 3..b * 3 + 3].copy_from_slice(&v);
             continue;
         }
-        // The nearest seen bin each way along an axis, within `reach` bins.
-        let side = |step: &dyn Fn(usize) -> usize, reach: usize| {
-            (1..=reach).map(step).find(|&nb| seen[nb])
+        // The nearest seen bin forward or back along an axis, within `reach` bins.
+        let nearest = |across: bool, forward: bool, reach: usize| {
+            (1..=reach)
+                .map(|d| match (across, forward) {
+                    (true, true) => at(bx + d, by),
+                    (true, false) => at(bx + nx - d, by),
+                    (false, true) => at(bx, by + d),
+                    (false, false) => at(bx, by + ny - d),
+                })
+                .find(|&nb| seen[nb])
         };
-        for (r, fwd, back) in [
-            (
-                rx,
-                &(|d| at(bx + d, by)) as &dyn Fn(usize) -> usize,
-                &(|d| at(bx + nx - d, by)) as &dyn Fn(usize) -> usize,
-            ),
-            (ry, &|d| at(bx, by + d), &|d| at(bx, by + ny - d)),
-        ] {
-            if let (Some(a), Some(z)) = (side(fwd, r), side(back, r))
+        for (across, r) in [(true, rx), (false, ry)] {
+            if let (Some(a), Some(z)) = (nearest(across, true, r), nearest(across, false, r))
                 && close(&value[a * 3..], &value[z * 3..])
             {
                 for c in 0..3 {
@@ -2270,6 +2250,26 @@ fn periodic_tile(
         }
     }
     Some(out)
+}
+
+/// Sample `j` of bin `b` of per-channel vote lists (`[bins * 3]`).
+fn sample_at(lists: &[Vec<f32>], b: usize, j: usize) -> [f32; 3] {
+    std::array::from_fn(|c| lists[b * 3 + c][j])
+}
+
+/// The per-channel median of `votes` in the colours the ring shows often: those whose
+/// `share` is at least half the best one's. `votes` must not be empty.
+fn common_median(votes: &[[f32; 3]], share: &[f32]) -> [f32; 3] {
+    let most = share.iter().copied().fold(0f32, f32::max);
+    std::array::from_fn(|c| {
+        let mut v: Vec<f32> = votes
+            .iter()
+            .zip(share)
+            .filter(|&(_, &sh)| sh >= 0.5 * most)
+            .map(|(v, _)| v[c])
+            .collect();
+        lower_median(&mut v)
+    })
 }
 
 /// How often the ring samples show a colour: a coarse RGB histogram (16 levels a channel)

@@ -229,6 +229,22 @@ fn checker(
     }
 }
 
+/// A checker of `cell`-pixel squares, `cell` fractional: sampled at each pixel's corner.
+fn fractional_checker(
+    cell: f32,
+    a: [f32; 3],
+    b: [f32; 3],
+) -> impl Fn(usize, usize, usize) -> [f32; 3] + Copy {
+    move |_, x, y| {
+        let (u, v) = (x as f32 / cell, y as f32 / cell);
+        if (u.floor() + v.floor()) as i64 % 2 == 0 {
+            a
+        } else {
+            b
+        }
+    }
+}
+
 #[test]
 fn checkers_of_every_size_are_recovered_grey_and_coloured() {
     let grey = ([0.8, 0.8, 0.8], [1.0, 1.0, 1.0]);
@@ -307,14 +323,7 @@ fn a_pattern_is_not_taken_at_a_fraction_of_its_period() {
 #[test]
 fn a_checker_of_fractional_cells_is_recovered_under_a_still_character() {
     let cell = 10.3f32;
-    let bg = move |_: usize, x: usize, y: usize| {
-        let (u, v) = (x as f32 / cell, y as f32 / cell);
-        if (u.floor() + v.floor()) as i64 % 2 == 0 {
-            [0.9, 0.3, 0.6]
-        } else {
-            [0.3, 0.7, 0.2]
-        }
-    };
+    let bg = fractional_checker(cell, [0.9, 0.3, 0.6], [0.3, 0.7, 0.2]);
     let (n, s) = (16, 256);
     let still = |_: usize, x: usize, y: usize| disc(x, y, 128.0, 128.0, 50.0);
     let (plate, err) = run(n, s, bg, still);
@@ -337,15 +346,7 @@ fn a_checker_of_fractional_cells_is_recovered_under_a_still_character() {
 /// checker, not the disc's colour that the inside alone would vote for.
 #[test]
 fn a_fine_fractional_checker_is_recovered_under_a_still_character_at_512() {
-    let cell = 5.515f32;
-    let bg = move |_: usize, x: usize, y: usize| {
-        let (u, v) = (x as f32 / cell, y as f32 / cell);
-        if (u.floor() + v.floor()) as i64 % 2 == 0 {
-            [0.47, 0.76, 0.89]
-        } else {
-            [0.53, 0.25, 0.49]
-        }
-    };
+    let bg = fractional_checker(5.515, [0.47, 0.76, 0.89], [0.53, 0.25, 0.49]);
     let (n, s) = (6, 512);
     let still = |_: usize, x: usize, y: usize| {
         let (dx, dy) = (x as f32 - 230.0, y as f32 - 280.0);
