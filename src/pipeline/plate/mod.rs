@@ -100,6 +100,9 @@ const FIT_SHARE_GOOD: f32 = 0.55;
 const STEADIER: f32 = 0.2;
 /// Camera motion (px over the clip) from which frame and canvas coordinates are told apart.
 const MIN_CAMERA_SPAN: f32 = 4.0;
+/// An enclosed region is made of flat parts when this share of its pixels equal their right
+/// and lower neighbours (within half of [`AGREE`]).
+const ENCLOSED_FLAT: f32 = 0.7;
 /// Fewest samples left after holding out the character's for the rest to give the background.
 const MIN_FREE: usize = 2;
 /// A frame sample this far from the median (max over channels) is not noise: an edge of the
@@ -206,6 +209,14 @@ pub fn estimate(
             }
         }
         parts = temporal_stats(rgb, &warps, &canvas, height, width, Some(&held));
+        // Where the character covers a canvas pixel in every frame, its median is the
+        // character's, and as steady as any background where the part is flat. Each frame
+        // gives it away: the pixels matching that median there are enclosed by pixels that
+        // do not (the character's parts over the background the canvas did see).
+        let m_c: Vec<[f32; 3]> = parts.iter().flat_map(|p| p.mean.iter().copied()).collect();
+        if enclosed_matches(rgb, &warps, &canvas, &m_c, (height, width), &mut held) {
+            parts = temporal_stats(rgb, &warps, &canvas, height, width, Some(&held));
+        }
     }
     let mut median = vec![0f32; 3 * cplane];
     let mut agree = Vec::with_capacity(cplane);
@@ -749,6 +760,103 @@ fn temporal_rows(
         }
     }
     out
+}
+
+/// Marks as `held` (`[T, H, W]`) each frame's pixels that match the canvas median `m_c` but
+/// lie in regions that pixels off it enclose: the canvas median there is a part of the
+/// character that never uncovered it (the same test as [`hidden_interior`]'s, on each frame,
+/// where the character's outline is sharp rather than smeared by the pan). Returns whether any
+/// were found.
+fn enclosed_matches(
+    rgb: &[f32],
+    warps: &[Warp],
+    canvas: &Canvas,
+    m_c: &[[f32; 3]],
+    (height, width): (usize, usize),
+    held: &mut [bool],
+) -> bool {
+    let plane = height * width;
+    let all = vec![1u16; plane];
+    let min_area = (plane / 256).max(16);
+    // Per canvas pixel: frames where it matched inside an enclosed region, and where it
+    // matched in the open.
+    let mut votes = vec![(0u16, 0u16); canvas.width * canvas.height];
+    for (t, warp) in warps.iter().enumerate() {
+        let f = &rgb[t * 3 * plane..(t + 1) * 3 * plane];
+        let mut off = vec![false; plane];
+        for y in 0..height {
+            for x in 0..width {
+                let p = y * width + x;
+                let m = m_c[canvas.index(x, y, warp)];
+                off[p] = (0..3).any(|c| (f[c * plane + p] - m[c]).abs() > STRONG);
+            }
+        }
+        let wall = dilate(&off, width, height, WALL_CLOSE);
+        let (label, regions) = steady_regions(&wall, &all, (width, height));
+        let most = regions.iter().map(|r| r.1).max().unwrap_or(0);
+        // Flat parts: a sticker's, whose pixels mostly equal their neighbours. Texture
+        // enclosed by the character is the background seen through a gap between its parts,
+        // and the canvas saw it right.
+        let mut near = vec![0usize; regions.len()];
+        for p in (0..plane).filter(|&p| label[p] != u32::MAX) {
+            let (x, y) = (p % width, p / width);
+            let flat = |q: usize| {
+                (0..3).all(|c| (f[c * plane + p] - f[c * plane + q]).abs() <= AGREE / 2.0)
+            };
+            let right = x + 1 >= width || flat(p + 1);
+            let down = y + 1 >= height || flat(p + width);
+            near[label[p] as usize] += usize::from(right && down);
+        }
+        let inside: Vec<bool> = regions
+            .iter()
+            .zip(&near)
+            .map(|(&(area, contact), &near)| {
+                area >= min_area
+                    && (contact as f32) < BACKGROUND_CONTACT * most as f32
+                    && near as f32 >= ENCLOSED_FLAT * area as f32
+            })
+            .collect();
+        let enclosed: Vec<bool> = (0..plane)
+            .map(|p| label[p] != u32::MAX && inside[label[p] as usize])
+            .collect();
+        let grown = dilate(&enclosed, width, height, WALL_CLOSE);
+        for y in 0..height {
+            for x in 0..width {
+                let p = y * width + x;
+                if off[p] {
+                    continue;
+                }
+                let k = canvas.index(x, y, warp);
+                if grown[p] {
+                    votes[k].0 += 1;
+                } else {
+                    votes[k].1 += 1;
+                }
+            }
+        }
+    }
+    // A canvas pixel enclosed in more frames than it was open background: every sample of the
+    // median's colour there is the character's (also where its outline met the median's own
+    // edge, which it does in the frames that made the median).
+    if !votes.iter().any(|&(e, c)| e > c) {
+        return false;
+    }
+    let mut any = false;
+    for (t, warp) in warps.iter().enumerate() {
+        let f = &rgb[t * 3 * plane..(t + 1) * 3 * plane];
+        for y in 0..height {
+            for x in 0..width {
+                let p = y * width + x;
+                let k = canvas.index(x, y, warp);
+                let (e, c) = votes[k];
+                if e > c && (0..3).all(|ch| (f[ch * plane + p] - m_c[k][ch]).abs() <= STRONG) {
+                    held[t * plane + p] = true;
+                    any = true;
+                }
+            }
+        }
+    }
+    any
 }
 
 /// Canvas pixels whose temporal median is the character's own, and the closed ring of moving
