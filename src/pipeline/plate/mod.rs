@@ -783,14 +783,13 @@ fn enclosed_matches(
     let mut votes = vec![(0u16, 0u16); canvas.width * canvas.height];
     for (t, warp) in warps.iter().enumerate() {
         let f = &rgb[t * 3 * plane..(t + 1) * 3 * plane];
-        let mut off = vec![false; plane];
-        for y in 0..height {
-            for x in 0..width {
-                let p = y * width + x;
-                let m = m_c[canvas.index(x, y, warp)];
-                off[p] = (0..3).any(|c| (f[c * plane + p] - m[c]).abs() > STRONG);
-            }
-        }
+        // Each frame pixel's canvas pixel, found once for the match and the votes.
+        let at: Vec<usize> = (0..plane)
+            .map(|p| canvas.index(p % width, p / width, warp))
+            .collect();
+        let off: Vec<bool> = (0..plane)
+            .map(|p| (0..3).any(|c| (f[c * plane + p] - m_c[at[p]][c]).abs() > STRONG))
+            .collect();
         let wall = dilate(&off, width, height, WALL_CLOSE);
         let (label, regions) = steady_regions(&wall, &all, (width, height));
         let most = regions.iter().map(|r| r.1).max().unwrap_or(0);
@@ -820,18 +819,11 @@ fn enclosed_matches(
             .map(|p| label[p] != u32::MAX && inside[label[p] as usize])
             .collect();
         let grown = dilate(&enclosed, width, height, WALL_CLOSE);
-        for y in 0..height {
-            for x in 0..width {
-                let p = y * width + x;
-                if off[p] {
-                    continue;
-                }
-                let k = canvas.index(x, y, warp);
-                if grown[p] {
-                    votes[k].0 += 1;
-                } else {
-                    votes[k].1 += 1;
-                }
+        for p in (0..plane).filter(|&p| !off[p]) {
+            if grown[p] {
+                votes[at[p]].0 += 1;
+            } else {
+                votes[at[p]].1 += 1;
             }
         }
     }
